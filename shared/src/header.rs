@@ -1,0 +1,420 @@
+//! The header frame: the small, versioned, binary frame our peers put in front
+//! of a request, a reply or an event payload.
+//!
+//! A header frame starts with [`MAGIC`] (`0xFF` can never start a UTF-8 text, so
+//! no text payload is mistaken for a header), then one version byte, then the
+//! [`Header`] encoded with `postcard`. Decoding is total: any byte string gives
+//! either a header or a [`HeaderError`], never a panic, and
+//! [`is_header`] lets a peer that does not care skip the frame by looking at
+//! three bytes.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The bytes every header frame starts with.
+pub const MAGIC: [u8; 3] = [0xFF, b'M', b'Q'];
+/// The header format version this build writes and reads.
+pub const VERSION: u8 = 1;
+
+/// Why a frame is not a valid header.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeaderError {
+    /// The frame does not start with [`MAGIC`]: it is payload, not a header.
+    #[error("frame is not a header (no magic prefix)")]
+    NotAHeader,
+    /// The frame has the magic but no version byte.
+    #[error("header frame truncated before the version byte")]
+    MissingVersion,
+    /// The version byte names a format this build cannot read.
+    #[error("unsupported header version {0}")]
+    UnsupportedVersion(u8),
+    /// The body is not a valid encoding (truncated, bad tag, bad UTF-8, …).
+    #[error("invalid header body: {0}")]
+    Invalid(#[from] postcard::Error),
+    /// The body decoded but bytes were left over.
+    #[error("header has {0} trailing bytes")]
+    TrailingBytes(usize),
+}
+
+/// W3C trace context (`traceparent`, version `00`) in binary form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceContext {
+    /// 16-byte trace id.
+    pub trace_id: [u8; 16],
+    /// 8-byte parent span id.
+    pub span_id: [u8; 8],
+    /// Trace flags; bit 0 is "sampled".
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// Whether the sampled flag is set.
+    pub fn is_sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
+    /// Formats the context as a W3C `traceparent` header value.
+    pub fn to_traceparent(&self) -> String {
+        let mut s = String::with_capacity(55);
+        s.push_str("00-");
+        push_hex(&mut s, &self.trace_id);
+        s.push('-');
+        push_hex(&mut s, &self.span_id);
+        s.push('-');
+        push_hex(&mut s, &[self.flags]);
+        s
+    }
+
+    /// Parses a W3C `traceparent` value (version `00`); `None` if malformed or
+    /// if the trace or span id is all zeros (invalid per the spec).
+    pub fn from_traceparent(value: &str) -> Option<Self> {
+        let mut parts = value.trim().split('-');
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || version != "00" {
+            return None;
+        }
+        let mut ctx = TraceContext {
+            trace_id: [0; 16],
+            span_id: [0; 8],
+            flags: 0,
+        };
+        parse_hex(trace, &mut ctx.trace_id)?;
+        parse_hex(span, &mut ctx.span_id)?;
+        let mut f = [0u8; 1];
+        parse_hex(flags, &mut f)?;
+        ctx.flags = f[0];
+        if ctx.trace_id == [0; 16] || ctx.span_id == [0; 8] {
+            return None;
+        }
+        Some(ctx)
+    }
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xF)] as char);
+    }
+}
+
+fn parse_hex(s: &str, out: &mut [u8]) -> Option<()> {
+    if s.len() != out.len() * 2 || !s.is_ascii() {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(())
+}
+
+/// Outcome of a request, carried in reply headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Status {
+    /// Handled successfully.
+    Ok,
+    /// The handler failed.
+    Error,
+    /// The request could not be understood.
+    BadRequest,
+    /// No reply within the deadline.
+    Timeout,
+    /// No worker could take the request.
+    Unavailable,
+    /// Too many requests in flight.
+    Overloaded,
+}
+
+impl Status {
+    /// Every status, in a stable order (used to pre-create metric series).
+    pub const ALL: [Status; 6] = [
+        Status::Ok,
+        Status::Error,
+        Status::BadRequest,
+        Status::Timeout,
+        Status::Unavailable,
+        Status::Overloaded,
+    ];
+
+    /// The lower-case name used in metrics labels and plain error replies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Error => "error",
+            Status::BadRequest => "bad_request",
+            Status::Timeout => "timeout",
+            Status::Unavailable => "unavailable",
+            Status::Overloaded => "overloaded",
+        }
+    }
+
+    /// Parses the name given by [`Status::as_str`].
+    pub fn parse(name: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether a client may usefully retry a request that ended this way.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Status::Timeout | Status::Unavailable | Status::Overloaded
+        )
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Header of a request sent by our client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestHeader {
+    /// Client-chosen request id, echoed in the reply.
+    pub id: u64,
+    /// When the client sent it, microseconds since the Unix epoch.
+    pub sent_at_us: u64,
+    /// Trace context of the sending span, if any.
+    pub trace: Option<TraceContext>,
+}
+
+/// Header of a reply (from our server, or an error reply from the broker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyHeader {
+    /// The id of the request this answers.
+    pub id: u64,
+    /// Outcome.
+    pub status: Status,
+    /// Trace context of the replying span, if any.
+    pub trace: Option<TraceContext>,
+}
+
+/// Header of a published event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventHeader {
+    /// Id of the publishing process (random per process start).
+    pub publisher: u64,
+    /// Per-publisher sequence number, +1 per event, starting at 1.
+    pub seq: u64,
+    /// When it was published, microseconds since the Unix epoch.
+    pub published_at_us: u64,
+    /// Trace context of the span that caused the event, if any.
+    pub trace: Option<TraceContext>,
+}
+
+/// Any header frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Header {
+    /// A request.
+    Request(RequestHeader),
+    /// A reply.
+    Reply(ReplyHeader),
+    /// An event.
+    Event(EventHeader),
+}
+
+impl Header {
+    /// Encodes the header as a frame: magic, version, body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48);
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        // Writing into a Vec cannot fail; postcard only errors on I/O and on
+        // types serde cannot describe, neither of which applies here.
+        postcard::to_io(self, &mut out).expect("encoding a header into a Vec cannot fail");
+        out
+    }
+
+    /// Decodes a header frame.
+    ///
+    /// # Errors
+    /// Returns a [`HeaderError`] for anything that is not a complete, valid
+    /// header of this [`VERSION`]; never panics.
+    pub fn decode(frame: &[u8]) -> Result<Header, HeaderError> {
+        let body = frame.strip_prefix(&MAGIC).ok_or(HeaderError::NotAHeader)?;
+        let (&version, body) = body.split_first().ok_or(HeaderError::MissingVersion)?;
+        if version != VERSION {
+            return Err(HeaderError::UnsupportedVersion(version));
+        }
+        let (header, rest) = postcard::take_from_bytes::<Header>(body)?;
+        if !rest.is_empty() {
+            return Err(HeaderError::TrailingBytes(rest.len()));
+        }
+        Ok(header)
+    }
+}
+
+/// Whether a frame looks like a header (starts with [`MAGIC`]).
+pub fn is_header(frame: &[u8]) -> bool {
+    frame.starts_with(&MAGIC)
+}
+
+/// Microseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ctx() -> TraceContext {
+        TraceContext {
+            trace_id: [0xAB; 16],
+            span_id: [0x01, 2, 3, 4, 5, 6, 7, 8],
+            flags: 1,
+        }
+    }
+
+    #[test]
+    fn round_trips_every_kind() {
+        let headers = [
+            Header::Request(RequestHeader {
+                id: 7,
+                sent_at_us: 1_700_000_000_000_000,
+                trace: Some(ctx()),
+            }),
+            Header::Reply(ReplyHeader {
+                id: u64::MAX,
+                status: Status::Overloaded,
+                trace: None,
+            }),
+            Header::Event(EventHeader {
+                publisher: 42,
+                seq: 1,
+                published_at_us: 5,
+                trace: Some(ctx()),
+            }),
+        ];
+        for h in headers {
+            let frame = h.encode();
+            assert!(is_header(&frame));
+            assert_eq!(Header::decode(&frame), Ok(h));
+        }
+    }
+
+    #[test]
+    fn text_is_not_a_header() {
+        assert_eq!(Header::decode(b"hello"), Err(HeaderError::NotAHeader));
+        assert_eq!(Header::decode(b""), Err(HeaderError::NotAHeader));
+        assert!(!is_header(b"work 5ms"));
+    }
+
+    #[test]
+    fn magic_without_version_is_rejected() {
+        assert_eq!(Header::decode(&MAGIC), Err(HeaderError::MissingVersion));
+    }
+
+    #[test]
+    fn wrong_version_is_rejected() {
+        let mut frame = Header::Reply(ReplyHeader {
+            id: 1,
+            status: Status::Ok,
+            trace: None,
+        })
+        .encode();
+        frame[3] = 9;
+        assert_eq!(
+            Header::decode(&frame),
+            Err(HeaderError::UnsupportedVersion(9))
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let frame = Header::Event(EventHeader {
+            publisher: 1 << 60,
+            seq: 1 << 40,
+            published_at_us: 1 << 50,
+            trace: Some(ctx()),
+        })
+        .encode();
+        for len in 0..frame.len() {
+            assert!(Header::decode(&frame[..len]).is_err(), "prefix of {len} bytes decoded");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut frame = Header::Request(RequestHeader {
+            id: 1,
+            sent_at_us: 2,
+            trace: None,
+        })
+        .encode();
+        frame.extend_from_slice(b"xx");
+        assert_eq!(Header::decode(&frame), Err(HeaderError::TrailingBytes(2)));
+    }
+
+    #[test]
+    fn unknown_variant_tag_is_rejected() {
+        let mut frame = MAGIC.to_vec();
+        frame.push(VERSION);
+        frame.push(200);
+        assert!(matches!(Header::decode(&frame), Err(HeaderError::Invalid(_))));
+    }
+
+    #[test]
+    fn traceparent_round_trip() {
+        let tp = ctx().to_traceparent();
+        assert_eq!(tp, "00-abababababababababababababababab-0102030405060708-01");
+        assert_eq!(TraceContext::from_traceparent(&tp), Some(ctx()));
+    }
+
+    #[test]
+    fn malformed_traceparents_are_rejected() {
+        for bad in [
+            "",
+            "00",
+            "01-abababababababababababababababab-0102030405060708-01",
+            "00-abababababababababababababababab-0102030405060708",
+            "00-00000000000000000000000000000000-0102030405060708-01",
+            "00-abababababababababababababababab-0000000000000000-01",
+            "00-zzababababababababababababababab-0102030405060708-01",
+            "00-abababababababababababababababab-0102030405060708-01-ff",
+            "00-ababababababababababababababab\u{e9}b-0102030405060708-01",
+        ] {
+            assert_eq!(TraceContext::from_traceparent(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Status::parse("nope"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Header::decode(&bytes);
+        }
+
+        #[test]
+        fn decoding_random_bodies_after_magic_never_panics(body in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let mut frame = MAGIC.to_vec();
+            frame.push(VERSION);
+            frame.extend_from_slice(&body);
+            if let Ok(h) = Header::decode(&frame) {
+                // Anything that decodes must re-encode to the same bytes.
+                prop_assert_eq!(h.encode(), frame);
+            }
+        }
+
+        #[test]
+        fn request_headers_round_trip(id in any::<u64>(), at in any::<u64>(), tid in any::<[u8; 16]>(), sid in any::<[u8; 8]>(), flags in any::<u8>(), traced in any::<bool>()) {
+            let trace = traced.then_some(TraceContext { trace_id: tid, span_id: sid, flags });
+            let h = Header::Request(RequestHeader { id, sent_at_us: at, trace });
+            prop_assert_eq!(Header::decode(&h.encode()), Ok(h));
+        }
+    }
+}

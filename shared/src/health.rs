@@ -1,0 +1,226 @@
+//! Liveness and readiness state shared by a service's threads and its ops
+//! HTTP server.
+//!
+//! Readiness is a set of named [`Check`]s (socket bound, peers connected, …)
+//! plus a draining flag that shutdown sets first. Liveness is a set of
+//! [`Heartbeat`]s: every socket thread beats on each poll iteration, and a
+//! thread that has not beaten for [`STALL_AFTER`] makes `/healthz` fail.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+/// A thread that has not beaten for this long is considered wedged.
+pub const STALL_AFTER: Duration = Duration::from_secs(5);
+
+/// Shared health state of one service instance. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Health {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    started: Instant,
+    draining: AtomicBool,
+    checks: Mutex<Vec<Arc<CheckState>>>,
+    beats: Mutex<Vec<Arc<BeatState>>>,
+}
+
+#[derive(Debug)]
+struct CheckState {
+    name: String,
+    ok: AtomicBool,
+}
+
+#[derive(Debug)]
+struct BeatState {
+    name: String,
+    last_ms: AtomicU64,
+    finished: AtomicBool,
+}
+
+/// One readiness condition; cloneable handle to flip it.
+#[derive(Clone, Debug)]
+pub struct Check(Arc<CheckState>);
+
+impl Check {
+    /// Sets whether this condition holds.
+    pub fn set(&self, ok: bool) {
+        self.0.ok.store(ok, Ordering::Release);
+    }
+
+    /// Whether this condition holds.
+    pub fn get(&self) -> bool {
+        self.0.ok.load(Ordering::Acquire)
+    }
+}
+
+/// A thread's liveness heartbeat. Dropping it (thread ended) removes it from
+/// the liveness verdict.
+#[derive(Debug)]
+pub struct Heartbeat {
+    state: Arc<BeatState>,
+    started: Instant,
+}
+
+impl Heartbeat {
+    /// Records progress now.
+    pub fn beat(&self) {
+        self.beat_at(Instant::now());
+    }
+
+    /// Records progress at a time the caller already read (saves a clock read).
+    pub fn beat_at(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.started).as_millis() as u64;
+        self.state.last_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.state.finished.store(true, Ordering::Release);
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Health {
+    /// New state: not draining, no checks, no heartbeats.
+    pub fn new() -> Self {
+        Health {
+            inner: Arc::new(Inner {
+                started: Instant::now(),
+                draining: AtomicBool::new(false),
+                checks: Mutex::new(Vec::new()),
+                beats: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Registers a readiness check, initially failing.
+    pub fn check(&self, name: impl Into<String>) -> Check {
+        let state = Arc::new(CheckState {
+            name: name.into(),
+            ok: AtomicBool::new(false),
+        });
+        lock(&self.inner.checks).push(state.clone());
+        Check(state)
+    }
+
+    /// Registers a liveness heartbeat for the calling thread.
+    pub fn heartbeat(&self, name: impl Into<String>) -> Heartbeat {
+        let state = Arc::new(BeatState {
+            name: name.into(),
+            last_ms: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+        });
+        let hb = Heartbeat {
+            state: state.clone(),
+            started: self.inner.started,
+        };
+        hb.beat();
+        lock(&self.inner.beats).push(state);
+        hb
+    }
+
+    /// Marks the service as draining: readiness fails from now on.
+    pub fn set_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether shutdown has started.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Readiness verdict and its JSON detail.
+    pub fn readiness(&self) -> (bool, Value) {
+        let draining = self.is_draining();
+        let checks = lock(&self.inner.checks);
+        let mut detail = serde_json::Map::new();
+        let mut ready = !draining && !checks.is_empty();
+        for c in checks.iter() {
+            let ok = c.ok.load(Ordering::Acquire);
+            ready &= ok;
+            detail.insert(c.name.clone(), Value::Bool(ok));
+        }
+        detail.insert("not_draining".into(), Value::Bool(!draining));
+        (ready, json!({ "ready": ready, "checks": detail }))
+    }
+
+    /// Liveness verdict and its JSON detail: every running thread beat
+    /// within [`STALL_AFTER`].
+    pub fn liveness(&self) -> (bool, Value) {
+        self.liveness_at(Instant::now(), STALL_AFTER)
+    }
+
+    fn liveness_at(&self, now: Instant, stall_after: Duration) -> (bool, Value) {
+        let now_ms = now.saturating_duration_since(self.inner.started).as_millis() as u64;
+        let mut beats = lock(&self.inner.beats);
+        beats.retain(|b| !b.finished.load(Ordering::Acquire));
+        let mut alive = true;
+        let mut detail = serde_json::Map::new();
+        for b in beats.iter() {
+            let age = now_ms.saturating_sub(b.last_ms.load(Ordering::Relaxed));
+            let ok = age <= stall_after.as_millis() as u64;
+            alive &= ok;
+            detail.insert(b.name.clone(), json!({ "ok": ok, "last_progress_ms_ago": age }));
+        }
+        (alive, json!({ "alive": alive, "threads": detail }))
+    }
+}
+
+/// Locks a mutex, recovering from poisoning (the data are plain flags, valid
+/// whatever a panicking thread was doing).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_until_every_check_passes_and_not_when_draining() {
+        let h = Health::new();
+        assert!(!h.readiness().0, "no checks registered yet");
+        let a = h.check("frontend_bound");
+        let b = h.check("backend_bound");
+        assert!(!h.readiness().0);
+        a.set(true);
+        assert!(!h.readiness().0);
+        b.set(true);
+        let (ready, body) = h.readiness();
+        assert!(ready);
+        assert_eq!(body["checks"]["backend_bound"], true);
+        h.set_draining();
+        let (ready, body) = h.readiness();
+        assert!(!ready);
+        assert_eq!(body["checks"]["not_draining"], false);
+    }
+
+    #[test]
+    fn stalled_thread_fails_liveness_and_finished_thread_is_forgotten() {
+        let h = Health::new();
+        let hb = h.heartbeat("router");
+        let start = h.inner.started;
+        hb.beat_at(start + Duration::from_secs(1));
+        assert!(h.liveness_at(start + Duration::from_secs(2), STALL_AFTER).0);
+        let (alive, body) = h.liveness_at(start + Duration::from_secs(10), STALL_AFTER);
+        assert!(!alive);
+        assert_eq!(body["threads"]["router"]["ok"], false);
+        drop(hb);
+        assert!(h.liveness_at(start + Duration::from_secs(10), STALL_AFTER).0);
+    }
+}

@@ -1,0 +1,23 @@
+//! `mensageria`: the library every mensageria service is built on.
+//!
+//! - [`config`]: shared options (ops address, logging, grace, ZeroMQ transport) and value parsers.
+//! - [`header`]: the versioned header frame of requests, replies and events.
+//! - [`socket`] and [`monitor`]: configured, monitored ZeroMQ sockets.
+//! - [`service`]: socket threads, ops server and the shutdown order, shared by all services.
+//! - [`health`], [`ops`], [`metrics`]: liveness/readiness, the ops HTTP server, Prometheus metrics.
+//! - [`telemetry`], [`shutdown`]: logging set-up and signal handling.
+
+pub mod config;
+pub mod header;
+pub mod health;
+pub mod metrics;
+pub mod monitor;
+pub mod ops;
+pub mod service;
+pub mod shutdown;
+pub mod socket;
+pub mod telemetry;
+
+pub use config::{CommonArgs, Endpoints, TransportArgs};
+pub use header::{EventHeader, Header, ReplyHeader, RequestHeader, Status, TraceContext};
+pub use service::Service;

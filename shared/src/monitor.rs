@@ -1,0 +1,148 @@
+//! Socket monitoring: every socket we create gets a libzmq monitor whose
+//! events (inproc PAIR) are read by one `zmq-monitor` thread per service and
+//! turned into `mensageria_zmq_peers` and `mensageria_zmq_socket_events_total`.
+
+use std::{
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use zmq::SocketEvent;
+
+use crate::metrics::{SocketEventLabels, SocketLabel, SocketMetrics};
+
+/// A monitor PAIR socket handed to the hub, with the role of the socket it watches.
+pub(crate) struct Watched {
+    pub(crate) pair: zmq::Socket,
+    pub(crate) role: &'static str,
+}
+
+/// Name of a monitor event, as used in the `event` label.
+pub fn event_name(event: SocketEvent) -> &'static str {
+    use SocketEvent::*;
+    match event {
+        CONNECTED => "connected",
+        CONNECT_DELAYED => "connect_delayed",
+        CONNECT_RETRIED => "connect_retried",
+        LISTENING => "listening",
+        BIND_FAILED => "bind_failed",
+        ACCEPTED => "accepted",
+        ACCEPT_FAILED => "accept_failed",
+        CLOSED => "closed",
+        CLOSE_FAILED => "close_failed",
+        DISCONNECTED => "disconnected",
+        MONITOR_STOPPED => "monitor_stopped",
+        HANDSHAKE_FAILED_NO_DETAIL | HANDSHAKE_FAILED_PROTOCOL => "handshake_failed",
+        HANDSHAKE_SUCCEEDED => "handshake_succeeded",
+        HANDSHAKE_FAILED_AUTH => "auth_failed",
+        ALL => "other",
+    }
+}
+
+/// Decodes a monitor message's first frame: event number (u16 LE) and value (u32 LE).
+pub fn decode_event(frame: &[u8]) -> Option<(u16, u32)> {
+    let ev = u16::from_le_bytes(frame.get(0..2)?.try_into().ok()?);
+    let val = u32::from_le_bytes(frame.get(2..6)?.try_into().ok()?);
+    Some((ev, val))
+}
+
+/// Runs the hub: receives monitor PAIRs on `rx`, polls them all, updates the
+/// metrics. After `cancel`, it keeps reading until every watched socket has
+/// stopped (so a closing socket never waits on an unread monitor) or
+/// `stop_within` has passed.
+pub(crate) fn run_hub(
+    rx: mpsc::Receiver<Watched>,
+    metrics: SocketMetrics,
+    cancel: CancellationToken,
+    stop_within: Duration,
+) {
+    let mut watched: Vec<Watched> = Vec::new();
+    let mut cancelled_at: Option<Instant> = None;
+    loop {
+        while let Ok(w) = rx.try_recv() {
+            metrics.declare(w.role);
+            watched.push(w);
+        }
+        if cancel.is_cancelled() {
+            let at = *cancelled_at.get_or_insert_with(Instant::now);
+            if watched.is_empty() || at.elapsed() > stop_within {
+                break;
+            }
+        }
+        if watched.is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let mut items: Vec<_> = watched
+            .iter()
+            .map(|w| w.pair.as_poll_item(zmq::POLLIN))
+            .collect();
+        if let Err(e) = zmq::poll(&mut items, 100) {
+            warn!(error.message = %e, "Monitor poll failed.");
+            break;
+        }
+        let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
+        drop(items);
+        let mut stopped = Vec::new();
+        for (idx, w) in watched.iter().enumerate().filter(|(i, _)| ready[*i]) {
+            while let Ok(frames) = w.pair.recv_multipart(zmq::DONTWAIT) {
+                let Some((raw, _)) = frames.first().and_then(|f| decode_event(f)) else {
+                    continue;
+                };
+                let event = SocketEvent::from_raw(raw);
+                let addr = frames.get(1).map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
+                record(&metrics, w.role, event, &addr);
+                if event == SocketEvent::MONITOR_STOPPED {
+                    stopped.push(idx);
+                    break;
+                }
+            }
+        }
+        for idx in stopped.into_iter().rev() {
+            watched.swap_remove(idx);
+        }
+    }
+    debug!(remaining = watched.len(), "Monitor hub stopped.");
+}
+
+fn record(metrics: &SocketMetrics, role: &'static str, event: SocketEvent, addr: &str) {
+    let name = event_name(event);
+    metrics
+        .events
+        .get_or_create(&SocketEventLabels { socket: role, event: name })
+        .inc();
+    let peers = metrics.peers.get_or_create(&SocketLabel { socket: role });
+    match event {
+        SocketEvent::ACCEPTED | SocketEvent::CONNECTED => {
+            peers.inc();
+            debug!(socket = role, peer = addr, "Peer connected.");
+        }
+        SocketEvent::DISCONNECTED => {
+            peers.dec();
+            debug!(socket = role, peer = addr, "Peer disconnected.");
+        }
+        SocketEvent::HANDSHAKE_FAILED_AUTH
+        | SocketEvent::HANDSHAKE_FAILED_NO_DETAIL
+        | SocketEvent::HANDSHAKE_FAILED_PROTOCOL => {
+            info!(socket = role, peer = addr, event = name, "Handshake failed.");
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_event_frames() {
+        let mut f = 512u16.to_le_bytes().to_vec();
+        f.extend_from_slice(&7u32.to_le_bytes());
+        assert_eq!(decode_event(&f), Some((512, 7)));
+        assert_eq!(decode_event(&f[..5]), None);
+        assert_eq!(event_name(SocketEvent::from_raw(512)), "disconnected");
+        assert_eq!(event_name(SocketEvent::HANDSHAKE_FAILED_AUTH), "auth_failed");
+    }
+}

@@ -1,0 +1,240 @@
+//! The skeleton every service shares: health state, the socket factory and
+//! its monitor hub, named socket threads whose start-up result and end are
+//! awaited from async code, the ops HTTP server, and the shutdown order:
+//! readiness off → socket threads drain and close → monitor hub → ops server.
+
+use std::{net::SocketAddr, sync::Arc, thread};
+
+use anyhow::{anyhow, Context as _};
+use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::{
+    config::TransportArgs,
+    health::Health,
+    metrics::SocketMetrics,
+    ops::{self, OpsState},
+    socket::SocketFactory,
+};
+
+/// One running service instance's shared machinery.
+pub struct Service {
+    name: &'static str,
+    /// Health state (readiness checks, heartbeats, draining).
+    pub health: Health,
+    /// Creates configured, monitored sockets.
+    pub sockets: SocketFactory,
+    /// Cancelled when shutdown starts.
+    pub shutdown: CancellationToken,
+    hub_cancel: CancellationToken,
+    hub: Option<thread::JoinHandle<()>>,
+    threads: Vec<(String, oneshot::Receiver<anyhow::Result<()>>)>,
+    ops_cancel: CancellationToken,
+    ops: Option<ops::OpsServer>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("name", &self.name).finish()
+    }
+}
+
+impl Service {
+    /// Creates the machinery; readiness turns false as soon as `shutdown` is
+    /// cancelled. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// If the monitor thread cannot be spawned.
+    pub fn new(
+        name: &'static str,
+        transport: TransportArgs,
+        socket_metrics: SocketMetrics,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let health = Health::new();
+        let hub_cancel = CancellationToken::new();
+        let (sockets, hub) = SocketFactory::new(transport, socket_metrics, hub_cancel.clone())
+            .context("spawn the socket monitor thread")?;
+        let h = health.clone();
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            s.cancelled().await;
+            h.set_draining();
+        });
+        Ok(Service {
+            name,
+            health,
+            sockets,
+            shutdown,
+            hub_cancel,
+            hub: Some(hub),
+            threads: Vec::new(),
+            ops_cancel: CancellationToken::new(),
+            ops: None,
+        })
+    }
+
+    /// Spawns a named OS thread that owns sockets: `setup` runs on the thread
+    /// (create, bind, connect) and its `info` is returned here once it
+    /// succeeds; then `run` takes the state and loops until it returns.
+    ///
+    /// # Errors
+    /// The error of `setup`, or a spawn failure.
+    pub async fn spawn_socket_thread<S, T, Setup, Run>(
+        &mut self,
+        name: &str,
+        setup: Setup,
+        run: Run,
+    ) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        Setup: FnOnce() -> anyhow::Result<(S, T)> + Send + 'static,
+        Run: FnOnce(S) -> anyhow::Result<()> + Send + 'static,
+    {
+        let (started_tx, started_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let thread_name = name.to_owned();
+        thread::Builder::new()
+            .name(thread_name.clone())
+            .spawn(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                    let (state, info) = match setup() {
+                        Ok(x) => x,
+                        Err(e) => {
+                            let msg = format!("{e:#}");
+                            let _ = started_tx.send(Err(e));
+                            return Err(anyhow!("start-up failed: {msg}"));
+                        }
+                    };
+                    let _ = started_tx.send(Ok(info));
+                    run(state)
+                }));
+                let result = result.unwrap_or_else(|p| {
+                    let what = p
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(anyhow!("thread {thread_name} panicked: {what}"))
+                });
+                let _ = done_tx.send(result);
+            })
+            .with_context(|| format!("spawn thread {name}"))?;
+        self.threads.push((name.to_owned(), done_rx));
+        started_rx
+            .await
+            .map_err(|_| anyhow!("thread {name} ended during start-up"))?
+    }
+
+    /// Starts the ops HTTP server on `addr` and returns the bound address.
+    ///
+    /// # Errors
+    /// If the address cannot be bound.
+    pub async fn serve_ops(
+        &mut self,
+        addr: SocketAddr,
+        registry: Registry,
+    ) -> anyhow::Result<SocketAddr> {
+        let server = ops::serve(
+            addr,
+            OpsState {
+                health: self.health.clone(),
+                registry: Arc::new(registry),
+            },
+            self.ops_cancel.clone(),
+        )
+        .await
+        .with_context(|| format!("bind the ops HTTP server on {addr}"))?;
+        let local = server.local_addr;
+        self.ops = Some(server);
+        Ok(local)
+    }
+
+    /// Waits for every socket thread to end (they end after `shutdown`, or on
+    /// a fatal error, which also triggers shutdown of the rest), then stops
+    /// the monitor hub and the ops server.
+    ///
+    /// # Errors
+    /// The first thread error.
+    pub async fn join(mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        let mut pending: Vec<_> = std::mem::take(&mut self.threads)
+            .into_iter()
+            .map(|(name, rx)| Box::pin(async move { (name, rx.await) }))
+            .collect();
+        while !pending.is_empty() {
+            let ((name, result), _, rest) = futures_select_all(pending).await;
+            pending = rest;
+            let result = result.unwrap_or_else(|_| Err(anyhow!("thread {name} vanished")));
+            if let Err(e) = result {
+                error!(thread = %name, error.cause_chain = ?e, error.message = %e, "Socket thread failed; shutting down.");
+                self.shutdown.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+        self.hub_cancel.cancel();
+        if let Some(hub) = self.hub.take() {
+            let _ = tokio::task::spawn_blocking(move || hub.join()).await;
+        }
+        self.ops_cancel.cancel();
+        if let Some(ops) = self.ops.take() {
+            let _ = ops.task.await;
+        }
+        info!(service = self.name, "Stopped.");
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Awaits the first of several futures (a tiny `select_all`, to avoid pulling
+/// in the futures crate for one call).
+async fn futures_select_all<F: std::future::Future + Unpin>(
+    mut futures: Vec<F>,
+) -> (F::Output, usize, Vec<F>) {
+    let (out, idx) = std::future::poll_fn(|cx| {
+        for (i, f) in futures.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(o) = std::pin::Pin::new(f).poll(cx) {
+                return std::task::Poll::Ready((o, i));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await;
+    drop(futures.swap_remove(idx));
+    (out, idx, futures)
+}
+
+/// Runs a service's async `main` body on a multi-threaded runtime with the
+/// signal handler installed; returns the process exit code.
+pub fn run_main<F, Fut>(body: F) -> std::process::ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tokio")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        crate::shutdown::install(shutdown.clone()).context("install signal handlers")?;
+        body(shutdown).await
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error.cause_chain = ?e, error.message = %e, "Exiting on error.");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

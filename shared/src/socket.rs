@@ -1,0 +1,218 @@
+//! ZeroMQ socket construction: every socket gets the transport options
+//! (heartbeats, bounded linger, HWMs, max message size) and a monitor, and
+//! connect-side sockets get `ZMQ_IMMEDIATE` so nothing queues to a peer that
+//! is not there.
+
+use std::sync::mpsc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{Endpoints, TransportArgs},
+    metrics::SocketMetrics,
+    monitor::{run_hub, Watched},
+};
+
+/// Errors while creating, binding or connecting a socket.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// A libzmq call failed.
+    #[error("{what}: {source}")]
+    Zmq {
+        /// What we were doing.
+        what: String,
+        /// The libzmq error.
+        source: zmq::Error,
+    },
+}
+
+fn ctx_err(what: impl Into<String>) -> impl FnOnce(zmq::Error) -> SocketError {
+    let what = what.into();
+    move |source| SocketError::Zmq { what, source }
+}
+
+/// Creates configured, monitored sockets for one service instance. Clone it
+/// into each socket thread.
+#[derive(Clone)]
+pub struct SocketFactory {
+    ctx: zmq::Context,
+    transport: TransportArgs,
+    hub: mpsc::Sender<Watched>,
+}
+
+impl std::fmt::Debug for SocketFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketFactory").field("transport", &self.transport).finish()
+    }
+}
+
+impl SocketFactory {
+    /// A new context plus the monitor hub thread (`zmq-monitor`), which stops
+    /// after `cancel` once every monitored socket has closed.
+    ///
+    /// # Errors
+    /// If the monitor thread cannot be spawned.
+    pub fn new(
+        transport: TransportArgs,
+        metrics: SocketMetrics,
+        cancel: CancellationToken,
+    ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel();
+        let stop_within = transport.linger * 2 + std::time::Duration::from_secs(1);
+        let hub = std::thread::Builder::new()
+            .name("zmq-monitor".into())
+            .spawn(move || run_hub(rx, metrics, cancel, stop_within))?;
+        Ok((
+            SocketFactory {
+                ctx: zmq::Context::new(),
+                transport,
+                hub: tx,
+            },
+            hub,
+        ))
+    }
+
+    /// The ZeroMQ context.
+    pub fn context(&self) -> &zmq::Context {
+        &self.ctx
+    }
+
+    /// The transport options in force.
+    pub fn transport(&self) -> &TransportArgs {
+        &self.transport
+    }
+
+    /// Creates a socket of `kind` for the role `role` (the `socket` metrics
+    /// label), with transport options applied and a monitor attached.
+    ///
+    /// # Errors
+    /// If libzmq refuses the socket or an option.
+    pub fn socket(&self, kind: zmq::SocketType, role: &'static str) -> Result<zmq::Socket, SocketError> {
+        let s = self.ctx.socket(kind).map_err(ctx_err(format!("create {role} socket")))?;
+        self.configure(&s).map_err(ctx_err(format!("configure {role} socket")))?;
+        self.monitor(&s, role)?;
+        Ok(s)
+    }
+
+    fn configure(&self, s: &zmq::Socket) -> zmq::Result<()> {
+        let t = &self.transport;
+        s.set_linger(t.linger.as_millis().min(i32::MAX as u128) as i32)?;
+        s.set_sndhwm(t.hwm)?;
+        s.set_rcvhwm(t.hwm)?;
+        s.set_maxmsgsize(t.max_msg_size.min(i64::MAX as u64) as i64)?;
+        s.set_heartbeat_ivl(t.heartbeat_ivl.as_millis().min(i32::MAX as u128) as i32)?;
+        s.set_heartbeat_timeout(t.heartbeat_timeout.as_millis().min(i32::MAX as u128) as i32)?;
+        s.set_heartbeat_ttl(t.heartbeat_ttl.as_millis().min(6_553_500) as i32)?;
+        Ok(())
+    }
+
+    fn monitor(&self, s: &zmq::Socket, role: &'static str) -> Result<(), SocketError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let endpoint = format!("inproc://monitor-{role}-{n}");
+        s.monitor(&endpoint, zmq::SocketEvent::ALL as i32)
+            .map_err(ctx_err(format!("monitor {role} socket")))?;
+        let pair = self
+            .ctx
+            .socket(zmq::PAIR)
+            .map_err(ctx_err("create monitor socket"))?;
+        pair.set_linger(0).map_err(ctx_err("configure monitor socket"))?;
+        pair.connect(&endpoint).map_err(ctx_err("connect monitor socket"))?;
+        // The hub only goes away after cancellation; a send failure then just
+        // means this socket's events go unread, and its PAIR is dropped here.
+        let _ = self.hub.send(Watched { pair, role });
+        Ok(())
+    }
+
+    /// Binds `s` to `endpoint` and returns the endpoint actually bound (with
+    /// the port resolved when `*` or 0 was asked for).
+    ///
+    /// # Errors
+    /// If the bind fails (address in use, bad endpoint, …).
+    pub fn bind(&self, s: &zmq::Socket, endpoint: &str) -> Result<String, SocketError> {
+        s.bind(endpoint).map_err(ctx_err(format!("bind {endpoint}")))?;
+        Ok(s
+            .get_last_endpoint()
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| endpoint.to_owned()))
+    }
+
+    /// Sets `ZMQ_IMMEDIATE` and connects `s` to every endpoint.
+    ///
+    /// # Errors
+    /// If an endpoint is refused by libzmq.
+    pub fn connect_all(&self, s: &zmq::Socket, endpoints: &Endpoints) -> Result<(), SocketError> {
+        s.set_immediate(true).map_err(ctx_err("set ZMQ_IMMEDIATE"))?;
+        for e in &endpoints.0 {
+            s.connect(e).map_err(ctx_err(format!("connect {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Enables `ZMQ_XPUB_VERBOSER` on an XPUB socket, so every subscribe *and*
+/// unsubscribe reaches the application (the zmq crate only exposes VERBOSE).
+///
+/// # Errors
+/// If libzmq refuses the option.
+pub fn set_xpub_verboser(s: &mut zmq::Socket) -> zmq::Result<()> {
+    let on: c_int = 1;
+    // SAFETY: `as_mut_ptr` is the live socket owned by `s`, which outlives the
+    // call; the option value points to a c_int on our stack and its exact size
+    // is passed, as zmq_setsockopt(3) requires for ZMQ_XPUB_VERBOSER.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            s.as_mut_ptr(),
+            zmq_sys::ZMQ_XPUB_VERBOSER as i32,
+            (&on as *const c_int).cast(),
+            std::mem::size_of::<c_int>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        #[allow(unsafe_code)]
+        // SAFETY: zmq_errno only reads libzmq's thread-local errno.
+        let errno = unsafe { zmq_sys::zmq_errno() };
+        Err(zmq::Error::from_raw(errno))
+    }
+}
+
+use std::os::raw::c_int;
+
+/// Receives every frame of one message without copying (`DONTWAIT` honoured
+/// for the first frame; the rest of a multipart message is already there).
+///
+/// # Errors
+/// `EAGAIN` when nothing is ready under `DONTWAIT`, or any libzmq error.
+pub fn recv_frames(s: &zmq::Socket, flags: i32, out: &mut Vec<zmq::Message>) -> zmq::Result<()> {
+    out.clear();
+    loop {
+        let msg = s.recv_msg(if out.is_empty() { flags } else { 0 })?;
+        let more = msg.get_more();
+        out.push(msg);
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends frames as one multipart message.
+///
+/// # Errors
+/// `EAGAIN` if the first frame cannot be queued under `DONTWAIT` (nothing was
+/// sent then), `EHOSTUNREACH` for an unknown ROUTER peer, or any libzmq error.
+pub fn send_frames<I>(s: &zmq::Socket, frames: I, flags: i32) -> zmq::Result<()>
+where
+    I: IntoIterator,
+    I::Item: Into<zmq::Message>,
+{
+    let mut it = frames.into_iter().peekable();
+    while let Some(f) = it.next() {
+        let more = if it.peek().is_some() { zmq::SNDMORE } else { 0 };
+        s.send(f.into(), flags | more)?;
+    }
+    Ok(())
+}
