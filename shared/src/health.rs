@@ -33,10 +33,22 @@ struct Inner {
     beats: Mutex<Vec<Arc<BeatState>>>,
 }
 
-#[derive(Debug)]
 struct CheckState {
     name: String,
     ok: AtomicBool,
+    probe: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+}
+
+impl std::fmt::Debug for CheckState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckState").field("name", &self.name).finish()
+    }
+}
+
+impl CheckState {
+    fn holds(&self) -> bool {
+        self.ok.load(Ordering::Acquire) && self.probe.as_ref().is_none_or(|p| p())
+    }
 }
 
 #[derive(Debug)]
@@ -58,7 +70,7 @@ impl Check {
 
     /// Whether this condition holds.
     pub fn get(&self) -> bool {
-        self.0.ok.load(Ordering::Acquire)
+        self.0.holds()
     }
 }
 
@@ -113,9 +125,21 @@ impl Health {
         let state = Arc::new(CheckState {
             name: name.into(),
             ok: AtomicBool::new(false),
+            probe: None,
         });
         lock(&self.inner.checks).push(state.clone());
         Check(state)
+    }
+
+    /// Registers a readiness check evaluated on every probe by calling
+    /// `probe` (e.g. "a peer is connected", read from a metric).
+    pub fn check_with(&self, name: impl Into<String>, probe: impl Fn() -> bool + Send + Sync + 'static) {
+        let state = Arc::new(CheckState {
+            name: name.into(),
+            ok: AtomicBool::new(true),
+            probe: Some(Box::new(probe)),
+        });
+        lock(&self.inner.checks).push(state);
     }
 
     /// Registers a liveness heartbeat for the calling thread.
@@ -151,7 +175,7 @@ impl Health {
         let mut detail = serde_json::Map::new();
         let mut ready = !draining && !checks.is_empty();
         for c in checks.iter() {
-            let ok = c.ok.load(Ordering::Acquire);
+            let ok = c.holds();
             ready &= ok;
             detail.insert(c.name.clone(), Value::Bool(ok));
         }
@@ -204,6 +228,12 @@ mod tests {
         let (ready, body) = h.readiness();
         assert!(ready);
         assert_eq!(body["checks"]["backend_bound"], true);
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        h.check_with("peer_connected", move || f.load(Ordering::Relaxed));
+        assert!(!h.readiness().0);
+        flag.store(true, Ordering::Relaxed);
+        assert!(h.readiness().0);
         h.set_draining();
         let (ready, body) = h.readiness();
         assert!(!ready);

@@ -176,6 +176,11 @@ impl SocketMetrics {
         m
     }
 
+    /// Current number of peers connected to sockets of this role.
+    pub fn peer_count(&self, socket: &'static str) -> i64 {
+        self.peers.get_or_create(&SocketLabel { socket }).get()
+    }
+
     /// Pre-creates the peers series of a socket so it shows as 0 before any peer.
     pub fn declare(&self, socket: &'static str) {
         let _ = self.peers.get_or_create(&SocketLabel { socket });

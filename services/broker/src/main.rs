@@ -1,1 +1,13 @@
-fn main() {}
+//! `broker` binary: parse options, set up telemetry, run.
+
+use broker::config::{Cli, Command, DEFAULT_HTTP_PORT};
+use mensageria::{config::parse_or_exit, ops::healthcheck, service::run_main, telemetry};
+
+fn main() -> std::process::ExitCode {
+    let cli: Cli = parse_or_exit();
+    if let Some(Command::Healthcheck) = cli.command {
+        return healthcheck(cli.config.common.http_addr_or(DEFAULT_HTTP_PORT));
+    }
+    telemetry::init("broker", &cli.config.common);
+    run_main(|shutdown| broker::run(cli.config, shutdown))
+}

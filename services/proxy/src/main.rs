@@ -1,1 +1,13 @@
-fn main() {}
+//! `proxy` binary: parse options, set up telemetry, run.
+
+use mensageria::{config::parse_or_exit, ops::healthcheck, service::run_main, telemetry};
+use proxy::config::{Cli, Command, DEFAULT_HTTP_PORT};
+
+fn main() -> std::process::ExitCode {
+    let cli: Cli = parse_or_exit();
+    if let Some(Command::Healthcheck) = cli.command {
+        return healthcheck(cli.config.common.http_addr_or(DEFAULT_HTTP_PORT));
+    }
+    telemetry::init("proxy", &cli.config.common);
+    run_main(|shutdown| proxy::run(cli.config, shutdown))
+}

@@ -1,1 +1,175 @@
-//! x
+//! The mensageria server: `WORKERS` REP workers answering requests through
+//! every broker, and one publisher sending an event per handled request plus
+//! a periodic status event through every proxy.
+//!
+//! - [`config`]: options and subcommands.
+//! - [`handler`]: the handler trait and the built-in demo operations.
+//! - [`worker`]: the REP worker loop.
+//! - [`publisher`]: the PUB thread.
+//! - [`metrics`]: the server's Prometheus metrics.
+
+pub mod config;
+pub mod handler;
+pub mod metrics;
+pub mod publisher;
+pub mod worker;
+
+use std::{
+    hash::{BuildHasher, Hasher},
+    net::SocketAddr,
+    sync::{mpsc, Arc},
+    time::Instant,
+};
+
+use mensageria::{
+    metrics::{SocketMetrics, TopicCounters},
+    Service,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use config::Config;
+use handler::{DemoHandler, Handler};
+
+/// Events the workers may queue for the publisher before new ones are dropped.
+const EVENT_QUEUE: usize = 65_536;
+
+/// A started server.
+#[derive(Debug)]
+pub struct Server {
+    /// This instance's id (what `whoami` answers).
+    pub instance: String,
+    /// The ops HTTP address actually bound.
+    pub http_addr: SocketAddr,
+    service: Service,
+}
+
+impl Server {
+    /// Waits until the server has drained and stopped.
+    ///
+    /// # Errors
+    /// If a worker or the publisher failed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.service.join().await
+    }
+}
+
+/// A random 64-bit id (std's hasher keys are random per process).
+pub fn random_id() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// This machine's host name, for instance ids.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Starts the server with the built-in [`DemoHandler`].
+///
+/// # Errors
+/// If a socket or the ops server cannot be set up.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Server> {
+    let instance = format!("{}-{}-{:04x}", hostname(), std::process::id(), random_id() & 0xffff);
+    let handler = Arc::new(DemoHandler { instance: instance.clone(), max_work: config.max_work });
+    start_with_handler(config, shutdown, instance, handler).await
+}
+
+/// Starts the server with a custom handler.
+///
+/// # Errors
+/// If a socket or the ops server cannot be set up.
+pub async fn start_with_handler(
+    config: Config,
+    shutdown: CancellationToken,
+    instance: String,
+    handler: Arc<dyn Handler>,
+) -> anyhow::Result<Server> {
+    let mut socket_metrics = None;
+    let mut server_metrics = None;
+    let registry = mensageria::metrics::new_registry("server", |r| {
+        socket_metrics = Some(SocketMetrics::register(r));
+        server_metrics = Some(metrics::ServerMetrics::register(r));
+    });
+    let (socket_metrics, server_metrics) = (
+        socket_metrics.expect("registered above"),
+        server_metrics.expect("registered above"),
+    );
+    let mut service = Service::new("server", config.transport.clone(), socket_metrics.clone(), shutdown.clone())?;
+    let peers = socket_metrics.clone();
+    service.health.check_with("broker_connected", move || peers.peer_count("rep") > 0);
+    let (events_tx, events_rx) = mpsc::sync_channel(EVENT_QUEUE);
+    let instance_arc: Arc<str> = Arc::from(instance.as_str());
+    let workers = config.worker_count();
+
+    // Publisher first, so no event of the first requests is refused.
+    let sockets = service.sockets.clone();
+    let heartbeat = service.health.heartbeat("server-publisher");
+    let (proxies, interval, sd) = (config.proxy_endpoints.clone(), config.status_interval, shutdown.clone());
+    let published = TopicCounters::new(server_metrics.events_published.clone());
+    let (status_metrics, status_instance, started) = (server_metrics.clone(), instance.clone(), Instant::now());
+    let publisher_id = random_id();
+    service
+        .spawn_socket_thread(
+            "server-publisher",
+            move || {
+                let socket = sockets.socket(zmq::PUB, "pub")?;
+                sockets.connect_all(&socket, &proxies)?;
+                let status = Box::new(move || {
+                    serde_json::json!({
+                        "server": status_instance,
+                        "workers": workers,
+                        "uptime_s": started.elapsed().as_secs(),
+                        "handled": status_metrics.duration.count(),
+                    })
+                    .to_string()
+                    .into_bytes()
+                });
+                let p = publisher::Publisher::new(socket, publisher_id, events_rx, published, heartbeat, sd, interval, status);
+                Ok((p, ()))
+            },
+            |p| p.run(),
+        )
+        .await?;
+
+    for i in 0..workers {
+        let name = format!("server-worker-{i}");
+        let sockets = service.sockets.clone();
+        let (brokers, handler, metrics, events) =
+            (config.broker_endpoints.clone(), handler.clone(), server_metrics.clone(), events_tx.clone());
+        let (heartbeat, shutdown, grace, instance) =
+            (service.health.heartbeat(name.clone()), shutdown.clone(), config.common.shutdown_grace, instance_arc.clone());
+        service
+            .spawn_socket_thread(
+                &name,
+                move || {
+                    let socket = sockets.socket(zmq::REP, "rep")?;
+                    sockets.connect_all(&socket, &brokers)?;
+                    let w = worker::Worker { socket, brokers, handler, metrics, events, heartbeat, shutdown, grace, instance };
+                    Ok((w, ()))
+                },
+                |w| w.run(),
+            )
+            .await?;
+    }
+    drop(events_tx);
+    info!(%instance, workers, brokers = %config.broker_endpoints, proxies = %config.proxy_endpoints, "Server connecting.");
+    let http_addr = service
+        .serve_ops(config.common.http_addr_or(config::DEFAULT_HTTP_PORT), registry)
+        .await?;
+    Ok(Server { instance, http_addr, service })
+}
+
+/// Runs the server until `shutdown` is cancelled and the drain completes.
+///
+/// # Errors
+/// Start-up or worker failures.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(config, shutdown).await?.wait().await
+}

@@ -1,0 +1,104 @@
+//! Broker configuration (design §2).
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use mensageria::config::{parse_duration, parse_endpoint, CommonArgs, TransportArgs};
+
+/// Default ops HTTP port of the broker.
+pub const DEFAULT_HTTP_PORT: u16 = 9101;
+
+/// mensageria broker: routes requests from clients (ROUTER frontend) to
+/// workers (DEALER backend) and back, with deadlines and metrics.
+#[derive(Debug, Parser)]
+#[command(name = "broker", version, about)]
+pub struct Cli {
+    /// What to do (default: run the broker).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Broker options.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Probe this broker's /readyz (exit 0 when ready, 1 otherwise).
+    Healthcheck,
+}
+
+/// Everything the broker needs to run.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// ZeroMQ transport options.
+    #[command(flatten)]
+    pub transport: TransportArgs,
+    /// Where clients connect (ROUTER).
+    #[arg(long, env = "FRONTEND_BIND", default_value = "tcp://*:5555", value_parser = parse_endpoint)]
+    pub frontend_bind: String,
+    /// Where workers connect (DEALER).
+    #[arg(long, env = "BACKEND_BIND", default_value = "tcp://*:5556", value_parser = parse_endpoint)]
+    pub backend_bind: String,
+    /// Deadline of a request in the broker; past it the client gets `timeout`.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Requests in flight beyond which new ones get `overloaded` at once.
+    #[arg(long, env = "MAX_INFLIGHT", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_inflight: u32,
+}
+
+impl Config {
+    /// A configuration for tests: loopback, ephemeral ports everywhere.
+    pub fn for_tests() -> Self {
+        Cli::try_parse_from([
+            "broker",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--frontend-bind",
+            "tcp://127.0.0.1:*",
+            "--backend-bind",
+            "tcp://127.0.0.1:*",
+        ])
+        .expect("test arguments are valid")
+        .config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Cli::try_parse_from(["broker"]).unwrap().config;
+        assert_eq!(c.frontend_bind, "tcp://*:5555");
+        assert_eq!(c.backend_bind, "tcp://*:5556");
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_inflight, 100_000);
+        assert_eq!(c.common.http_addr_or(DEFAULT_HTTP_PORT).port(), 9101);
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_option() {
+        for (flag, value) in [
+            ("--max-inflight", "0"),
+            ("--max-inflight", "lots"),
+            ("--request-timeout", "5"),
+            ("--frontend-bind", "localhost:5555"),
+        ] {
+            let err = Cli::try_parse_from(["broker", flag, value]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn healthcheck_subcommand_parses() {
+        let cli = Cli::try_parse_from(["broker", "healthcheck"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Healthcheck)));
+    }
+}

@@ -1,0 +1,199 @@
+//! Client configuration and subcommands (design §2).
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use mensageria::{
+    config::{parse_duration, CommonArgs, TransportArgs},
+    Endpoints,
+};
+
+/// Default ops HTTP port of the client.
+pub const DEFAULT_HTTP_PORT: u16 = 9104;
+
+/// mensageria client: sends requests through brokers and subscribes to events
+/// through proxies.
+#[derive(Debug, Parser)]
+#[command(name = "client", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The long-running service: steady requests plus a subscription, with metrics.
+    Run(RunArgs),
+    /// Send one request and print the reply; the exit code reflects success.
+    Request(RequestArgs),
+    /// Print events until interrupted or `--count` events.
+    Subscribe(SubscribeArgs),
+    /// Drive load as fast as allowed and print a summary.
+    Bench(BenchArgs),
+    /// Probe the `client run` service's /readyz (exit 0 when ready, 1 otherwise).
+    Healthcheck {
+        /// Shared options.
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+/// Options of everything that sends requests.
+#[derive(Debug, Clone, Args)]
+pub struct RequestOptions {
+    /// Broker frontend endpoints (one socket connects to all).
+    #[arg(long, env = "BROKER_ENDPOINTS", default_value = "tcp://127.0.0.1:5555")]
+    pub broker_endpoints: Endpoints,
+    /// How long to wait for a reply before retrying.
+    #[arg(long, env = "TIMEOUT", default_value = "2500ms", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Retries after the first attempt (timeouts and `unavailable`/`overloaded`/`timeout` replies).
+    #[arg(long, env = "RETRIES", default_value_t = 3)]
+    pub retries: u32,
+    /// Talk to plain REP servers: no header frame, one socket per outstanding request.
+    #[arg(long, env = "PLAIN")]
+    pub plain: bool,
+    /// ZeroMQ transport options.
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+/// Options of everything that subscribes.
+#[derive(Debug, Clone, Args)]
+pub struct SubscribeOptions {
+    /// Proxy XPUB endpoints (one socket connects to all).
+    #[arg(long, env = "PROXY_ENDPOINTS", default_value = "tcp://127.0.0.1:5558")]
+    pub proxy_endpoints: Endpoints,
+}
+
+/// `client run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Request options.
+    #[command(flatten)]
+    pub requests: RequestOptions,
+    /// Subscription options.
+    #[command(flatten)]
+    pub events: SubscribeOptions,
+    /// Requests per second (0: requests off, subscription only).
+    #[arg(long, env = "RATE", default_value_t = 10.0)]
+    pub rate: f64,
+    /// Requests outstanding at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+    /// Topic prefixes to subscribe to, comma-separated (empty: all).
+    #[arg(long, env = "TOPICS", default_value = "")]
+    pub topics: String,
+    /// Request payload (see the server's demo operations, e.g. `work 2ms`).
+    #[arg(long, env = "PAYLOAD", default_value = "hello")]
+    pub payload: String,
+}
+
+/// `client request`.
+#[derive(Debug, Clone, Args)]
+pub struct RequestArgs {
+    /// The payload (one frame).
+    pub payload: String,
+    /// Request options.
+    #[command(flatten)]
+    pub requests: RequestOptions,
+    /// Log filter.
+    #[arg(long = "log", env = "RUST_LOG", default_value = "warn")]
+    pub log_filter: String,
+}
+
+/// `client subscribe`.
+#[derive(Debug, Clone, Args)]
+pub struct SubscribeArgs {
+    /// Topic prefixes (none: everything).
+    pub topics: Vec<String>,
+    /// Subscription options.
+    #[command(flatten)]
+    pub events: SubscribeOptions,
+    /// Exit after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Exit after this long.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// ZeroMQ transport options.
+    #[command(flatten)]
+    pub transport: TransportArgs,
+    /// Log filter.
+    #[arg(long = "log", env = "RUST_LOG", default_value = "warn")]
+    pub log_filter: String,
+}
+
+/// `client bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Request options.
+    #[command(flatten)]
+    pub requests: RequestOptions,
+    /// Requests outstanding at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+    /// Total requests to send (default 10000 unless --duration is given).
+    #[arg(long = "requests", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Send for this long instead of a fixed count.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Request payload.
+    #[arg(long, env = "PAYLOAD", default_value = "hello")]
+    pub payload: String,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Log filter.
+    #[arg(long = "log", env = "RUST_LOG", default_value = "warn")]
+    pub log_filter: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subcommands_and_defaults() {
+        let Command::Bench(b) = Cli::try_parse_from(["client", "bench", "--requests", "20000", "--concurrency", "16"]).unwrap().command else {
+            panic!("expected bench");
+        };
+        assert_eq!((b.count, b.concurrency), (Some(20000), 16));
+        assert_eq!(b.requests.timeout, Duration::from_millis(2500));
+        assert_eq!(b.requests.retries, 3);
+        let Command::Run(r) = Cli::try_parse_from(["client", "run"]).unwrap().command else {
+            panic!("expected run");
+        };
+        assert_eq!((r.rate, r.concurrency, r.topics.as_str()), (10.0, 1, ""));
+        assert_eq!(r.requests.broker_endpoints.0, vec!["tcp://127.0.0.1:5555"]);
+        assert_eq!(r.events.proxy_endpoints.0, vec!["tcp://127.0.0.1:5558"]);
+        let Command::Subscribe(s) = Cli::try_parse_from(["client", "subscribe", "requests", "server", "--count", "3"]).unwrap().command else {
+            panic!("expected subscribe");
+        };
+        assert_eq!((s.topics.len(), s.count), (2, Some(3)));
+        let Command::Request(q) = Cli::try_parse_from(["client", "request", "hello", "--plain"]).unwrap().command else {
+            panic!("expected request");
+        };
+        assert!(q.requests.plain);
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        for args in [
+            &["client", "bench", "--concurrency", "0"][..],
+            &["client", "bench", "--requests", "none"][..],
+            &["client", "request", "x", "--timeout", "3"][..],
+            &["client", "run", "--broker-endpoints", "nowhere"][..],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert!(err.to_string().contains(args[2]), "{args:?}: {err}");
+        }
+        assert!(Cli::try_parse_from(["client"]).is_err(), "a subcommand is required");
+    }
+}

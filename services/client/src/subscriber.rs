@@ -1,0 +1,145 @@
+//! The subscriber: a SUB socket connected to every proxy, tracking each
+//! publisher's sequence numbers (per topic) to count lost events and each
+//! event's timestamp to measure lag.
+
+use std::{collections::HashMap, time::Duration};
+
+use mensageria::{
+    header::{is_header, now_us, Header},
+    metrics::TopicCounters,
+    socket::recv_frames,
+    EventHeader,
+};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::metrics::ClientMetrics;
+
+/// Sequence streams tracked at most; beyond this, new streams are not
+/// tracked for loss (bounded memory against a flood of publishers × topics).
+const MAX_STREAMS: usize = 100_000;
+
+/// One received event.
+#[derive(Debug)]
+pub struct Received {
+    /// Topic frame.
+    pub topic: Vec<u8>,
+    /// Header, when the publisher sent one.
+    pub header: Option<EventHeader>,
+    /// Payload frames (after the header, if any).
+    pub payload: Vec<Vec<u8>>,
+    /// Events missed just before this one in its stream.
+    pub gap: u64,
+    /// Publish-to-receive lag, when known.
+    pub lag: Option<Duration>,
+}
+
+/// Loss and lag bookkeeping, independent of sockets (unit-testable).
+#[derive(Debug, Default)]
+pub struct SequenceTracker {
+    last: HashMap<(u64, Vec<u8>), u64>,
+}
+
+impl SequenceTracker {
+    /// Records `seq` of `(publisher, topic)`; returns how many events were
+    /// skipped since the previous one of that stream.
+    pub fn observe(&mut self, publisher: u64, topic: &[u8], seq: u64) -> u64 {
+        let key = (publisher, topic.to_vec());
+        match self.last.get_mut(&key) {
+            Some(last) => {
+                let gap = seq.saturating_sub(*last + 1);
+                *last = (*last).max(seq);
+                gap
+            }
+            None => {
+                if self.last.len() < MAX_STREAMS {
+                    self.last.insert(key, seq);
+                }
+                0
+            }
+        }
+    }
+}
+
+/// Owns the SUB socket and the bookkeeping.
+pub struct Subscriber {
+    socket: zmq::Socket,
+    tracker: SequenceTracker,
+    metrics: ClientMetrics,
+    received: TopicCounters<Counter>,
+    frames: Vec<zmq::Message>,
+}
+
+impl Subscriber {
+    /// Wraps a connected SUB socket and subscribes to `topics` (empty: all).
+    ///
+    /// # Errors
+    /// If a subscription is refused.
+    pub fn new(socket: zmq::Socket, topics: &[String], metrics: ClientMetrics) -> zmq::Result<Self> {
+        if topics.is_empty() {
+            socket.set_subscribe(b"")?;
+        }
+        for t in topics {
+            socket.set_subscribe(t.as_bytes())?;
+        }
+        Ok(Subscriber {
+            received: TopicCounters::new(metrics.events_received.clone()),
+            socket,
+            tracker: SequenceTracker::default(),
+            metrics,
+            frames: Vec::new(),
+        })
+    }
+
+    /// Waits up to `timeout` for one event.
+    pub fn next(&mut self, timeout: Duration) -> Option<Received> {
+        if recv_frames(&self.socket, zmq::DONTWAIT, &mut self.frames).is_err() {
+            let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
+            if self.socket.poll(zmq::POLLIN, ms).ok()? == 0 {
+                return None;
+            }
+            recv_frames(&self.socket, zmq::DONTWAIT, &mut self.frames).ok()?;
+        }
+        let (topic, rest) = self.frames.split_first()?;
+        let topic = topic.to_vec();
+        self.received.get(&topic).inc();
+        let header = rest.first().filter(|f| is_header(f)).and_then(|f| match Header::decode(f) {
+            Ok(Header::Event(h)) => Some(h),
+            _ => None,
+        });
+        let skip = usize::from(header.is_some() || rest.first().is_some_and(|f| is_header(f)));
+        let mut r = Received {
+            payload: rest[skip.min(rest.len())..].iter().map(|f| f.to_vec()).collect(),
+            topic,
+            header,
+            gap: 0,
+            lag: None,
+        };
+        if let Some(h) = header {
+            r.gap = self.tracker.observe(h.publisher, &r.topic, h.seq);
+            if r.gap > 0 {
+                self.metrics.events_lost.inc_by(r.gap);
+            }
+            let lag = Duration::from_micros(now_us().saturating_sub(h.published_at_us));
+            self.metrics.event_lag.observe(lag);
+            r.lag = Some(lag);
+        }
+        Some(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_are_counted_per_publisher_and_topic() {
+        let mut t = SequenceTracker::default();
+        assert_eq!(t.observe(1, b"a", 1), 0);
+        assert_eq!(t.observe(1, b"a", 2), 0);
+        assert_eq!(t.observe(1, b"a", 5), 2);
+        assert_eq!(t.observe(1, b"b", 9), 0, "first event of a stream: nothing known missing");
+        assert_eq!(t.observe(2, b"a", 1), 0, "another publisher is another stream");
+        assert_eq!(t.observe(1, b"a", 6), 0);
+        assert_eq!(t.observe(1, b"a", 3), 0, "an old number is not a gap");
+    }
+}

@@ -1,0 +1,145 @@
+//! The proxy loop: one thread owns XSUB (publishers connect) and XPUB
+//! (subscribers connect), forwards events downstream and subscriptions
+//! upstream, and keeps the [`SubscriptionTable`] for fan-out accounting.
+
+use std::time::{Duration, Instant};
+
+use mensageria::{
+    health::Heartbeat,
+    metrics::TopicCounters,
+    socket::{recv_frames, send_frames},
+};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::{
+    metrics::ProxyMetrics,
+    subscriptions::{decode, SubscriptionTable},
+};
+
+const BATCH: usize = 1024;
+
+/// The forwarding loop's state.
+pub struct Forwarder {
+    /// Publishers' side.
+    pub xsub: zmq::Socket,
+    /// Subscribers' side.
+    pub xpub: zmq::Socket,
+    /// Metrics.
+    pub metrics: ProxyMetrics,
+    /// Liveness heartbeat.
+    pub heartbeat: Heartbeat,
+    /// Shutdown.
+    pub shutdown: CancellationToken,
+    table: SubscriptionTable,
+    events_in: TopicCounters<Counter>,
+    deliveries: TopicCounters<Counter>,
+    subscriptions: TopicCounters<Gauge>,
+    frames: Vec<zmq::Message>,
+}
+
+impl Forwarder {
+    /// Builds the loop state around two bound sockets.
+    pub fn new(
+        xsub: zmq::Socket,
+        xpub: zmq::Socket,
+        metrics: ProxyMetrics,
+        heartbeat: Heartbeat,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Forwarder {
+            events_in: TopicCounters::new(metrics.events_in.clone()),
+            deliveries: TopicCounters::new(metrics.deliveries.clone()),
+            subscriptions: TopicCounters::new(metrics.subscriptions.clone()),
+            xsub,
+            xpub,
+            metrics,
+            heartbeat,
+            shutdown,
+            table: SubscriptionTable::default(),
+            frames: Vec::with_capacity(4),
+        }
+    }
+
+    /// Forwards until shutdown, then passes on what is already queued
+    /// (bounded by a short quiet period) and returns.
+    ///
+    /// # Errors
+    /// On a libzmq failure of the poll itself.
+    pub fn run(mut self) -> anyhow::Result<()> {
+        let mut stop_at: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            self.heartbeat.beat_at(now);
+            if stop_at.is_none() && self.shutdown.is_cancelled() {
+                info!("Draining the proxy.");
+                stop_at = Some(now + Duration::from_millis(200));
+            }
+            if stop_at.is_some_and(|t| now >= t) {
+                break;
+            }
+            let mut items = [self.xsub.as_poll_item(zmq::POLLIN), self.xpub.as_poll_item(zmq::POLLIN)];
+            match zmq::poll(&mut items, 100) {
+                Ok(_) => {}
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => return Err(anyhow::anyhow!("proxy poll failed: {e}")),
+            }
+            let (events_ready, subs_ready) = (items[0].is_readable(), items[1].is_readable());
+            if subs_ready {
+                self.pump_subscriptions();
+            }
+            if events_ready {
+                self.pump_events();
+            }
+        }
+        info!(subscriptions = self.table.total(), "Proxy loop stopped.");
+        Ok(())
+    }
+
+    fn pump_events(&mut self) {
+        for _ in 0..BATCH {
+            if recv_frames(&self.xsub, zmq::DONTWAIT, &mut self.frames).is_err() {
+                return;
+            }
+            let bytes = self.frames.iter().map(|f| f.len()).sum::<usize>() as u64;
+            let topic: &[u8] = self.frames.first().map_or(&[], |f| &f[..]);
+            let fanout = self.table.matches(topic);
+            self.events_in.get(topic).inc();
+            if fanout > 0 {
+                self.deliveries.get(topic).inc_by(fanout);
+            }
+            self.metrics.bytes_in.inc_by(bytes);
+            self.metrics.bytes_out.inc_by(bytes * fanout);
+            // XPUB never blocks: a subscriber at its HWM misses the event,
+            // which it sees as a sequence gap.
+            if let Err(e) = send_frames(&self.xpub, self.frames.drain(..), zmq::DONTWAIT) {
+                debug!(error.message = %e, "Event not forwarded.");
+            }
+        }
+    }
+
+    fn pump_subscriptions(&mut self) {
+        for _ in 0..BATCH {
+            let msg = match self.xpub.recv_msg(zmq::DONTWAIT) {
+                Ok(m) => m,
+                Err(_) => return,
+            };
+            if let Some(change) = decode(&msg) {
+                let (prefix, delta) = match change {
+                    crate::subscriptions::Change::Subscribe(p) => (p, 1),
+                    crate::subscriptions::Change::Unsubscribe(p) => (p, -1),
+                };
+                let before = self.table.total();
+                self.table.apply(&change);
+                if self.table.total() != before {
+                    self.subscriptions.get(prefix).inc_by(delta);
+                }
+                debug!(prefix = %String::from_utf8_lossy(prefix), delta, "Subscription changed.");
+            }
+            if let Err(e) = self.xsub.send(msg, zmq::DONTWAIT) {
+                debug!(error.message = %e, "Subscription not forwarded upstream.");
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The server's metrics (design §4).
+
+use mensageria::{
+    metrics::{AtomicHistogram, TopicLabel},
+    Status,
+};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+/// Handles to every server metric.
+#[derive(Clone, Debug)]
+pub struct ServerMetrics {
+    requests: [Counter; 6],
+    /// Handler time.
+    pub duration: AtomicHistogram,
+    /// Events published, by topic.
+    pub events_published: Family<TopicLabel, Counter>,
+    /// Events not published because the publisher's queue was full.
+    pub events_dropped: Counter,
+}
+
+impl ServerMetrics {
+    /// Registers every server metric in `r` (the `mensageria_` sub-registry).
+    pub fn register(r: &mut Registry) -> Self {
+        let requests_f: Family<StatusLabel, Counter> = Family::default();
+        r.register("server_requests", "Requests handled, by status", requests_f.clone());
+        let requests = Status::ALL.map(|s| requests_f.get_or_create(&StatusLabel { status: s.as_str() }).clone());
+        let duration = AtomicHistogram::default();
+        r.register("server_request_duration_seconds", "Handler time per request", duration.clone());
+        let events_published = Family::default();
+        r.register("server_events_published", "Events published, by topic", events_published.clone());
+        let events_dropped = Counter::default();
+        r.register(
+            "server_events_dropped",
+            "Events not published because the publisher queue was full",
+            events_dropped.clone(),
+        );
+        ServerMetrics {
+            requests,
+            duration,
+            events_published,
+            events_dropped,
+        }
+    }
+
+    /// Counts a handled request.
+    pub fn request(&self, status: Status) {
+        self.requests[status as usize].inc();
+    }
+}

@@ -1,0 +1,150 @@
+//! A worker: one thread owning a REP socket connected to every broker,
+//! answering one request at a time through the [`Handler`].
+//!
+//! A request with our header gets a header reply (status, request id); a
+//! plain request gets a plain reply, with errors as `ERR <status> <message>`.
+
+use std::{
+    sync::{mpsc::SyncSender, Arc},
+    time::{Duration, Instant},
+};
+
+use mensageria::{
+    header::{is_header, Header},
+    health::Heartbeat,
+    socket::{recv_frames, send_frames},
+    Endpoints, ReplyHeader, Status,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::{
+    handler::{Handler, Request, Response},
+    metrics::ServerMetrics,
+    publisher::Event,
+};
+
+/// How long a draining worker waits for stragglers after disconnecting.
+const DRAIN_QUIET: Duration = Duration::from_millis(200);
+
+/// A worker thread's state.
+pub struct Worker {
+    /// REP socket connected to the brokers.
+    pub socket: zmq::Socket,
+    /// Broker endpoints (to disconnect from when draining).
+    pub brokers: Endpoints,
+    /// The request handler.
+    pub handler: Arc<dyn Handler>,
+    /// Metrics.
+    pub metrics: ServerMetrics,
+    /// Events to publish.
+    pub events: SyncSender<Event>,
+    /// Liveness heartbeat.
+    pub heartbeat: Heartbeat,
+    /// Shutdown.
+    pub shutdown: CancellationToken,
+    /// Drain grace.
+    pub grace: Duration,
+    /// This server's instance id (in events).
+    pub instance: Arc<str>,
+}
+
+impl Worker {
+    /// Serves until shutdown; then disconnects from the brokers, answers what
+    /// is still queued, and returns.
+    ///
+    /// # Errors
+    /// On a libzmq failure that leaves the socket unusable.
+    pub fn run(self) -> anyhow::Result<()> {
+        let mut frames = Vec::with_capacity(4);
+        let mut drain: Option<(Instant, Instant)> = None; // (hard deadline, last activity)
+        loop {
+            let now = Instant::now();
+            self.heartbeat.beat_at(now);
+            if drain.is_none() && self.shutdown.is_cancelled() {
+                for e in &self.brokers.0 {
+                    let _ = self.socket.disconnect(e);
+                }
+                drain = Some((now + self.grace, now));
+            }
+            if let Some((deadline, last)) = drain {
+                if now >= deadline || now.duration_since(last) >= DRAIN_QUIET {
+                    break;
+                }
+            }
+            match self.socket.poll(zmq::POLLIN, 50) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => return Err(anyhow::anyhow!("worker poll failed: {e}")),
+            }
+            match recv_frames(&self.socket, zmq::DONTWAIT, &mut frames) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) => continue,
+                Err(e) => return Err(anyhow::anyhow!("worker receive failed: {e}")),
+            }
+            self.serve(&frames)?;
+            if let Some((_, last)) = drain.as_mut() {
+                *last = Instant::now();
+            }
+        }
+        debug!("Worker stopped.");
+        Ok(())
+    }
+
+    fn serve(&self, frames: &[zmq::Message]) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let (header, payload) = match frames.first() {
+            Some(f) if is_header(f) => match Header::decode(f) {
+                Ok(Header::Request(h)) => (Some(h), &frames[1..]),
+                Ok(_) => return self.reply(None, Response::error(Status::BadRequest, "expected a request header"), started),
+                Err(e) => return self.reply(None, Response::error(Status::BadRequest, format!("invalid header: {e}")), started),
+            },
+            _ => (None, frames),
+        };
+        let slices: Vec<&[u8]> = payload.iter().map(|m| &m[..]).collect();
+        let response = self.handler.handle(&Request { frames: &slices });
+        self.reply(header, response, started)
+    }
+
+    fn reply(
+        &self,
+        header: Option<mensageria::RequestHeader>,
+        response: Response,
+        started: Instant,
+    ) -> anyhow::Result<()> {
+        let status = response.status;
+        let result = match header {
+            Some(h) => {
+                let head = Header::Reply(ReplyHeader { id: h.id, status, trace: h.trace }).encode();
+                send_frames(&self.socket, std::iter::once(head).chain(response.frames), 0)
+            }
+            None if status == Status::Ok => send_frames(&self.socket, response.frames, 0),
+            None => {
+                let msg = response.frames.first().map(|f| String::from_utf8_lossy(f).into_owned()).unwrap_or_default();
+                send_frames(&self.socket, [format!("ERR {status} {msg}").into_bytes()], 0)
+            }
+        };
+        let elapsed = started.elapsed();
+        if let Err(e) = result {
+            // REP cannot go on without sending its reply; this is fatal for the socket.
+            return Err(anyhow::anyhow!("worker reply failed: {e}"));
+        }
+        self.metrics.request(status);
+        self.metrics.duration.observe(elapsed);
+        let payload = serde_json::json!({
+            "request_id": header.map(|h| h.id),
+            "status": status.as_str(),
+            "duration_us": elapsed.as_micros() as u64,
+            "server": &*self.instance,
+        })
+        .to_string()
+        .into_bytes();
+        let event = Event { topic: "requests.completed", payload, trace: header.and_then(|h| h.trace) };
+        if self.events.try_send(event).is_err() {
+            self.metrics.events_dropped.inc();
+            debug!("Event queue full; event dropped.");
+        }
+        Ok(())
+    }
+}
