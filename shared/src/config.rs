@@ -115,9 +115,9 @@ impl std::fmt::Display for Endpoints {
 /// # Errors
 /// A message saying what is wrong.
 pub fn validate_endpoint(e: &str) -> Result<(), String> {
-    let (transport, address) = e
-        .split_once("://")
-        .ok_or_else(|| format!("endpoint {e:?} has no transport (expected tcp://, ipc:// or inproc://)"))?;
+    let (transport, address) = e.split_once("://").ok_or_else(|| {
+        format!("endpoint {e:?} has no transport (expected tcp://, ipc:// or inproc://)")
+    })?;
     if address.is_empty() {
         return Err(format!("endpoint {e:?} has an empty address"));
     }
@@ -173,7 +173,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "K" | "KiB" | "KB" => 1 << 10,
         "M" | "MiB" | "MB" => 1 << 20,
         "G" | "GiB" | "GB" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} in {s:?} (use KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?} (use KiB, MiB or GiB)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {s:?} is too large"))

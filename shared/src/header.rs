@@ -337,7 +337,10 @@ mod tests {
         })
         .encode();
         for len in 0..frame.len() {
-            assert!(Header::decode(&frame[..len]).is_err(), "prefix of {len} bytes decoded");
+            assert!(
+                Header::decode(&frame[..len]).is_err(),
+                "prefix of {len} bytes decoded"
+            );
         }
     }
 
@@ -358,13 +361,19 @@ mod tests {
         let mut frame = MAGIC.to_vec();
         frame.push(VERSION);
         frame.push(200);
-        assert!(matches!(Header::decode(&frame), Err(HeaderError::Invalid(_))));
+        assert!(matches!(
+            Header::decode(&frame),
+            Err(HeaderError::Invalid(_))
+        ));
     }
 
     #[test]
     fn traceparent_round_trip() {
         let tp = ctx().to_traceparent();
-        assert_eq!(tp, "00-abababababababababababababababab-0102030405060708-01");
+        assert_eq!(
+            tp,
+            "00-abababababababababababababababab-0102030405060708-01"
+        );
         assert_eq!(TraceContext::from_traceparent(&tp), Some(ctx()));
     }
 

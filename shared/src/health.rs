@@ -41,7 +41,9 @@ struct CheckState {
 
 impl std::fmt::Debug for CheckState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckState").field("name", &self.name).finish()
+        f.debug_struct("CheckState")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -133,7 +135,11 @@ impl Health {
 
     /// Registers a readiness check evaluated on every probe by calling
     /// `probe` (e.g. "a peer is connected", read from a metric).
-    pub fn check_with(&self, name: impl Into<String>, probe: impl Fn() -> bool + Send + Sync + 'static) {
+    pub fn check_with(
+        &self,
+        name: impl Into<String>,
+        probe: impl Fn() -> bool + Send + Sync + 'static,
+    ) {
         let state = Arc::new(CheckState {
             name: name.into(),
             ok: AtomicBool::new(true),
@@ -190,7 +196,9 @@ impl Health {
     }
 
     fn liveness_at(&self, now: Instant, stall_after: Duration) -> (bool, Value) {
-        let now_ms = now.saturating_duration_since(self.inner.started).as_millis() as u64;
+        let now_ms = now
+            .saturating_duration_since(self.inner.started)
+            .as_millis() as u64;
         let mut beats = lock(&self.inner.beats);
         beats.retain(|b| !b.finished.load(Ordering::Acquire));
         let mut alive = true;
@@ -199,7 +207,10 @@ impl Health {
             let age = now_ms.saturating_sub(b.last_ms.load(Ordering::Relaxed));
             let ok = age <= stall_after.as_millis() as u64;
             alive &= ok;
-            detail.insert(b.name.clone(), json!({ "ok": ok, "last_progress_ms_ago": age }));
+            detail.insert(
+                b.name.clone(),
+                json!({ "ok": ok, "last_progress_ms_ago": age }),
+            );
         }
         (alive, json!({ "alive": alive, "threads": detail }))
     }
@@ -251,6 +262,9 @@ mod tests {
         assert!(!alive);
         assert_eq!(body["threads"]["router"]["ok"], false);
         drop(hb);
-        assert!(h.liveness_at(start + Duration::from_secs(10), STALL_AFTER).0);
+        assert!(
+            h.liveness_at(start + Duration::from_secs(10), STALL_AFTER)
+                .0
+        );
     }
 }

@@ -24,8 +24,8 @@ use prometheus_client::{
 /// Latency buckets in seconds: 25 µs to 10 s, for ZeroMQ hops through
 /// handlers that may sleep.
 pub const LATENCY_BUCKETS: [f64; 20] = [
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Maximum distinct `topic` label values per family; the rest become `other`.
@@ -98,9 +98,10 @@ impl AtomicHistogram {
         let i = self.inner.bounds.partition_point(|&b| b < secs);
         self.inner.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.inner.count.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .sum_nanos
-            .fetch_add(d.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        self.inner.sum_nanos.fetch_add(
+            d.as_nanos().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// Number of observations so far.
@@ -126,7 +127,8 @@ impl EncodeMetric for AtomicHistogram {
         // Count is derived from the buckets so a scrape racing an observe
         // never shows _count disagreeing with the +Inf bucket.
         let sum = self.inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, total, &buckets, None)
+        encoder
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, total, &buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {
@@ -282,11 +284,27 @@ impl Collector for ProcessCollector {
             MetricType::Counter,
         )?)?;
         for (name, help, value) in [
-            ("process_resident_memory_bytes", "Resident memory size in bytes", p.rss_bytes),
-            ("process_virtual_memory_bytes", "Virtual memory size in bytes", p.vsize_bytes),
-            ("process_open_fds", "Number of open file descriptors", p.open_fds),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                p.rss_bytes,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                p.vsize_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                p.open_fds,
+            ),
             ("process_threads", "Number of OS threads", p.threads),
-            ("process_start_time_seconds", "Start time since the Unix epoch in seconds", p.start_time),
+            (
+                "process_start_time_seconds",
+                "Start time since the Unix epoch in seconds",
+                p.start_time,
+            ),
         ] {
             let g = prometheus_client::metrics::gauge::ConstGauge::new(value as i64);
             g.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
@@ -335,7 +353,9 @@ pub fn read_process_stats() -> Option<ProcessStats> {
         .lines()
         .find_map(|l| l.strip_prefix("btime "))
         .and_then(|v| v.trim().parse::<u64>().ok())?;
-    let open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0);
+    let open_fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
     Some(ProcessStats {
         cpu_seconds: (utime + stime) as f64 / USER_HZ,
         rss_bytes: rss_kb * 1024,
@@ -369,8 +389,15 @@ mod tests {
         reg.register("lat_seconds", "x", h.clone());
         let text = render(&reg);
         assert!(text.contains("lat_seconds_count 3"), "{text}");
-        assert!(text.contains("lat_seconds_bucket{le=\"2.5e-5\"} 1") || text.contains("lat_seconds_bucket{le=\"0.000025\"} 1"), "{text}");
-        assert!(text.contains("lat_seconds_bucket{le=\"0.005\"} 2"), "{text}");
+        assert!(
+            text.contains("lat_seconds_bucket{le=\"2.5e-5\"} 1")
+                || text.contains("lat_seconds_bucket{le=\"0.000025\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lat_seconds_bucket{le=\"0.005\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("lat_seconds_bucket{le=\"+Inf\"} 3"), "{text}");
         assert_eq!(h.count(), 3);
     }
@@ -396,7 +423,10 @@ mod tests {
             counters.get(format!("t{i}.x").as_bytes()).inc();
         }
         let text = render(&reg);
-        let series = text.lines().filter(|l| l.starts_with("events_total{")).count();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("events_total{"))
+            .count();
         assert_eq!(series, TOPIC_LABEL_CAP + 1, "cap plus `other`");
         let total: u64 = text
             .lines()
@@ -410,7 +440,10 @@ mod tests {
     fn registry_has_build_info_and_process_metrics() {
         let reg = new_registry("broker", |_| {});
         let text = render(&reg);
-        assert!(text.contains("mensageria_build_info{service=\"broker\",version=\""), "{text}");
+        assert!(
+            text.contains("mensageria_build_info{service=\"broker\",version=\""),
+            "{text}"
+        );
         assert!(text.contains("process_resident_memory_bytes "), "{text}");
         assert!(text.contains("process_cpu_seconds_total "), "{text}");
     }

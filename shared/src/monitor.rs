@@ -92,7 +92,10 @@ pub(crate) fn run_hub(
                     continue;
                 };
                 let event = SocketEvent::from_raw(raw);
-                let addr = frames.get(1).map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
+                let addr = frames
+                    .get(1)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .unwrap_or_default();
                 record(&metrics, w.role, event, &addr);
                 if event == SocketEvent::MONITOR_STOPPED {
                     stopped.push(idx);
@@ -111,7 +114,10 @@ fn record(metrics: &SocketMetrics, role: &'static str, event: SocketEvent, addr:
     let name = event_name(event);
     metrics
         .events
-        .get_or_create(&SocketEventLabels { socket: role, event: name })
+        .get_or_create(&SocketEventLabels {
+            socket: role,
+            event: name,
+        })
         .inc();
     let peers = metrics.peers.get_or_create(&SocketLabel { socket: role });
     match event {
@@ -126,7 +132,12 @@ fn record(metrics: &SocketMetrics, role: &'static str, event: SocketEvent, addr:
         SocketEvent::HANDSHAKE_FAILED_AUTH
         | SocketEvent::HANDSHAKE_FAILED_NO_DETAIL
         | SocketEvent::HANDSHAKE_FAILED_PROTOCOL => {
-            info!(socket = role, peer = addr, event = name, "Handshake failed.");
+            info!(
+                socket = role,
+                peer = addr,
+                event = name,
+                "Handshake failed."
+            );
         }
         _ => {}
     }
@@ -143,6 +154,9 @@ mod tests {
         assert_eq!(decode_event(&f), Some((512, 7)));
         assert_eq!(decode_event(&f[..5]), None);
         assert_eq!(event_name(SocketEvent::from_raw(512)), "disconnected");
-        assert_eq!(event_name(SocketEvent::HANDSHAKE_FAILED_AUTH), "auth_failed");
+        assert_eq!(
+            event_name(SocketEvent::HANDSHAKE_FAILED_AUTH),
+            "auth_failed"
+        );
     }
 }

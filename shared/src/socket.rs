@@ -38,11 +38,14 @@ pub struct SocketFactory {
     ctx: zmq::Context,
     transport: TransportArgs,
     hub: mpsc::Sender<Watched>,
+    metrics: SocketMetrics,
 }
 
 impl std::fmt::Debug for SocketFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SocketFactory").field("transport", &self.transport).finish()
+        f.debug_struct("SocketFactory")
+            .field("transport", &self.transport)
+            .finish()
     }
 }
 
@@ -61,12 +64,16 @@ impl SocketFactory {
         let stop_within = transport.linger * 2 + std::time::Duration::from_secs(1);
         let hub = std::thread::Builder::new()
             .name("zmq-monitor".into())
-            .spawn(move || run_hub(rx, metrics, cancel, stop_within))?;
+            .spawn({
+                let metrics = metrics.clone();
+                move || run_hub(rx, metrics, cancel, stop_within)
+            })?;
         Ok((
             SocketFactory {
                 ctx: zmq::Context::new(),
                 transport,
                 hub: tx,
+                metrics,
             },
             hub,
         ))
@@ -87,9 +94,18 @@ impl SocketFactory {
     ///
     /// # Errors
     /// If libzmq refuses the socket or an option.
-    pub fn socket(&self, kind: zmq::SocketType, role: &'static str) -> Result<zmq::Socket, SocketError> {
-        let s = self.ctx.socket(kind).map_err(ctx_err(format!("create {role} socket")))?;
-        self.configure(&s).map_err(ctx_err(format!("configure {role} socket")))?;
+    pub fn socket(
+        &self,
+        kind: zmq::SocketType,
+        role: &'static str,
+    ) -> Result<zmq::Socket, SocketError> {
+        let s = self
+            .ctx
+            .socket(kind)
+            .map_err(ctx_err(format!("create {role} socket")))?;
+        self.metrics.declare(role);
+        self.configure(&s)
+            .map_err(ctx_err(format!("configure {role} socket")))?;
         self.monitor(&s, role)?;
         Ok(s)
     }
@@ -116,8 +132,10 @@ impl SocketFactory {
             .ctx
             .socket(zmq::PAIR)
             .map_err(ctx_err("create monitor socket"))?;
-        pair.set_linger(0).map_err(ctx_err("configure monitor socket"))?;
-        pair.connect(&endpoint).map_err(ctx_err("connect monitor socket"))?;
+        pair.set_linger(0)
+            .map_err(ctx_err("configure monitor socket"))?;
+        pair.connect(&endpoint)
+            .map_err(ctx_err("connect monitor socket"))?;
         // The hub only goes away after cancellation; a send failure then just
         // means this socket's events go unread, and its PAIR is dropped here.
         let _ = self.hub.send(Watched { pair, role });
@@ -130,9 +148,9 @@ impl SocketFactory {
     /// # Errors
     /// If the bind fails (address in use, bad endpoint, …).
     pub fn bind(&self, s: &zmq::Socket, endpoint: &str) -> Result<String, SocketError> {
-        s.bind(endpoint).map_err(ctx_err(format!("bind {endpoint}")))?;
-        Ok(s
-            .get_last_endpoint()
+        s.bind(endpoint)
+            .map_err(ctx_err(format!("bind {endpoint}")))?;
+        Ok(s.get_last_endpoint()
             .ok()
             .and_then(Result::ok)
             .unwrap_or_else(|| endpoint.to_owned()))
@@ -143,7 +161,8 @@ impl SocketFactory {
     /// # Errors
     /// If an endpoint is refused by libzmq.
     pub fn connect_all(&self, s: &zmq::Socket, endpoints: &Endpoints) -> Result<(), SocketError> {
-        s.set_immediate(true).map_err(ctx_err("set ZMQ_IMMEDIATE"))?;
+        s.set_immediate(true)
+            .map_err(ctx_err("set ZMQ_IMMEDIATE"))?;
         for e in &endpoints.0 {
             s.connect(e).map_err(ctx_err(format!("connect {e}")))?;
         }

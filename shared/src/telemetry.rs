@@ -10,13 +10,21 @@ use crate::config::{CommonArgs, LogFormat};
 /// tests can call it freely.
 pub fn init(service: &'static str, common: &CommonArgs) {
     let filter = EnvFilter::try_new(&common.log_filter).unwrap_or_else(|e| {
-        eprintln!("warning: invalid RUST_LOG {:?} ({e}); using \"info\"", common.log_filter);
+        eprintln!(
+            "warning: invalid RUST_LOG {:?} ({e}); using \"info\"",
+            common.log_filter
+        );
         EnvFilter::new("info")
     });
     let registry = tracing_subscriber::registry().with(filter);
     let result = match common.log_format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_target(false),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
@@ -38,7 +46,11 @@ pub fn init(service: &'static str, common: &CommonArgs) {
 pub fn init_for_tests() {
     if let Ok(level) = std::env::var("TEST_LOG") {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(EnvFilter::new(if level.is_empty() { "debug".into() } else { level }))
+            .with_env_filter(EnvFilter::new(if level.is_empty() {
+                "debug".into()
+            } else {
+                level
+            }))
             .with_test_writer()
             .try_init();
     }

@@ -58,7 +58,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         socket_metrics.expect("registered above"),
         broker_metrics.expect("registered above"),
     );
-    let mut service = Service::new("broker", config.transport.clone(), socket_metrics, shutdown.clone())?;
+    let mut service = Service::new(
+        "broker",
+        config.transport.clone(),
+        socket_metrics,
+        shutdown.clone(),
+    )?;
     let ready = service.health.check("sockets_bound");
     let heartbeat = service.health.heartbeat("broker-router");
     let sockets = service.sockets.clone();
@@ -70,7 +75,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 let frontend = sockets.socket(zmq::ROUTER, "frontend")?;
                 frontend.set_router_mandatory(true)?;
                 let backend = sockets.socket(zmq::DEALER, "backend")?;
-                let f = sockets.bind(&frontend, &c.frontend_bind).context("frontend")?;
+                let f = sockets
+                    .bind(&frontend, &c.frontend_bind)
+                    .context("frontend")?;
                 let b = sockets.bind(&backend, &c.backend_bind).context("backend")?;
                 info!(frontend = %f, backend = %b, "Broker sockets bound.");
                 let router = router::Router::new(
@@ -89,7 +96,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         )
         .await?;
     let http_addr = service
-        .serve_ops(config.common.http_addr_or(config::DEFAULT_HTTP_PORT), registry)
+        .serve_ops(
+            config.common.http_addr_or(config::DEFAULT_HTTP_PORT),
+            registry,
+        )
         .await?;
     ready.set(true);
     Ok(Broker {

@@ -36,7 +36,11 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [DropReason; 3] = [DropReason::LateReply, DropReason::Malformed, DropReason::ClientGone];
+    const ALL: [DropReason; 3] = [
+        DropReason::LateReply,
+        DropReason::Malformed,
+        DropReason::ClientGone,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
@@ -89,10 +93,22 @@ impl BrokerMetrics {
     /// Registers every broker metric in `r` (the `mensageria_` sub-registry).
     pub fn register(r: &mut Registry) -> Self {
         let requests = Counter::default();
-        r.register("broker_requests", "Requests received from clients", requests.clone());
+        r.register(
+            "broker_requests",
+            "Requests received from clients",
+            requests.clone(),
+        );
         let replies_f: Family<StatusLabel, Counter> = Family::default();
-        r.register("broker_replies", "Replies sent to clients, by status", replies_f.clone());
-        let replies = Status::ALL.map(|s| replies_f.get_or_create(&StatusLabel { status: s.as_str() }).clone());
+        r.register(
+            "broker_replies",
+            "Replies sent to clients, by status",
+            replies_f.clone(),
+        );
+        let replies = Status::ALL.map(|s| {
+            replies_f
+                .get_or_create(&StatusLabel { status: s.as_str() })
+                .clone()
+        });
         let duration = AtomicHistogram::default();
         r.register(
             "broker_request_duration_seconds",
@@ -100,14 +116,34 @@ impl BrokerMetrics {
             duration.clone(),
         );
         let inflight = Gauge::default();
-        r.register("broker_inflight_requests", "Requests forwarded and not yet answered", inflight.clone());
+        r.register(
+            "broker_inflight_requests",
+            "Requests forwarded and not yet answered",
+            inflight.clone(),
+        );
         let dropped_f: Family<ReasonLabel, Counter> = Family::default();
-        r.register("broker_dropped", "Messages dropped, by reason", dropped_f.clone());
-        let dropped = DropReason::ALL.map(|d| dropped_f.get_or_create(&ReasonLabel { reason: d.as_str() }).clone());
+        r.register(
+            "broker_dropped",
+            "Messages dropped, by reason",
+            dropped_f.clone(),
+        );
+        let dropped = DropReason::ALL.map(|d| {
+            dropped_f
+                .get_or_create(&ReasonLabel { reason: d.as_str() })
+                .clone()
+        });
         let messages: Family<SocketDirection, Counter> = Family::default();
-        r.register("broker_messages", "Messages through the broker's sockets", messages.clone());
+        r.register(
+            "broker_messages",
+            "Messages through the broker's sockets",
+            messages.clone(),
+        );
         let bytes: Family<SocketDirection, Counter> = Family::default();
-        r.register("broker_bytes", "Bytes through the broker's sockets", bytes.clone());
+        r.register(
+            "broker_bytes",
+            "Bytes through the broker's sockets",
+            bytes.clone(),
+        );
         let traffic = |socket, direction| {
             let l = SocketDirection { socket, direction };
             Traffic {

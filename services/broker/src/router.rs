@@ -102,7 +102,10 @@ impl Router {
             self.heartbeat.beat_at(now);
             self.expire(now);
             if drain_deadline.is_none() && self.shutdown.is_cancelled() {
-                info!(inflight = self.inflight.len(), "Draining: new requests get `unavailable`; waiting for replies.");
+                info!(
+                    inflight = self.inflight.len(),
+                    "Draining: new requests get `unavailable`; waiting for replies."
+                );
                 drain_deadline = Some(now + self.grace);
             }
             if let Some(deadline) = drain_deadline {
@@ -112,10 +115,17 @@ impl Router {
                 if now >= deadline {
                     let left = self.inflight.len();
                     while let Some(p) = self.inflight.pop_oldest() {
-                        self.reply_error(&p, Status::Unavailable, "broker stopped before the reply arrived");
+                        self.reply_error(
+                            &p,
+                            Status::Unavailable,
+                            "broker stopped before the reply arrived",
+                        );
                     }
                     self.metrics.inflight.set(0);
-                    warn!(abandoned = left, "Drain grace period over; answered the rest `unavailable`.");
+                    warn!(
+                        abandoned = left,
+                        "Drain grace period over; answered the rest `unavailable`."
+                    );
                     break;
                 }
             }
@@ -149,7 +159,11 @@ impl Router {
     fn expire(&mut self, now: Instant) {
         let mut n = 0;
         while let Some(p) = self.inflight.pop_expired(now) {
-            self.reply_error(&p, Status::Timeout, "no reply from a worker within the request timeout");
+            self.reply_error(
+                &p,
+                Status::Timeout,
+                "no reply from a worker within the request timeout",
+            );
             n += 1;
         }
         if n > 0 {
@@ -209,7 +223,11 @@ impl Router {
         };
         if delim == 0 || delim + 1 >= frames.len() {
             self.metrics.drop(DropReason::Malformed);
-            debug!(delim, frames = frames.len(), "Request with an empty route or body dropped.");
+            debug!(
+                delim,
+                frames = frames.len(),
+                "Request with an empty route or body dropped."
+            );
             return;
         }
         self.metrics.requests.inc();
@@ -223,11 +241,19 @@ impl Router {
             match Header::decode(body0) {
                 Ok(Header::Request(h)) => pending.request_id = Some(h.id),
                 Ok(other) => {
-                    self.reply_error(&pending, Status::BadRequest, &format!("expected a request header, got {}", kind(&other)));
+                    self.reply_error(
+                        &pending,
+                        Status::BadRequest,
+                        &format!("expected a request header, got {}", kind(&other)),
+                    );
                     return;
                 }
                 Err(e) => {
-                    self.reply_error(&pending, Status::BadRequest, &format!("invalid header: {e}"));
+                    self.reply_error(
+                        &pending,
+                        Status::BadRequest,
+                        &format!("invalid header: {e}"),
+                    );
                     return;
                 }
             }
@@ -312,7 +338,12 @@ impl Router {
     fn reply_error(&self, p: &Pending, status: Status, message: &str) {
         let body: Vec<Vec<u8>> = match p.request_id {
             Some(id) => vec![
-                Header::Reply(ReplyHeader { id, status, trace: None }).encode(),
+                Header::Reply(ReplyHeader {
+                    id,
+                    status,
+                    trace: None,
+                })
+                .encode(),
                 message.as_bytes().to_vec(),
             ],
             None => vec![format!("ERR {status} {message}").into_bytes()],

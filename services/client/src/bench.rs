@@ -66,7 +66,8 @@ pub fn drive(
     stop: Stop,
     keep_going: &dyn Fn() -> bool,
 ) -> Summary {
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
     let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
     let (mut sent, mut done, mut retries) = (0u64, 0u64, 0u32);
     let start = Instant::now();
@@ -104,14 +105,27 @@ pub fn drive(
         retries: u64::from(retries),
         concurrency,
         elapsed_s: elapsed,
-        throughput_rps: if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 },
-        latency_ms: Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: hist.max() as f64 / 1000.0 },
+        throughput_rps: if elapsed > 0.0 {
+            done as f64 / elapsed
+        } else {
+            0.0
+        },
+        latency_ms: Latency {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            max: hist.max() as f64 / 1000.0,
+        },
     }
 }
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "requests:    {} ({} ok, {} errors, {} retries)", self.requests, self.ok, self.errors, self.retries)?;
+        writeln!(
+            f,
+            "requests:    {} ({} ok, {} errors, {} retries)",
+            self.requests, self.ok, self.errors, self.retries
+        )?;
         for (status, n) in &self.errors_by_status {
             writeln!(f, "  {status}: {n}")?;
         }

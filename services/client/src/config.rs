@@ -161,7 +161,17 @@ mod tests {
 
     #[test]
     fn subcommands_and_defaults() {
-        let Command::Bench(b) = Cli::try_parse_from(["client", "bench", "--requests", "20000", "--concurrency", "16"]).unwrap().command else {
+        let Command::Bench(b) = Cli::try_parse_from([
+            "client",
+            "bench",
+            "--requests",
+            "20000",
+            "--concurrency",
+            "16",
+        ])
+        .unwrap()
+        .command
+        else {
             panic!("expected bench");
         };
         assert_eq!((b.count, b.concurrency), (Some(20000), 16));
@@ -173,11 +183,18 @@ mod tests {
         assert_eq!((r.rate, r.concurrency, r.topics.as_str()), (10.0, 1, ""));
         assert_eq!(r.requests.broker_endpoints.0, vec!["tcp://127.0.0.1:5555"]);
         assert_eq!(r.events.proxy_endpoints.0, vec!["tcp://127.0.0.1:5558"]);
-        let Command::Subscribe(s) = Cli::try_parse_from(["client", "subscribe", "requests", "server", "--count", "3"]).unwrap().command else {
+        let Command::Subscribe(s) =
+            Cli::try_parse_from(["client", "subscribe", "requests", "server", "--count", "3"])
+                .unwrap()
+                .command
+        else {
             panic!("expected subscribe");
         };
         assert_eq!((s.topics.len(), s.count), (2, Some(3)));
-        let Command::Request(q) = Cli::try_parse_from(["client", "request", "hello", "--plain"]).unwrap().command else {
+        let Command::Request(q) = Cli::try_parse_from(["client", "request", "hello", "--plain"])
+            .unwrap()
+            .command
+        else {
             panic!("expected request");
         };
         assert!(q.requests.plain);
@@ -194,6 +211,9 @@ mod tests {
             let err = Cli::try_parse_from(args).unwrap_err();
             assert!(err.to_string().contains(args[2]), "{args:?}: {err}");
         }
-        assert!(Cli::try_parse_from(["client"]).is_err(), "a subcommand is required");
+        assert!(
+            Cli::try_parse_from(["client"]).is_err(),
+            "a subcommand is required"
+        );
     }
 }

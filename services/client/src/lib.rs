@@ -61,7 +61,10 @@ fn requester_config(o: &RequestOptions, concurrency: usize) -> RequesterConfig {
 ///
 /// # Errors
 /// If a socket or the ops server cannot be set up.
-pub async fn start_run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<ClientService> {
+pub async fn start_run(
+    args: RunArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ClientService> {
     if !(args.rate.is_finite() && args.rate >= 0.0) {
         anyhow::bail!("--rate must be a number >= 0, got {}", args.rate);
     }
@@ -71,16 +74,35 @@ pub async fn start_run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Re
         socket_metrics = Some(SocketMetrics::register(r));
         client_metrics = Some(ClientMetrics::register(r));
     });
-    let (socket_metrics, client_metrics) = (socket_metrics.expect("registered"), client_metrics.expect("registered"));
-    let mut service = Service::new("client", args.requests.transport.clone(), socket_metrics.clone(), shutdown.clone())?;
+    let (socket_metrics, client_metrics) = (
+        socket_metrics.expect("registered"),
+        client_metrics.expect("registered"),
+    );
+    let mut service = Service::new(
+        "client",
+        args.requests.transport.clone(),
+        socket_metrics.clone(),
+        shutdown.clone(),
+    )?;
     let peers = socket_metrics.clone();
-    service.health.check_with("broker_connected", move || peers.peer_count("req") > 0);
+    service
+        .health
+        .check_with("broker_connected", move || peers.peer_count("req") > 0);
     let peers = socket_metrics.clone();
-    service.health.check_with("proxy_connected", move || peers.peer_count("sub") > 0);
+    service
+        .health
+        .check_with("proxy_connected", move || peers.peer_count("sub") > 0);
 
-    let (sockets, metrics, sd) = (service.sockets.clone(), client_metrics.clone(), shutdown.clone());
+    let (sockets, metrics, sd) = (
+        service.sockets.clone(),
+        client_metrics.clone(),
+        shutdown.clone(),
+    );
     let heartbeat = service.health.heartbeat("client-subscriber");
-    let (proxies, topics) = (args.events.proxy_endpoints.clone(), split_topics(&args.topics));
+    let (proxies, topics) = (
+        args.events.proxy_endpoints.clone(),
+        split_topics(&args.topics),
+    );
     service
         .spawn_socket_thread(
             "client-subscriber",
@@ -102,7 +124,11 @@ pub async fn start_run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Re
     let (sockets, metrics, sd) = (service.sockets.clone(), client_metrics, shutdown.clone());
     let heartbeat = service.health.heartbeat("client-requester");
     let cfg = requester_config(&args.requests, args.concurrency as usize);
-    let (rate, payload, grace) = (args.rate, args.payload.clone().into_bytes(), args.common.shutdown_grace);
+    let (rate, payload, grace) = (
+        args.rate,
+        args.payload.clone().into_bytes(),
+        args.common.shutdown_grace,
+    );
     service
         .spawn_socket_thread(
             "client-requester",
@@ -114,7 +140,10 @@ pub async fn start_run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Re
         )
         .await?;
     let http_addr = service
-        .serve_ops(args.common.http_addr_or(config::DEFAULT_HTTP_PORT), registry)
+        .serve_ops(
+            args.common.http_addr_or(config::DEFAULT_HTTP_PORT),
+            registry,
+        )
         .await?;
     info!(rate, concurrency = args.concurrency, brokers = %args.requests.broker_endpoints, proxies = %args.events.proxy_endpoints, "Client running.");
     Ok(ClientService { http_addr, service })
@@ -155,7 +184,8 @@ fn steady_load(
             }
         }
         let wait = if drain_until.is_none() && interval.is_some() {
-            next.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
+            next.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100))
         } else {
             Duration::from_millis(100)
         };
@@ -165,7 +195,11 @@ fn steady_load(
 }
 
 fn split_topics(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Runs one-shot work on a socket thread of a throwaway [`Service`] (for the
@@ -178,7 +212,9 @@ async fn one_shot<T, F>(
 ) -> anyhow::Result<T>
 where
     T: Send + 'static,
-    F: FnOnce(mensageria::socket::SocketFactory, CancellationToken) -> anyhow::Result<T> + Send + 'static,
+    F: FnOnce(mensageria::socket::SocketFactory, CancellationToken) -> anyhow::Result<T>
+        + Send
+        + 'static,
 {
     let mut service = Service::new(name, transport, SocketMetrics::default(), shutdown.clone())?;
     let (tx, rx) = oneshot::channel();
@@ -193,7 +229,9 @@ where
             },
         )
         .await?;
-    let result = rx.await.map_err(|_| anyhow::anyhow!("{name} thread ended without a result"))?;
+    let result = rx
+        .await
+        .map_err(|_| anyhow::anyhow!("{name} thread ended without a result"))?;
     // Let the throwaway service's threads finish.
     shutdown.cancel();
     service.join().await?;
@@ -206,15 +244,20 @@ where
 /// If the socket cannot be set up.
 pub async fn request(args: RequestArgs, shutdown: CancellationToken) -> anyhow::Result<Outcome> {
     let cfg = requester_config(&args.requests, 1);
-    one_shot("client-request", args.requests.transport.clone(), shutdown, move |sockets, _| {
-        let mut req = Requester::new(sockets, cfg, ClientMetrics::unregistered())?;
-        req.submit(vec![args.payload.into_bytes()]);
-        let mut out = Vec::new();
-        while out.is_empty() {
-            req.poll(Duration::from_millis(100), &mut out);
-        }
-        Ok(out.remove(0))
-    })
+    one_shot(
+        "client-request",
+        args.requests.transport.clone(),
+        shutdown,
+        move |sockets, _| {
+            let mut req = Requester::new(sockets, cfg, ClientMetrics::unregistered())?;
+            req.submit(vec![args.payload.into_bytes()]);
+            let mut out = Vec::new();
+            while out.is_empty() {
+                req.poll(Duration::from_millis(100), &mut out);
+            }
+            Ok(out.remove(0))
+        },
+    )
     .await
 }
 
@@ -228,7 +271,11 @@ pub fn print_outcome(o: &Outcome) -> bool {
         }
         true
     } else {
-        let msg = o.frames.first().map(|f| String::from_utf8_lossy(f).into_owned()).unwrap_or_default();
+        let msg = o
+            .frames
+            .first()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .unwrap_or_default();
         eprintln!("request failed ({}): {msg}", o.status);
         false
     }
@@ -245,10 +292,21 @@ pub async fn bench(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Resu
         (None, Some(d)) => bench::Stop::Duration(d),
         (None, None) => bench::Stop::Count(10_000),
     };
-    one_shot("client-bench", args.requests.transport.clone(), shutdown, move |sockets, sd| {
-        let mut req = Requester::new(sockets, cfg, ClientMetrics::unregistered())?;
-        Ok(bench::drive(&mut req, args.payload.as_bytes(), args.concurrency, stop, &|| !sd.is_cancelled()))
-    })
+    one_shot(
+        "client-bench",
+        args.requests.transport.clone(),
+        shutdown,
+        move |sockets, sd| {
+            let mut req = Requester::new(sockets, cfg, ClientMetrics::unregistered())?;
+            Ok(bench::drive(
+                &mut req,
+                args.payload.as_bytes(),
+                args.concurrency,
+                stop,
+                &|| !sd.is_cancelled(),
+            ))
+        },
+    )
     .await
 }
 
@@ -257,35 +315,55 @@ pub async fn bench(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Resu
 ///
 /// # Errors
 /// If the socket cannot be set up.
-pub async fn subscribe(args: SubscribeArgs, shutdown: CancellationToken) -> anyhow::Result<(u64, u64)> {
-    one_shot("client-subscribe", args.transport.clone(), shutdown, move |sockets, sd| {
-        let socket = sockets.socket(zmq::SUB, "sub")?;
-        sockets.connect_all(&socket, &args.events.proxy_endpoints)?;
-        let mut sub = Subscriber::new(socket, &args.topics, ClientMetrics::unregistered())?;
-        let until = args.duration.map(|d| Instant::now() + d);
-        let (mut received, mut lost) = (0u64, 0u64);
-        let mut stdout = std::io::stdout().lock();
-        while !sd.is_cancelled() && args.count.is_none_or(|c| received < c) && until.is_none_or(|t| Instant::now() < t) {
-            let Some(ev) = sub.next(Duration::from_millis(100)) else { continue };
-            received += 1;
-            lost += ev.gap;
-            let topic = String::from_utf8_lossy(&ev.topic);
-            let payload: Vec<_> = ev.payload.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-            let line = match ev.header {
-                Some(h) => format!(
-                    "{topic} publisher={:016x} seq={} lag_ms={:.3} {}",
-                    h.publisher,
-                    h.seq,
-                    ev.lag.unwrap_or_default().as_secs_f64() * 1e3,
-                    payload.join(" ")
-                ),
-                None => format!("{topic} {}", payload.join(" ")),
-            };
-            if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
-                break; // stdout closed (e.g. piped into head)
+pub async fn subscribe(
+    args: SubscribeArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(u64, u64)> {
+    one_shot(
+        "client-subscribe",
+        args.transport.clone(),
+        shutdown,
+        move |sockets, sd| {
+            let socket = sockets.socket(zmq::SUB, "sub")?;
+            sockets.connect_all(&socket, &args.events.proxy_endpoints)?;
+            let mut sub = Subscriber::new(socket, &args.topics, ClientMetrics::unregistered())?;
+            let until = args.duration.map(|d| Instant::now() + d);
+            let (mut received, mut lost) = (0u64, 0u64);
+            let mut stdout = std::io::stdout().lock();
+            while !sd.is_cancelled()
+                && args.count.is_none_or(|c| received < c)
+                && until.is_none_or(|t| Instant::now() < t)
+            {
+                let Some(ev) = sub.next(Duration::from_millis(100)) else {
+                    continue;
+                };
+                received += 1;
+                lost += ev.gap;
+                let topic = String::from_utf8_lossy(&ev.topic);
+                let payload: Vec<_> = ev
+                    .payload
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect();
+                let line = match ev.header {
+                    Some(h) => format!(
+                        "{topic} publisher={:016x} seq={} lag_ms={:.3} {}",
+                        h.publisher,
+                        h.seq,
+                        ev.lag.unwrap_or_default().as_secs_f64() * 1e3,
+                        payload.join(" ")
+                    ),
+                    None => format!("{topic} {}", payload.join(" ")),
+                };
+                if writeln!(stdout, "{line}")
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
+                    break; // stdout closed (e.g. piped into head)
+                }
             }
-        }
-        Ok((received, lost))
-    })
+            Ok((received, lost))
+        },
+    )
     .await
 }

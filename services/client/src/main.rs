@@ -11,14 +11,21 @@ use mensageria::{
 };
 
 fn cli_logging(filter: &str) -> CommonArgs {
-    CommonArgs { http_addr: None, log_filter: filter.to_owned(), log_format: LogFormat::Text, shutdown_grace: Default::default() }
+    CommonArgs {
+        http_addr: None,
+        log_filter: filter.to_owned(),
+        log_format: LogFormat::Text,
+        shutdown_grace: Default::default(),
+    }
 }
 
 fn main() -> ExitCode {
     let cli: Cli = parse_or_exit();
     let mut ok = true;
     let code = match cli.command {
-        Command::Healthcheck { common } => return healthcheck(common.http_addr_or(DEFAULT_HTTP_PORT)),
+        Command::Healthcheck { common } => {
+            return healthcheck(common.http_addr_or(DEFAULT_HTTP_PORT))
+        }
         Command::Run(args) => {
             telemetry::init("client", &args.common);
             run_main(|sd| async move { client::start_run(args, sd).await?.wait().await })
@@ -35,7 +42,11 @@ fn main() -> ExitCode {
             let json = args.json;
             run_main(|sd| async move {
                 let s = client::bench(args, sd).await?;
-                if json { println!("{}", serde_json::to_string(&s)?) } else { println!("{s}") }
+                if json {
+                    println!("{}", serde_json::to_string(&s)?)
+                } else {
+                    println!("{s}")
+                }
                 Ok(())
             })
         }
@@ -48,5 +59,9 @@ fn main() -> ExitCode {
             })
         }
     };
-    if ok { code } else { ExitCode::FAILURE }
+    if ok {
+        code
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -37,8 +37,16 @@ impl ClientMetrics {
     /// Registers every client metric in `r` (the `mensageria_` sub-registry).
     pub fn register(r: &mut Registry) -> Self {
         let requests_f: Family<StatusLabel, Counter> = Family::default();
-        r.register("client_requests", "Requests finished, by final status", requests_f.clone());
-        let requests = Status::ALL.map(|s| requests_f.get_or_create(&StatusLabel { status: s.as_str() }).clone());
+        r.register(
+            "client_requests",
+            "Requests finished, by final status",
+            requests_f.clone(),
+        );
+        let requests = Status::ALL.map(|s| {
+            requests_f
+                .get_or_create(&StatusLabel { status: s.as_str() })
+                .clone()
+        });
         let retries = Counter::default();
         r.register("client_retries", "Retries sent", retries.clone());
         let duration = AtomicHistogram::default();
@@ -48,12 +56,31 @@ impl ClientMetrics {
             duration.clone(),
         );
         let events_received = Family::default();
-        r.register("client_events_received", "Events received, by topic", events_received.clone());
+        r.register(
+            "client_events_received",
+            "Events received, by topic",
+            events_received.clone(),
+        );
         let events_lost = Counter::default();
-        r.register("client_events_lost", "Events missed, from per-publisher sequence gaps", events_lost.clone());
+        r.register(
+            "client_events_lost",
+            "Events missed, from per-publisher sequence gaps",
+            events_lost.clone(),
+        );
         let event_lag = AtomicHistogram::default();
-        r.register("client_event_lag_seconds", "Time from publication to receipt", event_lag.clone());
-        ClientMetrics { requests, retries, duration, events_received, events_lost, event_lag }
+        r.register(
+            "client_event_lag_seconds",
+            "Time from publication to receipt",
+            event_lag.clone(),
+        );
+        ClientMetrics {
+            requests,
+            retries,
+            duration,
+            events_received,
+            events_lost,
+            event_lag,
+        }
     }
 
     /// Metrics that nobody scrapes (for the one-shot subcommands).

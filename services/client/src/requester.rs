@@ -99,7 +99,11 @@ impl Requester {
     ///
     /// # Errors
     /// If a socket cannot be created or connected.
-    pub fn new(factory: SocketFactory, cfg: RequesterConfig, metrics: ClientMetrics) -> anyhow::Result<Self> {
+    pub fn new(
+        factory: SocketFactory,
+        cfg: RequesterConfig,
+        metrics: ClientMetrics,
+    ) -> anyhow::Result<Self> {
         let lanes = if cfg.plain { cfg.concurrency.max(1) } else { 1 };
         let mut r = Requester {
             factory,
@@ -139,7 +143,11 @@ impl Requester {
         self.next_id += 1;
         let now = Instant::now();
         let lane = if self.cfg.plain {
-            let free = self.lanes.iter().position(|l| l.busy.is_none()).unwrap_or(0);
+            let free = self
+                .lanes
+                .iter()
+                .position(|l| l.busy.is_none())
+                .unwrap_or(0);
             self.lanes[free].busy = Some(id);
             free
         } else {
@@ -147,7 +155,15 @@ impl Requester {
         };
         self.pending.insert(
             id,
-            Pending { payload, attempts: 0, started: now, begin_at: Some(now), deadline: now, sent: false, lane },
+            Pending {
+                payload,
+                attempts: 0,
+                started: now,
+                begin_at: Some(now),
+                deadline: now,
+                sent: false,
+                lane,
+            },
         );
         self.advance(now, &mut Vec::new());
         id
@@ -165,11 +181,20 @@ impl Requester {
             }
             let wait = self.next_wake(now).map_or(until, |w| w.min(until));
             let ms = wait.saturating_duration_since(now).as_millis() as i64;
-            let mut items: Vec<_> = self.lanes.iter().map(|l| l.socket.as_poll_item(zmq::POLLIN)).collect();
+            let mut items: Vec<_> = self
+                .lanes
+                .iter()
+                .map(|l| l.socket.as_poll_item(zmq::POLLIN))
+                .collect();
             if zmq::poll(&mut items, ms.max(0)).is_err() {
                 continue;
             }
-            let ready: Vec<usize> = items.iter().enumerate().filter(|(_, i)| i.is_readable()).map(|(n, _)| n).collect();
+            let ready: Vec<usize> = items
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| i.is_readable())
+                .map(|(n, _)| n)
+                .collect();
             drop(items);
             for lane in ready {
                 self.receive(lane, out);
@@ -181,7 +206,10 @@ impl Requester {
     fn advance(&mut self, now: Instant, out: &mut Vec<Outcome>) {
         let ids: Vec<u64> = self.pending.keys().copied().collect();
         for id in ids {
-            let p = self.pending.get_mut(&id).expect("id taken from the map just above");
+            let p = self
+                .pending
+                .get_mut(&id)
+                .expect("id taken from the map just above");
             if p.begin_at.is_some_and(|t| t <= now) {
                 p.begin_at = None;
                 p.attempts += 1;
@@ -200,8 +228,17 @@ impl Requester {
                     self.retry(id, now, Duration::ZERO);
                 } else {
                     let attempts = p.attempts;
-                    let msg = if p.sent { "no reply within the timeout" } else { "no broker reachable within the timeout" };
-                    self.finish(id, Status::Timeout, vec![format!("{msg} after {attempts} attempts").into_bytes()], out);
+                    let msg = if p.sent {
+                        "no reply within the timeout"
+                    } else {
+                        "no broker reachable within the timeout"
+                    };
+                    self.finish(
+                        id,
+                        Status::Timeout,
+                        vec![format!("{msg} after {attempts} attempts").into_bytes()],
+                        out,
+                    );
                 }
             }
         }
@@ -222,12 +259,23 @@ impl Requester {
         let p = self.pending.get_mut(&id).expect("caller checked");
         let socket = &self.lanes[p.lane].socket;
         let result = if self.cfg.plain {
-            send_frames(socket, std::iter::once(&[][..]).chain(p.payload.iter().map(Vec::as_slice)), zmq::DONTWAIT)
-        } else {
-            let header = Header::Request(RequestHeader { id, sent_at_us: now_us(), trace: None }).encode();
             send_frames(
                 socket,
-                [&[][..], &header].into_iter().chain(p.payload.iter().map(Vec::as_slice)),
+                std::iter::once(&[][..]).chain(p.payload.iter().map(Vec::as_slice)),
+                zmq::DONTWAIT,
+            )
+        } else {
+            let header = Header::Request(RequestHeader {
+                id,
+                sent_at_us: now_us(),
+                trace: None,
+            })
+            .encode();
+            send_frames(
+                socket,
+                [&[][..], &header]
+                    .into_iter()
+                    .chain(p.payload.iter().map(Vec::as_slice)),
                 zmq::DONTWAIT,
             )
         };
@@ -255,13 +303,21 @@ impl Requester {
     }
 
     fn finish(&mut self, id: u64, status: Status, frames: Vec<Vec<u8>>, out: &mut Vec<Outcome>) {
-        let Some(p) = self.pending.remove(&id) else { return };
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
         if self.cfg.plain {
             self.lanes[p.lane].busy = None;
         }
         let latency = p.started.elapsed();
         self.metrics.request(status, latency);
-        out.push(Outcome { id, status, frames, latency, attempts: p.attempts });
+        out.push(Outcome {
+            id,
+            status,
+            frames,
+            latency,
+            attempts: p.attempts,
+        });
     }
 
     fn receive(&mut self, lane: usize, out: &mut Vec<Outcome>) {
@@ -276,12 +332,22 @@ impl Requester {
                 }
             };
             let (id, status, payload) = if self.cfg.plain {
-                let Some(id) = self.lanes[lane].busy else { continue };
+                let Some(id) = self.lanes[lane].busy else {
+                    continue;
+                };
                 let (status, payload) = parse_plain(body);
                 (id, status, payload)
             } else {
-                match body.first().filter(|f| is_header(f)).map(|f| Header::decode(f)) {
-                    Some(Ok(Header::Reply(h))) => (h.id, h.status, body[1..].iter().map(|f| f.to_vec()).collect()),
+                match body
+                    .first()
+                    .filter(|f| is_header(f))
+                    .map(|f| Header::decode(f))
+                {
+                    Some(Ok(Header::Reply(h))) => (
+                        h.id,
+                        h.status,
+                        body[1..].iter().map(|f| f.to_vec()).collect(),
+                    ),
                     _ => {
                         debug!("Reply without a valid reply header ignored.");
                         continue;
@@ -296,7 +362,8 @@ impl Requester {
                 continue; // an earlier attempt's failure; a retry is already scheduled
             }
             if status.is_retryable() && p.attempts <= self.cfg.retries {
-                let backoff = (Duration::from_millis(25) * 2u32.pow(p.attempts.min(6))).min(MAX_BACKOFF);
+                let backoff =
+                    (Duration::from_millis(25) * 2u32.pow(p.attempts.min(6))).min(MAX_BACKOFF);
                 self.retry(id, Instant::now(), backoff);
             } else {
                 self.finish(id, status, payload, out);
@@ -327,9 +394,16 @@ mod tests {
     #[test]
     fn plain_error_replies_are_recognised() {
         let m = |s: &str| zmq::Message::from(s.as_bytes());
-        assert_eq!(parse_plain(&[m("ERR unavailable no worker")]), (Status::Unavailable, vec![b"no worker".to_vec()]));
+        assert_eq!(
+            parse_plain(&[m("ERR unavailable no worker")]),
+            (Status::Unavailable, vec![b"no worker".to_vec()])
+        );
         assert_eq!(parse_plain(&[m("ERR timeout")]).0, Status::Timeout);
-        assert_eq!(parse_plain(&[m("ERR nonsense x")]).0, Status::Ok, "unknown status: a payload");
+        assert_eq!(
+            parse_plain(&[m("ERR nonsense x")]).0,
+            Status::Ok,
+            "unknown status: a payload"
+        );
         assert_eq!(parse_plain(&[m("hello"), m("x")]).1.len(), 2);
     }
 }

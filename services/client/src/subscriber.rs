@@ -74,7 +74,11 @@ impl Subscriber {
     ///
     /// # Errors
     /// If a subscription is refused.
-    pub fn new(socket: zmq::Socket, topics: &[String], metrics: ClientMetrics) -> zmq::Result<Self> {
+    pub fn new(
+        socket: zmq::Socket,
+        topics: &[String],
+        metrics: ClientMetrics,
+    ) -> zmq::Result<Self> {
         if topics.is_empty() {
             socket.set_subscribe(b"")?;
         }
@@ -102,13 +106,19 @@ impl Subscriber {
         let (topic, rest) = self.frames.split_first()?;
         let topic = topic.to_vec();
         self.received.get(&topic).inc();
-        let header = rest.first().filter(|f| is_header(f)).and_then(|f| match Header::decode(f) {
-            Ok(Header::Event(h)) => Some(h),
-            _ => None,
-        });
+        let header = rest
+            .first()
+            .filter(|f| is_header(f))
+            .and_then(|f| match Header::decode(f) {
+                Ok(Header::Event(h)) => Some(h),
+                _ => None,
+            });
         let skip = usize::from(header.is_some() || rest.first().is_some_and(|f| is_header(f)));
         let mut r = Received {
-            payload: rest[skip.min(rest.len())..].iter().map(|f| f.to_vec()).collect(),
+            payload: rest[skip.min(rest.len())..]
+                .iter()
+                .map(|f| f.to_vec())
+                .collect(),
             topic,
             header,
             gap: 0,
@@ -137,8 +147,16 @@ mod tests {
         assert_eq!(t.observe(1, b"a", 1), 0);
         assert_eq!(t.observe(1, b"a", 2), 0);
         assert_eq!(t.observe(1, b"a", 5), 2);
-        assert_eq!(t.observe(1, b"b", 9), 0, "first event of a stream: nothing known missing");
-        assert_eq!(t.observe(2, b"a", 1), 0, "another publisher is another stream");
+        assert_eq!(
+            t.observe(1, b"b", 9),
+            0,
+            "first event of a stream: nothing known missing"
+        );
+        assert_eq!(
+            t.observe(2, b"a", 1),
+            0,
+            "another publisher is another stream"
+        );
         assert_eq!(t.observe(1, b"a", 6), 0);
         assert_eq!(t.observe(1, b"a", 3), 0, "an old number is not a gap");
     }

@@ -79,7 +79,10 @@ impl Forwarder {
             if stop_at.is_some_and(|t| now >= t) {
                 break;
             }
-            let mut items = [self.xsub.as_poll_item(zmq::POLLIN), self.xpub.as_poll_item(zmq::POLLIN)];
+            let mut items = [
+                self.xsub.as_poll_item(zmq::POLLIN),
+                self.xpub.as_poll_item(zmq::POLLIN),
+            ];
             match zmq::poll(&mut items, 100) {
                 Ok(_) => {}
                 Err(zmq::Error::EINTR) => continue,

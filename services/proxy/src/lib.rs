@@ -57,7 +57,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         socket_metrics.expect("registered above"),
         proxy_metrics.expect("registered above"),
     );
-    let mut service = Service::new("proxy", config.transport.clone(), socket_metrics, shutdown.clone())?;
+    let mut service = Service::new(
+        "proxy",
+        config.transport.clone(),
+        socket_metrics,
+        shutdown.clone(),
+    )?;
     let ready = service.health.check("sockets_bound");
     let heartbeat = service.health.heartbeat("proxy-forwarder");
     let sockets = service.sockets.clone();
@@ -79,10 +84,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         )
         .await?;
     let http_addr = service
-        .serve_ops(config.common.http_addr_or(config::DEFAULT_HTTP_PORT), registry)
+        .serve_ops(
+            config.common.http_addr_or(config::DEFAULT_HTTP_PORT),
+            registry,
+        )
         .await?;
     ready.set(true);
-    Ok(Proxy { xsub, xpub, http_addr, service })
+    Ok(Proxy {
+        xsub,
+        xpub,
+        http_addr,
+        service,
+    })
 }
 
 /// Runs the proxy until `shutdown` is cancelled.

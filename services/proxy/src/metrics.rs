@@ -31,7 +31,11 @@ impl ProxyMetrics {
     /// Registers every proxy metric in `r` (the `mensageria_` sub-registry).
     pub fn register(r: &mut Registry) -> Self {
         let events_in = Family::default();
-        r.register("proxy_events_in", "Events received from publishers, by topic", events_in.clone());
+        r.register(
+            "proxy_events_in",
+            "Events received from publishers, by topic",
+            events_in.clone(),
+        );
         let deliveries = Family::default();
         r.register(
             "proxy_deliveries",
@@ -39,11 +43,23 @@ impl ProxyMetrics {
             deliveries.clone(),
         );
         let subscriptions = Family::default();
-        r.register("proxy_subscriptions", "Live subscriptions, by topic prefix", subscriptions.clone());
+        r.register(
+            "proxy_subscriptions",
+            "Live subscriptions, by topic prefix",
+            subscriptions.clone(),
+        );
         let bytes: Family<DirectionLabel, Counter> = Family::default();
-        r.register("proxy_bytes", "Event bytes through the proxy", bytes.clone());
-        let bytes_in = bytes.get_or_create(&DirectionLabel { direction: "in" }).clone();
-        let bytes_out = bytes.get_or_create(&DirectionLabel { direction: "out" }).clone();
+        r.register(
+            "proxy_bytes",
+            "Event bytes through the proxy",
+            bytes.clone(),
+        );
+        let bytes_in = bytes
+            .get_or_create(&DirectionLabel { direction: "in" })
+            .clone();
+        let bytes_out = bytes
+            .get_or_create(&DirectionLabel { direction: "out" })
+            .clone();
         ProxyMetrics {
             events_in,
             deliveries,

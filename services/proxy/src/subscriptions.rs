@@ -104,7 +104,11 @@ mod tests {
         t.apply(&Change::Subscribe(b"server.status"));
         assert_eq!(t.matches(b"requests.completed"), 3);
         assert_eq!(t.matches(b"server.status"), 2);
-        assert_eq!(t.matches(b"server"), 1, "a prefix longer than the topic does not match");
+        assert_eq!(
+            t.matches(b"server"),
+            1,
+            "a prefix longer than the topic does not match"
+        );
         assert_eq!(t.matches(b"other"), 1);
         assert_eq!(t.total(), 4);
     }

@@ -98,9 +98,16 @@ mod tests {
 
     #[test]
     fn endpoint_lists_and_bad_values() {
-        let c = Cli::try_parse_from(["server", "--broker-endpoints", "tcp://a:1,tcp://b:2"]).unwrap().config;
+        let c = Cli::try_parse_from(["server", "--broker-endpoints", "tcp://a:1,tcp://b:2"])
+            .unwrap()
+            .config;
         assert_eq!(c.broker_endpoints.0.len(), 2);
-        for (flag, value) in [("--workers", "0"), ("--workers", "x"), ("--broker-endpoints", "a:1"), ("--status-interval", "often")] {
+        for (flag, value) in [
+            ("--workers", "0"),
+            ("--workers", "x"),
+            ("--broker-endpoints", "a:1"),
+            ("--status-interval", "often"),
+        ] {
             let err = Cli::try_parse_from(["server", flag, value]).unwrap_err();
             assert!(err.to_string().contains(flag), "{flag}: {err}");
         }

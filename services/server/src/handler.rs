@@ -32,7 +32,10 @@ pub struct Response {
 impl Response {
     /// A successful reply.
     pub fn ok(frames: Vec<Vec<u8>>) -> Self {
-        Response { status: Status::Ok, frames }
+        Response {
+            status: Status::Ok,
+            frames,
+        }
     }
 
     /// A failed reply with a message.
@@ -70,19 +73,32 @@ impl Handler for DemoHandler {
             "work" => {
                 let (dur, reply) = rest.split_once(' ').unwrap_or((rest, "done"));
                 let Ok(d) = humantime::parse_duration(dur) else {
-                    return Response::error(Status::BadRequest, format!("work: invalid duration {dur:?} (e.g. work 5ms)"));
+                    return Response::error(
+                        Status::BadRequest,
+                        format!("work: invalid duration {dur:?} (e.g. work 5ms)"),
+                    );
                 };
                 if d > self.max_work {
                     return Response::error(
                         Status::BadRequest,
-                        format!("work: {dur} exceeds the maximum of {}", humantime::format_duration(self.max_work)),
+                        format!(
+                            "work: {dur} exceeds the maximum of {}",
+                            humantime::format_duration(self.max_work)
+                        ),
                     );
                 }
                 std::thread::sleep(d);
                 Response::ok(vec![reply.as_bytes().to_vec()])
             }
             "whoami" if rest.is_empty() => Response::ok(vec![self.instance.as_bytes().to_vec()]),
-            "fail" => Response::error(Status::Error, if rest.is_empty() { "failed on request" } else { rest }),
+            "fail" => Response::error(
+                Status::Error,
+                if rest.is_empty() {
+                    "failed on request"
+                } else {
+                    rest
+                },
+            ),
             _ => Response::ok(request.frames.iter().map(|f| f.to_vec()).collect()),
         }
     }
@@ -105,8 +121,14 @@ mod tests {
 
     #[test]
     fn echoes_anything_else_unchanged() {
-        assert_eq!(call(&[b"hello", b"\xff\x00"]), Response::ok(vec![b"hello".to_vec(), b"\xff\x00".to_vec()]));
-        assert_eq!(call(&[b"workshop"]), Response::ok(vec![b"workshop".to_vec()]));
+        assert_eq!(
+            call(&[b"hello", b"\xff\x00"]),
+            Response::ok(vec![b"hello".to_vec(), b"\xff\x00".to_vec()])
+        );
+        assert_eq!(
+            call(&[b"workshop"]),
+            Response::ok(vec![b"workshop".to_vec()])
+        );
     }
 
     #[test]
@@ -127,6 +149,9 @@ mod tests {
     #[test]
     fn whoami_and_fail() {
         assert_eq!(call(&[b"whoami"]), Response::ok(vec![b"srv-1".to_vec()]));
-        assert_eq!(call(&[b"fail boom"]), Response::error(Status::Error, "boom"));
+        assert_eq!(
+            call(&[b"fail boom"]),
+            Response::error(Status::Error, "boom")
+        );
     }
 }

@@ -57,7 +57,11 @@ impl Server {
 /// A random 64-bit id (std's hasher keys are random per process).
 pub fn random_id() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.write_u32(std::process::id());
     h.finish()
 }
@@ -76,8 +80,16 @@ fn hostname() -> String {
 /// # Errors
 /// If a socket or the ops server cannot be set up.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Server> {
-    let instance = format!("{}-{}-{:04x}", hostname(), std::process::id(), random_id() & 0xffff);
-    let handler = Arc::new(DemoHandler { instance: instance.clone(), max_work: config.max_work });
+    let instance = format!(
+        "{}-{}-{:04x}",
+        hostname(),
+        std::process::id(),
+        random_id() & 0xffff
+    );
+    let handler = Arc::new(DemoHandler {
+        instance: instance.clone(),
+        max_work: config.max_work,
+    });
     start_with_handler(config, shutdown, instance, handler).await
 }
 
@@ -101,9 +113,16 @@ pub async fn start_with_handler(
         socket_metrics.expect("registered above"),
         server_metrics.expect("registered above"),
     );
-    let mut service = Service::new("server", config.transport.clone(), socket_metrics.clone(), shutdown.clone())?;
+    let mut service = Service::new(
+        "server",
+        config.transport.clone(),
+        socket_metrics.clone(),
+        shutdown.clone(),
+    )?;
     let peers = socket_metrics.clone();
-    service.health.check_with("broker_connected", move || peers.peer_count("rep") > 0);
+    service
+        .health
+        .check_with("broker_connected", move || peers.peer_count("rep") > 0);
     let (events_tx, events_rx) = mpsc::sync_channel(EVENT_QUEUE);
     let instance_arc: Arc<str> = Arc::from(instance.as_str());
     let workers = config.worker_count();
@@ -111,9 +130,14 @@ pub async fn start_with_handler(
     // Publisher first, so no event of the first requests is refused.
     let sockets = service.sockets.clone();
     let heartbeat = service.health.heartbeat("server-publisher");
-    let (proxies, interval, sd) = (config.proxy_endpoints.clone(), config.status_interval, shutdown.clone());
+    let (proxies, interval, sd) = (
+        config.proxy_endpoints.clone(),
+        config.status_interval,
+        shutdown.clone(),
+    );
     let published = TopicCounters::new(server_metrics.events_published.clone());
-    let (status_metrics, status_instance, started) = (server_metrics.clone(), instance.clone(), Instant::now());
+    let (status_metrics, status_instance, started) =
+        (server_metrics.clone(), instance.clone(), Instant::now());
     let publisher_id = random_id();
     service
         .spawn_socket_thread(
@@ -131,7 +155,16 @@ pub async fn start_with_handler(
                     .to_string()
                     .into_bytes()
                 });
-                let p = publisher::Publisher::new(socket, publisher_id, events_rx, published, heartbeat, sd, interval, status);
+                let p = publisher::Publisher::new(
+                    socket,
+                    publisher_id,
+                    events_rx,
+                    published,
+                    heartbeat,
+                    sd,
+                    interval,
+                    status,
+                );
                 Ok((p, ()))
             },
             |p| p.run(),
@@ -141,17 +174,35 @@ pub async fn start_with_handler(
     for i in 0..workers {
         let name = format!("server-worker-{i}");
         let sockets = service.sockets.clone();
-        let (brokers, handler, metrics, events) =
-            (config.broker_endpoints.clone(), handler.clone(), server_metrics.clone(), events_tx.clone());
-        let (heartbeat, shutdown, grace, instance) =
-            (service.health.heartbeat(name.clone()), shutdown.clone(), config.common.shutdown_grace, instance_arc.clone());
+        let (brokers, handler, metrics, events) = (
+            config.broker_endpoints.clone(),
+            handler.clone(),
+            server_metrics.clone(),
+            events_tx.clone(),
+        );
+        let (heartbeat, shutdown, grace, instance) = (
+            service.health.heartbeat(name.clone()),
+            shutdown.clone(),
+            config.common.shutdown_grace,
+            instance_arc.clone(),
+        );
         service
             .spawn_socket_thread(
                 &name,
                 move || {
                     let socket = sockets.socket(zmq::REP, "rep")?;
                     sockets.connect_all(&socket, &brokers)?;
-                    let w = worker::Worker { socket, brokers, handler, metrics, events, heartbeat, shutdown, grace, instance };
+                    let w = worker::Worker {
+                        socket,
+                        brokers,
+                        handler,
+                        metrics,
+                        events,
+                        heartbeat,
+                        shutdown,
+                        grace,
+                        instance,
+                    };
                     Ok((w, ()))
                 },
                 |w| w.run(),
@@ -161,9 +212,16 @@ pub async fn start_with_handler(
     drop(events_tx);
     info!(%instance, workers, brokers = %config.broker_endpoints, proxies = %config.proxy_endpoints, "Server connecting.");
     let http_addr = service
-        .serve_ops(config.common.http_addr_or(config::DEFAULT_HTTP_PORT), registry)
+        .serve_ops(
+            config.common.http_addr_or(config::DEFAULT_HTTP_PORT),
+            registry,
+        )
         .await?;
-    Ok(Server { instance, http_addr, service })
+    Ok(Server {
+        instance,
+        http_addr,
+        service,
+    })
 }
 
 /// Runs the server until `shutdown` is cancelled and the drain completes.

@@ -31,12 +31,28 @@ impl ServerMetrics {
     /// Registers every server metric in `r` (the `mensageria_` sub-registry).
     pub fn register(r: &mut Registry) -> Self {
         let requests_f: Family<StatusLabel, Counter> = Family::default();
-        r.register("server_requests", "Requests handled, by status", requests_f.clone());
-        let requests = Status::ALL.map(|s| requests_f.get_or_create(&StatusLabel { status: s.as_str() }).clone());
+        r.register(
+            "server_requests",
+            "Requests handled, by status",
+            requests_f.clone(),
+        );
+        let requests = Status::ALL.map(|s| {
+            requests_f
+                .get_or_create(&StatusLabel { status: s.as_str() })
+                .clone()
+        });
         let duration = AtomicHistogram::default();
-        r.register("server_request_duration_seconds", "Handler time per request", duration.clone());
+        r.register(
+            "server_request_duration_seconds",
+            "Handler time per request",
+            duration.clone(),
+        );
         let events_published = Family::default();
-        r.register("server_events_published", "Events published, by topic", events_published.clone());
+        r.register(
+            "server_events_published",
+            "Events published, by topic",
+            events_published.clone(),
+        );
         let events_dropped = Counter::default();
         r.register(
             "server_events_dropped",

@@ -69,7 +69,17 @@ impl Publisher {
         status_interval: Duration,
         status: Box<dyn Fn() -> Vec<u8> + Send>,
     ) -> Self {
-        Publisher { socket, id, events, published, heartbeat, shutdown, status_interval, status, seqs: HashMap::new() }
+        Publisher {
+            socket,
+            id,
+            events,
+            published,
+            heartbeat,
+            shutdown,
+            status_interval,
+            status,
+            seqs: HashMap::new(),
+        }
     }
 
     /// Publishes until shutdown, when every worker has hung up and the queue is empty.
@@ -82,7 +92,11 @@ impl Publisher {
             self.heartbeat.beat();
             if Instant::now() >= next_status {
                 let payload = (self.status)();
-                self.publish(Event { topic: "server.status", payload, trace: None });
+                self.publish(Event {
+                    topic: "server.status",
+                    payload,
+                    trace: None,
+                });
                 next_status += self.status_interval;
             }
             match self.events.recv_timeout(Duration::from_millis(100)) {
@@ -114,7 +128,11 @@ impl Publisher {
         .encode();
         // PUB never blocks: at the HWM it drops, which subscribers see as a
         // sequence gap and count.
-        match send_frames(&self.socket, [e.topic.as_bytes(), &header, &e.payload], zmq::DONTWAIT) {
+        match send_frames(
+            &self.socket,
+            [e.topic.as_bytes(), &header, &e.payload],
+            zmq::DONTWAIT,
+        ) {
             Ok(()) => {
                 self.published.get(e.topic.as_bytes()).inc();
             }

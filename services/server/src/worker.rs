@@ -97,8 +97,20 @@ impl Worker {
         let (header, payload) = match frames.first() {
             Some(f) if is_header(f) => match Header::decode(f) {
                 Ok(Header::Request(h)) => (Some(h), &frames[1..]),
-                Ok(_) => return self.reply(None, Response::error(Status::BadRequest, "expected a request header"), started),
-                Err(e) => return self.reply(None, Response::error(Status::BadRequest, format!("invalid header: {e}")), started),
+                Ok(_) => {
+                    return self.reply(
+                        None,
+                        Response::error(Status::BadRequest, "expected a request header"),
+                        started,
+                    )
+                }
+                Err(e) => {
+                    return self.reply(
+                        None,
+                        Response::error(Status::BadRequest, format!("invalid header: {e}")),
+                        started,
+                    )
+                }
             },
             _ => (None, frames),
         };
@@ -116,13 +128,30 @@ impl Worker {
         let status = response.status;
         let result = match header {
             Some(h) => {
-                let head = Header::Reply(ReplyHeader { id: h.id, status, trace: h.trace }).encode();
-                send_frames(&self.socket, std::iter::once(head).chain(response.frames), 0)
+                let head = Header::Reply(ReplyHeader {
+                    id: h.id,
+                    status,
+                    trace: h.trace,
+                })
+                .encode();
+                send_frames(
+                    &self.socket,
+                    std::iter::once(head).chain(response.frames),
+                    0,
+                )
             }
             None if status == Status::Ok => send_frames(&self.socket, response.frames, 0),
             None => {
-                let msg = response.frames.first().map(|f| String::from_utf8_lossy(f).into_owned()).unwrap_or_default();
-                send_frames(&self.socket, [format!("ERR {status} {msg}").into_bytes()], 0)
+                let msg = response
+                    .frames
+                    .first()
+                    .map(|f| String::from_utf8_lossy(f).into_owned())
+                    .unwrap_or_default();
+                send_frames(
+                    &self.socket,
+                    [format!("ERR {status} {msg}").into_bytes()],
+                    0,
+                )
             }
         };
         let elapsed = started.elapsed();
@@ -140,7 +169,11 @@ impl Worker {
         })
         .to_string()
         .into_bytes();
-        let event = Event { topic: "requests.completed", payload, trace: header.and_then(|h| h.trace) };
+        let event = Event {
+            topic: "requests.completed",
+            payload,
+            trace: header.and_then(|h| h.trace),
+        };
         if self.events.try_send(event).is_err() {
             self.metrics.events_dropped.inc();
             debug!("Event queue full; event dropped.");

@@ -1,0 +1,205 @@
+//! Proxy integration tests: the real proxy in-process, plain PUB and SUB
+//! sockets on either side.
+
+use std::time::{Duration, Instant};
+
+use mensageria::ops::http_get;
+use proxy::{Config, Proxy};
+use tokio_util::sync::CancellationToken;
+
+struct Fixture {
+    proxy: Proxy,
+    shutdown: CancellationToken,
+    ctx: zmq::Context,
+}
+
+async fn start() -> Fixture {
+    mensageria::telemetry::init_for_tests();
+    let shutdown = CancellationToken::new();
+    let proxy = proxy::start(Config::for_tests(), shutdown.clone())
+        .await
+        .expect("proxy starts");
+    Fixture {
+        proxy,
+        shutdown,
+        ctx: zmq::Context::new(),
+    }
+}
+
+impl Fixture {
+    fn socket(&self, kind: zmq::SocketType, endpoint: &str) -> zmq::Socket {
+        let s = self.ctx.socket(kind).unwrap();
+        s.set_linger(0).unwrap();
+        s.set_rcvtimeo(5_000).unwrap();
+        // Unbounded queues on the test side: only the proxy's limits are under test.
+        s.set_sndhwm(0).unwrap();
+        s.set_rcvhwm(0).unwrap();
+        s.connect(endpoint).unwrap();
+        s
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.proxy.http_addr, "/metrics", Duration::from_secs(5))
+            .unwrap()
+            .1
+    }
+
+    fn value(&self, series: &str) -> Option<f64> {
+        self.metrics().lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|v| v.strip_prefix(' '))
+                .and_then(|v| v.parse().ok())
+        })
+    }
+
+    /// Waits until `series` reaches `want`.
+    fn wait_for(&self, series: &str, want: f64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.value(series) != Some(want) {
+            assert!(
+                Instant::now() < deadline,
+                "{series} never reached {want}: {:?}",
+                self.value(series)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Publishes `topic` until `sub` receives one (the subscription has
+    /// travelled upstream), returning how many were sent.
+    fn prime(&self, publisher: &zmq::Socket, sub: &zmq::Socket, topic: &str) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut sent = 0;
+        loop {
+            publisher
+                .send_multipart([topic.as_bytes(), b"prime"], 0)
+                .unwrap();
+            sent += 1;
+            if sub.poll(zmq::POLLIN, 20).unwrap() > 0 {
+                sub.recv_multipart(0).unwrap();
+                return sent;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "subscription never reached the publisher"
+            );
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.proxy.wait())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_flow_and_fan_out_is_counted() {
+    let f = start().await;
+    let publisher = f.socket(zmq::PUB, &f.proxy.xsub);
+    let a = f.socket(zmq::SUB, &f.proxy.xpub);
+    a.set_subscribe(b"requests").unwrap();
+    let b = f.socket(zmq::SUB, &f.proxy.xpub);
+    b.set_subscribe(b"").unwrap();
+    f.wait_for("mensageria_proxy_subscriptions{topic=\"requests\"}", 1.0);
+    f.wait_for("mensageria_proxy_subscriptions{topic=\"none\"}", 1.0);
+    let primed = f.prime(&publisher, &a, "requests.completed");
+    // b saw the priming events too.
+    for _ in 0..primed {
+        b.recv_multipart(0).unwrap();
+    }
+    for i in 0..10u8 {
+        publisher
+            .send_multipart([&b"requests.completed"[..], b"h", &[i]], 0)
+            .unwrap();
+    }
+    publisher
+        .send_multipart([&b"server.status"[..], b"h", b"x"], 0)
+        .unwrap();
+    for i in 0..10u8 {
+        assert_eq!(
+            a.recv_multipart(0).unwrap(),
+            vec![b"requests.completed".to_vec(), b"h".to_vec(), vec![i]]
+        );
+        assert_eq!(b.recv_multipart(0).unwrap()[2], vec![i]);
+    }
+    assert_eq!(b.recv_multipart(0).unwrap()[0], b"server.status");
+    assert_eq!(
+        a.poll(zmq::POLLIN, 50).unwrap(),
+        0,
+        "a is not subscribed to server.*"
+    );
+    let n = primed as f64 + 10.0;
+    f.wait_for("mensageria_proxy_events_in_total{topic=\"requests\"}", n);
+    assert_eq!(
+        f.value("mensageria_proxy_deliveries_total{topic=\"requests\"}"),
+        Some(2.0 * n)
+    );
+    assert_eq!(
+        f.value("mensageria_proxy_events_in_total{topic=\"server\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        f.value("mensageria_proxy_deliveries_total{topic=\"server\"}"),
+        Some(1.0)
+    );
+    // Unsubscribing (and disconnecting) is seen too.
+    a.set_unsubscribe(b"requests").unwrap();
+    f.wait_for("mensageria_proxy_subscriptions{topic=\"requests\"}", 0.0);
+    drop(b);
+    f.wait_for("mensageria_proxy_subscriptions{topic=\"none\"}", 0.0);
+    f.wait_for("mensageria_zmq_peers{socket=\"xpub\"}", 1.0);
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_topics_keep_label_cardinality_bounded() {
+    let f = start().await;
+    let publisher = f.socket(zmq::PUB, &f.proxy.xsub);
+    let sub = f.socket(zmq::SUB, &f.proxy.xpub);
+    sub.set_subscribe(b"").unwrap();
+    f.wait_for("mensageria_proxy_subscriptions{topic=\"none\"}", 1.0);
+    let primed = f.prime(&publisher, &sub, "warmup");
+    for i in 0..10_000 {
+        publisher
+            .send_multipart([format!("t{i}.x").as_bytes(), b"h", b"p"], 0)
+            .unwrap();
+    }
+    for _ in 0..10_000 {
+        sub.recv_multipart(0).expect("every event delivered");
+    }
+    let total = 10_000.0 + primed as f64;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = f.metrics();
+        let series: Vec<f64> = m
+            .lines()
+            .filter(|l| l.starts_with("mensageria_proxy_events_in_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        if series.iter().sum::<f64>() == total {
+            assert!(
+                series.len() <= mensageria::metrics::TOPIC_LABEL_CAP + 1,
+                "{} series",
+                series.len()
+            );
+            assert!(m.contains("mensageria_proxy_events_in_total{topic=\"other\"}"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "events not all counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_once_bound_and_stops_on_shutdown() {
+    let f = start().await;
+    let (code, body) = http_get(f.proxy.http_addr, "/readyz", Duration::from_secs(5)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = http_get(f.proxy.http_addr, "/metrics", Duration::from_secs(5)).unwrap();
+    assert_eq!(code, 200);
+    f.stop().await;
+}

@@ -1,0 +1,282 @@
+//! Server integration tests: the real server in-process, with a DEALER
+//! standing in for the broker's backend and a SUB for the proxy.
+
+use std::time::{Duration, Instant};
+
+use mensageria::{
+    header::{Header, RequestHeader},
+    ops::http_get,
+    EventHeader, Status,
+};
+use server::{Config, Server};
+use tokio_util::sync::CancellationToken;
+
+struct Fixture {
+    server: Server,
+    shutdown: CancellationToken,
+    /// Bound DEALER: what the broker's backend looks like to a worker.
+    backend: zmq::Socket,
+    /// Bound SUB: what the proxy's XSUB looks like to the publisher.
+    events: zmq::Socket,
+    _ctx: zmq::Context,
+}
+
+fn bound(ctx: &zmq::Context, kind: zmq::SocketType) -> (zmq::Socket, String) {
+    let s = ctx.socket(kind).unwrap();
+    s.set_linger(0).unwrap();
+    s.set_rcvtimeo(5_000).unwrap();
+    s.set_sndtimeo(5_000).unwrap();
+    s.bind("tcp://127.0.0.1:*").unwrap();
+    let ep = s.get_last_endpoint().unwrap().unwrap();
+    (s, ep)
+}
+
+async fn start() -> Fixture {
+    mensageria::telemetry::init_for_tests();
+    let ctx = zmq::Context::new();
+    let (backend, b) = bound(&ctx, zmq::DEALER);
+    let (events, e) = bound(&ctx, zmq::SUB);
+    events.set_subscribe(b"").unwrap();
+    let mut config = Config::for_tests(&b, &e, 2);
+    config.common.shutdown_grace = Duration::from_secs(2);
+    config.status_interval = Duration::from_millis(100);
+    let shutdown = CancellationToken::new();
+    let server = server::start(config, shutdown.clone())
+        .await
+        .expect("server starts");
+    Fixture {
+        server,
+        shutdown,
+        backend,
+        events,
+        _ctx: ctx,
+    }
+}
+
+impl Fixture {
+    /// Sends a request as the broker would: [corr, "", body…]; returns the reply body.
+    fn call(&self, body: &[&[u8]]) -> Vec<Vec<u8>> {
+        let frames: Vec<&[u8]> = [&b"corr-1"[..], b""]
+            .into_iter()
+            .chain(body.iter().copied())
+            .collect();
+        self.backend.send_multipart(frames, 0).unwrap();
+        let mut reply = self.backend.recv_multipart(0).expect("a reply within 5 s");
+        assert_eq!(
+            &reply[..2],
+            &[b"corr-1".to_vec(), vec![]],
+            "envelope echoed"
+        );
+        reply.drain(..2);
+        reply
+    }
+
+    fn ready(&self) -> (u16, String) {
+        http_get(self.server.http_addr, "/readyz", Duration::from_secs(5)).unwrap()
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.server.http_addr, "/metrics", Duration::from_secs(5))
+            .unwrap()
+            .1
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.server.wait())
+            .await
+            .expect("server stops within its grace")
+            .expect("server stops cleanly");
+    }
+}
+
+fn request_header(id: u64) -> Vec<u8> {
+    Header::Request(RequestHeader {
+        id,
+        sent_at_us: 1,
+        trace: None,
+    })
+    .encode()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_and_plain_requests_get_matching_replies() {
+    let f = start().await;
+    let reply = f.call(&[&request_header(11), b"hello"]);
+    match Header::decode(&reply[0]).unwrap() {
+        Header::Reply(h) => assert_eq!((h.id, h.status), (11, Status::Ok)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(reply[1], b"hello");
+    assert_eq!(
+        f.call(&[b"plain", b"two"]),
+        vec![b"plain".to_vec(), b"two".to_vec()]
+    );
+    assert_eq!(f.call(&[b"fail nope"]), vec![b"ERR error nope".to_vec()]);
+    assert_eq!(f.call(&[b"work 1ms ok"]), vec![b"ok".to_vec()]);
+    let bad = f.call(&[b"work forever"]);
+    assert!(
+        bad[0].starts_with(b"ERR bad_request work: invalid duration"),
+        "{:?}",
+        String::from_utf8_lossy(&bad[0])
+    );
+    let mut corrupt = request_header(3);
+    corrupt.truncate(5);
+    let reply = f.call(&[&corrupt, b"x"]);
+    assert!(
+        reply[0].starts_with(b"ERR bad_request invalid header"),
+        "{:?}",
+        String::from_utf8_lossy(&reply[0])
+    );
+    let m = f.metrics();
+    assert!(
+        m.contains("mensageria_server_requests_total{status=\"ok\"} 3"),
+        "{m}"
+    );
+    assert!(
+        m.contains("mensageria_server_requests_total{status=\"bad_request\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("mensageria_server_requests_total{status=\"error\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("mensageria_server_request_duration_seconds_count 6"),
+        "{m}"
+    );
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_publishes_a_completed_event_in_sequence() {
+    let f = start().await;
+    // The SUB is bound; wait until the publisher's connection carries events
+    // (server.status arrives every 100 ms).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ev = f.events.recv_multipart(0).expect("status events flow");
+        if ev[0] == b"server.status" {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    for i in 0..3u64 {
+        f.call(&[&request_header(100 + i), b"x"]);
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < 3 {
+        let ev = f.events.recv_multipart(0).expect("completed events");
+        if ev[0] != b"requests.completed" {
+            continue;
+        }
+        let h: EventHeader = match Header::decode(&ev[1]).unwrap() {
+            Header::Event(h) => h,
+            other => panic!("{other:?}"),
+        };
+        let body: serde_json::Value = serde_json::from_slice(&ev[2]).unwrap();
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["server"], f.server.instance.as_str());
+        assert_eq!(body["request_id"], 100 + seqs.len() as u64);
+        seqs.push(h.seq);
+    }
+    assert_eq!(
+        seqs,
+        vec![1, 2, 3],
+        "per-topic sequence starts at 1 and has no gaps"
+    );
+    assert!(f
+        .metrics()
+        .contains("mensageria_server_events_published_total{topic=\"requests\"} 3"));
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_without_a_broker_and_not_while_draining() {
+    mensageria::telemetry::init_for_tests();
+    // A broker endpoint where nothing listens.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("tcp://{}", free.local_addr().unwrap());
+    drop(free);
+    let shutdown = CancellationToken::new();
+    let config = Config::for_tests(&dead, &dead, 1);
+    let s = server::start(config, shutdown.clone()).await.unwrap();
+    let (code, body) = http_get(s.http_addr, "/readyz", Duration::from_secs(5)).unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("\"broker_connected\":false"), "{body}");
+    assert_eq!(
+        http_get(s.http_addr, "/healthz", Duration::from_secs(5))
+            .unwrap()
+            .0,
+        200
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), s.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let f = start().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f.ready().0 != 200 {
+        assert!(Instant::now() < deadline, "never ready: {:?}", f.ready());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f.shutdown.cancel();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f.ready().0 != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "readiness did not drop on shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f.stop().await;
+}
+
+/// A handler that reports when it starts and then takes 300 ms.
+struct Gate(std::sync::Mutex<std::sync::mpsc::Sender<()>>);
+
+impl server::handler::Handler for Gate {
+    fn handle(&self, _: &server::handler::Request<'_>) -> server::handler::Response {
+        let _ = self.0.lock().unwrap().send(());
+        std::thread::sleep(Duration::from_millis(300));
+        server::handler::Response::ok(vec![b"finished".to_vec()])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_finishes_the_request_in_progress() {
+    mensageria::telemetry::init_for_tests();
+    let ctx = zmq::Context::new();
+    let (backend, b) = bound(&ctx, zmq::DEALER);
+    let (_events, e) = bound(&ctx, zmq::SUB);
+    let (tx, started) = std::sync::mpsc::channel();
+    let shutdown = CancellationToken::new();
+    let mut config = Config::for_tests(&b, &e, 1);
+    config.common.shutdown_grace = Duration::from_secs(5);
+    let handler = std::sync::Arc::new(Gate(std::sync::Mutex::new(tx)));
+    let s = server::start_with_handler(config, shutdown.clone(), "gate".into(), handler)
+        .await
+        .unwrap();
+    backend
+        .send_multipart([&b"corr-9"[..], b"", b"anything"], 0)
+        .unwrap();
+    started
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a worker took the request");
+    let t = Instant::now();
+    shutdown.cancel();
+    let reply = backend
+        .recv_multipart(0)
+        .expect("the in-flight request is answered");
+    assert_eq!(reply[2], b"finished");
+    tokio::time::timeout(Duration::from_secs(10), s.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stopped well within the grace"
+    );
+}
