@@ -33,6 +33,9 @@ pub struct CommonArgs {
     /// How long in-flight work may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Trace export (OpenTelemetry).
+    #[command(flatten)]
+    pub otel: crate::otel::OtelArgs,
 }
 
 impl CommonArgs {

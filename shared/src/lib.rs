@@ -5,7 +5,7 @@
 //! - [`socket`] and [`monitor`]: configured, monitored ZeroMQ sockets.
 //! - [`service`]: socket threads, ops server and the shutdown order, shared by all services.
 //! - [`health`], [`ops`], [`metrics`]: liveness/readiness, the ops HTTP server, Prometheus metrics.
-//! - [`telemetry`], [`shutdown`]: logging set-up and signal handling.
+//! - [`telemetry`], [`otel`], [`shutdown`]: logging and trace export set-up, trace context glue, signal handling.
 
 pub mod config;
 pub mod header;
@@ -13,6 +13,7 @@ pub mod health;
 pub mod metrics;
 pub mod monitor;
 pub mod ops;
+pub mod otel;
 pub mod service;
 pub mod shutdown;
 pub mod socket;

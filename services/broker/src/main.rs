@@ -8,6 +8,6 @@ fn main() -> std::process::ExitCode {
     if let Some(Command::Healthcheck) = cli.command {
         return healthcheck(cli.config.common.http_addr_or(DEFAULT_HTTP_PORT));
     }
-    telemetry::init("broker", &cli.config.common);
+    let _telemetry = telemetry::init_or_exit("broker", &cli.config.common);
     run_main(|shutdown| broker::run(cli.config, shutdown))
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use mensageria::{
     header::{is_header, Header},
     health::Heartbeat,
+    otel,
     socket::{recv_frames, send_frames},
     ReplyHeader, Status,
 };
@@ -40,6 +41,8 @@ pub struct Pending {
     request_id: Option<u64>,
     /// When the request entered the frontend.
     started: Instant,
+    /// The broker's span for a sampled request; disabled otherwise.
+    span: tracing::Span,
 }
 
 /// The routing loop's state.
@@ -236,10 +239,20 @@ impl Router {
             route: frames[..delim].iter().map(|f| f.to_vec()).collect(),
             request_id: None,
             started: now,
+            span: tracing::Span::none(),
         };
         if is_header(body0) {
             match Header::decode(body0) {
-                Ok(Header::Request(h)) => pending.request_id = Some(h.id),
+                Ok(Header::Request(mut h)) => {
+                    pending.request_id = Some(h.id);
+                    // Parent-based: only a sampled request costs span work.
+                    if otel::should_trace(h.trace.as_ref()) {
+                        pending.span =
+                            otel::child_span("server", "route", "requests", h.trace.as_ref());
+                        h.trace = otel::trace_context(&pending.span).or(h.trace);
+                        frames[delim + 1] = Header::Request(h).encode().into();
+                    }
+                }
                 Ok(other) => {
                     self.reply_error(
                         &pending,
@@ -336,6 +349,7 @@ impl Router {
     /// Sends an error reply to the client of `p`: a header reply for our
     /// clients, `ERR <status> <message>` for plain ones.
     fn reply_error(&self, p: &Pending, status: Status, message: &str) {
+        otel::set_error(&p.span, status.as_str());
         let body: Vec<Vec<u8>> = match p.request_id {
             Some(id) => vec![
                 Header::Reply(ReplyHeader {

@@ -102,6 +102,9 @@ pub struct RequestArgs {
     /// Request options.
     #[command(flatten)]
     pub requests: RequestOptions,
+    /// Trace export.
+    #[command(flatten)]
+    pub otel: mensageria::otel::OtelArgs,
     /// Log filter.
     #[arg(long = "log", env = "RUST_LOG", default_value = "warn")]
     pub log_filter: String,
@@ -124,6 +127,9 @@ pub struct SubscribeArgs {
     /// ZeroMQ transport options.
     #[command(flatten)]
     pub transport: TransportArgs,
+    /// Trace export.
+    #[command(flatten)]
+    pub otel: mensageria::otel::OtelArgs,
     /// Log filter.
     #[arg(long = "log", env = "RUST_LOG", default_value = "warn")]
     pub log_filter: String,
@@ -150,6 +156,9 @@ pub struct BenchArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Trace export.
+    #[command(flatten)]
+    pub otel: mensageria::otel::OtelArgs,
     /// Log filter.
     #[arg(long = "log", env = "RUST_LOG", default_value = "warn")]
     pub log_filter: String,

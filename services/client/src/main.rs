@@ -6,62 +6,66 @@ use client::config::{Cli, Command, DEFAULT_HTTP_PORT};
 use mensageria::{
     config::{parse_or_exit, CommonArgs, LogFormat},
     ops::healthcheck,
+    otel::OtelArgs,
     service::run_main,
     telemetry,
 };
 
-fn cli_logging(filter: &str) -> CommonArgs {
+/// Logging for the one-shot subcommands: text on stderr, their own filter.
+fn cli_logging(filter: &str, otel: &OtelArgs) -> CommonArgs {
     CommonArgs {
         http_addr: None,
         log_filter: filter.to_owned(),
         log_format: LogFormat::Text,
         shutdown_grace: Default::default(),
+        otel: otel.clone(),
     }
 }
 
 fn main() -> ExitCode {
     let cli: Cli = parse_or_exit();
-    let mut ok = true;
-    let code = match cli.command {
-        Command::Healthcheck { common } => {
-            return healthcheck(common.http_addr_or(DEFAULT_HTTP_PORT))
-        }
+    match cli.command {
+        Command::Healthcheck { common } => healthcheck(common.http_addr_or(DEFAULT_HTTP_PORT)),
         Command::Run(args) => {
-            telemetry::init("client", &args.common);
+            let _telemetry = telemetry::init_or_exit("client", &args.common);
             run_main(|sd| async move { client::start_run(args, sd).await?.wait().await })
         }
         Command::Request(args) => {
-            telemetry::init("client", &cli_logging(&args.log_filter));
-            run_main(|sd| async {
+            let _telemetry =
+                telemetry::init_or_exit("client", &cli_logging(&args.log_filter, &args.otel));
+            let mut ok = false;
+            let code = run_main(|sd| async {
                 ok = client::print_outcome(&client::request(args, sd).await?);
                 Ok(())
-            })
+            });
+            if ok {
+                code
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Command::Bench(args) => {
-            telemetry::init("client", &cli_logging(&args.log_filter));
+            let _telemetry =
+                telemetry::init_or_exit("client", &cli_logging(&args.log_filter, &args.otel));
             let json = args.json;
             run_main(|sd| async move {
                 let s = client::bench(args, sd).await?;
                 if json {
-                    println!("{}", serde_json::to_string(&s)?)
+                    println!("{}", serde_json::to_string(&s)?);
                 } else {
-                    println!("{s}")
+                    println!("{s}");
                 }
                 Ok(())
             })
         }
         Command::Subscribe(args) => {
-            telemetry::init("client", &cli_logging(&args.log_filter));
+            let _telemetry =
+                telemetry::init_or_exit("client", &cli_logging(&args.log_filter, &args.otel));
             run_main(|sd| async move {
                 let (received, lost) = client::subscribe(args, sd).await?;
                 eprintln!("received {received} events, {lost} lost");
                 Ok(())
             })
         }
-    };
-    if ok {
-        code
-    } else {
-        ExitCode::FAILURE
     }
 }

@@ -20,6 +20,7 @@ use std::{
 
 use mensageria::{
     header::{is_header, now_us, Header},
+    otel,
     socket::{recv_frames, send_frames, SocketFactory},
     Endpoints, RequestHeader, Status,
 };
@@ -75,6 +76,10 @@ struct Pending {
     sent: bool,
     /// Plain mode: the lane that carries it.
     lane: usize,
+    /// The request's `client` span (disabled when tracing is off).
+    span: tracing::Span,
+    /// The span's context, sent in the header of every attempt.
+    trace: Option<mensageria::TraceContext>,
 }
 
 struct Lane {
@@ -153,6 +158,8 @@ impl Requester {
         } else {
             0
         };
+        let span = otel::client_span("requests", id);
+        let trace = otel::trace_context(&span);
         self.pending.insert(
             id,
             Pending {
@@ -163,6 +170,8 @@ impl Requester {
                 deadline: now,
                 sent: false,
                 lane,
+                span,
+                trace,
             },
         );
         self.advance(now, &mut Vec::new());
@@ -268,7 +277,7 @@ impl Requester {
             let header = Header::Request(RequestHeader {
                 id,
                 sent_at_us: now_us(),
-                trace: None,
+                trace: p.trace,
             })
             .encode();
             send_frames(
@@ -311,6 +320,9 @@ impl Requester {
         }
         let latency = p.started.elapsed();
         self.metrics.request(status, latency);
+        if status != Status::Ok {
+            otel::set_error(&p.span, status.as_str());
+        }
         out.push(Outcome {
             id,
             status,

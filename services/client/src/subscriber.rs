@@ -7,6 +7,7 @@ use std::{collections::HashMap, time::Duration};
 use mensageria::{
     header::{is_header, now_us, Header},
     metrics::TopicCounters,
+    otel,
     socket::recv_frames,
     EventHeader,
 };
@@ -125,6 +126,15 @@ impl Subscriber {
             lag: None,
         };
         if let Some(h) = header {
+            if let Some(t) = h.trace.as_ref().filter(|t| otel::should_trace(Some(t))) {
+                let span = otel::child_span(
+                    "consumer",
+                    "receive",
+                    &String::from_utf8_lossy(&r.topic),
+                    Some(t),
+                );
+                otel::add_link(&span, t);
+            }
             r.gap = self.tracker.observe(h.publisher, &r.topic, h.seq);
             if r.gap > 0 {
                 self.metrics.events_lost.inc_by(r.gap);

@@ -5,8 +5,10 @@
 use std::time::{Duration, Instant};
 
 use mensageria::{
+    header::{is_header, Header},
     health::Heartbeat,
     metrics::TopicCounters,
+    otel,
     socket::{recv_frames, send_frames},
 };
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
@@ -114,6 +116,10 @@ impl Forwarder {
             }
             self.metrics.bytes_in.inc_by(bytes);
             self.metrics.bytes_out.inc_by(bytes * fanout);
+            // Only with trace export on is the header looked at at all.
+            let _span = otel::enabled()
+                .then(|| forward_span(&self.frames))
+                .flatten();
             // XPUB never blocks: a subscriber at its HWM misses the event,
             // which it sees as a sequence gap.
             if let Err(e) = send_frames(&self.xpub, self.frames.drain(..), zmq::DONTWAIT) {
@@ -145,4 +151,22 @@ impl Forwarder {
             }
         }
     }
+}
+
+/// A `consumer` span for forwarding a sampled event, child of its producer.
+fn forward_span(frames: &[zmq::Message]) -> Option<tracing::Span> {
+    let (topic, head) = (frames.first()?, frames.get(1)?);
+    if !is_header(head) {
+        return None;
+    }
+    let Ok(Header::Event(h)) = Header::decode(head) else {
+        return None;
+    };
+    let span = otel::child_span(
+        "consumer",
+        "forward",
+        &String::from_utf8_lossy(topic),
+        h.trace.as_ref(),
+    );
+    (!span.is_disabled()).then_some(span)
 }

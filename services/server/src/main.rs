@@ -8,6 +8,6 @@ fn main() -> std::process::ExitCode {
     if let Some(Command::Healthcheck) = cli.command {
         return healthcheck(cli.config.common.http_addr_or(DEFAULT_HTTP_PORT));
     }
-    telemetry::init("server", &cli.config.common);
+    let _telemetry = telemetry::init_or_exit("server", &cli.config.common);
     run_main(|shutdown| server::run(cli.config, shutdown))
 }

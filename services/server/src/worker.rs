@@ -12,11 +12,12 @@ use std::{
 use mensageria::{
     header::{is_header, Header},
     health::Heartbeat,
+    otel,
     socket::{recv_frames, send_frames},
     Endpoints, ReplyHeader, Status,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, Span};
 
 use crate::{
     handler::{Handler, Request, Response},
@@ -102,6 +103,7 @@ impl Worker {
                         None,
                         Response::error(Status::BadRequest, "expected a request header"),
                         started,
+                        &Span::none(),
                     )
                 }
                 Err(e) => {
@@ -109,14 +111,17 @@ impl Worker {
                         None,
                         Response::error(Status::BadRequest, format!("invalid header: {e}")),
                         started,
+                        &Span::none(),
                     )
                 }
             },
             _ => (None, frames),
         };
+        let parent = header.and_then(|h| h.trace);
+        let span = otel::child_span("server", "process", "requests", parent.as_ref());
         let slices: Vec<&[u8]> = payload.iter().map(|m| &m[..]).collect();
-        let response = self.handler.handle(&Request { frames: &slices });
-        self.reply(header, response, started)
+        let response = span.in_scope(|| self.handler.handle(&Request { frames: &slices }));
+        self.reply(header, response, started, &span)
     }
 
     fn reply(
@@ -124,14 +129,20 @@ impl Worker {
         header: Option<mensageria::RequestHeader>,
         response: Response,
         started: Instant,
+        span: &Span,
     ) -> anyhow::Result<()> {
         let status = response.status;
+        // Replies and events continue this server's span when it exists.
+        let trace = otel::trace_context(span).or(header.and_then(|h| h.trace));
+        if status != Status::Ok {
+            otel::set_error(span, status.as_str());
+        }
         let result = match header {
             Some(h) => {
                 let head = Header::Reply(ReplyHeader {
                     id: h.id,
                     status,
-                    trace: h.trace,
+                    trace,
                 })
                 .encode();
                 send_frames(
@@ -172,7 +183,11 @@ impl Worker {
         let event = Event {
             topic: "requests.completed",
             payload,
-            trace: header.and_then(|h| h.trace),
+            trace: {
+                let publish =
+                    otel::child_span("producer", "publish", "requests.completed", trace.as_ref());
+                otel::trace_context(&publish).or(trace)
+            },
         };
         if self.events.try_send(event).is_err() {
             self.metrics.events_dropped.inc();
