@@ -28,7 +28,7 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// Largest request head we buffer.
 const MAX_BUF: usize = 16 * 1024;
 /// Concurrent connections served; more wait in the kernel backlog.
-const MAX_CONNECTIONS: usize = 128;
+const MAX_CONNECTIONS: usize = 1024;
 
 /// The content type of `/metrics` (prometheus-client writes OpenMetrics text).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
