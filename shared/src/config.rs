@@ -67,6 +67,9 @@ pub struct TransportArgs {
     /// Largest message accepted from a peer (bytes; `K`, `M`, `KiB`, `MiB` suffixes allowed).
     #[arg(long, env = "ZMQ_MAXMSGSIZE", default_value = "4MiB", value_parser = parse_size)]
     pub max_msg_size: u64,
+    /// CURVE encryption and authentication.
+    #[command(flatten)]
+    pub curve: crate::curve::CurveArgs,
 }
 
 impl Default for TransportArgs {
@@ -78,6 +81,7 @@ impl Default for TransportArgs {
             linger: Duration::from_secs(1),
             hwm: 10_000,
             max_msg_size: 4 << 20,
+            curve: crate::curve::CurveArgs::default(),
         }
     }
 }
@@ -205,9 +209,21 @@ pub fn parse_or_exit<T: Parser>() -> T {
                 .lines()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("error: invalid arguments");
-            eprintln!("{line}");
+            eprintln!("{}", redact_secret(line));
             std::process::exit(2);
         }
+    }
+}
+
+/// Hides the offending value in an error about a secret option, so a
+/// mistyped key never lands in logs.
+fn redact_secret(line: &str) -> String {
+    const OPEN: &str = "invalid value '";
+    match (line.find(OPEN), line.find("' for '--")) {
+        (Some(a), Some(b)) if line[b..].contains("secret") && a + OPEN.len() <= b => {
+            format!("{}<redacted>{}", &line[..a + OPEN.len()], &line[b..])
+        }
+        _ => line.to_owned(),
     }
 }
 
@@ -239,6 +255,17 @@ mod tests {
         assert!(parse_endpoint("tcp://*:5555").is_ok());
         assert!(parse_endpoint("tcp://127.0.0.1:*").is_ok());
         assert!(parse_endpoint("ipc:///tmp/x").is_ok());
+    }
+
+    #[test]
+    fn secret_values_are_redacted_in_errors() {
+        let line = "error: invalid value 'abc' for '--curve-server-secret <X>': nope";
+        assert_eq!(
+            redact_secret(line),
+            "error: invalid value '<redacted>' for '--curve-server-secret <X>': nope"
+        );
+        let other = "error: invalid value 'abc' for '--rate <RATE>': nope";
+        assert_eq!(redact_secret(other), other);
     }
 
     #[test]

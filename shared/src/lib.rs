@@ -2,12 +2,13 @@
 //!
 //! - [`config`]: shared options (ops address, logging, grace, ZeroMQ transport) and value parsers.
 //! - [`header`]: the versioned header frame of requests, replies and events.
-//! - [`socket`] and [`monitor`]: configured, monitored ZeroMQ sockets.
+//! - [`socket`], [`monitor`], [`curve`]: configured, monitored, optionally CURVE-secured ZeroMQ sockets.
 //! - [`service`]: socket threads, ops server and the shutdown order, shared by all services.
 //! - [`health`], [`ops`], [`metrics`]: liveness/readiness, the ops HTTP server, Prometheus metrics.
 //! - [`telemetry`], [`otel`], [`shutdown`]: logging and trace export set-up, trace context glue, signal handling.
 
 pub mod config;
+pub mod curve;
 pub mod header;
 pub mod health;
 pub mod metrics;

@@ -24,6 +24,9 @@ pub enum SocketError {
         /// The libzmq error.
         source: zmq::Error,
     },
+    /// The configuration cannot be applied.
+    #[error("{0}")]
+    Config(String),
 }
 
 fn ctx_err(what: impl Into<String>) -> impl FnOnce(zmq::Error) -> SocketError {
@@ -60,6 +63,29 @@ impl SocketFactory {
         metrics: SocketMetrics,
         cancel: CancellationToken,
     ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
+        transport
+            .curve
+            .client_keys()
+            .map_err(std::io::Error::other)?;
+        let ctx = zmq::Context::new();
+        if transport.curve.is_server() {
+            let (ctx, allowed, cancel) = (
+                ctx.clone(),
+                transport.curve.curve_allowed_clients.clone(),
+                cancel.clone(),
+            );
+            // The ZAP handler must be bound before any CURVE socket binds.
+            let (ready_tx, ready_rx) = mpsc::channel();
+            std::thread::Builder::new().name("zmq-zap".into()).spawn(move || {
+                if let Err(e) = crate::curve::run_zap(&ctx, allowed, cancel, ready_tx) {
+                    tracing::error!(error.message = %e, "ZAP handler failed; CURVE clients will be refused.");
+                }
+            })?;
+            ready_rx
+                .recv()
+                .map_err(|_| std::io::Error::other("the ZAP handler did not start"))?
+                .map_err(|e| std::io::Error::other(format!("bind the ZAP handler: {e}")))?;
+        }
         let (tx, rx) = mpsc::channel();
         let stop_within = transport.linger * 2 + std::time::Duration::from_secs(1);
         let hub = std::thread::Builder::new()
@@ -70,7 +96,7 @@ impl SocketFactory {
             })?;
         Ok((
             SocketFactory {
-                ctx: zmq::Context::new(),
+                ctx,
                 transport,
                 hub: tx,
                 metrics,
@@ -148,6 +174,10 @@ impl SocketFactory {
     /// # Errors
     /// If the bind fails (address in use, bad endpoint, …).
     pub fn bind(&self, s: &zmq::Socket, endpoint: &str) -> Result<String, SocketError> {
+        self.transport
+            .curve
+            .apply_server(s)
+            .map_err(ctx_err("set CURVE server key"))?;
         s.bind(endpoint)
             .map_err(ctx_err(format!("bind {endpoint}")))?;
         Ok(s.get_last_endpoint()
@@ -163,6 +193,10 @@ impl SocketFactory {
     pub fn connect_all(&self, s: &zmq::Socket, endpoints: &Endpoints) -> Result<(), SocketError> {
         s.set_immediate(true)
             .map_err(ctx_err("set ZMQ_IMMEDIATE"))?;
+        self.transport
+            .curve
+            .apply_client(s)
+            .map_err(SocketError::Config)?;
         for e in &endpoints.0 {
             s.connect(e).map_err(ctx_err(format!("connect {e}")))?;
         }

@@ -20,15 +20,20 @@ async fn start() -> (SocketAddr, CancellationToken) {
     health.check("sockets_bound").set(true);
     let registry = Arc::new(new_registry("test", |_| {}));
     let cancel = CancellationToken::new();
-    let server = serve("127.0.0.1:0".parse().unwrap(), OpsState { health, registry }, cancel.clone())
-        .await
-        .unwrap();
+    let server = serve(
+        "127.0.0.1:0".parse().unwrap(),
+        OpsState { health, registry },
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
     (server.local_addr, cancel)
 }
 
 fn metrics_ok(addr: SocketAddr) {
     let t = Instant::now();
-    let (code, body) = http_get(addr, "/metrics", Duration::from_secs(3)).expect("metrics still served");
+    let (code, body) =
+        http_get(addr, "/metrics", Duration::from_secs(3)).expect("metrics still served");
     assert_eq!(code, 200);
     assert!(body.contains("mensageria_build_info"));
     assert!(t.elapsed() < Duration::from_secs(3));
@@ -46,16 +51,31 @@ fn raw(addr: SocketAddr, request: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_methods_and_content_types() {
     let (addr, _cancel) = start().await;
-    let resp = raw(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let resp = raw(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains(METRICS_CONTENT_TYPE), "{resp}");
     assert!(resp.contains("process_resident_memory_bytes"));
-    let resp = raw(addr, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let resp = raw(
+        addr,
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
     assert!(resp.starts_with("HTTP/1.1 405"), "{resp}");
-    assert!(resp.to_ascii_lowercase().contains("allow: get, head"), "{resp}");
-    let resp = raw(addr, b"GET /admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(
+        resp.to_ascii_lowercase().contains("allow: get, head"),
+        "{resp}"
+    );
+    let resp = raw(
+        addr,
+        b"GET /admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
-    let resp = raw(addr, b"HEAD /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let resp = raw(
+        addr,
+        b"HEAD /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let (code, body) = http_get(addr, "/readyz", Duration::from_secs(3)).unwrap();
     assert_eq!(code, 200);
@@ -68,19 +88,32 @@ async fn routes_methods_and_content_types() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_headers_are_refused() {
     let (addr, _cancel) = start().await;
-    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     let resp = raw(addr, &garbage);
-    assert!(resp.is_empty() || resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(
+        resp.is_empty() || resp.starts_with("HTTP/1.1 400"),
+        "{resp}"
+    );
     metrics_ok(addr);
     // A TLS ClientHello is garbage to us too.
-    let resp = raw(addr, &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
+    let resp = raw(
+        addr,
+        &[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ],
+    );
     assert!(!resp.starts_with("HTTP/1.1 200"), "{resp}");
     metrics_ok(addr);
     let mut big = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     big.extend(std::iter::repeat_n(b'a', 256 * 1024));
     big.extend_from_slice(b"\r\n\r\n");
     let resp = raw(addr, &big);
-    assert!(!resp.starts_with("HTTP/1.1 200"), "an oversized header must not be served");
+    assert!(
+        !resp.starts_with("HTTP/1.1 200"),
+        "an oversized header must not be served"
+    );
     metrics_ok(addr);
 }
 
@@ -91,18 +124,24 @@ async fn slow_clients_do_not_stall_the_server() {
     let slow: Vec<TcpStream> = (0..200)
         .map(|_| {
             let mut s = TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
             s
         })
         .collect();
     metrics_ok(addr);
     // And each is cut off after the header read timeout (5 s), not kept forever.
     let mut first = slow.into_iter().next().unwrap();
-    first.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
     let t = Instant::now();
     let mut buf = Vec::new();
     let _ = first.read_to_end(&mut buf);
-    assert!(t.elapsed() < Duration::from_secs(15), "slow connection never closed");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "slow connection never closed"
+    );
     metrics_ok(addr);
 }
 
@@ -113,7 +152,10 @@ async fn stops_on_cancel() {
     cancel.cancel();
     let deadline = Instant::now() + Duration::from_secs(5);
     while TcpStream::connect(addr).is_ok() {
-        assert!(Instant::now() < deadline, "listener still open after cancel");
+        assert!(
+            Instant::now() < deadline,
+            "listener still open after cancel"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -26,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Probe this broker's /readyz (exit 0 when ready, 1 otherwise).
     Healthcheck,
+    /// Print a new CURVE key pair.
+    Keygen,
 }
 
 /// Everything the broker needs to run.

@@ -5,8 +5,12 @@ use mensageria::{config::parse_or_exit, ops::healthcheck, service::run_main, tel
 
 fn main() -> std::process::ExitCode {
     let cli: Cli = parse_or_exit();
-    if let Some(Command::Healthcheck) = cli.command {
-        return healthcheck(cli.config.common.http_addr_or(DEFAULT_HTTP_PORT));
+    match cli.command {
+        Some(Command::Healthcheck) => {
+            return healthcheck(cli.config.common.http_addr_or(DEFAULT_HTTP_PORT))
+        }
+        Some(Command::Keygen) => return mensageria::curve::keygen_command(),
+        None => {}
     }
     let _telemetry = telemetry::init_or_exit("broker", &cli.config.common);
     run_main(|shutdown| broker::run(cli.config, shutdown))

@@ -38,6 +38,8 @@ pub enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Print a new CURVE key pair.
+    Keygen,
 }
 
 /// Options of everything that sends requests.

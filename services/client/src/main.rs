@@ -26,6 +26,7 @@ fn main() -> ExitCode {
     let cli: Cli = parse_or_exit();
     match cli.command {
         Command::Healthcheck { common } => healthcheck(common.http_addr_or(DEFAULT_HTTP_PORT)),
+        Command::Keygen => mensageria::curve::keygen_command(),
         Command::Run(args) => {
             let _telemetry = telemetry::init_or_exit("client", &args.common);
             run_main(|sd| async move { client::start_run(args, sd).await?.wait().await })

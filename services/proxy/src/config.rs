@@ -24,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Probe this proxy's /readyz (exit 0 when ready, 1 otherwise).
     Healthcheck,
+    /// Print a new CURVE key pair.
+    Keygen,
 }
 
 /// Everything the proxy needs to run.

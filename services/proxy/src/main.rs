@@ -5,8 +5,12 @@ use proxy::config::{Cli, Command, DEFAULT_HTTP_PORT};
 
 fn main() -> std::process::ExitCode {
     let cli: Cli = parse_or_exit();
-    if let Some(Command::Healthcheck) = cli.command {
-        return healthcheck(cli.config.common.http_addr_or(DEFAULT_HTTP_PORT));
+    match cli.command {
+        Some(Command::Healthcheck) => {
+            return healthcheck(cli.config.common.http_addr_or(DEFAULT_HTTP_PORT))
+        }
+        Some(Command::Keygen) => return mensageria::curve::keygen_command(),
+        None => {}
     }
     let _telemetry = telemetry::init_or_exit("proxy", &cli.config.common);
     run_main(|shutdown| proxy::run(cli.config, shutdown))

@@ -29,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Probe this server's /readyz (exit 0 when ready, 1 otherwise).
     Healthcheck,
+    /// Print a new CURVE key pair.
+    Keygen,
 }
 
 /// Everything the server needs to run.
