@@ -2,10 +2,10 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help build release run test lint fmt clean
+.PHONY: help build release run test lint fmt clean up down logs k8s validate-deploy
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## Debug build of every binary
 	$(CARGO) build --bins
@@ -23,6 +23,28 @@ test: ## Build the binaries, then run every test (unit, integration, end-to-end)
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+up: ## Build the image and start everything with Docker Compose (Prometheus, Grafana included)
+	docker compose up -d --build
+	@echo
+	@echo "Grafana:    http://localhost:3000  (dashboard: mensageria overview)"
+	@echo "Prometheus: http://localhost:9090"
+	@echo "Broker:     tcp://localhost:5555   Proxy (subscribers): tcp://localhost:5558"
+	@echo "Try: docker compose exec client client request hello"
+
+down: ## Stop and remove the Compose stack (volumes are kept)
+	docker compose down
+
+logs: ## Follow the Compose stack's logs
+	docker compose logs -f --tail=100
+
+k8s: ## Render the Kubernetes manifests (kustomize) to stdout
+	@if command -v kustomize >/dev/null; then kustomize build deploy/k8s; \
+	elif command -v kubectl >/dev/null; then kubectl kustomize deploy/k8s; \
+	else python3 deploy/validate/kustomize_build.py deploy/k8s; fi
+
+validate-deploy: ## Static checks of Dockerfile, compose, Prometheus rules, dashboards, Kubernetes
+	bash deploy/validate/static.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

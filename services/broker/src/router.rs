@@ -29,6 +29,9 @@ use crate::{
 /// Most messages handled from one socket per poll wake-up, so neither side
 /// can starve the other.
 const BATCH: usize = 512;
+/// How long a drained broker keeps its connections open after the last
+/// reply, so clients can read it before the connection closes.
+const DRAIN_LINGER: Duration = Duration::from_millis(200);
 /// Longest poll wait: bounds how stale the heartbeat and cancellation check get.
 const POLL_MS: i64 = 100;
 
@@ -100,6 +103,7 @@ impl Router {
     /// Only on a libzmq failure of the poll itself (context terminated).
     pub fn run(mut self) -> anyhow::Result<()> {
         let mut drain_deadline: Option<Instant> = None;
+        let mut all_answered: Option<Instant> = None;
         loop {
             let now = Instant::now();
             self.heartbeat.beat_at(now);
@@ -113,7 +117,13 @@ impl Router {
             }
             if let Some(deadline) = drain_deadline {
                 if self.inflight.is_empty() {
-                    break;
+                    // Give clients a moment to read the last replies: a
+                    // connect-side socket with ZMQ_IMMEDIATE discards what it
+                    // has not read when the connection closes.
+                    let linger_until = *all_answered.get_or_insert(now + DRAIN_LINGER);
+                    if now >= linger_until.min(deadline) {
+                        break;
+                    }
                 }
                 if now >= deadline {
                     let left = self.inflight.len();

@@ -25,9 +25,6 @@ use crate::{
     publisher::Event,
 };
 
-/// How long a draining worker waits for stragglers after disconnecting.
-const DRAIN_QUIET: Duration = Duration::from_millis(200);
-
 /// A worker thread's state.
 pub struct Worker {
     /// REP socket connected to the brokers.
@@ -58,19 +55,25 @@ impl Worker {
     /// On a libzmq failure that leaves the socket unusable.
     pub fn run(self) -> anyhow::Result<()> {
         let mut frames = Vec::with_capacity(4);
-        let mut drain: Option<(Instant, Instant)> = None; // (hard deadline, last activity)
+        let mut drain_deadline: Option<Instant> = None;
         loop {
             let now = Instant::now();
             self.heartbeat.beat_at(now);
-            if drain.is_none() && self.shutdown.is_cancelled() {
-                for e in &self.brokers.0 {
-                    let _ = self.socket.disconnect(e);
-                }
-                drain = Some((now + self.grace, now));
-            }
-            if let Some((deadline, last)) = drain {
-                if now >= deadline || now.duration_since(last) >= DRAIN_QUIET {
-                    break;
+            if self.shutdown.is_cancelled() {
+                // Draining. The request being handled at SIGTERM has finished
+                // normally. Requests already queued at this socket are refused
+                // with `unavailable` while the way back to the broker still
+                // exists, so their clients retry elsewhere at once instead of
+                // waiting for a timeout; stop at the first empty queue (or when
+                // the grace period is over).
+                let deadline = *drain_deadline.get_or_insert(now + self.grace);
+                match recv_frames(&self.socket, zmq::DONTWAIT, &mut frames) {
+                    Ok(()) if now < deadline => {
+                        self.refuse(&frames)?;
+                        continue;
+                    }
+                    Ok(()) | Err(zmq::Error::EAGAIN) => break,
+                    Err(e) => return Err(anyhow::anyhow!("worker receive failed: {e}")),
                 }
             }
             match self.socket.poll(zmq::POLLIN, 50) {
@@ -80,17 +83,32 @@ impl Worker {
                 Err(e) => return Err(anyhow::anyhow!("worker poll failed: {e}")),
             }
             match recv_frames(&self.socket, zmq::DONTWAIT, &mut frames) {
-                Ok(()) => {}
+                Ok(()) => self.serve(&frames)?,
                 Err(zmq::Error::EAGAIN) => continue,
                 Err(e) => return Err(anyhow::anyhow!("worker receive failed: {e}")),
             }
-            self.serve(&frames)?;
-            if let Some((_, last)) = drain.as_mut() {
-                *last = Instant::now();
-            }
+        }
+        // Every request this worker read has been answered. Disconnecting now
+        // stops new work; anything still in flight to us was never read, and
+        // the broker times it out so the client retries elsewhere.
+        for e in &self.brokers.0 {
+            let _ = self.socket.disconnect(e);
         }
         debug!("Worker stopped.");
         Ok(())
+    }
+
+    /// Answers a request `unavailable` without handling it (draining).
+    fn refuse(&self, frames: &[zmq::Message]) -> anyhow::Result<()> {
+        let header = match frames.first() {
+            Some(f) if is_header(f) => match Header::decode(f) {
+                Ok(Header::Request(h)) => Some(h),
+                _ => None,
+            },
+            _ => None,
+        };
+        let response = Response::error(Status::Unavailable, "server is shutting down");
+        self.reply(header, response, Instant::now(), &Span::none())
     }
 
     fn serve(&self, frames: &[zmq::Message]) -> anyhow::Result<()> {

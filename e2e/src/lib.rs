@@ -1,0 +1,1259 @@
+//! Helpers of the mensageria end-to-end suite (`e2e/tests/e2e`), which runs
+//! the real `broker`, `proxy`, `server` and `client` binaries on loopback
+//! with ephemeral ports.
+//!
+//! - [`bin`]: where the binaries are (`MENSAGERIA_BIN_DIR`, default
+//!   `<workspace>/target/debug`; build them first with `cargo build --bins`).
+//! - [`Proc`]: a child process whose stdout and stderr lines are captured on
+//!   threads; waits with deadlines, signals, and SIGKILL + reap on drop.
+//! - [`Broker`], [`Proxy`], [`Server`], [`Stack`]: services started on
+//!   ephemeral ports (read back from their JSON logs) and waited for until
+//!   ready.
+//! - [`metric`], [`http_get`], [`wait_until`]: observing services.
+//! - [`run_client`], [`BenchSummary`]: one-shot client subcommands.
+//! - [`with_timeout`]: the watchdog every test body runs under.
+//!
+//! Nothing here sleeps to synchronise: every wait is for a condition, with a
+//! deadline, and fails with the captured logs when the deadline passes.
+
+use std::{
+    cell::Cell,
+    io::{BufRead, BufReader, Read},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc, Arc, Condvar, Mutex,
+    },
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+pub use mensageria::header::{EventHeader, Header};
+pub use serde_json::Value;
+
+/// The shutdown grace every service gets in the suite (`--shutdown-grace`).
+pub const GRACE: Duration = Duration::from_secs(3);
+/// [`GRACE`] as a command-line value.
+pub const GRACE_ARG: &str = "3s";
+/// Longest wait for a service to bind, log its addresses and become ready.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default time limit of a one-shot client command.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Worker threads per server unless a test asks otherwise.
+pub const DEFAULT_WORKERS: u32 = 2;
+
+// ---------------------------------------------------------------------------
+// Binaries
+// ---------------------------------------------------------------------------
+
+/// The directory holding the service binaries: `MENSAGERIA_BIN_DIR`, or
+/// `<workspace>/target/debug`.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("MENSAGERIA_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
+}
+
+/// The path of a service binary (`broker`, `proxy`, `server`, `client`).
+///
+/// # Panics
+/// With instructions when the binary has not been built.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "the `{name}` binary is missing at {}: run `cargo build --bins` first \
+         (or set MENSAGERIA_BIN_DIR to the directory holding broker, proxy, server and client)",
+        path.display()
+    );
+    warn_if_stale(&path);
+    path
+}
+
+/// Prints a warning (once per binary) when a source file of the workspace is
+/// newer than the binary: the suite would be testing old code.
+fn warn_if_stale(path: &Path) {
+    static WARNED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.iter().any(|p| p == path) {
+        return;
+    }
+    warned.push(path.to_owned());
+    let Ok(built) = path.metadata().and_then(|m| m.modified()) else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let newest = ["shared", "services"]
+        .iter()
+        .filter_map(|d| newest_source(&root.join(d)))
+        .max();
+    if let Some((when, file)) = newest {
+        if when > built {
+            eprintln!(
+                "warning: {} is older than {}; run `cargo build --bins` to test the current code",
+                path.display(),
+                file.display()
+            );
+        }
+    }
+}
+
+fn newest_source(dir: &Path) -> Option<(SystemTime, PathBuf)> {
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") || p.ends_with("Cargo.toml") {
+                if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
+                    if newest.as_ref().is_none_or(|(n, _)| t > *n) {
+                        newest = Some((t, p));
+                    }
+                }
+            }
+        }
+    }
+    newest
+}
+
+// ---------------------------------------------------------------------------
+// Watchdog and process registry
+// ---------------------------------------------------------------------------
+
+static NEXT_SCOPE: AtomicU64 = AtomicU64::new(1);
+/// Live (not yet reaped) children: (watchdog scope, pid).
+static LIVE: Mutex<Vec<(u64, u32)>> = Mutex::new(Vec::new());
+
+thread_local! {
+    static SCOPE: Cell<u64> = const { Cell::new(0) };
+}
+
+fn live() -> std::sync::MutexGuard<'static, Vec<(u64, u32)>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs a test body on its own thread with a hard time limit. When the limit
+/// passes, every process the body started (and has not reaped) is killed
+/// with SIGKILL and the test fails; a panic in the body fails the test with
+/// that panic.
+///
+/// # Panics
+/// When the body panics or overruns `limit`.
+pub fn with_timeout<F>(limit: Duration, body: F)
+where
+    F: FnOnce() + Send + 'static,
+{
+    let scope = NEXT_SCOPE.fetch_add(1, Ordering::Relaxed);
+    let name = thread::current().name().unwrap_or("e2e").to_owned();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let handle = thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            SCOPE.with(|s| s.set(scope));
+            let _done = DoneOnDrop(done_tx);
+            body();
+        })
+        .expect("spawn the test thread");
+    match done_rx.recv_timeout(limit) {
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            let pids: Vec<u32> = live()
+                .iter()
+                .filter(|(s, _)| *s == scope)
+                .map(|(_, p)| *p)
+                .collect();
+            for pid in &pids {
+                send_signal(*pid, Signal::Kill);
+            }
+            panic!("{name}: exceeded its time limit of {limit:?}; killed its processes {pids:?}");
+        }
+    }
+}
+
+/// Signals the watchdog when the body ends, normally or by panic.
+struct DoneOnDrop(mpsc::Sender<()>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------
+
+/// A Unix signal the suite sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM: drain and exit.
+    Term,
+    /// SIGINT.
+    Int,
+    /// SIGKILL: die at once.
+    Kill,
+    /// SIGSTOP: freeze (until SIGCONT).
+    Stop,
+    /// SIGCONT: resume after SIGSTOP.
+    Cont,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Term => "TERM",
+            Signal::Int => "INT",
+            Signal::Kill => "KILL",
+            Signal::Stop => "STOP",
+            Signal::Cont => "CONT",
+        }
+    }
+}
+
+/// Sends `signal` with `kill(1)` (the suite needs no libc).
+fn send_signal(pid: u32, signal: Signal) {
+    let status = Command::new("kill")
+        .args(["-s", signal.name(), &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if let Err(e) = status {
+        eprintln!("warning: cannot run kill -s {} {pid}: {e}", signal.name());
+    }
+}
+
+#[derive(Default)]
+struct CaptureState {
+    lines: Vec<String>,
+    eof: bool,
+}
+
+/// Lines of one output stream, appended by a reader thread.
+#[derive(Default)]
+struct Capture {
+    state: Mutex<CaptureState>,
+    cv: Condvar,
+}
+
+impl Capture {
+    fn start<R: Read + Send + 'static>(pipe: R, thread_name: String) -> Arc<Capture> {
+        let cap = Arc::new(Capture::default());
+        let c = cap.clone();
+        thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                let mut reader = BufReader::new(pipe);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match reader.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                                buf.pop();
+                            }
+                            let line = String::from_utf8_lossy(&buf).into_owned();
+                            c.lock().lines.push(line);
+                            c.cv.notify_all();
+                        }
+                    }
+                }
+                c.lock().eof = true;
+                c.cv.notify_all();
+            })
+            .expect("spawn an output reader thread");
+        cap
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CaptureState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `f` finds something in the lines, the stream ends (`Err(true)`)
+    /// or the deadline passes (`Err(false)`).
+    fn wait_for<T>(
+        &self,
+        deadline: Instant,
+        mut f: impl FnMut(&[String]) -> Option<T>,
+    ) -> Result<T, bool> {
+        let mut st = self.lock();
+        loop {
+            if let Some(v) = f(&st.lines) {
+                return Ok(v);
+            }
+            if st.eof {
+                return Err(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(false);
+            }
+            st = self
+                .cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn wait_eof(&self, timeout: Duration) -> bool {
+        self.wait_for(Instant::now() + timeout, |_| None::<()>) == Err(true)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lock().lines.clone()
+    }
+
+    fn tail(&self, n: usize) -> Vec<String> {
+        let st = self.lock();
+        st.lines[st.lines.len().saturating_sub(n)..].to_vec()
+    }
+}
+
+/// A child process with captured output. Dropping it kills it (SIGKILL) and
+/// reaps it; when dropped during a panic it also prints the tail of its stderr.
+pub struct Proc {
+    name: String,
+    child: Child,
+    pid: u32,
+    stdout: Arc<Capture>,
+    stderr: Arc<Capture>,
+    status: Option<ExitStatus>,
+}
+
+impl std::fmt::Debug for Proc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proc")
+            .field("name", &self.name)
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+/// Environment variables a child keeps; everything else (in particular the
+/// services' own configuration variables) is cleared so the caller's
+/// environment cannot change a test.
+const KEPT_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "LD_LIBRARY_PATH",
+];
+
+impl Proc {
+    /// Starts the service binary `bin_name` with `args` and `env` (on top of a
+    /// cleared environment), stdin closed, stdout and stderr captured.
+    ///
+    /// # Panics
+    /// If the binary is missing or cannot be started.
+    pub fn spawn(bin_name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let program = bin(bin_name);
+        let mut cmd = Command::new(&program);
+        cmd.args(args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for k in KEPT_ENV {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
+        cmd.env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // Register under the lock so a watchdog never misses a child.
+        let mut live = live();
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} {args:?}: {e}", program.display()));
+        let pid = child.id();
+        live.push((SCOPE.with(Cell::get), pid));
+        drop(live);
+        let sub = args
+            .first()
+            .filter(|a| !a.starts_with('-'))
+            .map_or(String::new(), |a| format!(" {a}"));
+        let name = format!("{bin_name}{sub}[{pid}]");
+        let stdout = Capture::start(
+            child.stdout.take().expect("piped"),
+            format!("{name}-stdout"),
+        );
+        let stderr = Capture::start(
+            child.stderr.take().expect("piped"),
+            format!("{name}-stderr"),
+        );
+        Proc {
+            name,
+            child,
+            pid,
+            stdout,
+            stderr,
+            status: None,
+        }
+    }
+
+    /// A name for messages: binary, subcommand and pid.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends `signal` unless the process has already been reaped.
+    pub fn kill(&mut self, signal: Signal) {
+        if self.try_status().is_none() {
+            send_signal(self.pid, signal);
+        }
+    }
+
+    /// The exit status, if the process has exited (reaps it).
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                self.reaped(s);
+            }
+        }
+        self.status
+    }
+
+    fn reaped(&mut self, s: ExitStatus) {
+        self.status = Some(s);
+        let pid = self.pid;
+        live().retain(|(_, p)| *p != pid);
+    }
+
+    /// Waits up to `timeout` for the process to exit and for its output to
+    /// be fully read.
+    ///
+    /// # Panics
+    /// If it is still running at the deadline (it is then killed).
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.try_status() {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                if let Ok(s) = self.child.wait() {
+                    self.reaped(s);
+                }
+                panic!(
+                    "{} did not exit within {timeout:?} (killed it)\n{}",
+                    self.name,
+                    self.diagnostics()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        self.stdout.wait_eof(Duration::from_secs(5));
+        self.stderr.wait_eof(Duration::from_secs(5));
+        status
+    }
+
+    /// Waits for exit (see [`Proc::wait_exit`]) and returns status and output,
+    /// one `\n`-terminated line per captured line.
+    pub fn output(&mut self, timeout: Duration) -> Output {
+        let status = self.wait_exit(timeout);
+        let join = |lines: Vec<String>| {
+            lines
+                .into_iter()
+                .flat_map(|l| [l, "\n".to_owned()])
+                .collect::<String>()
+                .into_bytes()
+        };
+        Output {
+            status,
+            stdout: join(self.stdout.lines()),
+            stderr: join(self.stderr.lines()),
+        }
+    }
+
+    /// Waits for a stderr line containing `pattern` and returns it.
+    ///
+    /// # Panics
+    /// If the process ends its stderr or the timeout passes first.
+    pub fn wait_for_log(&self, pattern: &str, timeout: Duration) -> String {
+        self.wait_stderr(
+            &format!("a log line containing {pattern:?}"),
+            timeout,
+            |l| l.contains(pattern).then(|| l.to_owned()),
+        )
+    }
+
+    /// Waits for a JSON log line (`LOG_FORMAT=json`) whose `message` is
+    /// `message` and returns it parsed.
+    ///
+    /// # Panics
+    /// As [`Proc::wait_for_log`].
+    pub fn wait_for_json_log(&self, message: &str, timeout: Duration) -> Value {
+        self.wait_stderr(&format!("the log message {message:?}"), timeout, |l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(|v| v["message"] == message)
+        })
+    }
+
+    fn wait_stderr<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&str) -> Option<T>,
+    ) -> T {
+        let mut seen = 0;
+        let r = self.stderr.wait_for(Instant::now() + timeout, |lines| {
+            let found = lines[seen..].iter().find_map(|l| f(l));
+            seen = lines.len();
+            found
+        });
+        r.unwrap_or_else(|eof| {
+            let why = if eof {
+                "its stderr closed (exited?)"
+            } else {
+                "timed out"
+            };
+            panic!(
+                "{}: waiting for {what}: {why} after up to {timeout:?}\n{}",
+                self.name,
+                self.diagnostics()
+            )
+        })
+    }
+
+    /// Waits until stdout has at least `n` lines and returns them all.
+    ///
+    /// # Panics
+    /// If stdout ends or the timeout passes first.
+    pub fn wait_for_stdout_lines(&self, n: usize, timeout: Duration) -> Vec<String> {
+        self.stdout
+            .wait_for(Instant::now() + timeout, |lines| {
+                (lines.len() >= n).then(|| lines.to_vec())
+            })
+            .unwrap_or_else(|eof| {
+                let got = self.stdout.lock().lines.len();
+                let why = if eof { "stdout closed" } else { "timed out" };
+                panic!(
+                    "{}: waiting for {n} stdout lines, got {got}: {why}\n{}",
+                    self.name,
+                    self.diagnostics()
+                )
+            })
+    }
+
+    /// Captured stdout lines so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lines()
+    }
+
+    /// Number of stdout lines so far.
+    pub fn stdout_len(&self) -> usize {
+        self.stdout.lock().lines.len()
+    }
+
+    /// Captured stderr lines so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lines()
+    }
+
+    /// The exit status (if known) and the last stderr lines, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let mut s = format!(
+            "--- {} (exit: {:?}), last stderr lines:\n",
+            self.name, self.status
+        );
+        for l in self.stderr.tail(40) {
+            s.push_str("    ");
+            s.push_str(&l);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.try_status().is_none() {
+            let _ = self.child.kill();
+            if let Ok(s) = self.child.wait() {
+                self.reaped(s);
+            }
+        }
+        if thread::panicking() {
+            eprintln!("{}", self.diagnostics());
+        }
+    }
+}
+
+/// Runs a binary to completion with a time limit and returns its output.
+///
+/// # Panics
+/// If it cannot start or overruns `timeout` (it is then killed).
+pub fn run_bin(bin_name: &str, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
+    Proc::spawn(bin_name, args, env).output(timeout)
+}
+
+/// Runs `client <args>` to completion with a time limit.
+///
+/// # Panics
+/// As [`run_bin`].
+pub fn run_client(args: &[&str], timeout: Duration) -> Output {
+    run_bin("client", args, &[], timeout)
+}
+
+/// Stdout of an output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Stderr of an output as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Status, stdout and stderr of an output, for failure messages.
+pub fn describe(o: &Output) -> String {
+    format!(
+        "exit: {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Waiting and observing
+// ---------------------------------------------------------------------------
+
+/// Polls `f` every 10 ms until it returns `Some`, for at most `timeout`.
+///
+/// # Panics
+/// At the deadline, naming `what`.
+pub fn wait_until<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll_until(timeout, f)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Polls `f` every 10 ms until it returns `Some`, for at most `timeout`;
+/// `None` at the deadline.
+pub fn poll_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// GET `path` on an ops server: status and body.
+///
+/// # Errors
+/// Connection failures and timeouts (2 s).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    mensageria::ops::http_get(addr, path, Duration::from_secs(2))
+}
+
+/// Waits until `/readyz` answers 200.
+///
+/// # Panics
+/// At the deadline, with the last answer.
+pub fn wait_ready(addr: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match http_get(addr, "/readyz") {
+            Ok((200, _)) => return,
+            Ok((code, body)) => format!("HTTP {code}: {}", body.trim()),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{addr} not ready within {timeout:?}; last /readyz: {last}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `/metrics` text of an ops server.
+///
+/// # Panics
+/// If the scrape fails or is not HTTP 200.
+pub fn metrics_text(addr: SocketAddr) -> String {
+    match http_get(addr, "/metrics") {
+        Ok((200, body)) => body,
+        Ok((code, body)) => panic!("GET http://{addr}/metrics: HTTP {code}: {body}"),
+        Err(e) => panic!("GET http://{addr}/metrics: {e}"),
+    }
+}
+
+/// The value of the series `series` (name and labels exactly as exposed,
+/// e.g. `mensageria_server_requests_total{status="ok"}`) in exposition text.
+pub fn parse_metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The value of one series on `addr`, if exposed.
+pub fn metric_opt(addr: SocketAddr, series: &str) -> Option<f64> {
+    parse_metric(&metrics_text(addr), series)
+}
+
+/// The value of one series on `addr`.
+///
+/// # Panics
+/// If the series is not exposed (listing the series of that family).
+pub fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let text = metrics_text(addr);
+    parse_metric(&text, series).unwrap_or_else(|| {
+        let family = series.split('{').next().unwrap_or(series);
+        let similar: Vec<&str> = text.lines().filter(|l| l.starts_with(family)).collect();
+        panic!(
+            "no series {series} on http://{addr}/metrics; the family has:\n{}",
+            similar.join("\n")
+        )
+    })
+}
+
+/// Waits until the series `series` on `addr` satisfies `ok` (counters are
+/// updated just after the reply or event they count leaves, so a test that
+/// has just seen the reply must wait for them) and returns its value.
+///
+/// # Panics
+/// After 10 s, with the last value.
+pub fn wait_metric(addr: SocketAddr, series: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let mut last = None;
+    poll_until(Duration::from_secs(10), || {
+        last = metric_opt(addr, series);
+        last.filter(|v| ok(*v))
+    })
+    .unwrap_or_else(|| panic!("{series} on {addr} never became {what}; last value {last:?}"))
+}
+
+/// [`wait_metric`] until the value is at least `min`.
+pub fn wait_metric_at_least(addr: SocketAddr, series: &str, min: f64) -> f64 {
+    wait_metric(addr, series, &format!(">= {min}"), |v| v >= min)
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn unused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local address").port()
+}
+
+// ---------------------------------------------------------------------------
+// Services
+// ---------------------------------------------------------------------------
+
+/// Environment of the long-running services: JSON logs at info, so the bound
+/// addresses can be read back.
+const SERVICE_ENV: &[(&str, &str)] = &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")];
+
+/// `defaults` (flag, value) pairs whose flag is not in `extra`, then `extra`.
+fn merge_args(defaults: &[(&str, &str)], extra: &[&str]) -> Vec<String> {
+    let mut args = Vec::new();
+    for (flag, value) in defaults {
+        let overridden = extra
+            .iter()
+            .any(|e| e == flag || e.starts_with(&format!("{flag}=")));
+        if !overridden {
+            args.push((*flag).to_owned());
+            args.push((*value).to_owned());
+        }
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+fn spawn_service(bin_name: &str, args: &[String]) -> Proc {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proc::spawn(bin_name, &args, SERVICE_ENV)
+}
+
+fn field(log: &Value, name: &str) -> String {
+    log[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("log line without a string `{name}`: {log}"))
+        .to_owned()
+}
+
+fn ops_addr(proc: &Proc) -> SocketAddr {
+    let log = proc.wait_for_json_log("Ops HTTP server bound.", START_TIMEOUT);
+    field(&log, "local_addr")
+        .parse()
+        .expect("local_addr is a socket address")
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Broker {
+    /// The process.
+    pub proc: Proc,
+    /// Frontend endpoint (clients connect).
+    pub frontend: String,
+    /// Backend endpoint (servers connect).
+    pub backend: String,
+    /// Ops HTTP address.
+    pub http: SocketAddr,
+}
+
+impl Broker {
+    /// Starts a broker on ephemeral loopback ports; `extra` flags override the defaults.
+    pub fn start(extra: &[&str]) -> Broker {
+        Self::finish(Self::spawn(extra))
+    }
+
+    fn spawn(extra: &[&str]) -> Proc {
+        let args = merge_args(
+            &[
+                ("--http-addr", "127.0.0.1:0"),
+                ("--frontend-bind", "tcp://127.0.0.1:*"),
+                ("--backend-bind", "tcp://127.0.0.1:*"),
+                ("--shutdown-grace", GRACE_ARG),
+            ],
+            extra,
+        );
+        spawn_service("broker", &args)
+    }
+
+    fn finish(proc: Proc) -> Broker {
+        let bound = proc.wait_for_json_log("Broker sockets bound.", START_TIMEOUT);
+        let http = ops_addr(&proc);
+        Broker {
+            frontend: field(&bound, "frontend"),
+            backend: field(&bound, "backend"),
+            http,
+            proc,
+        }
+    }
+}
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    /// The process.
+    pub proc: Proc,
+    /// XSUB endpoint (publishers connect).
+    pub xsub: String,
+    /// XPUB endpoint (subscribers connect).
+    pub xpub: String,
+    /// Ops HTTP address.
+    pub http: SocketAddr,
+}
+
+impl Proxy {
+    /// Starts a proxy on ephemeral loopback ports; `extra` flags override the defaults.
+    pub fn start(extra: &[&str]) -> Proxy {
+        Self::finish(Self::spawn(extra))
+    }
+
+    fn spawn(extra: &[&str]) -> Proc {
+        let args = merge_args(
+            &[
+                ("--http-addr", "127.0.0.1:0"),
+                ("--xsub-bind", "tcp://127.0.0.1:*"),
+                ("--xpub-bind", "tcp://127.0.0.1:*"),
+                ("--shutdown-grace", GRACE_ARG),
+            ],
+            extra,
+        );
+        spawn_service("proxy", &args)
+    }
+
+    fn finish(proc: Proc) -> Proxy {
+        let bound = proc.wait_for_json_log("Proxy sockets bound.", START_TIMEOUT);
+        let http = ops_addr(&proc);
+        Proxy {
+            xsub: field(&bound, "xsub"),
+            xpub: field(&bound, "xpub"),
+            http,
+            proc,
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// The process.
+    pub proc: Proc,
+    /// Ops HTTP address.
+    pub http: SocketAddr,
+    /// Instance id (what `whoami` answers).
+    pub instance: String,
+    /// Worker threads.
+    pub workers: u32,
+}
+
+impl Server {
+    /// Starts a server connected to `brokers` (backend endpoints) and
+    /// `proxies` (XSUB endpoints); `extra` flags override the defaults
+    /// (2 workers). Does not wait for readiness (see [`Server::wait_ready`]).
+    pub fn start(brokers: &str, proxies: &str, extra: &[&str]) -> Server {
+        Self::finish(Self::spawn(brokers, proxies, extra))
+    }
+
+    fn spawn(brokers: &str, proxies: &str, extra: &[&str]) -> Proc {
+        let workers = DEFAULT_WORKERS.to_string();
+        let args = merge_args(
+            &[
+                ("--http-addr", "127.0.0.1:0"),
+                ("--broker-endpoints", brokers),
+                ("--proxy-endpoints", proxies),
+                ("--workers", &workers),
+                ("--shutdown-grace", GRACE_ARG),
+            ],
+            extra,
+        );
+        spawn_service("server", &args)
+    }
+
+    fn finish(proc: Proc) -> Server {
+        let connecting = proc.wait_for_json_log("Server connecting.", START_TIMEOUT);
+        let http = ops_addr(&proc);
+        let workers = connecting["workers"]
+            .as_u64()
+            .expect("`workers` in the log") as u32;
+        Server {
+            instance: field(&connecting, "instance"),
+            workers,
+            http,
+            proc,
+        }
+    }
+
+    /// Waits until `/readyz` is 200 (connected to a broker).
+    pub fn wait_ready(&self) {
+        wait_ready(self.http, START_TIMEOUT);
+    }
+
+    /// `mensageria_server_requests_total{status="ok"}`.
+    pub fn handled_ok(&self) -> f64 {
+        metric(
+            self.http,
+            r#"mensageria_server_requests_total{status="ok"}"#,
+        )
+    }
+}
+
+/// Broker, proxy and servers, all ready.
+#[derive(Debug)]
+pub struct Stack {
+    /// The broker.
+    pub broker: Broker,
+    /// The proxy.
+    pub proxy: Proxy,
+    /// The servers, in start order.
+    pub servers: Vec<Server>,
+}
+
+const BACKEND_HANDSHAKES: &str =
+    r#"mensageria_zmq_socket_events_total{socket="backend",event="handshake_succeeded"}"#;
+const XSUB_HANDSHAKES: &str =
+    r#"mensageria_zmq_socket_events_total{socket="xsub",event="handshake_succeeded"}"#;
+
+impl Stack {
+    /// Starts a broker, a proxy and `servers` servers (default options) and
+    /// waits until every one is ready and every server's sockets have
+    /// completed their handshakes with broker and proxy.
+    pub fn start(servers: usize) -> Stack {
+        Self::start_with(servers, &[], &[])
+    }
+
+    /// [`Stack::start`] with extra broker and server flags.
+    pub fn start_with(servers: usize, broker_extra: &[&str], server_extra: &[&str]) -> Stack {
+        // Start broker and proxy side by side, then the servers side by side.
+        let (b, p) = (Broker::spawn(broker_extra), Proxy::spawn(&[]));
+        let (broker, proxy) = (Broker::finish(b), Proxy::finish(p));
+        let procs: Vec<Proc> = (0..servers)
+            .map(|_| Server::spawn(&broker.backend, &proxy.xsub, server_extra))
+            .collect();
+        let servers: Vec<Server> = procs.into_iter().map(Server::finish).collect();
+        wait_ready(broker.http, START_TIMEOUT);
+        wait_ready(proxy.http, START_TIMEOUT);
+        let stack = Stack {
+            broker,
+            proxy,
+            servers,
+        };
+        let workers: u32 = stack.servers.iter().map(|s| s.workers).sum();
+        stack.wait_attached(0.0, workers, 0.0, stack.servers.len());
+        stack
+    }
+
+    fn wait_attached(
+        &self,
+        backend_before: f64,
+        workers: u32,
+        xsub_before: f64,
+        publishers: usize,
+    ) {
+        for s in &self.servers {
+            s.wait_ready();
+        }
+        let (b, p) = (self.broker.http, self.proxy.http);
+        wait_until(
+            "servers' REP sockets to complete their handshakes with the broker",
+            START_TIMEOUT,
+            || {
+                (metric_opt(b, BACKEND_HANDSHAKES).unwrap_or(0.0)
+                    >= backend_before + f64::from(workers))
+                .then_some(())
+            },
+        );
+        wait_until(
+            "servers' PUB sockets to complete their handshakes with the proxy",
+            START_TIMEOUT,
+            || {
+                (metric_opt(p, XSUB_HANDSHAKES).unwrap_or(0.0) >= xsub_before + publishers as f64)
+                    .then_some(())
+            },
+        );
+    }
+
+    /// Starts one more server (`extra` flags), waits until it is ready and
+    /// attached, and returns its index in [`Stack::servers`].
+    pub fn add_server(&mut self, extra: &[&str]) -> usize {
+        let backend_before = metric_opt(self.broker.http, BACKEND_HANDSHAKES).unwrap_or(0.0);
+        let xsub_before = metric_opt(self.proxy.http, XSUB_HANDSHAKES).unwrap_or(0.0);
+        let server = Server::start(&self.broker.backend, &self.proxy.xsub, extra);
+        let workers = server.workers;
+        server.wait_ready();
+        self.servers.push(server);
+        let (b, p) = (self.broker.http, self.proxy.http);
+        wait_until(
+            "the new server's REP sockets to complete their handshakes",
+            START_TIMEOUT,
+            || {
+                (metric_opt(b, BACKEND_HANDSHAKES).unwrap_or(0.0)
+                    >= backend_before + f64::from(workers))
+                .then_some(())
+            },
+        );
+        wait_until(
+            "the new server's PUB socket to complete its handshake",
+            START_TIMEOUT,
+            || (metric_opt(p, XSUB_HANDSHAKES).unwrap_or(0.0) > xsub_before).then_some(()),
+        );
+        self.servers.len() - 1
+    }
+
+    /// The broker frontend endpoint.
+    pub fn frontend(&self) -> &str {
+        &self.broker.frontend
+    }
+
+    /// The proxy XPUB endpoint.
+    pub fn xpub(&self) -> &str {
+        &self.proxy.xpub
+    }
+
+    /// Runs `client request <payload> --broker-endpoints <frontend> <extra…>`.
+    pub fn request(&self, payload: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["request", payload, "--broker-endpoints", self.frontend()];
+        args.extend(extra);
+        run_client(&args, CLIENT_TIMEOUT)
+    }
+
+    /// Starts `client bench --json --broker-endpoints <frontend> <extra…>` in
+    /// the background.
+    pub fn spawn_bench(&self, extra: &[&str]) -> Proc {
+        let mut args = vec!["bench", "--json", "--broker-endpoints", self.frontend()];
+        args.extend(extra);
+        Proc::spawn("client", &args, &[])
+    }
+
+    /// Runs a bench to completion (exit 0 required) and returns its summary.
+    pub fn bench(&self, extra: &[&str], timeout: Duration) -> BenchSummary {
+        BenchSummary::from_proc(self.spawn_bench(extra), timeout)
+    }
+}
+
+/// The `--json` summary of `client bench`.
+#[derive(Debug, Clone)]
+pub struct BenchSummary {
+    /// Requests finished.
+    pub requests: u64,
+    /// Finished `ok`.
+    pub ok: u64,
+    /// Finished otherwise.
+    pub errors: u64,
+    /// Retries sent.
+    pub retries: u64,
+    /// The whole JSON object.
+    pub json: Value,
+}
+
+impl BenchSummary {
+    /// Parses the summary line.
+    ///
+    /// # Panics
+    /// If `line` is not a bench summary.
+    pub fn parse(line: &str) -> BenchSummary {
+        let json: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("bench summary is not JSON ({e}): {line}"));
+        let n = |k: &str| {
+            json[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("bench summary without `{k}`: {line}"))
+        };
+        for k in [
+            "errors_by_status",
+            "latency_ms",
+            "throughput_rps",
+            "elapsed_s",
+            "concurrency",
+        ] {
+            assert!(!json[k].is_null(), "bench summary without `{k}`: {line}");
+        }
+        BenchSummary {
+            requests: n("requests"),
+            ok: n("ok"),
+            errors: n("errors"),
+            retries: n("retries"),
+            json,
+        }
+    }
+
+    /// Waits for a background bench to exit 0 and parses its summary.
+    ///
+    /// # Panics
+    /// If it overruns `timeout`, fails, or prints no summary.
+    pub fn from_proc(mut proc: Proc, timeout: Duration) -> BenchSummary {
+        let out = proc.output(timeout);
+        assert!(
+            out.status.success(),
+            "client bench failed\n{}",
+            describe(&out)
+        );
+        let text = stdout(&out);
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON summary\n{}", describe(&out)));
+        BenchSummary::parse(line)
+    }
+}
+
+impl std::fmt::Display for BenchSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.json)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Plain ZeroMQ peers
+// ---------------------------------------------------------------------------
+
+/// A plain REQ socket connected to `endpoint`, with 5 s send/receive
+/// timeouts so a test can never block forever.
+pub fn plain_req(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
+    let s = ctx.socket(zmq::REQ).expect("create a REQ socket");
+    s.set_linger(0).expect("set linger");
+    s.set_rcvtimeo(5000).expect("set receive timeout");
+    s.set_sndtimeo(5000).expect("set send timeout");
+    s.connect(endpoint).expect("connect REQ");
+    s
+}
+
+/// Sends `frames` on a REQ socket and returns the reply frames.
+///
+/// # Panics
+/// On a send or receive failure (including the 5 s timeout).
+pub fn req_roundtrip(req: &zmq::Socket, frames: &[&[u8]]) -> Vec<Vec<u8>> {
+    req.send_multipart(frames.iter().copied(), 0)
+        .expect("send the request");
+    req.recv_multipart(0)
+        .unwrap_or_else(|e| panic!("no reply to {:?}: {e}", show(frames)))
+}
+
+/// Frames as lossy text, for messages.
+pub fn show<T: AsRef<[u8]>>(frames: &[T]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| String::from_utf8_lossy(f.as_ref()).into_owned())
+        .collect()
+}
+
+/// A plain SUB socket connected to `endpoint` and subscribed to `prefix`.
+pub fn plain_sub(ctx: &zmq::Context, endpoint: &str, prefix: &[u8]) -> zmq::Socket {
+    let s = ctx.socket(zmq::SUB).expect("create a SUB socket");
+    s.set_linger(0).expect("set linger");
+    s.set_rcvhwm(100_000).expect("set receive HWM");
+    s.connect(endpoint).expect("connect SUB");
+    s.set_subscribe(prefix).expect("subscribe");
+    s
+}
+
+/// Receives one message (all frames) within `timeout`, if any.
+pub fn recv_within(s: &zmq::Socket, timeout: Duration) -> Option<Vec<Vec<u8>>> {
+    let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    match s.poll(zmq::POLLIN, ms) {
+        Ok(n) if n > 0 => s.recv_multipart(zmq::DONTWAIT).ok(),
+        _ => None,
+    }
+}
+
+/// An event as a plain subscriber receives it.
+#[derive(Debug, Clone)]
+pub struct PlainEvent {
+    /// Topic frame.
+    pub topic: String,
+    /// Decoded header frame.
+    pub header: EventHeader,
+    /// Payload frame, parsed as JSON.
+    pub payload: Value,
+}
+
+/// Decodes `[topic, header, payload]`.
+///
+/// # Panics
+/// If the message does not have exactly that shape.
+pub fn decode_event(frames: &[Vec<u8>]) -> PlainEvent {
+    let [topic, header, payload] = frames else {
+        panic!(
+            "an event must be 3 frames (topic, header, payload), got {}: {:?}",
+            frames.len(),
+            show(frames)
+        );
+    };
+    let header = match Header::decode(header) {
+        Ok(Header::Event(h)) => h,
+        other => panic!("second frame is not an event header: {other:?}"),
+    };
+    let payload = serde_json::from_slice(payload).unwrap_or_else(|e| {
+        panic!(
+            "event payload is not JSON ({e}): {}",
+            String::from_utf8_lossy(payload)
+        )
+    });
+    PlainEvent {
+        topic: String::from_utf8_lossy(topic).into_owned(),
+        header,
+        payload,
+    }
+}

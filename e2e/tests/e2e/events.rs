@@ -1,0 +1,246 @@
+//! Events through the proxy: a plain SUB peer, and `client subscribe` seeing
+//! every event of a 20000-request bench.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use e2e::{
+    decode_event, metric, metric_opt, plain_req, plain_sub, recv_within, req_roundtrip,
+    with_timeout, PlainEvent, Proc, Stack,
+};
+
+const PROXY_SUBS_REQUESTS: &str = r#"mensageria_proxy_subscriptions{topic="requests"}"#;
+
+#[test]
+fn plain_sub_peer_receives_events_from_the_servers() {
+    with_timeout(Duration::from_secs(60), || {
+        let stack = Stack::start_with(1, &[], &["--status-interval", "200ms"]);
+        let instance = stack.servers[0].instance.clone();
+        let ctx = zmq::Context::new();
+        let sub = plain_sub(&ctx, stack.xpub(), b"requests");
+        let status_sub = plain_sub(&ctx, stack.xpub(), b"server.status");
+        e2e::wait_until(
+            "the proxy to see the subscription",
+            Duration::from_secs(10),
+            || {
+                (metric_opt(stack.proxy.http, PROXY_SUBS_REQUESTS).unwrap_or(0.0) >= 1.0)
+                    .then_some(())
+            },
+        );
+
+        // The subscription still has to travel on to the server's PUB socket:
+        // keep sending requests until events arrive.
+        let req = plain_req(&ctx, stack.frontend());
+        let mut events: Vec<PlainEvent> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while events.len() < 5 {
+            assert!(
+                Instant::now() < deadline,
+                "only {} events arrived",
+                events.len()
+            );
+            assert_eq!(req_roundtrip(&req, &[b"ping"]), vec![b"ping".to_vec()]);
+            while let Some(frames) = recv_within(&sub, Duration::from_millis(100)) {
+                events.push(decode_event(&frames));
+            }
+        }
+        for e in &events {
+            assert_eq!(e.topic, "requests.completed");
+            assert_eq!(e.payload["server"], instance.as_str(), "{}", e.payload);
+            assert_eq!(e.payload["status"], "ok", "{}", e.payload);
+            assert!(
+                e.payload["request_id"].is_null(),
+                "a plain request has no id: {}",
+                e.payload
+            );
+            assert!(e.payload["duration_us"].is_u64(), "{}", e.payload);
+            let age_us = mensageria::header::now_us().saturating_sub(e.header.published_at_us);
+            assert!(
+                age_us < 60_000_000,
+                "published_at is not recent: {:?}",
+                e.header
+            );
+        }
+        for pair in events.windows(2) {
+            assert_eq!(
+                pair[1].header.publisher, pair[0].header.publisher,
+                "one server, one publisher"
+            );
+            assert_eq!(
+                pair[1].header.seq,
+                pair[0].header.seq + 1,
+                "sequence numbers are consecutive"
+            );
+        }
+
+        let frames = recv_within(&status_sub, Duration::from_secs(10))
+            .expect("a server.status event within 10 s");
+        let status = decode_event(&frames);
+        assert_eq!(status.topic, "server.status");
+        assert_eq!(
+            status.payload["server"],
+            instance.as_str(),
+            "{}",
+            status.payload
+        );
+        assert_eq!(status.payload["workers"], 2, "{}", status.payload);
+
+        let proxy = stack.proxy.http;
+        e2e::wait_metric_at_least(
+            proxy,
+            r#"mensageria_proxy_events_in_total{topic="requests"}"#,
+            5.0,
+        );
+        e2e::wait_metric_at_least(
+            proxy,
+            r#"mensageria_proxy_deliveries_total{topic="requests"}"#,
+            5.0,
+        );
+    });
+}
+
+const PUBLISHED_REQUESTS: &str = r#"mensageria_server_events_published_total{topic="requests"}"#;
+
+#[test]
+fn bench_of_20000_requests_and_subscriber_sees_all_its_events() {
+    const N: u64 = 20_000;
+    with_timeout(Duration::from_secs(120), || {
+        let stack = Stack::start(2);
+        let ctx = zmq::Context::new();
+
+        // Prime the path: a plain SUB on "requests" is kept open for the whole
+        // test, so every server's PUB holds that subscription from before the
+        // subscriber under test starts until the bench is over. Send requests
+        // until events of both servers arrive.
+        let sub = plain_sub(&ctx, stack.xpub(), b"requests");
+        let req = plain_req(&ctx, stack.frontend());
+        let mut last: HashMap<String, (u64, u64)> = HashMap::new(); // instance → (publisher, last seq)
+        fn read(sub: &zmq::Socket, last: &mut HashMap<String, (u64, u64)>) {
+            while let Some(frames) = recv_within(sub, Duration::from_millis(20)) {
+                let e = decode_event(&frames);
+                let server = e.payload["server"]
+                    .as_str()
+                    .expect("server in the payload")
+                    .to_owned();
+                last.insert(server, (e.header.publisher, e.header.seq));
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while last.len() < stack.servers.len() {
+            assert!(Instant::now() < deadline, "events of only {last:?} arrived");
+            req_roundtrip(&req, &[b"prime"]);
+            read(&sub, &mut last);
+        }
+        // Every priming event the servers published has gone past the proxy
+        // (the per-publisher sequence is FIFO end to end), so none can reach
+        // the subscriber started below.
+        for s in &stack.servers {
+            e2e::wait_until(
+                "priming events to be published",
+                Duration::from_secs(10),
+                || {
+                    let published = metric(s.http, PUBLISHED_REQUESTS);
+                    (published == s.handled_ok()).then_some(())
+                },
+            );
+        }
+        for s in &stack.servers {
+            let published = metric(s.http, PUBLISHED_REQUESTS) as u64;
+            e2e::wait_until("priming events to arrive", Duration::from_secs(10), || {
+                read(&sub, &mut last);
+                (last[&s.instance].1 == published).then_some(())
+            });
+        }
+
+        let mut subscriber = Proc::spawn(
+            "client",
+            &[
+                "subscribe",
+                "requests",
+                "--count",
+                &N.to_string(),
+                "--proxy-endpoints",
+                stack.xpub(),
+            ],
+            &[],
+        );
+        e2e::wait_until(
+            "the subscriber's subscription at the proxy",
+            Duration::from_secs(15),
+            || (metric(stack.proxy.http, PROXY_SUBS_REQUESTS) >= 2.0).then_some(()),
+        );
+
+        let s = stack.bench(
+            &["--requests", &N.to_string(), "--concurrency", "16"],
+            Duration::from_secs(90),
+        );
+        assert_eq!((s.requests, s.ok, s.errors), (N, N, 0), "{s}");
+        assert!(
+            s.json["throughput_rps"].as_f64().is_some_and(|t| t > 0.0),
+            "{s}"
+        );
+
+        let out = subscriber.output(Duration::from_secs(30));
+        let err = e2e::stderr(&out);
+        assert!(out.status.success(), "{}", e2e::describe(&out));
+        assert!(
+            err.contains(&format!("received {N} events, 0 lost")),
+            "{err}"
+        );
+
+        // Every line is an event of this run: per publisher, consecutive
+        // sequence numbers right after the last priming event.
+        let text = e2e::stdout(&out);
+        let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for line in text.lines() {
+            let mut parts = line.split(' ');
+            let (topic, publisher, seq) = (parts.next(), parts.next(), parts.next());
+            assert_eq!(topic, Some("requests.completed"), "{line}");
+            let publisher = publisher
+                .and_then(|p| p.strip_prefix("publisher="))
+                .expect(line)
+                .to_owned();
+            let seq: u64 = seq
+                .and_then(|s| s.strip_prefix("seq=")?.parse().ok())
+                .expect(line);
+            assert!(
+                parts.next().is_some_and(|l| l.starts_with("lag_ms=")),
+                "{line}"
+            );
+            seqs.entry(publisher).or_default().push(seq);
+        }
+        assert_eq!(
+            seqs.values().map(Vec::len).sum::<usize>(),
+            N as usize,
+            "event lines"
+        );
+        for srv in &stack.servers {
+            let (publisher, primed) = last[&srv.instance];
+            let got = seqs
+                .get(&format!("{publisher:016x}"))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let expected: Vec<u64> = (primed + 1..=primed + got.len() as u64).collect();
+            let mut sorted = got.to_vec();
+            sorted.sort_unstable();
+            assert!(
+                sorted == expected,
+                "server {}: sequence numbers are not {}..={}",
+                srv.instance,
+                primed + 1,
+                primed + got.len() as u64
+            );
+            if s.retries == 0 {
+                let expected = (primed + got.len() as u64) as f64;
+                e2e::wait_metric(
+                    srv.http,
+                    PUBLISHED_REQUESTS,
+                    "the count the subscriber saw",
+                    |v| v == expected,
+                );
+            }
+        }
+    });
+}

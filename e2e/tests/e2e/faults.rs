@@ -1,0 +1,62 @@
+//! Faults: a server killed with SIGKILL in the middle of a bench.
+
+use std::time::Duration;
+
+use e2e::{metric, with_timeout, BenchSummary, Signal, Stack};
+
+#[test]
+fn sigkill_of_one_server_mid_bench_is_absorbed_by_retries() {
+    with_timeout(Duration::from_secs(120), || {
+        let mut stack = Stack::start(2);
+        let bench = stack.spawn_bench(&[
+            "--requests",
+            "20000",
+            "--concurrency",
+            "16",
+            "--timeout",
+            "1s",
+        ]);
+        let mut bench = Some(bench);
+
+        e2e::wait_until(
+            "the victim to handle 2000 requests",
+            Duration::from_secs(60),
+            || (stack.servers[0].handled_ok() >= 2000.0).then_some(()),
+        );
+        let b = bench.as_mut().expect("bench");
+        assert!(
+            b.try_status().is_none(),
+            "the bench finished before the kill; nothing was tested"
+        );
+        stack.servers[0].proc.kill(Signal::Kill);
+        let status = stack.servers[0].proc.wait_exit(Duration::from_secs(5));
+        assert_eq!(status.code(), None, "killed by a signal: {status:?}");
+
+        let s = BenchSummary::from_proc(bench.take().expect("bench"), Duration::from_secs(90));
+        assert_eq!(s.requests, 20_000, "{s}");
+        assert_eq!(
+            s.errors, 0,
+            "every request lost with the victim must succeed on retry: {s}"
+        );
+        assert_eq!(s.ok, 20_000, "{s}");
+        assert!(
+            s.retries > 0,
+            "requests in flight at the victim must have been retried: {s}"
+        );
+        assert!(stack.servers[1].handled_ok() > 0.0);
+
+        // The broker dropped the dead peer's connections.
+        let survivor_workers = f64::from(stack.servers[1].workers);
+        e2e::wait_until(
+            "the broker to drop the dead server's connections",
+            Duration::from_secs(10),
+            || {
+                (metric(
+                    stack.broker.http,
+                    r#"mensageria_zmq_peers{socket="backend"}"#,
+                ) == survivor_workers)
+                    .then_some(())
+            },
+        );
+    });
+}

@@ -1,0 +1,272 @@
+//! SIGTERM: every service drains and exits 0 within its grace period.
+
+use std::time::{Duration, Instant};
+
+use e2e::{
+    describe, http_get, metric, metric_opt, run_bin, wait_ready, with_timeout, BenchSummary, Proc,
+    Proxy, Signal, Stack, GRACE,
+};
+
+const INFLIGHT: &str = "mensageria_broker_inflight_requests";
+const OK_REPLIES: &str = r#"mensageria_broker_replies_total{status="ok"}"#;
+
+/// Sends SIGTERM and returns the exit status and how long the exit took.
+fn terminate(proc: &mut Proc) -> (std::process::ExitStatus, Duration) {
+    let started = Instant::now();
+    proc.kill(Signal::Term);
+    let status = proc.wait_exit(GRACE + Duration::from_secs(5));
+    (status, started.elapsed())
+}
+
+fn assert_clean_exit(proc: &Proc, status: std::process::ExitStatus, took: Duration) {
+    assert!(
+        status.success(),
+        "{} exited with {status:?} after SIGTERM\n{}",
+        proc.name(),
+        proc.diagnostics()
+    );
+    assert!(
+        took < GRACE,
+        "{} took {took:?} to exit, more than its {GRACE:?} grace",
+        proc.name()
+    );
+}
+
+/// Starts a bench of `work 200ms` requests at concurrency 4 against the only
+/// server of `stack` and waits until requests are in flight there.
+fn slow_bench_in_flight(stack: &Stack, timeout: &str) -> Proc {
+    let bench = stack.spawn_bench(&[
+        "--requests",
+        "24",
+        "--concurrency",
+        "4",
+        "--payload",
+        "work 200ms",
+        "--timeout",
+        timeout,
+        "--retries",
+        "30",
+    ]);
+    let b = stack.broker.http;
+    e2e::wait_until(
+        "requests in flight at the only server",
+        Duration::from_secs(20),
+        || (stack.servers[0].handled_ok() >= 2.0 && metric(b, INFLIGHT) >= 1.0).then_some(()),
+    );
+    bench
+}
+
+#[test]
+fn sigterm_server_finishes_its_in_flight_work_and_exits_0() {
+    with_timeout(Duration::from_secs(90), || {
+        let mut stack = Stack::start(1);
+        let b = stack.broker.http;
+        let bench = slow_bench_in_flight(&stack, "2s");
+        let ok_before = metric(b, OK_REPLIES);
+
+        let (status, took) = terminate(&mut stack.servers[0].proc);
+        assert_clean_exit(&stack.servers[0].proc, status, took);
+        // The requests its workers were executing at SIGTERM were answered.
+        e2e::wait_until(
+            "replies sent by the draining server",
+            Duration::from_secs(3),
+            || (metric(b, OK_REPLIES) > ok_before).then_some(()),
+        );
+
+        // Meanwhile the bench gets `unavailable` and retries; a new server takes the rest.
+        stack.add_server(&[]);
+        let s = BenchSummary::from_proc(bench, Duration::from_secs(60));
+        assert_eq!((s.requests, s.ok, s.errors), (24, 24, 0), "{s}");
+        assert!(
+            s.retries > 0,
+            "requests sent while no server was connected are retried: {s}"
+        );
+    });
+}
+
+/// A draining server answers every request already queued at its workers
+/// (the one executing finishes; the rest are refused `unavailable` so they
+/// are retried at once) before it disconnects, so nothing forwarded to it
+/// before SIGTERM is left to time out at the broker.
+#[test]
+fn sigterm_server_answers_the_requests_queued_at_its_workers() {
+    with_timeout(Duration::from_secs(90), || {
+        // A long broker deadline: a request lost by the server stays in
+        // flight at the broker for 10 s, far longer than this test looks.
+        let mut stack = Stack::start_with(1, &["--request-timeout", "10s"], &[]);
+        let b = stack.broker.http;
+        let _bench = slow_bench_in_flight(&stack, "20s");
+        let (status, took) = terminate(&mut stack.servers[0].proc);
+        assert_clean_exit(&stack.servers[0].proc, status, took);
+        e2e::poll_until(Duration::from_secs(3), || {
+            (metric(b, INFLIGHT) == 0.0).then_some(())
+        });
+        assert_eq!(
+            metric(b, INFLIGHT),
+            0.0,
+            "requests forwarded to the server before SIGTERM are still unanswered after it exited"
+        );
+        assert_eq!(
+            metric(b, r#"mensageria_broker_replies_total{status="timeout"}"#),
+            0.0
+        );
+    });
+}
+
+#[test]
+fn sigterm_broker_forwards_the_in_flight_reply_and_exits_0() {
+    with_timeout(Duration::from_secs(60), || {
+        let mut stack = Stack::start(1);
+        let b = stack.broker.http;
+        let ctx = zmq::Context::new();
+        let req = e2e::plain_req(&ctx, stack.frontend());
+        req.send("work 700ms".as_bytes(), 0).expect("send");
+        e2e::wait_until(
+            "the request to be in flight at the broker",
+            Duration::from_secs(10),
+            || (metric(b, INFLIGHT) >= 1.0).then_some(()),
+        );
+        let (status, took) = terminate(&mut stack.broker.proc);
+        assert_clean_exit(&stack.broker.proc, status, took);
+        let reply = e2e::recv_within(&req, Duration::from_secs(5))
+            .expect("the reply of the in-flight request");
+        assert_eq!(reply, vec![b"done".to_vec()]);
+        assert!(
+            http_get(b, "/readyz").is_err(),
+            "the ops server is gone after exit"
+        );
+    });
+}
+
+/// Our client (a connect-side DEALER with ZMQ_IMMEDIATE, which discards
+/// unread messages when its connection closes) still gets the reply a
+/// draining broker forwards just before it exits: the broker keeps its
+/// connections open briefly after the last reply.
+#[test]
+fn client_gets_the_reply_forwarded_as_the_broker_exits() {
+    with_timeout(Duration::from_secs(60), || {
+        let mut stack = Stack::start(1);
+        let b = stack.broker.http;
+        let mut request = Proc::spawn(
+            "client",
+            &[
+                "request",
+                "work 300ms",
+                "--broker-endpoints",
+                stack.frontend(),
+                "--timeout",
+                "3s",
+                "--retries",
+                "0",
+            ],
+            &[],
+        );
+        e2e::wait_until(
+            "the request to be in flight at the broker",
+            Duration::from_secs(10),
+            || (metric(b, INFLIGHT) >= 1.0).then_some(()),
+        );
+        let (status, took) = terminate(&mut stack.broker.proc);
+        assert_clean_exit(&stack.broker.proc, status, took);
+        let out = request.output(Duration::from_secs(10));
+        assert!(
+            out.status.success(),
+            "the reply forwarded before the broker exited was lost\n{}",
+            describe(&out)
+        );
+        assert_eq!(e2e::stdout(&out), "done\n");
+    });
+}
+
+#[test]
+fn sigterm_proxy_exits_0() {
+    with_timeout(Duration::from_secs(60), || {
+        let mut proxy = Proxy::start(&[]);
+        wait_ready(proxy.http, e2e::START_TIMEOUT);
+        let ctx = zmq::Context::new();
+        let _sub = e2e::plain_sub(&ctx, &proxy.xpub, b"");
+        e2e::wait_until(
+            "the subscription at the proxy",
+            Duration::from_secs(10),
+            || {
+                (metric_opt(proxy.http, r#"mensageria_zmq_peers{socket="xpub"}"#).unwrap_or(0.0)
+                    >= 1.0)
+                    .then_some(())
+            },
+        );
+        let (status, took) = terminate(&mut proxy.proc);
+        assert_clean_exit(&proxy.proc, status, took);
+    });
+}
+
+#[test]
+fn sigterm_client_run_exits_0_and_healthcheck_follows_it() {
+    with_timeout(Duration::from_secs(60), || {
+        let stack = Stack::start(1);
+        let mut run = Proc::spawn(
+            "client",
+            &[
+                "run",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--broker-endpoints",
+                stack.frontend(),
+                "--proxy-endpoints",
+                stack.xpub(),
+                "--rate",
+                "50",
+                "--concurrency",
+                "2",
+                "--shutdown-grace",
+                e2e::GRACE_ARG,
+            ],
+            &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+        );
+        let log = run.wait_for_json_log("Ops HTTP server bound.", e2e::START_TIMEOUT);
+        let http: std::net::SocketAddr = log["local_addr"]
+            .as_str()
+            .expect("local_addr")
+            .parse()
+            .expect("address");
+        let addr = http.to_string();
+        wait_ready(http, e2e::START_TIMEOUT);
+        let out = run_bin(
+            "client",
+            &["healthcheck"],
+            &[("HTTP_ADDR", &addr)],
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "{}", describe(&out));
+
+        e2e::wait_until(
+            "steady requests and events",
+            Duration::from_secs(20),
+            || {
+                let text = e2e::metrics_text(http);
+                let ok =
+                    e2e::parse_metric(&text, r#"mensageria_client_requests_total{status="ok"}"#)
+                        .unwrap_or(0.0);
+                let events = e2e::parse_metric(
+                    &text,
+                    r#"mensageria_client_events_received_total{topic="requests"}"#,
+                );
+                (ok >= 5.0 && events.unwrap_or(0.0) >= 1.0).then_some(())
+            },
+        );
+
+        let (status, took) = terminate(&mut run);
+        assert_clean_exit(&run, status, took);
+        let out = run_bin(
+            "client",
+            &["healthcheck"],
+            &[("HTTP_ADDR", &addr)],
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "healthcheck of a stopped client\n{}",
+            describe(&out)
+        );
+    });
+}
