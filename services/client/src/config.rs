@@ -126,6 +126,10 @@ pub struct SubscribeArgs {
     /// Exit after this long.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Pause this long after each event: simulates a slow consumer (its
+    /// losses at the proxy's high-water mark show as sequence gaps).
+    #[arg(long, value_parser = parse_duration)]
+    pub delay: Option<Duration>,
     /// ZeroMQ transport options.
     #[command(flatten)]
     pub transport: TransportArgs,

@@ -337,6 +337,9 @@ pub async fn subscribe(
                 let Some(ev) = sub.next(Duration::from_millis(100)) else {
                     continue;
                 };
+                if let Some(d) = args.delay {
+                    std::thread::sleep(d);
+                }
                 received += 1;
                 lost += ev.gap;
                 let topic = String::from_utf8_lossy(&ev.topic);
