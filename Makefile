@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help build release run test lint fmt clean up down logs k8s validate-deploy
+.PHONY: help build release run test lint fmt clean up down logs k8s validate-deploy curve-keys
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ down: ## Stop and remove the Compose stack (volumes are kept)
 
 logs: ## Follow the Compose stack's logs
 	docker compose logs -f --tail=100
+
+curve-keys: ## Generate CURVE keys into secrets/ for docker-compose.curve.yml
+	scripts/curve-keys.sh
 
 k8s: ## Render the Kubernetes manifests (kustomize) to stdout
 	@if command -v kustomize >/dev/null; then kustomize build deploy/k8s; \

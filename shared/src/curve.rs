@@ -128,7 +128,9 @@ impl CurveArgs {
     pub fn client_keys(&self) -> Result<Option<ClientKeys>, String> {
         match (self.curve_server_public.0, self.curve_client_public.0, self.curve_client_secret.0) {
             (Some(s), Some(p), Some(k)) => Ok(Some((s, p, k))),
-            (None, None, None) => Ok(None),
+            // The server's public key alone is harmless on a service that only
+            // binds (it may share one Secret with the connecting services).
+            (_, None, None) => Ok(None),
             _ => Err("CURVE client needs CURVE_SERVER_PUBLIC, CURVE_CLIENT_PUBLIC and CURVE_CLIENT_SECRET together".into()),
         }
     }
@@ -302,7 +304,16 @@ mod tests {
             curve_server_public: parse_key(&p).unwrap(),
             ..Default::default()
         };
-        assert!(a.client_keys().is_err());
+        assert_eq!(
+            a.client_keys(),
+            Ok(None),
+            "server public alone: nothing to connect with"
+        );
+        let b = CurveArgs {
+            curve_client_public: parse_key(&p).unwrap(),
+            ..Default::default()
+        };
+        assert!(b.client_keys().is_err());
         assert_eq!(CurveArgs::default().client_keys(), Ok(None));
     }
 

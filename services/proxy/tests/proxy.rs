@@ -161,7 +161,9 @@ async fn ten_thousand_topics_keep_label_cardinality_bounded() {
     let sub = f.socket(zmq::SUB, &f.proxy.xpub);
     sub.set_subscribe(b"").unwrap();
     f.wait_for("mensageria_proxy_subscriptions{topic=\"none\"}", 1.0);
-    let primed = f.prime(&publisher, &sub, "warmup");
+    // Priming events use their own topic: how many of them get through
+    // depends on when the subscription reaches the publisher.
+    f.prime(&publisher, &sub, "warmup");
     for i in 0..10_000 {
         publisher
             .send_multipart([format!("t{i}.x").as_bytes(), b"h", b"p"], 0)
@@ -170,18 +172,19 @@ async fn ten_thousand_topics_keep_label_cardinality_bounded() {
     for _ in 0..10_000 {
         sub.recv_multipart(0).expect("every event delivered");
     }
-    let total = 10_000.0 + primed as f64;
+    let total = 10_000.0;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let m = f.metrics();
         let series: Vec<f64> = m
             .lines()
             .filter(|l| l.starts_with("mensageria_proxy_events_in_total{"))
+            .filter(|l| !l.contains("topic=\"warmup\""))
             .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
             .collect();
         if series.iter().sum::<f64>() == total {
             assert!(
-                series.len() <= mensageria::metrics::TOPIC_LABEL_CAP + 1,
+                series.len() <= mensageria::metrics::TOPIC_LABEL_CAP,
                 "{} series",
                 series.len()
             );

@@ -23,7 +23,7 @@ use std::{
 
 use mensageria::{
     metrics::{SocketMetrics, TopicCounters},
-    Service,
+    Service, Status,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -42,6 +42,7 @@ pub struct Server {
     /// The ops HTTP address actually bound.
     pub http_addr: SocketAddr,
     service: Service,
+    metrics: metrics::ServerMetrics,
 }
 
 impl Server {
@@ -50,7 +51,16 @@ impl Server {
     /// # Errors
     /// If a worker or the publisher failed.
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.service.join().await
+        let result = self.service.join().await;
+        let by_status = |s| self.metrics.answered(s);
+        info!(
+            instance = %self.instance,
+            answered = Status::ALL.into_iter().map(by_status).sum::<u64>(),
+            ok = by_status(Status::Ok),
+            refused_draining = by_status(Status::Unavailable),
+            "Server stopped."
+        );
+        result
     }
 }
 
@@ -221,6 +231,7 @@ pub async fn start_with_handler(
         instance,
         http_addr,
         service,
+        metrics: server_metrics,
     })
 }
 

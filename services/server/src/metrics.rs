@@ -67,6 +67,11 @@ impl ServerMetrics {
         }
     }
 
+    /// Requests answered so far with `status`.
+    pub fn answered(&self, status: Status) -> u64 {
+        self.requests[status as usize].get()
+    }
+
     /// Counts a handled request.
     pub fn request(&self, status: Status) {
         self.requests[status as usize].inc();

@@ -25,6 +25,11 @@ use crate::{
     publisher::Event,
 };
 
+/// How long a draining worker waits for one more request before it
+/// disconnects (requests already on the wire when it stopped reading).
+/// Deliberately not a multiple of the client's retry backoff (25 ms × 2ⁿ).
+const DRAIN_QUIET: Duration = Duration::from_millis(150);
+
 /// A worker thread's state.
 pub struct Worker {
     /// REP socket connected to the brokers.
@@ -65,16 +70,21 @@ impl Worker {
                 // with `unavailable` while the way back to the broker still
                 // exists, so their clients retry elsewhere at once instead of
                 // waiting for a timeout; stop at the first empty queue (or when
-                // the grace period is over).
+                // the grace period is over), after a short quiet period that
+                // catches requests already on the wire.
                 let deadline = *drain_deadline.get_or_insert(now + self.grace);
+                let wait = DRAIN_QUIET.min(deadline.saturating_duration_since(now));
+                match self.socket.poll(zmq::POLLIN, wait.as_millis() as i64) {
+                    Ok(0) => break,
+                    Ok(_) | Err(zmq::Error::EINTR) => {}
+                    Err(e) => return Err(anyhow::anyhow!("worker poll failed: {e}")),
+                }
                 match recv_frames(&self.socket, zmq::DONTWAIT, &mut frames) {
-                    Ok(()) if now < deadline => {
-                        self.refuse(&frames)?;
-                        continue;
-                    }
-                    Ok(()) | Err(zmq::Error::EAGAIN) => break,
+                    Ok(()) => self.refuse(&frames)?,
+                    Err(zmq::Error::EAGAIN) => {}
                     Err(e) => return Err(anyhow::anyhow!("worker receive failed: {e}")),
                 }
+                continue;
             }
             match self.socket.poll(zmq::POLLIN, 50) {
                 Ok(0) => continue,
