@@ -121,12 +121,18 @@ fn record(metrics: &SocketMetrics, role: &'static str, event: SocketEvent, addr:
         .inc();
     let peers = metrics.peers.get_or_create(&SocketLabel { socket: role });
     match event {
+        // Per-peer events are debug; the first peer in and the last out of
+        // a socket role are the lifecycle lines worth an info log.
         SocketEvent::ACCEPTED | SocketEvent::CONNECTED => {
-            peers.inc();
+            if peers.inc() == 0 {
+                info!(socket = role, peer = addr, "Connected.");
+            }
             debug!(socket = role, peer = addr, "Peer connected.");
         }
         SocketEvent::DISCONNECTED => {
-            peers.dec();
+            if peers.dec() == 1 {
+                info!(socket = role, peer = addr, "No peer connected any more.");
+            }
             debug!(socket = role, peer = addr, "Peer disconnected.");
         }
         SocketEvent::HANDSHAKE_FAILED_AUTH
