@@ -165,6 +165,10 @@ impl Worker {
         if status != Status::Ok {
             otel::set_error(span, status.as_str());
         }
+        // Counted before the reply leaves, so whoever sees the reply sees it counted.
+        let elapsed = started.elapsed();
+        self.metrics.request(status);
+        self.metrics.duration.observe(elapsed);
         let result = match header {
             Some(h) => {
                 let head = Header::Reply(ReplyHeader {
@@ -193,13 +197,10 @@ impl Worker {
                 )
             }
         };
-        let elapsed = started.elapsed();
         if let Err(e) = result {
             // REP cannot go on without sending its reply; this is fatal for the socket.
             return Err(anyhow::anyhow!("worker reply failed: {e}"));
         }
-        self.metrics.request(status);
-        self.metrics.duration.observe(elapsed);
         let payload = serde_json::json!({
             "request_id": header.map(|h| h.id),
             "status": status.as_str(),
