@@ -56,6 +56,17 @@ impl Fixture {
             .unwrap()
     }
 
+    /// Waits (bounded) until `series` equals `want`, then asserts it: the
+    /// broker counts a reply after sending it, so a test can see the reply
+    /// a moment before the count.
+    fn expect_metric(&self, series: &str, want: f64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.metric(series) != want && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(self.metric(series), want, "{series}");
+    }
+
     async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.broker.wait())
@@ -136,16 +147,10 @@ async fn plain_req_rep_round_trip_is_transparent() {
     assert_eq!(reply[1], b"x", "the REP worker reversed [header, x]");
     assert!(is_header(&reply[2]));
     w.join().unwrap();
-    assert_eq!(f.metric("mensageria_broker_requests_total"), 2.0);
-    assert_eq!(
-        f.metric("mensageria_broker_replies_total{status=\"ok\"}"),
-        2.0
-    );
-    assert_eq!(
-        f.metric("mensageria_broker_request_duration_seconds_count"),
-        2.0
-    );
-    assert_eq!(f.metric("mensageria_broker_inflight_requests"), 0.0);
+    f.expect_metric("mensageria_broker_requests_total", 2.0);
+    f.expect_metric("mensageria_broker_replies_total{status=\"ok\"}", 2.0);
+    f.expect_metric("mensageria_broker_request_duration_seconds_count", 2.0);
+    f.expect_metric("mensageria_broker_inflight_requests", 0.0);
     f.stop().await;
 }
 
@@ -168,9 +173,9 @@ async fn no_worker_means_unavailable_at_once() {
     let reply = dealer.recv_multipart(0).unwrap();
     let h = reply_header(&reply[1]);
     assert_eq!((h.id, h.status), (42, Status::Unavailable));
-    assert_eq!(
-        f.metric("mensageria_broker_replies_total{status=\"unavailable\"}"),
-        2.0
+    f.expect_metric(
+        "mensageria_broker_replies_total{status=\"unavailable\"}",
+        2.0,
     );
     f.stop().await;
 }
@@ -210,10 +215,7 @@ async fn deadline_answers_timeout_and_late_reply_is_dropped() {
         0,
         "the late reply is not forwarded"
     );
-    assert_eq!(
-        f.metric("mensageria_broker_replies_total{status=\"timeout\"}"),
-        1.0
-    );
+    f.expect_metric("mensageria_broker_replies_total{status=\"timeout\"}", 1.0);
     f.stop().await;
 }
 
@@ -243,9 +245,9 @@ async fn over_max_inflight_is_overloaded() {
     );
     assert_eq!(first.recv_bytes(0).unwrap(), b"one");
     w.join().unwrap();
-    assert_eq!(
-        f.metric("mensageria_broker_replies_total{status=\"overloaded\"}"),
-        1.0
+    f.expect_metric(
+        "mensageria_broker_replies_total{status=\"overloaded\"}",
+        1.0,
     );
     f.stop().await;
 }
@@ -295,9 +297,9 @@ async fn malformed_input_is_counted_and_the_loop_goes_on() {
         );
         thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(
-        f.metric("mensageria_broker_replies_total{status=\"bad_request\"}"),
-        2.0
+    f.expect_metric(
+        "mensageria_broker_replies_total{status=\"bad_request\"}",
+        2.0,
     );
     f.stop().await;
 }
