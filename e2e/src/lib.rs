@@ -1257,3 +1257,4 @@ pub fn decode_event(frames: &[Vec<u8>]) -> PlainEvent {
         payload,
     }
 }
+pub mod observability;

@@ -183,7 +183,9 @@ fn steady_load(
                 next += iv;
             }
         }
-        let wait = if drain_until.is_none() && interval.is_some() {
+        // At the concurrency cap only a reply (or a timeout) frees a slot:
+        // wait for that rather than for the send schedule.
+        let wait = if drain_until.is_none() && interval.is_some() && req.has_capacity() {
             next.saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(100))
         } else {

@@ -185,10 +185,13 @@ impl Requester {
         loop {
             let now = Instant::now();
             self.advance(now, out);
-            if !out.is_empty() || now >= until {
-                return;
-            }
-            let wait = self.next_wake(now).map_or(until, |w| w.min(until));
+            // Always make one receive pass, even with nothing left to wait:
+            // a caller polling with a zero wait must still get its replies.
+            let wait = if out.is_empty() {
+                self.next_wake(now).map_or(until, |w| w.min(until))
+            } else {
+                now
+            };
             let ms = wait.saturating_duration_since(now).as_millis() as i64;
             let mut items: Vec<_> = self
                 .lanes
@@ -207,6 +210,9 @@ impl Requester {
             drop(items);
             for lane in ready {
                 self.receive(lane, out);
+            }
+            if !out.is_empty() || Instant::now() >= until {
+                return;
             }
         }
     }

@@ -1,0 +1,1313 @@
+//! Helpers of the observability end-to-end tests (`e2e/tests/observability`):
+//! services started with a chosen environment (OTLP export), `client run` as
+//! a long-running service, priming of event subscriptions, a tiny OTLP/HTTP
+//! JSON collector, a real Prometheus, exposition-format parsing, the README
+//! metrics table, and the compose file read through PyYAML.
+//!
+//! As in the rest of the suite, nothing here sleeps to synchronise: every
+//! wait is for a condition, with a deadline.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Condvar, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{
+    describe, metric_opt, plain_sub, poll_until, recv_within, run_bin, wait_ready, wait_until,
+    Broker, Proc, Proxy, Server, Stack, DEFAULT_WORKERS, GRACE_ARG, START_TIMEOUT,
+};
+
+/// The workspace root (where README.md and docker-compose.yml are).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e lives inside the workspace")
+        .to_owned()
+}
+
+/// JSON logs at info: what every long-running service of the suite gets, so
+/// bound addresses can be read back from the logs.
+pub const JSON_LOGS: &[(&str, &str)] = &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")];
+
+// ---------------------------------------------------------------------------
+// Temporary directories and external programs
+// ---------------------------------------------------------------------------
+
+/// A directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh, uniquely named directory.
+    ///
+    /// # Panics
+    /// If it cannot be created.
+    pub fn new(prefix: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "mensageria-e2e-{prefix}-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        TempDir(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An external program (an absolute path, e.g. `/usr/bin/prometheus`) made
+/// runnable by [`Proc::spawn`], so it is registered with the watchdog and
+/// killed by PID like the services: [`External::path`] is a one-line `exec`
+/// wrapper (same PID as the program) in a temporary directory, removed when
+/// this is dropped. Being fresh, it does not trip the suite's stale-binary
+/// warning. Keep it alive while the program runs.
+#[derive(Debug)]
+pub struct External {
+    path: String,
+    _dir: TempDir,
+}
+
+impl External {
+    /// Writes the wrapper for `program`.
+    ///
+    /// # Panics
+    /// If `program` does not exist or the wrapper cannot be written.
+    pub fn new(program: &str) -> External {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(
+            Path::new(program).is_file(),
+            "{program} is missing (see .ci/run for what the tests need installed)"
+        );
+        let dir = TempDir::new("ext");
+        let name = Path::new(program)
+            .file_name()
+            .map_or("program".into(), |n| n.to_string_lossy().into_owned());
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\nexec '{program}' \"$@\"\n"))
+            .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)))
+            .unwrap_or_else(|e| panic!("cannot write the wrapper {}: {e}", path.display()));
+        External {
+            path: path.to_string_lossy().into_owned(),
+            _dir: dir,
+        }
+    }
+
+    /// What to pass to [`Proc::spawn`] or [`run_bin`] as the binary.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+/// The `python3` on `PATH`, as an absolute path.
+///
+/// # Panics
+/// If there is none.
+pub fn python3() -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("python3"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("python3 is not on PATH"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+// ---------------------------------------------------------------------------
+// Services with a chosen environment
+// ---------------------------------------------------------------------------
+
+/// The ops HTTP address a service logged (JSON logs).
+pub fn ops_addr(proc: &Proc) -> SocketAddr {
+    let log = proc.wait_for_json_log("Ops HTTP server bound.", START_TIMEOUT);
+    log_str(&log, "local_addr")
+        .parse()
+        .expect("local_addr is a socket address")
+}
+
+fn log_str(log: &Value, name: &str) -> String {
+    log[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("log line without a string `{name}`: {log}"))
+        .to_owned()
+}
+
+/// Starts a broker on ephemeral loopback ports with `env` (JSON logs
+/// required) and `extra` flags appended.
+pub fn start_broker(env: &[(&str, &str)], extra: &[&str]) -> Broker {
+    let mut args = vec![
+        "--http-addr",
+        "127.0.0.1:0",
+        "--frontend-bind",
+        "tcp://127.0.0.1:*",
+        "--backend-bind",
+        "tcp://127.0.0.1:*",
+        "--shutdown-grace",
+        GRACE_ARG,
+    ];
+    args.extend(extra);
+    let proc = Proc::spawn("broker", &args, env);
+    let bound = proc.wait_for_json_log("Broker sockets bound.", START_TIMEOUT);
+    Broker {
+        frontend: log_str(&bound, "frontend"),
+        backend: log_str(&bound, "backend"),
+        http: ops_addr(&proc),
+        proc,
+    }
+}
+
+/// Starts a proxy on ephemeral loopback ports with `env` (JSON logs required).
+pub fn start_proxy(env: &[(&str, &str)]) -> Proxy {
+    let args = [
+        "--http-addr",
+        "127.0.0.1:0",
+        "--xsub-bind",
+        "tcp://127.0.0.1:*",
+        "--xpub-bind",
+        "tcp://127.0.0.1:*",
+        "--shutdown-grace",
+        GRACE_ARG,
+    ];
+    let proc = Proc::spawn("proxy", &args, env);
+    let bound = proc.wait_for_json_log("Proxy sockets bound.", START_TIMEOUT);
+    Proxy {
+        xsub: log_str(&bound, "xsub"),
+        xpub: log_str(&bound, "xpub"),
+        http: ops_addr(&proc),
+        proc,
+    }
+}
+
+/// Starts a server ([`DEFAULT_WORKERS`] workers) with `env` (JSON logs
+/// required) and `extra` flags appended; does not wait for readiness.
+pub fn start_server(brokers: &str, proxies: &str, env: &[(&str, &str)], extra: &[&str]) -> Server {
+    let workers = DEFAULT_WORKERS.to_string();
+    let mut args = vec![
+        "--http-addr",
+        "127.0.0.1:0",
+        "--broker-endpoints",
+        brokers,
+        "--proxy-endpoints",
+        proxies,
+        "--workers",
+        &workers,
+        "--shutdown-grace",
+        GRACE_ARG,
+    ];
+    args.extend(extra);
+    let proc = Proc::spawn("server", &args, env);
+    let connecting = proc.wait_for_json_log("Server connecting.", START_TIMEOUT);
+    let workers = connecting["workers"]
+        .as_u64()
+        .expect("`workers` in the log") as u32;
+    Server {
+        instance: log_str(&connecting, "instance"),
+        http: ops_addr(&proc),
+        workers,
+        proc,
+    }
+}
+
+/// [`Stack::start_with`] with an environment for every service (e.g. OTLP
+/// export; must include [`JSON_LOGS`]): broker, proxy and `servers` servers,
+/// all ready, every server's sockets attached to broker and proxy.
+pub fn start_stack_env(servers: usize, env: &[(&str, &str)], server_extra: &[&str]) -> Stack {
+    let broker = start_broker(env, &[]);
+    let proxy = start_proxy(env);
+    let servers: Vec<Server> = (0..servers)
+        .map(|_| start_server(&broker.backend, &proxy.xsub, env, server_extra))
+        .collect();
+    wait_ready(broker.http, START_TIMEOUT);
+    wait_ready(proxy.http, START_TIMEOUT);
+    for s in &servers {
+        s.wait_ready();
+    }
+    let workers: f64 = servers.iter().map(|s| f64::from(s.workers)).sum();
+    let publishers = servers.len() as f64;
+    wait_counter(
+        broker.http,
+        r#"mensageria_zmq_socket_events_total{socket="backend",event="handshake_succeeded"}"#,
+        workers,
+    );
+    wait_counter(
+        proxy.http,
+        r#"mensageria_zmq_socket_events_total{socket="xsub",event="handshake_succeeded"}"#,
+        publishers,
+    );
+    Stack {
+        broker,
+        proxy,
+        servers,
+    }
+}
+
+fn wait_counter(addr: SocketAddr, series: &str, min: f64) {
+    wait_until(
+        &format!("{series} >= {min} on {addr}"),
+        START_TIMEOUT,
+        || (metric_opt(addr, series).unwrap_or(0.0) >= min).then_some(()),
+    );
+}
+
+/// A running `client run` (the long-running client service).
+#[derive(Debug)]
+pub struct ClientRun {
+    /// The process.
+    pub proc: Proc,
+    /// Ops HTTP address.
+    pub http: SocketAddr,
+}
+
+impl ClientRun {
+    /// Starts `client run` against `stack` with `extra` flags (e.g. `--rate`,
+    /// `--topics`) and `env` (JSON logs required), and waits until it is
+    /// ready (connected to broker and proxy).
+    pub fn start(stack: &Stack, extra: &[&str], env: &[(&str, &str)]) -> ClientRun {
+        let mut args = vec![
+            "run",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--broker-endpoints",
+            stack.frontend(),
+            "--proxy-endpoints",
+            stack.xpub(),
+            "--shutdown-grace",
+            GRACE_ARG,
+        ];
+        args.extend(extra);
+        let proc = Proc::spawn("client", &args, env);
+        let http = ops_addr(&proc);
+        wait_ready(http, START_TIMEOUT);
+        ClientRun { proc, http }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Events: making sure subscriptions have reached the publishers
+// ---------------------------------------------------------------------------
+
+/// Waits until the proxy counts at least `n` live subscriptions for `topic`
+/// (the label: first dotted segment, `none` for the empty prefix).
+pub fn wait_proxy_subscriptions(proxy: SocketAddr, topic: &str, n: f64) {
+    let series = format!("mensageria_proxy_subscriptions{{topic=\"{topic}\"}}");
+    wait_until(
+        &format!("{series} >= {n} on {proxy}"),
+        Duration::from_secs(15),
+        || (metric_opt(proxy, &series).unwrap_or(0.0) >= n).then_some(()),
+    );
+}
+
+/// Waits, on `sub` (already subscribed to `server.status`), for a status event
+/// from every server of `instances` (servers must run with a short
+/// `--status-interval`), and returns the other messages received meanwhile.
+///
+/// The proxy forwards subscriptions upstream in the order it reads them, and
+/// each server's PUB socket applies them in order: once `sub`'s
+/// `server.status` subscription has carried a status event from a server,
+/// every subscription the proxy had seen before it has reached that server
+/// too. That is how a test knows no event will be dropped for lack of a
+/// subscription, without sending requests to find out.
+pub fn wait_status_from_all(
+    sub: &zmq::Socket,
+    instances: &[String],
+    timeout: Duration,
+) -> Vec<Vec<Vec<u8>>> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = BTreeSet::new();
+    let mut others = Vec::new();
+    while seen.len() < instances.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no server.status event within {timeout:?} from {:?} (seen {seen:?})",
+            instances
+        );
+        let Some(frames) = recv_within(sub, left.min(Duration::from_millis(200))) else {
+            continue;
+        };
+        if frames.first().map(|t| t.as_slice()) == Some(b"server.status") {
+            let payload: Value = frames
+                .last()
+                .and_then(|p| serde_json::from_slice(p).ok())
+                .unwrap_or(Value::Null);
+            if let Some(s) = payload["server"].as_str() {
+                if instances.iter().any(|i| i == s) {
+                    seen.insert(s.to_owned());
+                }
+            }
+        } else {
+            others.push(frames);
+        }
+    }
+    others
+}
+
+/// After the proxy has seen the subscriptions under test: waits until they
+/// have reached every server of `stack` (see [`wait_status_from_all`]), with
+/// a throwaway SUB socket.
+pub fn wait_subscriptions_reach_servers(stack: &Stack) {
+    let ctx = zmq::Context::new();
+    let sub = plain_sub(&ctx, stack.xpub(), b"server.status");
+    let instances: Vec<String> = stack.servers.iter().map(|s| s.instance.clone()).collect();
+    wait_status_from_all(&sub, &instances, Duration::from_secs(15));
+}
+
+// ---------------------------------------------------------------------------
+// Exposition format
+// ---------------------------------------------------------------------------
+
+/// One metric family of an exposition.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Family {
+    /// `counter`, `gauge`, `histogram`, …
+    pub kind: String,
+    /// Label names seen on its samples (`le` excluded).
+    pub labels: BTreeSet<String>,
+    /// Samples: (sample name, labels, value).
+    pub samples: Vec<(String, BTreeMap<String, String>, f64)>,
+}
+
+impl Family {
+    /// The sum of the samples named `sample` whose labels include every
+    /// pair of `matching`.
+    pub fn sum(&self, sample: &str, matching: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, labels, _)| {
+                n == sample
+                    && matching
+                        .iter()
+                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| v)
+            .sum()
+    }
+}
+
+/// Parses Prometheus/OpenMetrics text into families keyed by the name their
+/// samples are queried by: the `# TYPE` name, plus `_total` for counters
+/// (OpenMetrics names a counter family without it).
+pub fn families(text: &str) -> BTreeMap<String, Family> {
+    let mut by_type_name: BTreeMap<String, (String, Family)> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            if let (Some(name), Some(kind)) = (it.next(), it.next()) {
+                let key = if kind == "counter" && !name.ends_with("_total") {
+                    format!("{name}_total")
+                } else {
+                    name.to_owned()
+                };
+                by_type_name.insert(
+                    name.to_owned(),
+                    (
+                        key,
+                        Family {
+                            kind: kind.to_owned(),
+                            ..Family::default()
+                        },
+                    ),
+                );
+            }
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let Some((name, labels, value)) = parse_sample(line) else {
+            continue;
+        };
+        // The family: the longest TYPE name the sample name starts with.
+        let family = by_type_name
+            .iter_mut()
+            .filter(|(n, _)| {
+                name == **n
+                    || name
+                        .strip_prefix(n.as_str())
+                        .is_some_and(|s| s.starts_with('_'))
+            })
+            .max_by_key(|(n, _)| n.len());
+        if let Some((_, (_, f))) = family {
+            f.labels
+                .extend(labels.keys().filter(|k| *k != "le").cloned());
+            f.samples.push((name, labels, value));
+        }
+    }
+    by_type_name.into_values().collect()
+}
+
+/// `name{k="v",…} value [timestamp]` → parts (label values unescaped).
+fn parse_sample(line: &str) -> Option<(String, BTreeMap<String, String>, f64)> {
+    let (name, rest) = match line.find(['{', ' ']) {
+        Some(i) => line.split_at(i),
+        None => return None,
+    };
+    let mut labels = BTreeMap::new();
+    let rest = if let Some(mut body) = rest.strip_prefix('{') {
+        loop {
+            body = body.trim_start_matches(',');
+            if let Some(after) = body.strip_prefix('}') {
+                break after;
+            }
+            let eq = body.find('=')?;
+            let key = body[..eq].trim().to_owned();
+            let mut chars = body[eq + 1..].char_indices();
+            if chars.next()?.1 != '"' {
+                return None;
+            }
+            let mut value = String::new();
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in chars {
+                match (escaped, c) {
+                    (true, 'n') => {
+                        value.push('\n');
+                        escaped = false;
+                    }
+                    (true, c) => {
+                        value.push(c);
+                        escaped = false;
+                    }
+                    (false, '\\') => escaped = true,
+                    (false, '"') => {
+                        end = Some(eq + 1 + i + 1);
+                        break;
+                    }
+                    (false, c) => value.push(c),
+                }
+            }
+            labels.insert(key, value);
+            body = &body[end?..];
+        }
+    } else {
+        rest
+    };
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some((name.to_owned(), labels, value))
+}
+
+// ---------------------------------------------------------------------------
+// README metrics table
+// ---------------------------------------------------------------------------
+
+/// One row-entry of README's "### Metrics" table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentedMetric {
+    /// `all`, `broker`, `proxy`, `server` or `client`.
+    pub service: String,
+    /// The name samples are queried by (counters with `_total`).
+    pub name: String,
+    /// The type column (empty when not given).
+    pub kind: String,
+    /// Label names: the backticked words of the labels column outside
+    /// parentheses.
+    pub labels: BTreeSet<String>,
+}
+
+/// Parses the "### Metrics" table of a README.
+///
+/// # Panics
+/// If the section or its table is missing.
+pub fn readme_metrics(readme: &str) -> Vec<DocumentedMetric> {
+    let start = readme
+        .find("\n### Metrics")
+        .expect("README has a \"### Metrics\" section");
+    let mut out = Vec::new();
+    let mut in_table = false;
+    for line in readme[start..].lines().skip(1) {
+        let line = line.trim();
+        if !line.starts_with('|') {
+            if in_table {
+                break;
+            }
+            continue;
+        }
+        in_table = true;
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        if cells.len() < 4 || cells[0] == "service" || cells[0].starts_with("---") {
+            continue;
+        }
+        let labels = backticked(&strip_parens(cells[3]));
+        for name in backticked(cells[1]) {
+            out.push(DocumentedMetric {
+                service: cells[0].to_owned(),
+                name,
+                kind: cells[2].to_owned(),
+                labels: labels.iter().cloned().collect(),
+            });
+        }
+    }
+    assert!(
+        !out.is_empty(),
+        "README's \"### Metrics\" section has no table rows"
+    );
+    out
+}
+
+fn backticked(s: &str) -> Vec<String> {
+    s.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+fn strip_parens(s: &str) -> String {
+    let mut depth = 0usize;
+    s.chars()
+        .filter(|c| {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth = depth.saturating_sub(1);
+                    return false;
+                }
+                _ => {}
+            }
+            depth == 0
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// A tiny OTLP/HTTP JSON collector
+// ---------------------------------------------------------------------------
+
+/// A span as exported over OTLP/JSON, flattened with its resource's service.
+#[derive(Debug, Clone)]
+pub struct ExportedSpan {
+    /// `service.name` of the resource.
+    pub service: String,
+    /// Hex trace id.
+    pub trace_id: String,
+    /// Hex span id.
+    pub span_id: String,
+    /// Hex parent span id (empty for a root).
+    pub parent_span_id: String,
+    /// Span name.
+    pub name: String,
+    /// OTLP span kind: 1 internal, 2 server, 3 client, 4 producer, 5 consumer.
+    pub kind: u64,
+    /// Attributes, values as JSON (`stringValue`, `intValue`, … unwrapped).
+    pub attributes: BTreeMap<String, Value>,
+    /// Links: (trace id, span id).
+    pub links: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct Received {
+    spans: Vec<ExportedSpan>,
+    posts: usize,
+    problems: Vec<String>,
+}
+
+/// An OTLP/HTTP collector on 127.0.0.1 accepting `POST /v1/traces` with JSON
+/// bodies (`OTEL_EXPORTER_OTLP_PROTOCOL=http/json`).
+pub struct OtlpCollector {
+    addr: SocketAddr,
+    state: Arc<(Mutex<Received>, Condvar)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for OtlpCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpCollector")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl OtlpCollector {
+    /// Binds 127.0.0.1:0 and serves on background threads until dropped.
+    pub fn start() -> OtlpCollector {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the OTLP collector");
+        let addr = listener.local_addr().expect("collector address");
+        let state: Arc<(Mutex<Received>, Condvar)> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, sp) = (state.clone(), stop.clone());
+        thread::Builder::new()
+            .name("otlp-collector".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if sp.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let st = st.clone();
+                    let _ = thread::Builder::new()
+                        .name("otlp-conn".into())
+                        .spawn(move || serve_otlp(conn, &st));
+                }
+            })
+            .expect("spawn the collector thread");
+        OtlpCollector { addr, state, stop }
+    }
+
+    /// `http://127.0.0.1:<port>`: the value of `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Spans received so far.
+    pub fn spans(&self) -> Vec<ExportedSpan> {
+        self.lock().spans.clone()
+    }
+
+    /// Requests that were not a well-formed OTLP/JSON export.
+    pub fn problems(&self) -> Vec<String> {
+        self.lock().problems.clone()
+    }
+
+    /// Export requests received so far.
+    pub fn posts(&self) -> usize {
+        self.lock().posts
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
+        self.state.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `f` finds what it needs in the spans received, up to
+    /// `timeout`; `None` at the deadline.
+    pub fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut f: impl FnMut(&[ExportedSpan]) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        loop {
+            if let Some(v) = f(&st.spans) {
+                return Some(v);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            st = self
+                .state
+                .1
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for OtlpCollector {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
+}
+
+/// Serves one keep-alive connection of an OTLP exporter.
+fn serve_otlp(conn: TcpStream, state: &(Mutex<Received>, Condvar)) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut writer = match conn.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut request_line = String::new();
+        match reader.read_line(&mut request_line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+        let body = if headers
+            .get("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            match read_chunked(&mut reader) {
+                Some(b) => b,
+                None => return,
+            }
+        } else {
+            let len: usize = headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut b = vec![0; len];
+            if reader.read_exact(&mut b).is_err() {
+                return;
+            }
+            b
+        };
+        let mut parts = request_line.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let ok = method == "POST" && path == "/v1/traces";
+        if ok {
+            let (lock, cv) = state;
+            let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+            st.posts += 1;
+            let ctype = headers.get("content-type").cloned().unwrap_or_default();
+            if !ctype.starts_with("application/json") {
+                st.problems
+                    .push(format!("export with Content-Type {ctype:?}, not JSON"));
+            }
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(v) => st.spans.extend(flatten_spans(&v)),
+                Err(e) => st.problems.push(format!(
+                    "export body is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&body[..body.len().min(200)])
+                )),
+            }
+            cv.notify_all();
+        }
+        let response = if ok {
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        } else {
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nnot found\n"
+        };
+        if writer
+            .write_all(response.as_bytes())
+            .and_then(|()| writer.flush())
+            .is_err()
+        {
+            return;
+        }
+        if headers
+            .get("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        {
+            return;
+        }
+    }
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).ok()?;
+        let size = usize::from_str_radix(size.trim().split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            // Trailers, up to the empty line.
+            loop {
+                let mut t = String::new();
+                if reader.read_line(&mut t).ok()? == 0 || t.trim().is_empty() {
+                    return Some(body);
+                }
+            }
+        }
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).ok()?;
+        chunk.truncate(size);
+        body.extend(chunk);
+    }
+}
+
+/// An OTLP `AnyValue` as plain JSON.
+fn any_value(v: &Value) -> Value {
+    if let Some(s) = v.get("stringValue") {
+        return s.clone();
+    }
+    if let Some(i) = v.get("intValue") {
+        // proto3 JSON writes int64 as a string; accept both.
+        return i
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .map_or(i.clone(), Value::from);
+    }
+    for k in ["boolValue", "doubleValue", "arrayValue", "kvlistValue"] {
+        if let Some(x) = v.get(k) {
+            return x.clone();
+        }
+    }
+    Value::Null
+}
+
+fn attributes(list: &Value) -> BTreeMap<String, Value> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| Some((kv["key"].as_str()?.to_owned(), any_value(&kv["value"]))))
+        .collect()
+}
+
+/// The spans of one `ExportTraceServiceRequest` (OTLP/JSON).
+pub fn flatten_spans(req: &Value) -> Vec<ExportedSpan> {
+    let mut out = Vec::new();
+    for rs in req["resourceSpans"].as_array().into_iter().flatten() {
+        let resource = attributes(&rs["resource"]["attributes"]);
+        let service = resource
+            .get("service.name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+            for s in ss["spans"].as_array().into_iter().flatten() {
+                let text = |k: &str| s[k].as_str().unwrap_or("").to_owned();
+                let kind = s["kind"]
+                    .as_u64()
+                    .or_else(|| kind_by_name(s["kind"].as_str()?))
+                    .unwrap_or(0);
+                out.push(ExportedSpan {
+                    service: service.clone(),
+                    trace_id: text("traceId"),
+                    span_id: text("spanId"),
+                    parent_span_id: text("parentSpanId"),
+                    name: text("name"),
+                    kind,
+                    attributes: attributes(&s["attributes"]),
+                    links: s["links"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|l| {
+                            (
+                                l["traceId"].as_str().unwrap_or("").to_owned(),
+                                l["spanId"].as_str().unwrap_or("").to_owned(),
+                            )
+                        })
+                        .collect(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn kind_by_name(name: &str) -> Option<u64> {
+    Some(match name {
+        "SPAN_KIND_INTERNAL" => 1,
+        "SPAN_KIND_SERVER" => 2,
+        "SPAN_KIND_CLIENT" => 3,
+        "SPAN_KIND_PRODUCER" => 4,
+        "SPAN_KIND_CONSUMER" => 5,
+        _ => return None,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// A real Prometheus
+// ---------------------------------------------------------------------------
+
+/// Debian's Prometheus binary.
+pub const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// A Prometheus server on 127.0.0.1 scraping the given jobs every second.
+#[derive(Debug)]
+pub struct Prometheus {
+    /// The process.
+    pub proc: Proc,
+    /// Its HTTP address.
+    pub addr: SocketAddr,
+    _program: External,
+    _dir: TempDir,
+}
+
+impl Prometheus {
+    /// Writes a configuration with one static job per `(job, targets)` and
+    /// starts Prometheus on a free port (retrying with another port if the
+    /// one picked was taken meanwhile); waits until `/-/ready`.
+    ///
+    /// # Panics
+    /// If it does not become ready.
+    pub fn start(jobs: &[(&str, Vec<SocketAddr>)]) -> Prometheus {
+        let dir = TempDir::new("prometheus");
+        let mut config = String::from(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n",
+        );
+        for (job, targets) in jobs {
+            let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+            config.push_str(&format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
+                list.join(", ")
+            ));
+        }
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, &config).expect("write prometheus.yml");
+        let program = External::new(PROMETHEUS);
+        let mut last = String::new();
+        for attempt in 0..3 {
+            let port = crate::unused_port();
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let data = dir.path().join(format!("data-{attempt}"));
+            let args = [
+                format!("--config.file={}", config_path.display()),
+                format!("--storage.tsdb.path={}", data.display()),
+                format!("--web.listen-address={addr}"),
+                "--log.level=warn".to_owned(),
+            ];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut proc = Proc::spawn(program.path(), &args, &[]);
+            let ready = poll_until(Duration::from_secs(30), || {
+                if proc.try_status().is_some() {
+                    return Some(false);
+                }
+                matches!(crate::http_get(addr, "/-/ready"), Ok((200, _))).then_some(true)
+            });
+            match ready {
+                Some(true) => {
+                    return Prometheus {
+                        proc,
+                        addr,
+                        _program: program,
+                        _dir: dir,
+                    }
+                }
+                _ => {
+                    last = proc.diagnostics();
+                    proc.kill(crate::Signal::Kill);
+                }
+            }
+        }
+        panic!("Prometheus did not become ready (3 attempts)\nconfig:\n{config}\n{last}");
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// An instant query: the `data.result` array.
+    ///
+    /// # Errors
+    /// A transport failure, an HTTP error or a Prometheus error, as text.
+    pub fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
+        let path = format!("/api/v1/query?query={}", percent_encode(expr));
+        let (code, body) = mensageria::ops::http_get(self.addr, &path, Duration::from_secs(5))
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let json: Value = serde_json::from_str(&body)
+            .map_err(|e| format!("HTTP {code}, body is not JSON ({e}): {body}"))?;
+        if code != 200 || json["status"] != "success" {
+            return Err(format!("HTTP {code}: {body}"));
+        }
+        Ok(json["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// The values of an instant vector query, with each series' labels.
+    ///
+    /// # Errors
+    /// As [`Prometheus::query`].
+    pub fn vector(&self, expr: &str) -> Result<Vec<(Value, f64)>, String> {
+        Ok(self
+            .query(expr)?
+            .into_iter()
+            .map(|s| {
+                let v = s["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN);
+                (s["metric"].clone(), v)
+            })
+            .collect())
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// docker-compose.yml
+// ---------------------------------------------------------------------------
+
+/// One service of the compose file, as far as running it locally goes.
+#[derive(Debug, Clone)]
+pub struct ComposeService {
+    /// Service name (also its DNS name inside compose).
+    pub name: String,
+    /// `command` (for ours: binary name, then arguments).
+    pub command: Vec<String>,
+    /// `environment`, `${VAR:-default}` resolved to the default.
+    pub environment: BTreeMap<String, String>,
+    /// `healthcheck.test` without the leading `CMD`.
+    pub healthcheck: Vec<String>,
+    /// `depends_on` service names.
+    pub depends_on: Vec<String>,
+    /// `deploy.replicas` (default 1).
+    pub replicas: usize,
+}
+
+/// Reads a compose file with python3's PyYAML (anchors and `<<` merge keys
+/// resolved) and returns its services.
+///
+/// # Panics
+/// If python3 or PyYAML is missing, or the file is not a compose file.
+pub fn read_compose(path: &Path) -> Vec<ComposeService> {
+    const SCRIPT: &str = "import json, sys, yaml\n\
+        doc = yaml.safe_load(open(sys.argv[1]))\n\
+        print(json.dumps(doc.get('services') or {}))\n";
+    let python = External::new(&python3());
+    let out = run_bin(
+        python.path(),
+        &["-c", SCRIPT, &path.to_string_lossy()],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "reading {} with python3 + PyYAML failed (PyYAML is python3-yaml on Debian, \
+         `pip install PyYAML` elsewhere)\n{}",
+        path.display(),
+        describe(&out)
+    );
+    let services: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("python3 printed no JSON ({e})\n{}", describe(&out)));
+    services
+        .into_iter()
+        .map(|(name, s)| {
+            let strings = |v: &Value| -> Vec<String> {
+                match v {
+                    Value::Array(a) => a.iter().map(scalar).collect(),
+                    Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
+                    _ => Vec::new(),
+                }
+            };
+            let environment = match &s["environment"] {
+                Value::Object(m) => m
+                    .iter()
+                    .map(|(k, v)| (k.clone(), interpolate_defaults(&scalar(v))))
+                    .collect(),
+                Value::Array(a) => a
+                    .iter()
+                    .map(|kv| {
+                        let kv = scalar(kv);
+                        let (k, v) = kv.split_once('=').unwrap_or((&kv, ""));
+                        (k.to_owned(), interpolate_defaults(v))
+                    })
+                    .collect(),
+                _ => BTreeMap::new(),
+            };
+            let mut healthcheck = strings(&s["healthcheck"]["test"]);
+            if healthcheck.first().is_some_and(|c| c == "CMD") {
+                healthcheck.remove(0);
+            }
+            let depends_on = match &s["depends_on"] {
+                Value::Object(m) => m.keys().cloned().collect(),
+                v => strings(v),
+            };
+            ComposeService {
+                command: strings(&s["command"]),
+                environment,
+                healthcheck,
+                depends_on,
+                replicas: s["deploy"]["replicas"].as_u64().unwrap_or(1) as usize,
+                name,
+            }
+        })
+        .collect()
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Resolves compose interpolation to what it gives with an empty host
+/// environment: `${VAR:-default}` and `${VAR-default}` → `default`,
+/// `${VAR}` and `$VAR` → empty, `$$` → `$`.
+pub fn interpolate_defaults(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body.find('}').unwrap_or(body.len());
+            let expr = &body[..end];
+            if let Some((_, default)) = expr.split_once(":-").or_else(|| expr.split_once('-')) {
+                out.push_str(default);
+            }
+            rest = body.get(end + 1..).unwrap_or("");
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            rest = &after[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Rewrites a compose service environment for local processes: every
+/// `tcp://<host>:<port>` endpoint (bind `*`/`0.0.0.0` or a compose service
+/// name) becomes `tcp://127.0.0.1:<ports[port]>`, allocating a free port the
+/// first time a compose port is seen, so binds and connects stay consistent
+/// across services; `HTTP_ADDR` becomes `127.0.0.1:<http_port>`.
+///
+/// # Panics
+/// On an endpoint host that is neither a wildcard nor one of `hosts`.
+pub fn localize_env(
+    env: &BTreeMap<String, String>,
+    hosts: &[&str],
+    ports: &mut BTreeMap<u16, u16>,
+    http_port: u16,
+) -> BTreeMap<String, String> {
+    env.iter()
+        .map(|(k, v)| {
+            let v = if k == "HTTP_ADDR" {
+                format!("127.0.0.1:{http_port}")
+            } else if v.contains("tcp://") {
+                v.split(',')
+                    .map(|ep| {
+                        let ep = ep.trim();
+                        let hostport = ep
+                            .strip_prefix("tcp://")
+                            .unwrap_or_else(|| panic!("{k}: not a tcp endpoint: {ep}"));
+                        let (host, port) = hostport
+                            .rsplit_once(':')
+                            .unwrap_or_else(|| panic!("{k}: endpoint without a port: {ep}"));
+                        assert!(
+                            host == "*" || host == "0.0.0.0" || hosts.contains(&host),
+                            "{k}: endpoint host {host:?} is neither a wildcard nor a compose service"
+                        );
+                        let port: u16 = port
+                            .parse()
+                            .unwrap_or_else(|_| panic!("{k}: bad port in {ep}"));
+                        let local = *ports.entry(port).or_insert_with(crate::unused_port);
+                        format!("tcp://127.0.0.1:{local}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_and_families_are_parsed() {
+        let text = "# TYPE a counter\na_total{x=\"1\",y=\"q\\\"z\"} 3\n\
+                    # TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 0.5\nh_count 2\n\
+                    # TYPE g gauge\ng 7\n# EOF\n";
+        let f = families(text);
+        assert_eq!(f["a_total"].kind, "counter");
+        assert_eq!(f["a_total"].sum("a_total", &[("x", "1")]), 3.0);
+        assert_eq!(
+            f["a_total"].samples[0].1["y"], "q\"z",
+            "escaped quotes in label values"
+        );
+        assert_eq!(f["h"].sum("h_count", &[]), 2.0);
+        assert!(
+            f["h"].labels.is_empty(),
+            "`le` is not a label of the family"
+        );
+        assert_eq!(f["g"].sum("g", &[]), 7.0);
+    }
+
+    #[test]
+    fn compose_defaults_are_resolved() {
+        assert_eq!(interpolate_defaults("${RATE:-10}"), "10");
+        assert_eq!(interpolate_defaults("${TOPICS:-}"), "");
+        assert_eq!(interpolate_defaults("a${X}b$$c$Y"), "ab$c");
+        assert_eq!(interpolate_defaults("${X-dflt}"), "dflt");
+        assert_eq!(interpolate_defaults("tcp://*:5555"), "tcp://*:5555");
+    }
+
+    #[test]
+    fn endpoints_are_localized_consistently() {
+        let mut ports = BTreeMap::new();
+        let env: BTreeMap<String, String> = [
+            ("BACKEND_BIND", "tcp://*:5556"),
+            ("HTTP_ADDR", "0.0.0.0:9101"),
+            ("RATE", "10"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let a = localize_env(&env, &["broker"], &mut ports, 4000);
+        let mut other = BTreeMap::new();
+        other.insert(
+            "BROKER_ENDPOINTS".to_owned(),
+            "tcp://broker:5556".to_owned(),
+        );
+        let b = localize_env(&other, &["broker"], &mut ports, 4001);
+        let port = ports[&5556];
+        assert_eq!(a["BACKEND_BIND"], format!("tcp://127.0.0.1:{port}"));
+        assert_eq!(b["BROKER_ENDPOINTS"], format!("tcp://127.0.0.1:{port}"));
+        assert_eq!(a["HTTP_ADDR"], "127.0.0.1:4000");
+        assert_eq!(a["RATE"], "10");
+    }
+
+    #[test]
+    fn readme_table_rows_are_parsed() {
+        let md = "x\n### Metrics\n\n| service | metric | type | labels |\n|---|---|---|---|\n\
+                  | all | `a`, `b_total` | counter | `socket` (`x`/`y`), `event` |\n\
+                  | broker | `c` | histogram | frontend in → reply out |\n\nafter\n| no | `d` | | |\n";
+        let m = readme_metrics(md);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[1].name, "b_total");
+        assert_eq!(
+            m[0].labels,
+            ["event", "socket"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        );
+        assert!(m[2].labels.is_empty());
+    }
+}

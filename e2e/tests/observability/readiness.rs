@@ -1,0 +1,202 @@
+//! Readiness and liveness over a service's life: `/readyz` is 503 before
+//! the sockets are up and during drain, 200 in between; `/healthz` of a
+//! server stays 200 while its broker restarts.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use e2e::{
+    http_get, metric, plain_req, recv_within, stdout, unused_port, wait_until, with_timeout,
+    Broker, Proc, Proxy, Server, Signal, Stack, GRACE, START_TIMEOUT,
+};
+
+const INFLIGHT: &str = "mensageria_broker_inflight_requests";
+
+/// `/readyz`: status and parsed JSON body.
+fn readyz(addr: SocketAddr) -> (u16, serde_json::Value) {
+    let (code, body) =
+        http_get(addr, "/readyz").unwrap_or_else(|e| panic!("GET http://{addr}/readyz: {e}"));
+    let json = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("/readyz of {addr} is not JSON ({e}): {body}"));
+    (code, json)
+}
+
+/// Waits until `/readyz` answers `code`; returns the body.
+fn wait_readyz(addr: SocketAddr, code: u16, timeout: Duration) -> serde_json::Value {
+    let mut last = None;
+    e2e::poll_until(timeout, || {
+        let r = readyz(addr);
+        let done = (r.0 == code).then(|| r.1.clone());
+        last = Some(r);
+        done
+    })
+    .unwrap_or_else(|| panic!("/readyz of {addr} never answered {code}; last: {last:?}"))
+}
+
+/// Sends SIGTERM to `proc` and polls `/readyz` on `http` as fast as it
+/// answers until the process exits: returns the first non-200 answer seen
+/// before the exit, if any, and the exit status.
+fn terminate_watching_readyz(
+    proc: &mut Proc,
+    http: SocketAddr,
+) -> (Option<(u16, String)>, std::process::ExitStatus) {
+    proc.kill(Signal::Term);
+    let deadline = Instant::now() + GRACE + Duration::from_secs(5);
+    let mut seen = None;
+    while seen.is_none() && proc.try_status().is_none() && Instant::now() < deadline {
+        match http_get(http, "/readyz") {
+            Ok((200, _)) => {}
+            Ok(answer) => seen = Some(answer),
+            Err(_) => break, // the ops server has gone: the process is exiting
+        }
+    }
+    let status = proc.wait_exit(GRACE + Duration::from_secs(5));
+    (seen, status)
+}
+
+fn check_draining(answer: Option<(u16, String)>, status: std::process::ExitStatus, who: &str) {
+    let (code, body) =
+        answer.unwrap_or_else(|| panic!("{who}: no 503 from /readyz between SIGTERM and exit"));
+    assert_eq!(code, 503, "{who} /readyz while draining: {body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON /readyz");
+    assert_eq!(json["ready"], false, "{who}: {body}");
+    assert_eq!(json["checks"]["not_draining"], false, "{who}: {body}");
+    assert!(
+        status.success(),
+        "{who} exited with {status:?} after SIGTERM"
+    );
+}
+
+#[test]
+fn server_readyz_is_503_until_a_broker_is_up_and_while_draining() {
+    with_timeout(Duration::from_secs(60), || {
+        // A backend endpoint where nothing listens yet.
+        let backend = format!("tcp://127.0.0.1:{}", unused_port());
+        let proxy = Proxy::start(&[]);
+        let mut server = Server::start(&backend, &proxy.xsub, &[]);
+
+        let (code, body) = readyz(server.http);
+        assert_eq!(code, 503, "server without a broker: {body}");
+        assert_eq!(body["ready"], false, "{body}");
+        assert_eq!(body["checks"]["broker_connected"], false, "{body}");
+        assert_eq!(body["checks"]["not_draining"], true, "{body}");
+        let (code, live) = http_get(server.http, "/healthz").expect("GET /healthz");
+        assert_eq!(
+            code, 200,
+            "a server waiting for its broker is alive: {live}"
+        );
+
+        // The broker comes up on that endpoint: the server becomes ready.
+        let broker = Broker::start(&["--backend-bind", &backend]);
+        let body = wait_readyz(server.http, 200, START_TIMEOUT);
+        assert_eq!(body["ready"], true, "{body}");
+        assert_eq!(body["checks"]["broker_connected"], true, "{body}");
+        for addr in [broker.http, proxy.http] {
+            assert_eq!(readyz(addr).0, 200, "{addr}");
+        }
+
+        // A request executing at SIGTERM keeps the server draining for a
+        // while: /readyz must say 503 during that time, and the request
+        // still gets its answer.
+        let ctx = zmq::Context::new();
+        let req = plain_req(&ctx, &broker.frontend);
+        req.send("work 1500ms".as_bytes(), 0).expect("send");
+        wait_until(
+            "the slow request to be in flight",
+            Duration::from_secs(10),
+            || (metric(broker.http, INFLIGHT) >= 1.0).then_some(()),
+        );
+        let (seen, status) = terminate_watching_readyz(&mut server.proc, server.http);
+        check_draining(seen, status, "server");
+        let reply = recv_within(&req, Duration::from_secs(5)).expect("the in-flight reply");
+        assert_eq!(
+            reply,
+            vec![b"done".to_vec()],
+            "the draining server finished its work"
+        );
+    });
+}
+
+/// Sets the flag on drop, so a background poller stops even when the test
+/// body panics.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn server_healthz_stays_200_through_a_broker_restart() {
+    with_timeout(Duration::from_secs(60), || {
+        let mut stack = Stack::start(1);
+        let server = stack.servers[0].http;
+        let (frontend, backend) = (stack.broker.frontend.clone(), stack.broker.backend.clone());
+
+        // Poll the server's /healthz every 10 ms from now until the end.
+        let stop = Arc::new(AtomicBool::new(false));
+        let _stop_guard = StopOnDrop(stop.clone());
+        let flag = stop.clone();
+        let poller = thread::spawn(move || {
+            let (mut ok, mut bad) = (0u32, Vec::new());
+            while !flag.load(Ordering::Relaxed) {
+                match http_get(server, "/healthz") {
+                    Ok((200, _)) => ok += 1,
+                    other => bad.push(format!("{other:?}")),
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            (ok, bad)
+        });
+
+        // Stop the broker by SIGTERM with a request in flight: its /readyz
+        // is 503 while it drains.
+        let ctx = zmq::Context::new();
+        let req = plain_req(&ctx, &frontend);
+        req.send("work 1s".as_bytes(), 0).expect("send");
+        wait_until(
+            "the slow request to be in flight",
+            Duration::from_secs(10),
+            || (metric(stack.broker.http, INFLIGHT) >= 1.0).then_some(()),
+        );
+        let broker_http = stack.broker.http;
+        let (seen, status) = terminate_watching_readyz(&mut stack.broker.proc, broker_http);
+        check_draining(seen, status, "broker");
+        let reply = recv_within(&req, Duration::from_secs(5)).expect("the in-flight reply");
+        assert_eq!(reply, vec![b"done".to_vec()]);
+
+        // Broker down: the server is alive but not ready.
+        let body = wait_readyz(server, 503, Duration::from_secs(15));
+        assert_eq!(body["checks"]["broker_connected"], false, "{body}");
+
+        // A new broker on the same ports: the server reconnects by itself.
+        stack.broker = Broker::start(&["--frontend-bind", &frontend, "--backend-bind", &backend]);
+        let body = wait_readyz(server, 200, START_TIMEOUT);
+        assert_eq!(body["checks"]["broker_connected"], true, "{body}");
+        let out = stack.request("after the restart", &[]);
+        assert_eq!(
+            stdout(&out),
+            "after the restart\n",
+            "{}",
+            e2e::describe(&out)
+        );
+
+        stop.store(true, Ordering::Relaxed);
+        let (ok, bad) = poller.join().expect("the /healthz poller");
+        assert!(
+            bad.is_empty(),
+            "/healthz of the server was not 200 {} times during the broker restart: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(5)]
+        );
+        assert!(ok >= 10, "only {ok} /healthz polls happened");
+    });
+}

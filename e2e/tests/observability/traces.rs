@@ -1,0 +1,204 @@
+//! Distributed tracing: one `client request` through broker and server, with
+//! a `client subscribe` receiving its event through the proxy, is one trace
+//! of six spans exported over OTLP/HTTP JSON to a collector run by the test.
+
+use std::time::Duration;
+
+use e2e::{
+    describe,
+    observability::{
+        start_stack_env, wait_proxy_subscriptions, wait_subscriptions_reach_servers, ExportedSpan,
+        OtlpCollector, JSON_LOGS,
+    },
+    run_bin, stdout, with_timeout, Proc, Signal, CLIENT_TIMEOUT, GRACE,
+};
+
+const SERVER: u64 = 2;
+const CLIENT: u64 = 3;
+const PRODUCER: u64 = 4;
+const CONSUMER: u64 = 5;
+
+/// The spans of the one request's trace, by role.
+#[derive(Debug)]
+struct Trace {
+    send: ExportedSpan,
+    route: ExportedSpan,
+    process: ExportedSpan,
+    publish: ExportedSpan,
+    forward: ExportedSpan,
+    receive: ExportedSpan,
+}
+
+/// The one span of `spans` with this name, service and parent, if exactly one.
+fn find<'a>(
+    spans: &'a [ExportedSpan],
+    name: &str,
+    service: &str,
+    parent: Option<&ExportedSpan>,
+) -> Option<&'a ExportedSpan> {
+    let mut it = spans.iter().filter(|s| {
+        s.name == name
+            && s.service == service
+            && parent.is_none_or(|p| s.parent_span_id == p.span_id && s.trace_id == p.trace_id)
+    });
+    let first = it.next()?;
+    it.next().is_none().then_some(first)
+}
+
+fn assemble(spans: &[ExportedSpan]) -> Option<Trace> {
+    let send = find(spans, "send requests", "client", None)?;
+    let route = find(spans, "route requests", "broker", Some(send))?;
+    let process = find(spans, "process requests", "server", Some(route))?;
+    let publish = find(spans, "publish requests.completed", "server", Some(process))?;
+    let forward = find(spans, "forward requests.completed", "proxy", Some(publish))?;
+    let receive = find(spans, "receive requests.completed", "client", Some(publish))?;
+    Some(Trace {
+        send: send.clone(),
+        route: route.clone(),
+        process: process.clone(),
+        publish: publish.clone(),
+        forward: forward.clone(),
+        receive: receive.clone(),
+    })
+}
+
+fn summary(spans: &[ExportedSpan]) -> String {
+    spans
+        .iter()
+        .map(|s| {
+            format!(
+                "  {:<30} service={:<7} kind={} trace={} span={} parent={} links={:?}",
+                s.name, s.service, s.kind, s.trace_id, s.span_id, s.parent_span_id, s.links
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn one_request_is_one_trace_from_client_to_subscriber() {
+    with_timeout(Duration::from_secs(60), || {
+        let collector = OtlpCollector::start();
+        let endpoint = collector.endpoint();
+        let mut env: Vec<(&str, &str)> = JSON_LOGS.to_vec();
+        env.extend([
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ]);
+        let mut stack = start_stack_env(1, &env, &["--status-interval", "200ms"]);
+
+        let mut subscriber = Proc::spawn(
+            "client",
+            &[
+                "subscribe",
+                "requests",
+                "--count",
+                "1",
+                "--proxy-endpoints",
+                stack.xpub(),
+            ],
+            &env,
+        );
+        wait_proxy_subscriptions(stack.proxy.http, "requests", 1.0);
+        wait_subscriptions_reach_servers(&stack);
+
+        let out = run_bin(
+            "client",
+            &["request", "hello", "--broker-endpoints", stack.frontend()],
+            &env,
+            CLIENT_TIMEOUT,
+        );
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(stdout(&out), "hello\n");
+        let sub_out = subscriber.output(Duration::from_secs(15));
+        assert!(sub_out.status.success(), "{}", describe(&sub_out));
+        assert!(
+            stdout(&sub_out).starts_with("requests.completed "),
+            "{}",
+            describe(&sub_out)
+        );
+
+        // The batch processor exports every few seconds and on shutdown:
+        // SIGTERM flushes what the services hold.
+        for p in [
+            &mut stack.servers[0].proc,
+            &mut stack.broker.proc,
+            &mut stack.proxy.proc,
+        ] {
+            p.kill(Signal::Term);
+        }
+        for p in [
+            &mut stack.servers[0].proc,
+            &mut stack.broker.proc,
+            &mut stack.proxy.proc,
+        ] {
+            let status = p.wait_exit(GRACE + Duration::from_secs(10));
+            assert!(status.success(), "{} exited {status:?}", p.name());
+        }
+
+        let trace = collector
+            .wait_for(Duration::from_secs(15), assemble)
+            .unwrap_or_else(|| {
+                panic!(
+                    "the six spans of the request never arrived; {} exports, problems {:?}, spans:\n{}",
+                    collector.posts(),
+                    collector.problems(),
+                    summary(&collector.spans())
+                )
+            });
+        assert!(
+            collector.problems().is_empty(),
+            "{:?}",
+            collector.problems()
+        );
+
+        let t = &trace;
+        let all = [
+            &t.send, &t.route, &t.process, &t.publish, &t.forward, &t.receive,
+        ];
+        let context = summary(&all.iter().map(|s| (*s).clone()).collect::<Vec<_>>());
+        for s in all {
+            assert_eq!(s.trace_id, t.send.trace_id, "one trace id\n{context}");
+            assert_eq!(
+                s.trace_id.len(),
+                32,
+                "hex trace id expected: {:?}\n{context}",
+                s.trace_id
+            );
+            assert_eq!(
+                s.attributes
+                    .get("messaging.system")
+                    .and_then(|v| v.as_str()),
+                Some("zeromq"),
+                "{}: attributes {:?}",
+                s.name,
+                s.attributes
+            );
+        }
+        assert!(
+            t.send.parent_span_id.is_empty(),
+            "the client span is the root\n{context}"
+        );
+        let kinds = [
+            (&t.send, CLIENT),
+            (&t.route, SERVER),
+            (&t.process, SERVER),
+            (&t.publish, PRODUCER),
+            (&t.forward, CONSUMER),
+            (&t.receive, CONSUMER),
+        ];
+        for (s, kind) in kinds {
+            assert_eq!(s.kind, kind, "kind of {}\n{context}", s.name);
+        }
+        assert!(
+            t.receive
+                .links
+                .iter()
+                .any(|(trace, span)| *span == t.publish.span_id && *trace == t.publish.trace_id),
+            "the subscriber's span links to the producer span\n{context}"
+        );
+        let ids: std::collections::BTreeSet<&str> =
+            all.iter().map(|s| s.span_id.as_str()).collect();
+        assert_eq!(ids.len(), 6, "six distinct spans\n{context}");
+    });
+}
