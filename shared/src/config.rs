@@ -194,7 +194,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// stdout with exit 0; any bad value is a one-line error naming the option, on
 /// stderr, with exit code 2.
 pub fn parse_or_exit<T: Parser>() -> T {
-    match T::try_parse() {
+    parse_or_exit_with(T::command())
+}
+
+/// [`parse_or_exit`] for a command built at run time (e.g. renamed).
+pub fn parse_or_exit_with<T: clap::FromArgMatches>(command: clap::Command) -> T {
+    match command
+        .try_get_matches()
+        .and_then(|mut m| T::from_arg_matches_mut(&mut m))
+    {
         Ok(v) => v,
         Err(e) => {
             use clap::error::ErrorKind::*;

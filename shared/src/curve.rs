@@ -51,11 +51,14 @@ fn is_z85_key(s: &str) -> bool {
     s.len() == 40 && s.chars().all(|c| Z85.contains(c))
 }
 
-/// A value that is not itself a Z85 key but starts like a path is read from
-/// that file (Z85 keys may start with `/` or `.` too, so keys win).
+/// A value that starts like a path (`/` or `.`, no commas or spaces) and is
+/// not itself a Z85 key is read from that file. Z85 keys may start with `/`
+/// or `.` too, so keys, and lists of keys, win.
 fn read_value(s: &str) -> Result<String, String> {
     let s = s.trim();
-    if !is_z85_key(s) && (s.starts_with('/') || s.starts_with('.')) {
+    let looks_like_path = (s.starts_with('/') || s.starts_with('.'))
+        && !s.contains(|c: char| c == ',' || c.is_whitespace());
+    if looks_like_path && !is_z85_key(s) {
         std::fs::read_to_string(s).map_err(|e| format!("cannot read key file {s:?}: {e}"))
     } else {
         Ok(s.to_owned())
@@ -291,6 +294,16 @@ mod tests {
             .contains("cannot read"));
         let list = parse_key_list(&format!("{public}, {public}\n")).unwrap();
         assert_eq!(list.0.len(), 1);
+        // Keys, and lists of keys, that start like paths are still keys.
+        let slashy = format!("/{}", &public[1..]);
+        assert!(parse_key(&slashy).unwrap().0.is_some());
+        let slashy_list = parse_key_list(&format!("{slashy},{public}")).unwrap();
+        assert_eq!(slashy_list.0.len(), 2);
+        // A path to a file holding a key.
+        let file = std::env::temp_dir().join(format!("mensageria-key-{}", std::process::id()));
+        std::fs::write(&file, format!("{public}\n")).unwrap();
+        assert_eq!(parse_key(file.to_str().unwrap()), parse_key(&public));
+        std::fs::remove_file(&file).unwrap();
         assert!(
             !format!("{:?}", parse_key(&secret).unwrap()).contains(&secret),
             "Debug must not leak keys"

@@ -1,5 +1,6 @@
 //! `mensageria`: the library every mensageria service is built on.
 //!
+//! - [`cli`]: the command line and `main` shared by the long-running services.
 //! - [`config`]: shared options (ops address, logging, grace, ZeroMQ transport) and value parsers.
 //! - [`header`]: the versioned header frame of requests, replies and events.
 //! - [`socket`], [`monitor`], [`curve`]: configured, monitored, optionally CURVE-secured ZeroMQ sockets.
@@ -7,6 +8,7 @@
 //! - [`health`], [`ops`], [`metrics`]: liveness/readiness, the ops HTTP server, Prometheus metrics.
 //! - [`telemetry`], [`otel`], [`shutdown`]: logging and trace export set-up, trace context glue, signal handling.
 
+pub mod cli;
 pub mod config;
 pub mod curve;
 pub mod header;

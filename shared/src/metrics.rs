@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use crate::header::Status;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder},
@@ -133,6 +134,54 @@ impl EncodeMetric for AtomicHistogram {
 
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
+    }
+}
+
+/// Builds a service's registry (see [`new_registry`]) with the socket
+/// metrics and the service's own, registered by `register`.
+pub fn service_registry<M>(
+    service: &str,
+    register: impl FnOnce(&mut Registry) -> M,
+) -> (Registry, SocketMetrics, M) {
+    let mut registered = None;
+    let registry = new_registry(service, |r| {
+        registered = Some((SocketMetrics::register(r), register(r)));
+    });
+    // new_registry calls the closure exactly once.
+    let (sockets, own) = registered.expect("new_registry runs the registration closure");
+    (registry, sockets, own)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+/// A counter family labelled `{status}` with one pre-created series per
+/// [`Status`], so counting is a plain atomic add.
+#[derive(Clone, Debug)]
+pub struct StatusCounters([Counter; 6]);
+
+impl StatusCounters {
+    /// Registers the family `name` in `r`.
+    pub fn register(r: &mut Registry, name: &str, help: &str) -> Self {
+        let family: Family<StatusLabel, Counter> = Family::default();
+        r.register(name, help, family.clone());
+        StatusCounters(Status::ALL.map(|s| {
+            family
+                .get_or_create(&StatusLabel { status: s.as_str() })
+                .clone()
+        }))
+    }
+
+    /// Counts one of `status`.
+    pub fn inc(&self, status: Status) {
+        self.0[status as usize].inc();
+    }
+
+    /// The count of `status` so far.
+    pub fn get(&self, status: Status) -> u64 {
+        self.0[status as usize].get()
     }
 }
 

@@ -2,33 +2,22 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
+use mensageria::cli::{ServiceCli, ServiceConfig, ServiceInfo};
 use mensageria::config::{parse_duration, parse_endpoint, CommonArgs, TransportArgs};
 
 /// Default ops HTTP port of the broker.
 pub const DEFAULT_HTTP_PORT: u16 = 9101;
 
-/// mensageria broker: routes requests from clients (ROUTER frontend) to
-/// workers (DEALER backend) and back, with deadlines and metrics.
-#[derive(Debug, Parser)]
-#[command(name = "broker", version, about)]
-pub struct Cli {
-    /// What to do (default: run the broker).
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Broker options.
-    #[command(flatten)]
-    pub config: Config,
-}
+/// The broker's command line: options, or the `healthcheck`/`keygen` subcommands.
+pub type Cli = ServiceCli<Config>;
 
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Probe this broker's /readyz (exit 0 when ready, 1 otherwise).
-    Healthcheck,
-    /// Print a new CURVE key pair.
-    Keygen,
-}
+/// Name, description and default ops port of the broker binary.
+pub const INFO: ServiceInfo = ServiceInfo {
+    name: "broker",
+    about: "mensageria broker: routes requests from clients (ROUTER) to workers (DEALER) and back, with deadlines, overload protection and metrics",
+    default_port: DEFAULT_HTTP_PORT,
+};
 
 /// Everything the broker needs to run.
 #[derive(Debug, Clone, Args)]
@@ -52,6 +41,12 @@ pub struct Config {
     #[arg(long, env = "MAX_INFLIGHT", default_value_t = 100_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_inflight: u32,
+}
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
 }
 
 impl Config {
@@ -101,6 +96,9 @@ mod tests {
     #[test]
     fn healthcheck_subcommand_parses() {
         let cli = Cli::try_parse_from(["broker", "healthcheck"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Healthcheck)));
+        assert!(matches!(
+            cli.command,
+            Some(mensageria::cli::ServiceCommand::Healthcheck)
+        ));
     }
 }

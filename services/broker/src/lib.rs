@@ -14,7 +14,7 @@ pub mod router;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use mensageria::{metrics::SocketMetrics, Service};
+use mensageria::Service;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -48,16 +48,8 @@ impl Broker {
 /// # Errors
 /// If a socket or the ops server cannot be bound.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Broker> {
-    let mut socket_metrics = None;
-    let mut broker_metrics = None;
-    let registry = mensageria::metrics::new_registry("broker", |r| {
-        socket_metrics = Some(SocketMetrics::register(r));
-        broker_metrics = Some(metrics::BrokerMetrics::register(r));
-    });
-    let (socket_metrics, broker_metrics) = (
-        socket_metrics.expect("registered above"),
-        broker_metrics.expect("registered above"),
-    );
+    let (registry, socket_metrics, broker_metrics) =
+        mensageria::metrics::service_registry("broker", metrics::BrokerMetrics::register);
     let mut service = Service::new(
         "broker",
         config.transport.clone(),

@@ -1,17 +1,15 @@
 //! The broker's metrics (design §4), pre-resolved so the routing loop only
 //! does atomic adds.
 
-use mensageria::{metrics::AtomicHistogram, Status};
+use mensageria::{
+    metrics::{AtomicHistogram, StatusCounters},
+    Status,
+};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabel {
-    status: &'static str,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -73,7 +71,7 @@ impl Traffic {
 pub struct BrokerMetrics {
     /// Requests received from clients.
     pub requests: Counter,
-    replies: [Counter; 6],
+    replies: StatusCounters,
     /// Frontend in → reply out.
     pub duration: AtomicHistogram,
     /// Requests in flight.
@@ -98,17 +96,8 @@ impl BrokerMetrics {
             "Requests received from clients",
             requests.clone(),
         );
-        let replies_f: Family<StatusLabel, Counter> = Family::default();
-        r.register(
-            "broker_replies",
-            "Replies sent to clients, by status",
-            replies_f.clone(),
-        );
-        let replies = Status::ALL.map(|s| {
-            replies_f
-                .get_or_create(&StatusLabel { status: s.as_str() })
-                .clone()
-        });
+        let replies =
+            StatusCounters::register(r, "broker_replies", "Replies sent to clients, by status");
         let duration = AtomicHistogram::default();
         r.register(
             "broker_request_duration_seconds",
@@ -166,7 +155,7 @@ impl BrokerMetrics {
 
     /// Counts a reply sent with `status`.
     pub fn reply(&self, status: Status) {
-        self.replies[status as usize].inc();
+        self.replies.inc(status);
     }
 
     /// Counts a dropped message.

@@ -68,16 +68,8 @@ pub async fn start_run(
     if !(args.rate.is_finite() && args.rate >= 0.0) {
         anyhow::bail!("--rate must be a number >= 0, got {}", args.rate);
     }
-    let mut socket_metrics = None;
-    let mut client_metrics = None;
-    let registry = mensageria::metrics::new_registry("client", |r| {
-        socket_metrics = Some(SocketMetrics::register(r));
-        client_metrics = Some(ClientMetrics::register(r));
-    });
-    let (socket_metrics, client_metrics) = (
-        socket_metrics.expect("registered"),
-        client_metrics.expect("registered"),
-    );
+    let (registry, socket_metrics, client_metrics) =
+        mensageria::metrics::service_registry("client", ClientMetrics::register);
     let mut service = Service::new(
         "client",
         args.requests.transport.clone(),

@@ -3,24 +3,18 @@
 use std::time::Duration;
 
 use mensageria::{
-    metrics::{AtomicHistogram, TopicLabel},
+    metrics::{AtomicHistogram, StatusCounters, TopicLabel},
     Status,
 };
 use prometheus_client::{
-    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
     registry::Registry,
 };
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabel {
-    status: &'static str,
-}
-
 /// Handles to every client metric.
 #[derive(Clone, Debug)]
 pub struct ClientMetrics {
-    requests: [Counter; 6],
+    requests: StatusCounters,
     /// Retries sent.
     pub retries: Counter,
     /// Round trip, first send to final reply.
@@ -36,17 +30,8 @@ pub struct ClientMetrics {
 impl ClientMetrics {
     /// Registers every client metric in `r` (the `mensageria_` sub-registry).
     pub fn register(r: &mut Registry) -> Self {
-        let requests_f: Family<StatusLabel, Counter> = Family::default();
-        r.register(
-            "client_requests",
-            "Requests finished, by final status",
-            requests_f.clone(),
-        );
-        let requests = Status::ALL.map(|s| {
-            requests_f
-                .get_or_create(&StatusLabel { status: s.as_str() })
-                .clone()
-        });
+        let requests =
+            StatusCounters::register(r, "client_requests", "Requests finished, by final status");
         let retries = Counter::default();
         r.register("client_retries", "Retries sent", retries.clone());
         let duration = AtomicHistogram::default();
@@ -90,7 +75,7 @@ impl ClientMetrics {
 
     /// Counts a finished request.
     pub fn request(&self, status: Status, latency: Duration) {
-        self.requests[status as usize].inc();
+        self.requests.inc(status);
         self.duration.observe(latency);
     }
 }

@@ -1,32 +1,21 @@
 //! Proxy configuration (design §2).
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
+use mensageria::cli::{ServiceCli, ServiceConfig, ServiceInfo};
 use mensageria::config::{parse_endpoint, CommonArgs, TransportArgs};
 
 /// Default ops HTTP port of the proxy.
 pub const DEFAULT_HTTP_PORT: u16 = 9102;
 
-/// mensageria proxy: forwards events from publishers (XSUB) to subscribers
-/// (XPUB) and subscriptions back, counting fan-out.
-#[derive(Debug, Parser)]
-#[command(name = "proxy", version, about)]
-pub struct Cli {
-    /// What to do (default: run the proxy).
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Proxy options.
-    #[command(flatten)]
-    pub config: Config,
-}
+/// The proxy's command line: options, or the `healthcheck`/`keygen` subcommands.
+pub type Cli = ServiceCli<Config>;
 
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Probe this proxy's /readyz (exit 0 when ready, 1 otherwise).
-    Healthcheck,
-    /// Print a new CURVE key pair.
-    Keygen,
-}
+/// Name, description and default ops port of the proxy binary.
+pub const INFO: ServiceInfo = ServiceInfo {
+    name: "proxy",
+    about: "mensageria proxy: forwards events from publishers (XSUB) to subscribers (XPUB) and subscriptions back, counting fan-out",
+    default_port: DEFAULT_HTTP_PORT,
+};
 
 /// Everything the proxy needs to run.
 #[derive(Debug, Clone, Args)]
@@ -43,6 +32,12 @@ pub struct Config {
     /// Where subscribers connect (XPUB).
     #[arg(long, env = "XPUB_BIND", default_value = "tcp://*:5558", value_parser = parse_endpoint)]
     pub xpub_bind: String,
+}
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
 }
 
 impl Config {

@@ -14,7 +14,7 @@ pub mod subscriptions;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use mensageria::{metrics::SocketMetrics, socket::set_xpub_verboser, Service};
+use mensageria::{socket::set_xpub_verboser, Service};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -47,16 +47,8 @@ impl Proxy {
 /// # Errors
 /// If a socket or the ops server cannot be bound.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Proxy> {
-    let mut socket_metrics = None;
-    let mut proxy_metrics = None;
-    let registry = mensageria::metrics::new_registry("proxy", |r| {
-        socket_metrics = Some(SocketMetrics::register(r));
-        proxy_metrics = Some(metrics::ProxyMetrics::register(r));
-    });
-    let (socket_metrics, proxy_metrics) = (
-        socket_metrics.expect("registered above"),
-        proxy_metrics.expect("registered above"),
-    );
+    let (registry, socket_metrics, proxy_metrics) =
+        mensageria::metrics::service_registry("proxy", metrics::ProxyMetrics::register);
     let mut service = Service::new(
         "proxy",
         config.transport.clone(),

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 use mensageria::{
+    cli::{ServiceCli, ServiceConfig, ServiceInfo},
     config::{parse_duration, CommonArgs, TransportArgs},
     Endpoints,
 };
@@ -11,27 +12,15 @@ use mensageria::{
 /// Default ops HTTP port of the server.
 pub const DEFAULT_HTTP_PORT: u16 = 9103;
 
-/// mensageria server: REP workers answering requests through brokers, and a
-/// publisher of events through proxies.
-#[derive(Debug, Parser)]
-#[command(name = "server", version, about)]
-pub struct Cli {
-    /// What to do (default: run the server).
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Server options.
-    #[command(flatten)]
-    pub config: Config,
-}
+/// The server's command line: options, or the `healthcheck`/`keygen` subcommands.
+pub type Cli = ServiceCli<Config>;
 
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Probe this server's /readyz (exit 0 when ready, 1 otherwise).
-    Healthcheck,
-    /// Print a new CURVE key pair.
-    Keygen,
-}
+/// Name, description and default ops port of the server binary.
+pub const INFO: ServiceInfo = ServiceInfo {
+    name: "server",
+    about: "mensageria server: REP workers answering requests through brokers, and a publisher of events through proxies",
+    default_port: DEFAULT_HTTP_PORT,
+};
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone, Args)]
@@ -57,6 +46,12 @@ pub struct Config {
     /// Longest service time the `work` operation may ask for.
     #[arg(long, env = "MAX_WORK", default_value = "10s", value_parser = parse_duration)]
     pub max_work: Duration,
+}
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
 }
 
 impl Config {

@@ -21,10 +21,7 @@ use std::{
     time::Instant,
 };
 
-use mensageria::{
-    metrics::{SocketMetrics, TopicCounters},
-    Service, Status,
-};
+use mensageria::{metrics::TopicCounters, Service, Status};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -113,16 +110,8 @@ pub async fn start_with_handler(
     instance: String,
     handler: Arc<dyn Handler>,
 ) -> anyhow::Result<Server> {
-    let mut socket_metrics = None;
-    let mut server_metrics = None;
-    let registry = mensageria::metrics::new_registry("server", |r| {
-        socket_metrics = Some(SocketMetrics::register(r));
-        server_metrics = Some(metrics::ServerMetrics::register(r));
-    });
-    let (socket_metrics, server_metrics) = (
-        socket_metrics.expect("registered above"),
-        server_metrics.expect("registered above"),
-    );
+    let (registry, socket_metrics, server_metrics) =
+        mensageria::metrics::service_registry("server", metrics::ServerMetrics::register);
     let mut service = Service::new(
         "server",
         config.transport.clone(),

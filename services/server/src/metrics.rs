@@ -1,24 +1,18 @@
 //! The server's metrics (design §4).
 
 use mensageria::{
-    metrics::{AtomicHistogram, TopicLabel},
+    metrics::{AtomicHistogram, StatusCounters, TopicLabel},
     Status,
 };
 use prometheus_client::{
-    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
     registry::Registry,
 };
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabel {
-    status: &'static str,
-}
-
 /// Handles to every server metric.
 #[derive(Clone, Debug)]
 pub struct ServerMetrics {
-    requests: [Counter; 6],
+    requests: StatusCounters,
     /// Handler time.
     pub duration: AtomicHistogram,
     /// Events published, by topic.
@@ -30,17 +24,8 @@ pub struct ServerMetrics {
 impl ServerMetrics {
     /// Registers every server metric in `r` (the `mensageria_` sub-registry).
     pub fn register(r: &mut Registry) -> Self {
-        let requests_f: Family<StatusLabel, Counter> = Family::default();
-        r.register(
-            "server_requests",
-            "Requests handled, by status",
-            requests_f.clone(),
-        );
-        let requests = Status::ALL.map(|s| {
-            requests_f
-                .get_or_create(&StatusLabel { status: s.as_str() })
-                .clone()
-        });
+        let requests =
+            StatusCounters::register(r, "server_requests", "Requests handled, by status");
         let duration = AtomicHistogram::default();
         r.register(
             "server_request_duration_seconds",
@@ -69,11 +54,11 @@ impl ServerMetrics {
 
     /// Requests answered so far with `status`.
     pub fn answered(&self, status: Status) -> u64 {
-        self.requests[status as usize].get()
+        self.requests.get(status)
     }
 
     /// Counts a handled request.
     pub fn request(&self, status: Status) {
-        self.requests[status as usize].inc();
+        self.requests.inc(status);
     }
 }
