@@ -114,7 +114,7 @@ fn observe(stack: &Stack, client: &ClientRun, plain_received: u64) -> Vec<Check>
         1.0,
     );
 
-    let (mut ok, mut not_ok, mut count, mut published, mut ev_dropped) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut ok, mut not_ok, mut count, mut published) = (0.0, 0.0, 0.0, 0.0);
     for (i, s) in stack.servers.iter().enumerate() {
         let f = scrape(s.http);
         let sreq = "mensageria_server_requests_total";
@@ -124,8 +124,6 @@ fn observe(stack: &Stack, client: &ClientRun, plain_received: u64) -> Vec<Check>
         count += value(&f, sdur, &format!("{sdur}_count"), &[]);
         let publ = "mensageria_server_events_published_total";
         published += value(&f, publ, publ, &[("topic", "requests")]);
-        let drop = "mensageria_server_events_dropped_total";
-        ev_dropped += value(&f, drop, drop, &[]);
         check(
             &mut c,
             format!("server {i} peers{{rep}}"),
@@ -143,7 +141,6 @@ fn observe(stack: &Stack, client: &ClientRun, plain_received: u64) -> Vec<Check>
     check(&mut c, "Σ servers requests{not ok}", not_ok, 0.0);
     check(&mut c, "Σ servers duration count", count, n);
     check(&mut c, "Σ servers events published{requests}", published, n);
-    check(&mut c, "Σ servers events dropped", ev_dropped, 0.0);
 
     let p = scrape(stack.proxy.http);
     let evin = "mensageria_proxy_events_in_total";

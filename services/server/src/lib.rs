@@ -17,7 +17,7 @@ pub mod worker;
 use std::{
     hash::{BuildHasher, Hasher},
     net::SocketAddr,
-    sync::{mpsc, Arc},
+    sync::{Arc, Mutex},
     time::Instant,
 };
 
@@ -27,9 +27,6 @@ use tracing::info;
 
 pub use config::Config;
 use handler::{DemoHandler, Handler};
-
-/// Events the workers may queue for the publisher before new ones are dropped.
-const EVENT_QUEUE: usize = 65_536;
 
 /// A started server.
 #[derive(Debug)]
@@ -71,6 +68,16 @@ pub fn random_id() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish()
+}
+
+/// Escapes a string for a JSON string literal.
+pub fn json_escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    // serde_json writes a quoted literal; strip the quotes.
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    std::borrow::Cow::Owned(quoted[1..quoted.len() - 1].to_owned())
 }
 
 /// This machine's host name, for instance ids.
@@ -122,62 +129,31 @@ pub async fn start_with_handler(
     service
         .health
         .check_with("broker_connected", move || peers.peer_count("rep") > 0);
-    let (events_tx, events_rx) = mpsc::sync_channel(EVENT_QUEUE);
     let instance_arc: Arc<str> = Arc::from(instance.as_str());
     let workers = config.worker_count();
 
-    // Publisher first, so no event of the first requests is refused.
-    let sockets = service.sockets.clone();
-    let heartbeat = service.health.heartbeat("server-publisher");
-    let (proxies, interval, sd) = (
-        config.proxy_endpoints.clone(),
-        config.status_interval,
-        shutdown.clone(),
-    );
-    let published = TopicCounters::new(server_metrics.events_published.clone());
-    let (status_metrics, status_instance, started) =
-        (server_metrics.clone(), instance.clone(), Instant::now());
-    let publisher_id = random_id();
-    service
-        .spawn_socket_thread(
-            "server-publisher",
-            move || {
-                let socket = sockets.socket(zmq::PUB, "pub")?;
-                sockets.connect_all(&socket, &proxies)?;
-                let status = Box::new(move || {
-                    serde_json::json!({
-                        "server": status_instance,
-                        "workers": workers,
-                        "uptime_s": started.elapsed().as_secs(),
-                        "handled": status_metrics.duration.count(),
-                    })
-                    .to_string()
-                    .into_bytes()
-                });
-                let p = publisher::Publisher::new(
-                    socket,
-                    publisher_id,
-                    events_rx,
-                    published,
-                    heartbeat,
-                    sd,
-                    interval,
-                    status,
-                );
-                Ok((p, ()))
-            },
-            |p| p.run(),
-        )
-        .await?;
+    // One PUB socket (one publisher id) per server, shared by the workers
+    // behind a mutex: publishing happens on the worker's own thread, with no
+    // hand-off to another thread, and the lock is held for one send.
+    let events = {
+        let socket = service.sockets.socket(zmq::PUB, "pub")?;
+        service
+            .sockets
+            .connect_all(&socket, &config.proxy_endpoints)?;
+        Arc::new(Mutex::new(publisher::EventPublisher::new(
+            socket,
+            random_id(),
+            TopicCounters::new(server_metrics.events_published.clone()),
+        )))
+    };
 
     for i in 0..workers {
         let name = format!("server-worker-{i}");
         let sockets = service.sockets.clone();
-        let (brokers, handler, metrics, events) = (
+        let (brokers, handler, metrics) = (
             config.broker_endpoints.clone(),
             handler.clone(),
             server_metrics.clone(),
-            events_tx.clone(),
         );
         let (heartbeat, shutdown, grace, instance) = (
             service.health.heartbeat(name.clone()),
@@ -185,30 +161,46 @@ pub async fn start_with_handler(
             config.common.shutdown_grace,
             instance_arc.clone(),
         );
+        let events = events.clone();
         service
             .spawn_socket_thread(
                 &name,
                 move || {
                     let socket = sockets.socket(zmq::REP, "rep")?;
                     sockets.connect_all(&socket, &brokers)?;
-                    let w = worker::Worker {
-                        socket,
-                        brokers,
-                        handler,
-                        metrics,
-                        events,
-                        heartbeat,
-                        shutdown,
-                        grace,
+                    let w = worker::Worker::new(
+                        socket, brokers, handler, metrics, events, heartbeat, shutdown, grace,
                         instance,
-                    };
+                    );
                     Ok((w, ()))
                 },
                 |w| w.run(),
             )
             .await?;
     }
-    drop(events_tx);
+
+    let status_events = events.clone();
+    let heartbeat = service.health.heartbeat("server-status");
+    let (interval, sd) = (config.status_interval, shutdown.clone());
+    let (status_metrics, status_instance, started) =
+        (server_metrics.clone(), instance.clone(), Instant::now());
+    let status = move || {
+        format!(
+            r#"{{"server":"{}","workers":{},"uptime_s":{},"handled":{}}}"#,
+            json_escape(&status_instance),
+            workers,
+            started.elapsed().as_secs(),
+            status_metrics.duration.count()
+        )
+        .into_bytes()
+    };
+    service
+        .spawn_socket_thread(
+            "server-status",
+            move || Ok((status_events, ())),
+            move |p| publisher::run_status(p, interval, status, heartbeat, sd),
+        )
+        .await?;
     info!(%instance, workers, brokers = %config.broker_endpoints, proxies = %config.proxy_endpoints, "Server connecting.");
     let http_addr = service
         .serve_ops(

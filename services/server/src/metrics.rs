@@ -17,8 +17,6 @@ pub struct ServerMetrics {
     pub duration: AtomicHistogram,
     /// Events published, by topic.
     pub events_published: Family<TopicLabel, Counter>,
-    /// Events not published because the publisher's queue was full.
-    pub events_dropped: Counter,
 }
 
 impl ServerMetrics {
@@ -38,17 +36,10 @@ impl ServerMetrics {
             "Events published, by topic",
             events_published.clone(),
         );
-        let events_dropped = Counter::default();
-        r.register(
-            "server_events_dropped",
-            "Events not published because the publisher queue was full",
-            events_dropped.clone(),
-        );
         ServerMetrics {
             requests,
             duration,
             events_published,
-            events_dropped,
         }
     }
 

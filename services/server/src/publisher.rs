@@ -1,7 +1,8 @@
-//! The event publisher: one thread owning the PUB socket connected to every
-//! proxy. Workers hand it events through a bounded channel; it stamps each
-//! with the header (publisher id, sequence, time) and publishes it, and emits
-//! the periodic `server.status` event.
+//! Event publishing. A server has one [`EventPublisher`]: a PUB socket
+//! connected to every proxy, with a random publisher id. The workers share it
+//! behind a mutex and publish on their own threads (no hand-off to another
+//! thread: the lock is held for one send); a `server-status` thread
+//! publishes the periodic `server.status` event through it too.
 //!
 //! Sequence numbers run per publisher *and topic*, so a subscriber that
 //! filters by topic prefix still sees every number of the topics it gets and
@@ -9,7 +10,7 @@
 
 use std::{
     collections::HashMap,
-    sync::mpsc::{Receiver, RecvTimeoutError},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -22,121 +23,85 @@ use mensageria::{
 };
 use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::debug;
 
-/// An event to publish.
-#[derive(Debug)]
-pub struct Event {
-    /// Dotted topic, e.g. `requests.completed`.
-    pub topic: &'static str,
-    /// Payload (JSON for the built-in events).
-    pub payload: Vec<u8>,
-    /// Trace context of the span that caused it.
-    pub trace: Option<TraceContext>,
+/// The publisher shared by a server's threads.
+pub type SharedPublisher = Arc<Mutex<EventPublisher>>;
+
+/// Locks the shared publisher. A panic while holding the lock cannot leave
+/// it inconsistent (a send either happened or not), so poisoning is ignored.
+pub fn lock(p: &SharedPublisher) -> std::sync::MutexGuard<'_, EventPublisher> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The publisher thread's state.
-pub struct Publisher {
-    /// PUB socket, connected to the proxies.
-    pub socket: zmq::Socket,
-    /// Random id of this publisher.
-    pub id: u64,
-    /// Events from the workers.
-    pub events: Receiver<Event>,
-    /// Published-events counters by topic.
-    pub published: TopicCounters<Counter>,
-    /// Liveness heartbeat.
-    pub heartbeat: Heartbeat,
-    /// Shutdown.
-    pub shutdown: CancellationToken,
-    /// `server.status` period.
-    pub status_interval: Duration,
-    /// Builds the `server.status` payload.
-    pub status: Box<dyn Fn() -> Vec<u8> + Send>,
+/// A PUB socket with its publisher id and per-topic sequence numbers.
+pub struct EventPublisher {
+    socket: zmq::Socket,
+    id: u64,
     seqs: HashMap<&'static str, u64>,
+    published: TopicCounters<Counter>,
 }
 
-impl Publisher {
-    /// Builds the state.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        socket: zmq::Socket,
-        id: u64,
-        events: Receiver<Event>,
-        published: TopicCounters<Counter>,
-        heartbeat: Heartbeat,
-        shutdown: CancellationToken,
-        status_interval: Duration,
-        status: Box<dyn Fn() -> Vec<u8> + Send>,
-    ) -> Self {
-        Publisher {
+impl EventPublisher {
+    /// Wraps a PUB socket connected to the proxies.
+    pub fn new(socket: zmq::Socket, id: u64, published: TopicCounters<Counter>) -> Self {
+        EventPublisher {
             socket,
             id,
-            events,
-            published,
-            heartbeat,
-            shutdown,
-            status_interval,
-            status,
             seqs: HashMap::new(),
+            published,
         }
     }
 
-    /// Publishes until shutdown, when every worker has hung up and the queue is empty.
-    ///
-    /// # Errors
-    /// Never in practice; the signature matches the other socket threads.
-    pub fn run(mut self) -> anyhow::Result<()> {
-        let mut next_status = Instant::now() + self.status_interval;
-        loop {
-            self.heartbeat.beat();
-            if Instant::now() >= next_status {
-                let payload = (self.status)();
-                self.publish(Event {
-                    topic: "server.status",
-                    payload,
-                    trace: None,
-                });
-                next_status += self.status_interval;
-            }
-            match self.events.recv_timeout(Duration::from_millis(100)) {
-                Ok(e) => {
-                    self.publish(e);
-                    // Drain what is queued without waiting.
-                    while let Ok(e) = self.events.try_recv() {
-                        self.publish(e);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                // Every worker has stopped: nothing more will come.
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        info!(publisher = self.id, "Publisher stopped.");
-        Ok(())
-    }
-
-    fn publish(&mut self, e: Event) {
-        let seq = self.seqs.entry(e.topic).or_insert(0);
+    /// Publishes `[topic, header, payload]`. PUB never blocks: with no
+    /// subscriber, or one at its HWM, the event is dropped, which subscribers
+    /// see as a sequence gap.
+    pub fn publish(&mut self, topic: &'static str, payload: &[u8], trace: Option<TraceContext>) {
+        let seq = self.seqs.entry(topic).or_insert(0);
         *seq += 1;
         let header = Header::Event(EventHeader {
             publisher: self.id,
             seq: *seq,
             published_at_us: now_us(),
-            trace: e.trace,
+            trace,
         })
         .encode();
-        // PUB never blocks: at the HWM it drops, which subscribers see as a
-        // sequence gap and count.
         match send_frames(
             &self.socket,
-            [e.topic.as_bytes(), &header, &e.payload],
+            [topic.as_bytes(), &header, payload],
             zmq::DONTWAIT,
         ) {
             Ok(()) => {
-                self.published.get(e.topic.as_bytes()).inc();
+                self.published.get(topic.as_bytes()).inc();
             }
-            Err(err) => debug!(error.message = %err, topic = e.topic, "Event not published."),
+            Err(err) => debug!(error.message = %err, topic, "Event not published."),
         }
     }
+}
+
+/// Publishes `server.status` every `interval` until shutdown.
+///
+/// # Errors
+/// Never in practice; the signature matches the other socket threads.
+pub fn run_status(
+    publisher: SharedPublisher,
+    interval: Duration,
+    status: impl Fn() -> Vec<u8>,
+    heartbeat: Heartbeat,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut next = Instant::now() + interval;
+    while !shutdown.is_cancelled() {
+        let now = Instant::now();
+        heartbeat.beat_at(now);
+        if now >= next {
+            lock(&publisher).publish("server.status", &status(), None);
+            next += interval;
+        }
+        std::thread::sleep(
+            next.saturating_duration_since(now)
+                .min(Duration::from_millis(100)),
+        );
+    }
+    Ok(())
 }

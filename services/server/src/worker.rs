@@ -5,7 +5,8 @@
 //! plain request gets a plain reply, with errors as `ERR <status> <message>`.
 
 use std::{
-    sync::{mpsc::SyncSender, Arc},
+    fmt::Write as _,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -22,7 +23,7 @@ use tracing::{debug, Span};
 use crate::{
     handler::{Handler, Request, Response},
     metrics::ServerMetrics,
-    publisher::Event,
+    publisher::SharedPublisher,
 };
 
 /// How long a draining worker waits for one more request before it
@@ -32,33 +33,54 @@ const DRAIN_QUIET: Duration = Duration::from_millis(150);
 
 /// A worker thread's state.
 pub struct Worker {
-    /// REP socket connected to the brokers.
-    pub socket: zmq::Socket,
-    /// Broker endpoints (to disconnect from when draining).
-    pub brokers: Endpoints,
-    /// The request handler.
-    pub handler: Arc<dyn Handler>,
-    /// Metrics.
-    pub metrics: ServerMetrics,
-    /// Events to publish.
-    pub events: SyncSender<Event>,
-    /// Liveness heartbeat.
-    pub heartbeat: Heartbeat,
-    /// Shutdown.
-    pub shutdown: CancellationToken,
-    /// Drain grace.
-    pub grace: Duration,
-    /// This server's instance id (in events).
-    pub instance: Arc<str>,
+    socket: zmq::Socket,
+    brokers: Endpoints,
+    handler: Arc<dyn Handler>,
+    metrics: ServerMetrics,
+    events: SharedPublisher,
+    heartbeat: Heartbeat,
+    shutdown: CancellationToken,
+    grace: Duration,
+    instance: Arc<str>,
+    /// Reused buffer for event payloads.
+    payload: String,
 }
 
 impl Worker {
+    /// A worker around a REP socket connected to `brokers` (kept to
+    /// disconnect from when draining) and its own event publisher.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        socket: zmq::Socket,
+        brokers: Endpoints,
+        handler: Arc<dyn Handler>,
+        metrics: ServerMetrics,
+        events: SharedPublisher,
+        heartbeat: Heartbeat,
+        shutdown: CancellationToken,
+        grace: Duration,
+        instance: Arc<str>,
+    ) -> Self {
+        Worker {
+            socket,
+            brokers,
+            handler,
+            metrics,
+            events,
+            heartbeat,
+            shutdown,
+            grace,
+            instance,
+            payload: String::with_capacity(160),
+        }
+    }
+
     /// Serves until shutdown; then disconnects from the brokers, answers what
     /// is still queued, and returns.
     ///
     /// # Errors
     /// On a libzmq failure that leaves the socket unusable.
-    pub fn run(self) -> anyhow::Result<()> {
+    pub fn run(mut self) -> anyhow::Result<()> {
         let mut frames = Vec::with_capacity(4);
         let mut drain_deadline: Option<Instant> = None;
         loop {
@@ -109,7 +131,7 @@ impl Worker {
     }
 
     /// Answers a request `unavailable` without handling it (draining).
-    fn refuse(&self, frames: &[zmq::Message]) -> anyhow::Result<()> {
+    fn refuse(&mut self, frames: &[zmq::Message]) -> anyhow::Result<()> {
         let header = match frames.first() {
             Some(f) if is_header(f) => match Header::decode(f) {
                 Ok(Header::Request(h)) => Some(h),
@@ -121,7 +143,7 @@ impl Worker {
         self.reply(header, response, Instant::now(), &Span::none())
     }
 
-    fn serve(&self, frames: &[zmq::Message]) -> anyhow::Result<()> {
+    fn serve(&mut self, frames: &[zmq::Message]) -> anyhow::Result<()> {
         let started = Instant::now();
         let (header, payload) = match frames.first() {
             Some(f) if is_header(f) => match Header::decode(f) {
@@ -153,7 +175,7 @@ impl Worker {
     }
 
     fn reply(
-        &self,
+        &mut self,
         header: Option<mensageria::RequestHeader>,
         response: Response,
         started: Instant,
@@ -201,27 +223,24 @@ impl Worker {
             // REP cannot go on without sending its reply; this is fatal for the socket.
             return Err(anyhow::anyhow!("worker reply failed: {e}"));
         }
-        let payload = serde_json::json!({
-            "request_id": header.map(|h| h.id),
-            "status": status.as_str(),
-            "duration_us": elapsed.as_micros() as u64,
-            "server": &*self.instance,
-        })
-        .to_string()
-        .into_bytes();
-        let event = Event {
-            topic: "requests.completed",
-            payload,
-            trace: {
-                let publish =
-                    otel::child_span("producer", "publish", "requests.completed", trace.as_ref());
-                otel::trace_context(&publish).or(trace)
-            },
-        };
-        if self.events.try_send(event).is_err() {
-            self.metrics.events_dropped.inc();
-            debug!("Event queue full; event dropped.");
-        }
+        // One `requests.completed` event per handled request. The payload is
+        // written by hand into a reused buffer: this runs once per request.
+        self.payload.clear();
+        let _ = write!(
+            self.payload,
+            r#"{{"request_id":{},"status":"{}","duration_us":{},"server":"{}"}}"#,
+            header.map_or_else(|| "null".to_owned(), |h| h.id.to_string()),
+            status.as_str(),
+            elapsed.as_micros(),
+            crate::json_escape(&self.instance),
+        );
+        let publish = otel::child_span("producer", "publish", "requests.completed", trace.as_ref());
+        let event_trace = otel::trace_context(&publish).or(trace);
+        crate::publisher::lock(&self.events).publish(
+            "requests.completed",
+            self.payload.as_bytes(),
+            event_trace,
+        );
         Ok(())
     }
 }
