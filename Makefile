@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help build release run test lint fmt clean up down logs k8s validate-deploy curve-keys
+.PHONY: help build release run test lint fmt clean up down logs k8s validate-deploy curve-keys fuzz soak
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -48,6 +48,17 @@ k8s: ## Render the Kubernetes manifests (kustomize) to stdout
 
 validate-deploy: ## Static checks of Dockerfile, compose, Prometheus rules, dashboards, Kubernetes
 	bash deploy/validate/static.sh
+
+FUZZ_SECS ?= 60
+fuzz: ## Fuzz the header codec with cargo-fuzz on nightly for FUZZ_SECS (default 60)
+	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd fuzz && $(CARGO) +nightly fuzz run header -- -max_total_time=$(FUZZ_SECS) -print_final_stats=1
+
+SOAK_SECS ?= 600
+soak: ## Whole system under load for SOAK_SECS (default 600), RSS per service every 10 s
+	$(CARGO) build --release --bins
+	MENSAGERIA_BIN_DIR=$(CURDIR)/target/release SOAK_SECS=$(SOAK_SECS) \
+	  $(CARGO) test -p e2e --test reliability -- --ignored --exact soak::soak --nocapture
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -1257,4 +1257,5 @@ pub fn decode_event(frames: &[Vec<u8>]) -> PlainEvent {
         payload,
     }
 }
+pub mod faults;
 pub mod observability;

@@ -414,8 +414,10 @@ mod tests {
             frame.push(VERSION);
             frame.extend_from_slice(&body);
             if let Ok(h) = Header::decode(&frame) {
-                // Anything that decodes must re-encode to the same bytes.
-                prop_assert_eq!(h.encode(), frame);
+                // Anything that decodes re-encodes to a frame that decodes to
+                // the same header (postcard also accepts over-long varints,
+                // so the bytes need not be identical).
+                prop_assert_eq!(Header::decode(&h.encode()), Ok(h));
             }
         }
 

@@ -3,7 +3,7 @@
 //! connect-side sockets get `ZMQ_IMMEDIATE` so nothing queues to a peer that
 //! is not there.
 
-use std::sync::mpsc;
+use std::{sync::mpsc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
@@ -130,19 +130,34 @@ impl SocketFactory {
             .socket(kind)
             .map_err(ctx_err(format!("create {role} socket")))?;
         self.metrics.declare(role);
-        self.configure(&s)
+        self.configure(&s, kind)
             .map_err(ctx_err(format!("configure {role} socket")))?;
         self.monitor(&s, role)?;
         Ok(s)
     }
 
-    fn configure(&self, s: &zmq::Socket) -> zmq::Result<()> {
+    fn configure(&self, s: &zmq::Socket, kind: zmq::SocketType) -> zmq::Result<()> {
         let t = &self.transport;
         s.set_linger(t.linger.as_millis().min(i32::MAX as u128) as i32)?;
         s.set_sndhwm(t.hwm)?;
         s.set_rcvhwm(t.hwm)?;
         s.set_maxmsgsize(t.max_msg_size.min(i64::MAX as u64) as i64)?;
-        s.set_heartbeat_ivl(t.heartbeat_ivl.as_millis().min(i32::MAX as u128) as i32)?;
+        // No ZMTP heartbeats on the event path (PUB, SUB, XPUB, XSUB). A
+        // subscriber whose queue is full stops reading its TCP stream, so
+        // heartbeats cannot tell it from a dead one; when either side's
+        // heartbeat timeout resets such a connection in the middle of a
+        // multipart event, libzmq 4.3.4 aborts the subscriber
+        // (`Assertion failed: !_more (src/fq.cpp:112)`, zeromq/libzmq#4767).
+        // Nothing on that path needs them: publishers drop at the HWM and
+        // subscriptions are re-sent on reconnect. Request/reply sockets keep
+        // heartbeats, which is how a frozen worker is dropped.
+        let event_path = matches!(kind, zmq::PUB | zmq::SUB | zmq::XPUB | zmq::XSUB);
+        let ivl = if event_path {
+            Duration::ZERO
+        } else {
+            t.heartbeat_ivl
+        };
+        s.set_heartbeat_ivl(ivl.as_millis().min(i32::MAX as u128) as i32)?;
         s.set_heartbeat_timeout(t.heartbeat_timeout.as_millis().min(i32::MAX as u128) as i32)?;
         s.set_heartbeat_ttl(t.heartbeat_ttl.as_millis().min(6_553_500) as i32)?;
         Ok(())

@@ -26,10 +26,11 @@ use crate::{
     publisher::SharedPublisher,
 };
 
-/// How long a draining worker waits for one more request before it
-/// disconnects (requests already on the wire when it stopped reading).
-/// Deliberately not a multiple of the client's retry backoff (25 ms × 2ⁿ).
-const DRAIN_QUIET: Duration = Duration::from_millis(150);
+/// How long a draining worker waits for one more request already on the
+/// wire before it disconnects.
+const DRAIN_QUIET: Duration = Duration::from_millis(10);
+/// The longest a draining worker stays connected refusing requests.
+const DRAIN_REFUSE_MAX: Duration = Duration::from_millis(100);
 
 /// A worker thread's state.
 pub struct Worker {
@@ -82,7 +83,7 @@ impl Worker {
     /// On a libzmq failure that leaves the socket unusable.
     pub fn run(mut self) -> anyhow::Result<()> {
         let mut frames = Vec::with_capacity(4);
-        let mut drain_deadline: Option<Instant> = None;
+        let mut drain_started: Option<Instant> = None;
         loop {
             let now = Instant::now();
             self.heartbeat.beat_at(now);
@@ -91,11 +92,17 @@ impl Worker {
                 // normally. Requests already queued at this socket are refused
                 // with `unavailable` while the way back to the broker still
                 // exists, so their clients retry elsewhere at once instead of
-                // waiting for a timeout; stop at the first empty queue (or when
-                // the grace period is over), after a short quiet period that
-                // catches requests already on the wire.
-                let deadline = *drain_deadline.get_or_insert(now + self.grace);
-                let wait = DRAIN_QUIET.min(deadline.saturating_duration_since(now));
+                // waiting for a timeout. Stop as soon as the queue is empty
+                // for DRAIN_QUIET (requests already on the wire) or after
+                // DRAIN_REFUSE_MAX at most: under steady load the queue is
+                // never empty for long, and staying connected only draws
+                // more requests to refuse.
+                let started = *drain_started.get_or_insert(now);
+                let limit = (started + DRAIN_REFUSE_MAX).min(started + self.grace);
+                if now >= limit {
+                    break;
+                }
+                let wait = DRAIN_QUIET.min(limit - now);
                 match self.socket.poll(zmq::POLLIN, wait.as_millis() as i64) {
                     Ok(0) => break,
                     Ok(_) | Err(zmq::Error::EINTR) => {}

@@ -1,0 +1,869 @@
+//! Helpers of the reliability and security suite (`e2e/tests/reliability`):
+//!
+//! - [`start_broker_env`], [`start_proxy_env`], [`start_server_env`],
+//!   [`start_stack_env`]: services started with extra environment (CURVE
+//!   keys) and flags, on ephemeral loopback ports or on given ones (restarts
+//!   on the same ports).
+//! - [`ClientRun`]: the long-running `client run` load generator and
+//!   subscriber, observed through its `/metrics` ([`ClientStats`]).
+//! - [`Scrape`]: one `/metrics` scrape read many times; [`RssSampler`]:
+//!   `process_resident_memory_bytes` of several services sampled on a
+//!   background thread.
+//! - Raw-TCP probes ([`probe_tcp`], [`HTTP_GET`], [`tls_client_hello`],
+//!   [`pseudo_random_bytes`]), plain DEALER sockets ([`plain_dealer`]).
+//! - [`keygen`]: CURVE key pairs from `broker keygen`.
+//! - [`EventLines`]: per-stream accounting of `client subscribe` output.
+//!
+//! As in the rest of the crate, every wait has a deadline; the only sleeps
+//! pace load or sampling, never synchronise.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    http_get, metric_opt, metrics_text, parse_metric, run_bin, stdout, wait_ready, wait_until,
+    Broker, Proc, Proxy, Server, Stack, Value, DEFAULT_WORKERS, GRACE_ARG, START_TIMEOUT,
+};
+
+/// Fast ZMTP heartbeats (`--heartbeat-ivl 200ms --heartbeat-timeout 1s`), so
+/// a frozen peer is dropped within about a second.
+pub const FAST_HEARTBEATS: [&str; 4] = ["--heartbeat-ivl", "200ms", "--heartbeat-timeout", "1s"];
+
+/// [`FAST_HEARTBEATS`]' timeout.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+
+// ---------------------------------------------------------------------------
+// Services with extra environment
+// ---------------------------------------------------------------------------
+
+/// `defaults` (flag, value) pairs whose flag is not in `extra`, then `extra`.
+fn merge(defaults: &[(&str, &str)], extra: &[&str]) -> Vec<String> {
+    let mut args = Vec::new();
+    for (flag, value) in defaults {
+        let overridden = extra
+            .iter()
+            .any(|e| e == flag || e.starts_with(&format!("{flag}=")));
+        if !overridden {
+            args.push((*flag).to_owned());
+            args.push((*value).to_owned());
+        }
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+/// Starts `bin_name` with `args`, JSON logs at info and `env` on top.
+fn spawn_env(bin_name: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
+    let mut all: Vec<(&str, &str)> = vec![("LOG_FORMAT", "json"), ("RUST_LOG", "info")];
+    all.extend_from_slice(env);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proc::spawn(bin_name, &args, &all)
+}
+
+fn str_field(log: &Value, name: &str) -> String {
+    log[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("log line without a string `{name}`: {log}"))
+        .to_owned()
+}
+
+/// The ops HTTP address a service logged (`Ops HTTP server bound.`).
+pub fn ops_addr_of(proc: &Proc) -> SocketAddr {
+    let log = proc.wait_for_json_log("Ops HTTP server bound.", START_TIMEOUT);
+    str_field(&log, "local_addr")
+        .parse()
+        .expect("local_addr is a socket address")
+}
+
+/// Starts a broker (ephemeral loopback ports unless `extra` binds others)
+/// with `env` added to its environment, and waits until it has bound.
+pub fn start_broker_env(extra: &[&str], env: &[(&str, &str)]) -> Broker {
+    let args = merge(
+        &[
+            ("--http-addr", "127.0.0.1:0"),
+            ("--frontend-bind", "tcp://127.0.0.1:*"),
+            ("--backend-bind", "tcp://127.0.0.1:*"),
+            ("--shutdown-grace", GRACE_ARG),
+        ],
+        extra,
+    );
+    let proc = spawn_env("broker", &args, env);
+    let bound = proc.wait_for_json_log("Broker sockets bound.", START_TIMEOUT);
+    let http = ops_addr_of(&proc);
+    Broker {
+        frontend: str_field(&bound, "frontend"),
+        backend: str_field(&bound, "backend"),
+        http,
+        proc,
+    }
+}
+
+/// A broker bound to the same endpoints as `old` (which must have exited):
+/// what a restarted broker pod looks like to its peers.
+pub fn restart_broker(old: &Broker, extra: &[&str]) -> Broker {
+    let mut args = vec![
+        "--frontend-bind",
+        old.frontend.as_str(),
+        "--backend-bind",
+        old.backend.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let b = start_broker_env(&args, &[]);
+    assert_eq!(
+        (&b.frontend, &b.backend),
+        (&old.frontend, &old.backend),
+        "the restarted broker must be on the same ports"
+    );
+    b
+}
+
+/// Starts a proxy (ephemeral loopback ports unless `extra` binds others) with
+/// `env` added, and waits until it has bound.
+pub fn start_proxy_env(extra: &[&str], env: &[(&str, &str)]) -> Proxy {
+    let args = merge(
+        &[
+            ("--http-addr", "127.0.0.1:0"),
+            ("--xsub-bind", "tcp://127.0.0.1:*"),
+            ("--xpub-bind", "tcp://127.0.0.1:*"),
+            ("--shutdown-grace", GRACE_ARG),
+        ],
+        extra,
+    );
+    let proc = spawn_env("proxy", &args, env);
+    let bound = proc.wait_for_json_log("Proxy sockets bound.", START_TIMEOUT);
+    let http = ops_addr_of(&proc);
+    Proxy {
+        xsub: str_field(&bound, "xsub"),
+        xpub: str_field(&bound, "xpub"),
+        http,
+        proc,
+    }
+}
+
+/// A proxy bound to the same endpoints as `old` (which must have exited).
+pub fn restart_proxy(old: &Proxy, extra: &[&str]) -> Proxy {
+    let mut args = vec![
+        "--xsub-bind",
+        old.xsub.as_str(),
+        "--xpub-bind",
+        old.xpub.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let p = start_proxy_env(&args, &[]);
+    assert_eq!(
+        (&p.xsub, &p.xpub),
+        (&old.xsub, &old.xpub),
+        "the restarted proxy must be on the same ports"
+    );
+    p
+}
+
+/// Starts a server connected to `brokers` and `proxies` with `env` added
+/// (2 workers unless `extra` says otherwise); does not wait for readiness.
+pub fn start_server_env(
+    brokers: &str,
+    proxies: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Server {
+    let workers = DEFAULT_WORKERS.to_string();
+    let args = merge(
+        &[
+            ("--http-addr", "127.0.0.1:0"),
+            ("--broker-endpoints", brokers),
+            ("--proxy-endpoints", proxies),
+            ("--workers", &workers),
+            ("--shutdown-grace", GRACE_ARG),
+        ],
+        extra,
+    );
+    let proc = spawn_env("server", &args, env);
+    let connecting = proc.wait_for_json_log("Server connecting.", START_TIMEOUT);
+    let http = ops_addr_of(&proc);
+    Server {
+        instance: str_field(&connecting, "instance"),
+        workers: connecting["workers"]
+            .as_u64()
+            .expect("`workers` in the log") as u32,
+        http,
+        proc,
+    }
+}
+
+/// What [`start_stack_env`] starts.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StackSpec<'a> {
+    /// Servers to start.
+    pub servers: usize,
+    /// Extra broker flags.
+    pub broker: &'a [&'a str],
+    /// Extra proxy flags.
+    pub proxy: &'a [&'a str],
+    /// Extra server flags.
+    pub server: &'a [&'a str],
+    /// Environment of broker and proxy (e.g. CURVE server keys).
+    pub bind_env: &'a [(&'a str, &'a str)],
+    /// Environment of the servers (e.g. CURVE client keys).
+    pub server_env: &'a [(&'a str, &'a str)],
+}
+
+/// Starts broker, proxy and servers as `spec` says and waits until all are
+/// ready and every server's sockets completed their handshakes.
+pub fn start_stack_env(spec: StackSpec<'_>) -> Stack {
+    let broker = start_broker_env(spec.broker, spec.bind_env);
+    let proxy = start_proxy_env(spec.proxy, spec.bind_env);
+    let servers: Vec<Server> = (0..spec.servers)
+        .map(|_| start_server_env(&broker.backend, &proxy.xsub, spec.server, spec.server_env))
+        .collect();
+    wait_ready(broker.http, START_TIMEOUT);
+    wait_ready(proxy.http, START_TIMEOUT);
+    for s in &servers {
+        s.wait_ready();
+    }
+    let stack = Stack {
+        broker,
+        proxy,
+        servers,
+    };
+    wait_attached(&stack);
+    stack
+}
+
+/// Waits until the broker has as many backend peers as the servers have
+/// workers and the proxy one XSUB peer per server.
+pub fn wait_attached(stack: &Stack) {
+    let workers: u32 = stack.servers.iter().map(|s| s.workers).sum();
+    wait_peers(
+        stack.broker.http,
+        "backend",
+        "every server worker attached to the broker",
+        |n| n == f64::from(workers),
+    );
+    let publishers = stack.servers.len() as f64;
+    wait_peers(
+        stack.proxy.http,
+        "xsub",
+        "every server publisher attached to the proxy",
+        |n| n == publishers,
+    );
+}
+
+/// `mensageria_zmq_peers{socket="<socket>"}`.
+pub fn peers(addr: SocketAddr, socket: &str) -> f64 {
+    metric_opt(
+        addr,
+        &format!(r#"mensageria_zmq_peers{{socket="{socket}"}}"#),
+    )
+    .unwrap_or(0.0)
+}
+
+/// Waits (up to [`START_TIMEOUT`]) until the peer count of `socket` on
+/// `addr` satisfies `ok`; returns it.
+pub fn wait_peers(addr: SocketAddr, socket: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    wait_until(what, START_TIMEOUT, || {
+        let n = peers(addr, socket);
+        ok(n).then_some(n)
+    })
+}
+
+/// `mensageria_zmq_socket_events_total{socket,event}` (0 when not exposed yet).
+pub fn socket_events(addr: SocketAddr, socket: &str, event: &str) -> f64 {
+    metric_opt(
+        addr,
+        &format!(r#"mensageria_zmq_socket_events_total{{socket="{socket}",event="{event}"}}"#),
+    )
+    .unwrap_or(0.0)
+}
+
+/// `/healthz` of every address answers 200.
+///
+/// # Panics
+/// Naming the first that does not.
+pub fn assert_all_healthy(addrs: &[(&str, SocketAddr)]) {
+    for (name, addr) in addrs {
+        match http_get(*addr, "/healthz") {
+            Ok((200, _)) => {}
+            other => panic!("{name} /healthz is not 200: {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `client run`
+// ---------------------------------------------------------------------------
+
+/// A running `client run`: steady requests and a subscription, observed
+/// through its metrics.
+#[derive(Debug)]
+pub struct ClientRun {
+    /// The process.
+    pub proc: Proc,
+    /// Ops HTTP address.
+    pub http: SocketAddr,
+}
+
+impl ClientRun {
+    /// Starts `client run --broker-endpoints <frontend> --proxy-endpoints <xpub>`
+    /// with an ephemeral ops port, `extra` flags and `env`; waits until its
+    /// ops server is up (not until it is ready).
+    pub fn start(frontend: &str, xpub: &str, extra: &[&str], env: &[(&str, &str)]) -> ClientRun {
+        let mut args = vec![
+            "run".to_owned(),
+            "--http-addr".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--broker-endpoints".to_owned(),
+            frontend.to_owned(),
+            "--proxy-endpoints".to_owned(),
+            xpub.to_owned(),
+            "--shutdown-grace".to_owned(),
+            GRACE_ARG.to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let proc = spawn_env("client", &args, env);
+        let http = ops_addr_of(&proc);
+        ClientRun { proc, http }
+    }
+
+    /// Waits until `/readyz` is 200 (broker and proxy connected).
+    pub fn wait_ready(&self) {
+        wait_ready(self.http, START_TIMEOUT);
+    }
+
+    /// The client's counters now.
+    pub fn stats(&self) -> ClientStats {
+        ClientStats::parse(&metrics_text(self.http))
+    }
+
+    /// Waits until `f` holds for the client's counters; returns them.
+    pub fn wait_stats(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&ClientStats) -> bool,
+    ) -> ClientStats {
+        let mut last = None;
+        crate::poll_until(timeout, || {
+            let s = self.stats();
+            let ok = f(&s);
+            last = Some(s.clone());
+            ok.then_some(s)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "timed out after {timeout:?} waiting for the client: {what}; last {last:?}\n{}",
+                self.proc.diagnostics()
+            )
+        })
+    }
+}
+
+/// Counters of a `client run`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientStats {
+    /// `mensageria_client_requests_total` by status.
+    pub requests: BTreeMap<String, f64>,
+    /// `mensageria_client_retries_total`.
+    pub retries: f64,
+    /// `mensageria_client_events_received_total` by topic label.
+    pub received: BTreeMap<String, f64>,
+    /// `mensageria_client_events_lost_total`.
+    pub lost: f64,
+}
+
+impl ClientStats {
+    /// Reads the counters from exposition text.
+    pub fn parse(text: &str) -> ClientStats {
+        let mut s = ClientStats {
+            retries: parse_metric(text, "mensageria_client_retries_total").unwrap_or(0.0),
+            lost: parse_metric(text, "mensageria_client_events_lost_total").unwrap_or(0.0),
+            ..ClientStats::default()
+        };
+        for (labels, v) in family(text, "mensageria_client_requests_total") {
+            s.requests.insert(label(&labels, "status"), v);
+        }
+        for (labels, v) in family(text, "mensageria_client_events_received_total") {
+            s.received.insert(label(&labels, "topic"), v);
+        }
+        s
+    }
+
+    /// Requests finished `ok`.
+    pub fn ok(&self) -> f64 {
+        self.requests.get("ok").copied().unwrap_or(0.0)
+    }
+
+    /// Requests finished with any other status.
+    pub fn failed(&self) -> f64 {
+        self.requests
+            .iter()
+            .filter(|(k, _)| k.as_str() != "ok")
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Requests finished with `status`.
+    pub fn status(&self, status: &str) -> f64 {
+        self.requests.get(status).copied().unwrap_or(0.0)
+    }
+
+    /// All requests finished.
+    pub fn finished(&self) -> f64 {
+        self.requests.values().sum()
+    }
+
+    /// Events received on topics whose first segment is `topic`.
+    pub fn received(&self, topic: &str) -> f64 {
+        self.received.get(topic).copied().unwrap_or(0.0)
+    }
+}
+
+/// The series of one metric family: (label text inside the braces, value).
+pub fn family(text: &str, name: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = if let Some(r) = rest.strip_prefix('{') {
+                let (labels, v) = r.split_once("} ")?;
+                (labels.to_owned(), v)
+            } else {
+                (String::new(), rest.strip_prefix(' ')?)
+            };
+            let v = value.split_whitespace().next()?.parse().ok()?;
+            Some((labels, v))
+        })
+        .collect()
+}
+
+/// The value of `name` in a label text such as `status="ok",topic="x"`.
+pub fn label(labels: &str, name: &str) -> String {
+    labels
+        .split(',')
+        .find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"').to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// One `/metrics` scrape, read many times.
+#[derive(Debug, Clone)]
+pub struct Scrape(pub String);
+
+impl Scrape {
+    /// Scrapes `addr`.
+    pub fn of(addr: SocketAddr) -> Scrape {
+        Scrape(metrics_text(addr))
+    }
+
+    /// A series' value, 0 when not exposed.
+    pub fn get(&self, series: &str) -> f64 {
+        parse_metric(&self.0, series).unwrap_or(0.0)
+    }
+
+    /// Sum over a family's series whose labels contain every `filters` item
+    /// (e.g. `status="ok"`).
+    pub fn sum(&self, name: &str, filters: &[&str]) -> f64 {
+        family(&self.0, name)
+            .into_iter()
+            .filter(|(l, _)| filters.iter().all(|f| l.contains(f)))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// `mensageria_server_events_published_total{topic}` summed over servers.
+pub fn published(servers: &[Server], topic: &str) -> f64 {
+    let series = format!(r#"mensageria_server_events_published_total{{topic="{topic}"}}"#);
+    servers
+        .iter()
+        .map(|s| metric_opt(s.http, &series).unwrap_or(0.0))
+        .sum()
+}
+
+// ---------------------------------------------------------------------------
+// Memory
+// ---------------------------------------------------------------------------
+
+/// `process_resident_memory_bytes` of several services, sampled on a
+/// background thread every `every` until [`RssSampler::stop`].
+#[derive(Debug)]
+pub struct RssSampler {
+    names: Vec<String>,
+    stop: Arc<AtomicBool>,
+    handle: thread::JoinHandle<Vec<RssSample>>,
+}
+
+/// One sampling round.
+#[derive(Debug, Clone)]
+pub struct RssSample {
+    /// Since the sampler started.
+    pub at: Duration,
+    /// Bytes per service (in [`RssSampler`] order); `None` when the scrape failed.
+    pub rss: Vec<Option<f64>>,
+}
+
+impl RssSampler {
+    /// Starts sampling `targets` (name, ops address) every `every`.
+    pub fn start(targets: &[(&str, SocketAddr)], every: Duration) -> RssSampler {
+        let names = targets.iter().map(|(n, _)| (*n).to_owned()).collect();
+        let addrs: Vec<SocketAddr> = targets.iter().map(|(_, a)| *a).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = thread::Builder::new()
+            .name("rss-sampler".into())
+            .spawn(move || {
+                let start = Instant::now();
+                let mut samples = Vec::new();
+                let mut next = start;
+                while !flag.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    if now >= next {
+                        samples.push(RssSample {
+                            at: now - start,
+                            rss: addrs.iter().map(|a| rss(*a)).collect(),
+                        });
+                        next += every;
+                    }
+                    // Pacing only: the loop re-checks the stop flag often.
+                    thread::sleep(
+                        Duration::from_millis(20).min(next.saturating_duration_since(now)),
+                    );
+                }
+                samples
+            })
+            .expect("spawn the RSS sampler");
+        RssSampler {
+            names,
+            stop,
+            handle,
+        }
+    }
+
+    /// Stops sampling and returns the series.
+    pub fn stop(self) -> RssSeries {
+        self.stop.store(true, Ordering::Relaxed);
+        let samples = self.handle.join().expect("the RSS sampler panicked");
+        RssSeries {
+            names: self.names,
+            samples,
+        }
+    }
+}
+
+/// `process_resident_memory_bytes` of one service, if it answers.
+pub fn rss(addr: SocketAddr) -> Option<f64> {
+    match http_get(addr, "/metrics") {
+        Ok((200, body)) => parse_metric(&body, "process_resident_memory_bytes"),
+        _ => None,
+    }
+}
+
+/// What an [`RssSampler`] collected.
+#[derive(Debug, Clone)]
+pub struct RssSeries {
+    /// Service names.
+    pub names: Vec<String>,
+    /// Samples in time order.
+    pub samples: Vec<RssSample>,
+}
+
+impl RssSeries {
+    /// The values of service `i` sampled in `[from, to)`.
+    pub fn values(&self, i: usize, from: Duration, to: Duration) -> Vec<f64> {
+        self.samples
+            .iter()
+            .filter(|s| s.at >= from && s.at < to)
+            .filter_map(|s| s.rss[i])
+            .collect()
+    }
+
+    /// Largest value of service `i` over the whole run.
+    pub fn max(&self, i: usize) -> f64 {
+        self.values(i, Duration::ZERO, Duration::MAX)
+            .into_iter()
+            .fold(0.0, f64::max)
+    }
+
+    /// A one-line summary per service: min/max MiB and sample count.
+    pub fn summary(&self) -> String {
+        let mib = |v: f64| v / (1024.0 * 1024.0);
+        self.names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let v = self.values(i, Duration::ZERO, Duration::MAX);
+                let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let max = v.iter().copied().fold(0.0, f64::max);
+                format!(
+                    "{n}: {:.1}–{:.1} MiB over {} samples",
+                    mib(min),
+                    mib(max),
+                    v.len()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bad input
+// ---------------------------------------------------------------------------
+
+/// `tcp://host:port` as a socket address.
+pub fn tcp_addr(endpoint: &str) -> SocketAddr {
+    endpoint
+        .strip_prefix("tcp://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not a tcp://ip:port endpoint: {endpoint}"))
+}
+
+/// The port of a `tcp://host:port` endpoint.
+pub fn port_of(endpoint: &str) -> u16 {
+    tcp_addr(endpoint).port()
+}
+
+/// An HTTP/1.1 request, as a confused client would send it.
+pub const HTTP_GET: &[u8] =
+    b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nUser-Agent: e2e\r\nAccept: */*\r\n\r\n";
+
+/// A TLS 1.2/1.3 ClientHello record (SNI `localhost`, a few cipher suites,
+/// a zero key share), as a TLS client sends it first on connect.
+pub fn tls_client_hello() -> Vec<u8> {
+    let mut hello = Vec::new();
+    hello.extend_from_slice(&[0x03, 0x03]); // client_version TLS 1.2
+    hello.extend((0..32u8).map(|i| i.wrapping_mul(37).wrapping_add(11))); // random
+    hello.push(32); // session id
+    hello.extend((0..32u8).map(|i| i ^ 0x5A));
+    let suites: [u16; 5] = [0x1301, 0x1302, 0x1303, 0xC02F, 0xC030];
+    hello.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+    for s in suites {
+        hello.extend_from_slice(&s.to_be_bytes());
+    }
+    hello.extend_from_slice(&[1, 0]); // compression: null
+    let mut ext = Vec::new();
+    // server_name: localhost
+    let host = b"localhost";
+    let mut sni = Vec::new();
+    sni.extend_from_slice(&((host.len() + 3) as u16).to_be_bytes());
+    sni.push(0);
+    sni.extend_from_slice(&(host.len() as u16).to_be_bytes());
+    sni.extend_from_slice(host);
+    push_ext(&mut ext, 0x0000, &sni);
+    // supported_versions: TLS 1.3, 1.2
+    push_ext(&mut ext, 0x002B, &[4, 0x03, 0x04, 0x03, 0x03]);
+    // supported_groups: x25519
+    push_ext(&mut ext, 0x000A, &[0, 2, 0x00, 0x1D]);
+    // key_share: x25519, 32 zero bytes
+    let mut ks = vec![0, 36, 0x00, 0x1D, 0, 32];
+    ks.extend_from_slice(&[0u8; 32]);
+    push_ext(&mut ext, 0x0033, &ks);
+    // signature_algorithms
+    push_ext(&mut ext, 0x000D, &[0, 4, 0x04, 0x03, 0x08, 0x04]);
+    hello.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&ext);
+    let mut handshake = vec![0x01]; // ClientHello
+    handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, 0x03, 0x01]; // handshake record, TLS 1.0 framing
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+fn push_ext(out: &mut Vec<u8>, kind: u16, body: &[u8]) {
+    out.extend_from_slice(&kind.to_be_bytes());
+    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// `n` reproducible pseudo-random bytes (xorshift64*, seeded).
+pub fn pseudo_random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+        })
+        .collect()
+}
+
+/// Connects to `addr` over plain TCP, writes `bytes`, reads whatever comes
+/// back until the peer closes or `read_for` passes, then closes. Returns the
+/// bytes read and whether the peer closed the connection itself.
+pub fn probe_tcp(addr: SocketAddr, bytes: &[u8], read_for: Duration) -> (Vec<u8>, bool) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("set write timeout");
+    // The peer may close before everything is written; that is a refusal too.
+    let _ = s.write_all(bytes);
+    let deadline = Instant::now() + read_for;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break false;
+        }
+        s.set_read_timeout(Some(left)).expect("set read timeout");
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break false
+            }
+            Err(_) => break true, // reset by the peer
+        }
+    };
+    (got, closed)
+}
+
+/// A plain DEALER socket connected to `endpoint`, with bounded linger and
+/// 5 s send/receive timeouts.
+pub fn plain_dealer(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
+    let s = ctx.socket(zmq::DEALER).expect("create a DEALER socket");
+    s.set_linger(0).expect("set linger");
+    s.set_rcvtimeo(5000).expect("set receive timeout");
+    s.set_sndtimeo(5000).expect("set send timeout");
+    s.connect(endpoint).expect("connect DEALER");
+    s
+}
+
+// ---------------------------------------------------------------------------
+// CURVE keys
+// ---------------------------------------------------------------------------
+
+/// A CURVE key pair in Z85.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    /// Public key (40 characters).
+    pub public: String,
+    /// Secret key (40 characters).
+    pub secret: String,
+}
+
+/// A fresh key pair from `broker keygen`.
+///
+/// # Panics
+/// If the command fails or prints no `public=`/`secret=` lines.
+pub fn keygen() -> KeyPair {
+    let out = run_bin("broker", &["keygen"], &[], Duration::from_secs(10));
+    assert!(out.status.success(), "{}", crate::describe(&out));
+    let text = stdout(&out);
+    let find = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} line in `broker keygen` output:\n{text}"))
+            .trim()
+            .to_owned()
+    };
+    let pair = KeyPair {
+        public: find("public="),
+        secret: find("secret="),
+    };
+    assert_eq!(
+        (pair.public.len(), pair.secret.len()),
+        (40, 40),
+        "Z85 keys are 40 characters"
+    );
+    pair
+}
+
+// ---------------------------------------------------------------------------
+// `client subscribe` output
+// ---------------------------------------------------------------------------
+
+/// Per-stream accounting of `client subscribe` event lines
+/// (`<topic> publisher=<hex> seq=<n> lag_ms=… <payload>`).
+#[derive(Debug, Default, Clone)]
+pub struct EventLines {
+    /// (publisher, topic) → (first seq, last seq, events).
+    pub streams: BTreeMap<(String, String), (u64, u64, u64)>,
+    /// Lines that are not event lines with a header.
+    pub other: u64,
+    /// Events whose sequence number was not above the previous one.
+    pub out_of_order: u64,
+    /// Index (0-based) of the first event line that follows a gap.
+    pub first_gap_at: Option<usize>,
+    /// Largest `lag_ms` seen.
+    pub max_lag_ms: f64,
+}
+
+impl EventLines {
+    /// Reads `lines`.
+    pub fn parse(lines: &[String]) -> EventLines {
+        let mut e = EventLines::default();
+        for (i, line) in lines.iter().enumerate() {
+            let mut parts = line.split(' ');
+            let (topic, publisher, seq) = (parts.next(), parts.next(), parts.next());
+            if let Some(lag) = parts
+                .next()
+                .and_then(|l| l.strip_prefix("lag_ms="))
+                .and_then(|l| l.parse::<f64>().ok())
+            {
+                e.max_lag_ms = e.max_lag_ms.max(lag);
+            }
+            let parsed = (|| {
+                let publisher = publisher?.strip_prefix("publisher=")?;
+                let seq: u64 = seq?.strip_prefix("seq=")?.parse().ok()?;
+                Some((topic?.to_owned(), publisher.to_owned(), seq))
+            })();
+            let Some((topic, publisher, seq)) = parsed else {
+                e.other += 1;
+                continue;
+            };
+            let entry = e.streams.entry((publisher, topic)).or_insert((seq, seq, 0));
+            if entry.2 > 0 && seq <= entry.1 {
+                e.out_of_order += 1;
+            }
+            if entry.2 > 0 && seq > entry.1 + 1 && e.first_gap_at.is_none() {
+                e.first_gap_at = Some(i);
+            }
+            entry.1 = entry.1.max(seq);
+            entry.2 += 1;
+        }
+        e
+    }
+
+    /// Events received.
+    pub fn received(&self) -> u64 {
+        self.streams.values().map(|s| s.2).sum()
+    }
+
+    /// Events missing between each stream's first and last one (what the
+    /// subscriber counts as lost).
+    pub fn gaps(&self) -> u64 {
+        self.streams
+            .values()
+            .map(|(first, last, n)| (last - first + 1).saturating_sub(*n))
+            .sum()
+    }
+}
+
+/// Parses the `received N events, M lost` summary of `client subscribe`.
+pub fn subscribe_summary(stderr: &str) -> Option<(u64, u64)> {
+    stderr.lines().rev().find_map(|l| {
+        let rest = l.trim().strip_prefix("received ")?;
+        let (n, rest) = rest.split_once(" events, ")?;
+        let m = rest.strip_suffix(" lost")?;
+        Some((n.parse().ok()?, m.parse().ok()?))
+    })
+}

@@ -1,0 +1,310 @@
+//! Broker and proxy restarted on the same ports under steady load: peers
+//! reconnect by themselves, requests recover within seconds and never hang,
+//! and the events missed while the proxy was away are exactly the ones the
+//! subscriber reports lost.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use e2e::{
+    decode_event,
+    faults::{
+        assert_all_healthy, peers, published, restart_broker, restart_proxy, wait_peers, ClientRun,
+        FAST_HEARTBEATS,
+    },
+    metric, metric_opt, plain_req, plain_sub, recv_within, req_roundtrip, wait_until, with_timeout,
+    Signal, Stack, GRACE,
+};
+
+const RATE: f64 = 300.0;
+
+#[test]
+fn broker_restarted_on_the_same_ports_recovers_within_seconds() {
+    with_timeout(Duration::from_secs(110), || {
+        let mut stack = Stack::start_with(2, &FAST_HEARTBEATS, &FAST_HEARTBEATS);
+        let workers = f64::from(stack.servers.iter().map(|s| s.workers).sum::<u32>());
+        let mut flags = vec![
+            "--rate",
+            "300",
+            "--concurrency",
+            "2000",
+            "--timeout",
+            "500ms",
+            "--retries",
+            "3",
+            "--payload",
+            "work 1ms",
+            "--topics",
+            "requests",
+        ];
+        flags.extend(FAST_HEARTBEATS);
+        let client = ClientRun::start(stack.frontend(), stack.xpub(), &flags, &[]);
+        client.wait_ready();
+        client.wait_stats("600 requests ok", Duration::from_secs(30), |s| {
+            s.ok() >= 600.0
+        });
+
+        let mut report = Vec::new();
+        for signal in [Signal::Term, Signal::Kill] {
+            let before = client.stats();
+            let t0 = Instant::now();
+            stack.broker.proc.kill(signal);
+            let status = stack.broker.proc.wait_exit(GRACE + Duration::from_secs(5));
+            if signal == Signal::Term {
+                assert!(status.success(), "broker drain must exit 0: {status:?}");
+            }
+            let exited = t0.elapsed();
+            let new = restart_broker(&stack.broker, &FAST_HEARTBEATS);
+            let bound = t0.elapsed();
+            drop(std::mem::replace(&mut stack.broker, new));
+            let ok_at_bind = client.stats().ok();
+            let first_ok = client.wait_stats(
+                "a request to succeed through the new broker",
+                Duration::from_secs(10),
+                |s| s.ok() > ok_at_bind,
+            );
+            let recovered = t0.elapsed();
+            wait_peers(
+                stack.broker.http,
+                "backend",
+                "the servers to reconnect to the new broker",
+                |n| n == workers,
+            );
+            let servers_back = t0.elapsed();
+            // Progress continues at the configured rate: nothing hangs.
+            let resumed = Instant::now();
+            let after = client.wait_stats(
+                "3 s worth of requests after the restart",
+                Duration::from_secs(15),
+                |s| s.ok() >= first_ok.ok() + 3.0 * RATE,
+            );
+            let rate = (after.ok() - first_ok.ok()) / resumed.elapsed().as_secs_f64();
+            let delta = |st: &str| after.status(st) - before.status(st);
+            for st in ["error", "bad_request", "overloaded"] {
+                assert_eq!(
+                    delta(st),
+                    0.0,
+                    "`{st}` outcomes during the restart: {after:?}"
+                );
+            }
+            assert!(
+                recovered - bound < Duration::from_secs(5),
+                "success resumed {:?} after the new broker bound",
+                recovered - bound
+            );
+            assert!(
+                rate >= 0.5 * RATE,
+                "only {rate:.0} requests/s after the restart"
+            );
+            report.push(format!(
+                "{signal:?}: exited {:.2}s, new broker bound {:.2}s, first ok {:.2}s \
+                 (recovery {:.2}s after bind), servers back {:.2}s; during the gap: \
+                 ok +{} timeout +{} unavailable +{} retries +{}; {rate:.0} req/s after",
+                exited.as_secs_f64(),
+                bound.as_secs_f64(),
+                recovered.as_secs_f64(),
+                (recovered - bound).as_secs_f64(),
+                servers_back.as_secs_f64(),
+                first_ok.ok() - before.ok(),
+                delta("timeout"),
+                delta("unavailable"),
+                after.retries - before.retries,
+            ));
+        }
+        let mut addrs = vec![
+            ("broker", stack.broker.http),
+            ("proxy", stack.proxy.http),
+            ("client", client.http),
+        ];
+        addrs.extend(stack.servers.iter().map(|s| ("server", s.http)));
+        assert_all_healthy(&addrs);
+        eprintln!("RESULT broker-restart: {}", report.join(" | "));
+    });
+}
+
+const PROXY_SUBS: &str = r#"mensageria_proxy_subscriptions{topic="requests"}"#;
+const PUBLISHED: &str = r#"mensageria_server_events_published_total{topic="requests"}"#;
+
+/// Sends plain requests until a plain SUB has seen, from every server, the
+/// last event it published: then no older event is still on its way, and
+/// every server's PUB holds the `requests` subscription. Returns that SUB:
+/// keep it until the subscriber under test is registered at the proxy, so
+/// the subscription upstream never lapses.
+fn prime_subscriptions(stack: &Stack, ctx: &zmq::Context) -> zmq::Socket {
+    let sub = plain_sub(ctx, stack.xpub(), b"requests");
+    let req = plain_req(ctx, stack.frontend());
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let read = |last: &mut HashMap<String, u64>| {
+        while let Some(frames) = recv_within(&sub, Duration::from_millis(20)) {
+            let e = decode_event(&frames);
+            let server = e.payload["server"].as_str().expect("server").to_owned();
+            last.insert(server, e.header.seq);
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while last.len() < stack.servers.len() {
+        assert!(Instant::now() < deadline, "events of only {last:?} arrived");
+        req_roundtrip(&req, &[b"prime"]);
+        read(&mut last);
+    }
+    for s in &stack.servers {
+        wait_until(
+            "every priming event to reach the plain subscriber",
+            Duration::from_secs(10),
+            || {
+                read(&mut last);
+                (last.get(&s.instance).copied().unwrap_or(0) as f64 == metric(s.http, PUBLISHED))
+                    .then_some(())
+            },
+        );
+    }
+    sub
+}
+
+#[test]
+fn proxy_restarted_on_the_same_ports_loses_exactly_what_subscribers_report() {
+    with_timeout(Duration::from_secs(110), || {
+        let mut stack = Stack::start_with(2, &[], &FAST_HEARTBEATS);
+        let ctx = zmq::Context::new();
+        let probe = prime_subscriptions(&stack, &ctx);
+
+        // The subscriber under test joins while nothing is published, so it
+        // sees every event published from now on, or counts it lost.
+        let sub = ClientRun::start(
+            stack.frontend(),
+            stack.xpub(),
+            &["--rate", "0", "--topics", "requests"],
+            &[],
+        );
+        sub.wait_ready();
+        wait_until(
+            "the proxy to register the subscription",
+            Duration::from_secs(10),
+            || (metric_opt(stack.proxy.http, PROXY_SUBS).unwrap_or(0.0) >= 2.0).then_some(()),
+        );
+        drop(probe);
+        wait_until(
+            "the proxy to see the probe unsubscribe",
+            Duration::from_secs(10),
+            || (metric_opt(stack.proxy.http, PROXY_SUBS).unwrap_or(0.0) == 1.0).then_some(()),
+        );
+        let baseline = published(&stack.servers, "requests");
+
+        // The load: a `client run` that requests and subscribes too.
+        let mut load = ClientRun::start(
+            stack.frontend(),
+            stack.xpub(),
+            &[
+                "--rate",
+                "300",
+                "--concurrency",
+                "2000",
+                "--timeout",
+                "1s",
+                "--topics",
+                "requests",
+            ],
+            &[],
+        );
+        load.wait_ready();
+        sub.wait_stats("300 events received", Duration::from_secs(30), |s| {
+            s.received("requests") >= 300.0
+        });
+
+        let t0 = Instant::now();
+        stack.proxy.proc.kill(Signal::Kill);
+        stack.proxy.proc.wait_exit(Duration::from_secs(5));
+        for s in &stack.servers {
+            wait_until(
+                "the servers to notice the proxy is gone",
+                Duration::from_secs(10),
+                || (peers(s.http, "pub") == 0.0).then_some(()),
+            );
+        }
+        let new = restart_proxy(&stack.proxy, &[]);
+        let bound = t0.elapsed();
+        drop(std::mem::replace(&mut stack.proxy, new));
+        let received_at_bind = sub.stats().received("requests");
+        sub.wait_stats(
+            "events to flow through the new proxy",
+            Duration::from_secs(10),
+            |s| s.received("requests") > received_at_bind,
+        );
+        let recovered = t0.elapsed();
+        let load_rx = load.stats().received("requests");
+        load.wait_stats(
+            "the load client's subscription to recover too",
+            Duration::from_secs(10),
+            |s| s.received("requests") > load_rx,
+        );
+        sub.wait_stats("300 more events", Duration::from_secs(30), |s| {
+            s.received("requests") >= received_at_bind + 300.0
+        });
+
+        // Stop the load (it drains), then publish one more event per server
+        // so that a loss at the very end would show as a gap too.
+        let load_stats = load.stats();
+        assert_eq!(
+            load_stats.failed(),
+            0.0,
+            "requests do not go through the proxy: {load_stats:?}"
+        );
+        load.proc.kill(Signal::Term);
+        let status = load.proc.wait_exit(GRACE + Duration::from_secs(5));
+        assert!(
+            status.success(),
+            "client run drains and exits 0: {status:?}"
+        );
+        let req = plain_req(&ctx, stack.frontend());
+        let before: Vec<f64> = stack
+            .servers
+            .iter()
+            .map(|s| metric(s.http, PUBLISHED))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stack
+            .servers
+            .iter()
+            .zip(&before)
+            .any(|(s, b)| metric(s.http, PUBLISHED) <= *b)
+        {
+            assert!(Instant::now() < deadline, "final events not published");
+            req_roundtrip(&req, &[b"final"]);
+        }
+
+        let expected = published(&stack.servers, "requests") - baseline;
+        let mut last = None;
+        let settled = e2e::poll_until(Duration::from_secs(10), || {
+            let s = sub.stats();
+            let seen = s.received("requests") + s.lost;
+            last = Some(s.clone());
+            (seen == expected).then_some(s)
+        });
+        let s = settled.unwrap_or_else(|| {
+            panic!("published {expected} events since the subscription, but the subscriber accounts for received + lost = {last:?}")
+        });
+        assert!(s.lost > 0.0, "the restart must cost events: {s:?}");
+        assert_eq!(s.failed(), 0.0);
+        assert_all_healthy(&[
+            ("broker", stack.broker.http),
+            ("proxy", stack.proxy.http),
+            ("subscriber", sub.http),
+        ]);
+        eprintln!(
+            "RESULT proxy-restart: new proxy bound {:.2}s after SIGKILL, events flowing again \
+             {:.2}s after the kill ({:.2}s after bind); subscriber: published {expected} = received {} \
+             + lost {}; load client: received {} lost {} requests ok {} failed {}",
+            bound.as_secs_f64(),
+            recovered.as_secs_f64(),
+            (recovered - bound).as_secs_f64(),
+            s.received("requests"),
+            s.lost,
+            load_stats.received("requests"),
+            load_stats.lost,
+            load_stats.ok(),
+            load_stats.failed()
+        );
+    });
+}

@@ -1,0 +1,266 @@
+//! CURVE end to end over the real binaries: broker and proxy hold the server
+//! key pair and an allow-list; servers and clients hold client keys. An
+//! authorised client gets replies and events; a wrong key or no key gets
+//! nothing and the refusal is counted; the ops endpoints leak neither keys
+//! nor payloads.
+
+use std::time::Duration;
+
+use e2e::{
+    describe,
+    faults::{
+        assert_all_healthy, keygen, socket_events, start_stack_env, wait_peers, ClientRun, KeyPair,
+        StackSpec,
+    },
+    http_get, run_bin, stderr, stdout, wait_until, with_timeout, Proc, Signal, GRACE,
+};
+
+const SECRET_PAYLOAD: &str = "PAYLOAD-c0ffee-7e57-do-not-leak";
+
+fn client_env(server: &KeyPair, me: &KeyPair) -> Vec<(&'static str, String)> {
+    vec![
+        ("CURVE_SERVER_PUBLIC", server.public.clone()),
+        ("CURVE_CLIENT_PUBLIC", me.public.clone()),
+        ("CURVE_CLIENT_SECRET", me.secret.clone()),
+    ]
+}
+
+fn as_env<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, s)| (*k, s.as_str())).collect()
+}
+
+#[test]
+fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
+    with_timeout(Duration::from_secs(100), || {
+        let server_keys = keygen();
+        let worker = keygen();
+        let user = keygen();
+        let stranger = keygen();
+        let allowed = format!("{},{}", worker.public, user.public);
+        let bind_env = [
+            ("CURVE_SERVER_SECRET", server_keys.secret.as_str()),
+            ("CURVE_ALLOWED_CLIENTS", allowed.as_str()),
+        ];
+        let worker_env = client_env(&server_keys, &worker);
+        let stack = start_stack_env(StackSpec {
+            servers: 1,
+            bind_env: &bind_env,
+            server_env: &as_env(&worker_env),
+            ..StackSpec::default()
+        });
+        let (b, p) = (stack.broker.http, stack.proxy.http);
+        let (fe, xpub) = (stack.frontend().to_owned(), stack.xpub().to_owned());
+        let user_env = client_env(&server_keys, &user);
+        let stranger_env = client_env(&server_keys, &stranger);
+
+        // Authorised: a request, steady load, and a subscriber.
+        let ok = run_bin(
+            "client",
+            &[
+                "request",
+                SECRET_PAYLOAD,
+                "--broker-endpoints",
+                &fe,
+                "--timeout",
+                "2s",
+            ],
+            &as_env(&user_env),
+            Duration::from_secs(30),
+        );
+        assert!(ok.status.success(), "{}", describe(&ok));
+        assert_eq!(stdout(&ok), format!("{SECRET_PAYLOAD}\n"));
+        let mut subscriber = Proc::spawn(
+            "client",
+            &[
+                "subscribe",
+                "requests",
+                "--count",
+                "3",
+                "--proxy-endpoints",
+                &xpub,
+            ],
+            &as_env(&user_env),
+        );
+        let payload = format!("work 1ms {SECRET_PAYLOAD}");
+        let load = ClientRun::start(
+            &fe,
+            &xpub,
+            &[
+                "--rate",
+                "50",
+                "--concurrency",
+                "1000",
+                "--payload",
+                &payload,
+            ],
+            &as_env(&user_env),
+        );
+        load.wait_ready();
+        let out = subscriber.output(Duration::from_secs(30));
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(stdout(&out).lines().count(), 3, "{}", describe(&out));
+        assert!(
+            stderr(&out).contains("received 3 events, 0 lost"),
+            "{}",
+            describe(&out)
+        );
+        load.wait_stats("authorised load to succeed", Duration::from_secs(20), |s| {
+            s.ok() >= 20.0 && s.received("requests") >= 20.0
+        });
+
+        // A wrong key (not on the allow-list) and no key: nothing, counted.
+        let mut refusals = Vec::new();
+        for (who, env, event) in [
+            ("wrong key", as_env(&stranger_env), "auth_failed"),
+            ("no key", Vec::new(), "handshake_failed"),
+        ] {
+            let (fe_before, xpub_before) = (
+                socket_events(b, "frontend", event),
+                socket_events(p, "xpub", event),
+            );
+            let out = run_bin(
+                "client",
+                &[
+                    "request",
+                    "let me in",
+                    "--broker-endpoints",
+                    &fe,
+                    "--timeout",
+                    "500ms",
+                    "--retries",
+                    "0",
+                ],
+                &env,
+                Duration::from_secs(30),
+            );
+            assert_eq!(out.status.code(), Some(1), "{who}: {}", describe(&out));
+            assert_eq!(stdout(&out), "", "{who} got a reply: {}", describe(&out));
+            assert!(
+                stderr(&out).contains("request failed (timeout)"),
+                "{who}: {}",
+                describe(&out)
+            );
+            let out = run_bin(
+                "client",
+                &["subscribe", "--duration", "2s", "--proxy-endpoints", &xpub],
+                &env,
+                Duration::from_secs(30),
+            );
+            assert!(out.status.success(), "{who}: {}", describe(&out));
+            assert_eq!(stdout(&out), "", "{who} got events: {}", describe(&out));
+            assert!(
+                stderr(&out).contains("received 0 events"),
+                "{who}: {}",
+                describe(&out)
+            );
+            let fe_after = wait_until(
+                &format!("the broker to count the {who} refusal as {event}"),
+                Duration::from_secs(10),
+                || {
+                    let v = socket_events(b, "frontend", event);
+                    (v > fe_before).then_some(v)
+                },
+            );
+            let xpub_after = wait_until(
+                &format!("the proxy to count the {who} refusal as {event}"),
+                Duration::from_secs(10),
+                || {
+                    let v = socket_events(p, "xpub", event);
+                    (v > xpub_before).then_some(v)
+                },
+            );
+            refusals.push(format!(
+                "{who}: frontend {event} +{}, xpub {event} +{}",
+                fe_after - fe_before,
+                xpub_after - xpub_before
+            ));
+        }
+        // Refused peers never counted as peers; the authorised ones still work.
+        wait_peers(b, "backend", "the server's workers", |n| n == 2.0);
+        let again = load.stats().ok();
+        load.wait_stats("authorised load to go on", Duration::from_secs(20), |s| {
+            s.ok() >= again + 20.0
+        });
+
+        // The ops endpoints of every service: no key material, no payload.
+        let secrets: Vec<(&str, &str)> = [
+            ("server public key", &server_keys.public),
+            ("server secret key", &server_keys.secret),
+            ("worker public key", &worker.public),
+            ("worker secret key", &worker.secret),
+            ("client public key", &user.public),
+            ("client secret key", &user.secret),
+            ("stranger public key", &stranger.public),
+            ("stranger secret key", &stranger.secret),
+        ]
+        .into_iter()
+        .map(|(n, k)| (n, k.as_str()))
+        .chain([("payload", SECRET_PAYLOAD)])
+        .collect();
+        let services = [
+            ("broker", b),
+            ("proxy", p),
+            ("server", stack.servers[0].http),
+            ("client run", load.http),
+        ];
+        let mut scanned = 0;
+        for (service, addr) in services {
+            for path in ["/metrics", "/readyz", "/healthz"] {
+                let (code, body) = http_get(addr, path).expect("ops endpoint answers");
+                assert!(code == 200, "{service} {path}: HTTP {code}");
+                for (what, needle) in &secrets {
+                    assert!(!body.contains(needle), "{service} {path} shows the {what}");
+                }
+                scanned += body.len();
+            }
+        }
+        // Logs must not show secret keys either.
+        for proc in [
+            &stack.broker.proc,
+            &stack.proxy.proc,
+            &stack.servers[0].proc,
+            &load.proc,
+        ] {
+            let logs = proc.stderr_lines().join("\n");
+            for (what, needle) in secrets.iter().filter(|(w, _)| w.contains("secret")) {
+                assert!(!logs.contains(needle), "{} logs the {what}", proc.name());
+            }
+        }
+        assert_all_healthy(&services);
+        let mut load = load;
+        load.proc.kill(Signal::Term);
+        assert!(load
+            .proc
+            .wait_exit(GRACE + Duration::from_secs(5))
+            .success());
+        eprintln!(
+            "RESULT curve: authorised request + 3 events ok; {}; ops bodies scanned: {scanned} \
+             bytes, no key or payload",
+            refusals.join("; ")
+        );
+    });
+}
+
+/// `CURVE_ALLOWED_CLIENTS` is a comma-separated list of Z85 keys, or a path
+/// to a file; a list whose first key starts with `/` (Z85 keys may) is still
+/// a list, not a path (it made the services exit 2 before 2d38ed6).
+#[test]
+fn allow_list_starting_with_a_slash_key_is_not_taken_for_a_path() {
+    with_timeout(Duration::from_secs(60), || {
+        let slashy = (0..10_000)
+            .map(|_| mensageria::curve::keygen().expect("libzmq with CURVE").0)
+            .find(|k| k.starts_with('/'))
+            .expect("a public key starting with `/` within 10000 tries");
+        let other = keygen();
+        let server = keygen();
+        let list = format!("{slashy},{}", other.public);
+        let broker = e2e::faults::start_broker_env(
+            &[],
+            &[
+                ("CURVE_SERVER_SECRET", server.secret.as_str()),
+                ("CURVE_ALLOWED_CLIENTS", list.as_str()),
+            ],
+        );
+        e2e::wait_ready(broker.http, Duration::from_secs(20));
+    });
+}
