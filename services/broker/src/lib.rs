@@ -4,11 +4,13 @@
 //! - [`config`]: options and subcommands.
 //! - [`router`]: the routing loop.
 //! - [`inflight`]: the table of forwarded requests and their deadlines.
+//! - [`route`]: a request's envelope, kept without allocating in the common case.
 //! - [`metrics`]: the broker's Prometheus metrics.
 
 pub mod config;
 pub mod inflight;
 pub mod metrics;
+pub mod route;
 pub mod router;
 
 use std::net::SocketAddr;

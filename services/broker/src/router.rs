@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::{
     inflight::InflightTable,
     metrics::{BrokerMetrics, DropReason},
+    route::Route,
 };
 
 /// Most messages handled from one socket per poll wake-up, so neither side
@@ -39,7 +40,7 @@ const POLL_MS: i64 = 100;
 #[derive(Debug)]
 pub struct Pending {
     /// The client's route frames (everything before the empty delimiter).
-    route: Vec<Vec<u8>>,
+    route: Route,
     /// The request id from the client's header; `None` for a plain client.
     request_id: Option<u64>,
     /// When the request entered the frontend.
@@ -225,9 +226,8 @@ impl Router {
 
     fn on_request(&mut self, frames: &mut Vec<zmq::Message>, draining: bool) {
         let now = Instant::now();
-        self.metrics
-            .frontend_in
-            .count(frames.iter().map(|f| f.len()).sum());
+        let in_bytes: usize = frames.iter().map(|f| f.len()).sum();
+        self.metrics.frontend_in.count(in_bytes);
         // [route…, "", body…]: the route is non-empty, the body has a frame.
         let Some(delim) = frames.iter().position(|f| f.is_empty()) else {
             self.metrics.drop(DropReason::Malformed);
@@ -246,7 +246,7 @@ impl Router {
         self.metrics.requests.inc();
         let body0 = &frames[delim + 1];
         let mut pending = Pending {
-            route: frames[..delim].iter().map(|f| f.to_vec()).collect(),
+            route: Route::new(&frames[..delim]),
             request_id: None,
             started: now,
             span: tracing::Span::none(),
@@ -289,7 +289,13 @@ impl Router {
             self.reply_error(&pending, Status::Overloaded, "too many requests in flight");
             return;
         }
-        let bytes: usize = frames.iter().map(|f| f.len()).sum::<usize>() + 8;
+        // The header may have been rewritten (re-parented span): recount
+        // only then.
+        let bytes = if !pending.span.is_disabled() {
+            frames.iter().map(|f| f.len()).sum::<usize>() + 8
+        } else {
+            in_bytes + 8
+        };
         let corr = self.inflight.insert(now + self.request_timeout, pending);
         let corr_frame = zmq::Message::from(&corr.to_le_bytes()[..]);
         match send_frames(
@@ -372,11 +378,10 @@ impl Router {
             ],
             None => vec![format!("ERR {status} {message}").into_bytes()],
         };
-        let bytes = p.route.iter().chain(&body).map(Vec::len).sum();
+        let bytes = p.route.byte_len() + body.iter().map(Vec::len).sum::<usize>();
         let frames = p
             .route
-            .iter()
-            .map(|r| r.as_slice())
+            .frames()
             .chain(std::iter::once(&b""[..]))
             .chain(body.iter().map(Vec::as_slice));
         match send_frames(&self.frontend, frames, zmq::DONTWAIT) {
