@@ -66,15 +66,15 @@ impl EventPublisher {
             trace,
         })
         .encode();
-        match send_frames(
+        // Counted before it leaves, so whoever receives it sees it counted.
+        // (PUB never refuses a send short of the context ending.)
+        self.published.get(topic.as_bytes()).inc();
+        if let Err(err) = send_frames(
             &self.socket,
             [topic.as_bytes(), &header, payload],
             zmq::DONTWAIT,
         ) {
-            Ok(()) => {
-                self.published.get(topic.as_bytes()).inc();
-            }
-            Err(err) => debug!(error.message = %err, topic, "Event not published."),
+            debug!(error.message = %err, topic, "Event not published.");
         }
     }
 }
