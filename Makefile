@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help build release run test lint fmt clean up down logs k8s validate-deploy curve-keys fuzz soak
+.PHONY: help build release run test lint fmt clean up down logs k8s validate-deploy curve-keys fuzz soak bench bench-smoke
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -48,6 +48,12 @@ k8s: ## Render the Kubernetes manifests (kustomize) to stdout
 
 validate-deploy: ## Static checks of Dockerfile, compose, Prometheus rules, dashboards, Kubernetes
 	bash deploy/validate/static.sh
+
+bench: release ## Benchmark against bare libzmq (a few minutes); Markdown table, JSON in target/bench.json
+	target/release/harness --json target/bench.json
+
+bench-smoke: release ## Every benchmark workload briefly (CI keeps the harness from rotting; no timing asserted)
+	target/release/harness --smoke
 
 FUZZ_SECS ?= 60
 fuzz: ## Fuzz the header codec with cargo-fuzz on nightly for FUZZ_SECS (default 60)

@@ -31,6 +31,10 @@ use crate::header::TraceContext;
 pub const TARGET: &str = "mensageria::otel";
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Whether the root sampler can ever sample (false for `always_off`,
+/// `parentbased_always_off` and a ratio of 0): the client then skips
+/// creating root spans at all, so unsampled tracing costs nothing per request.
+static ROOTS_SAMPLED: AtomicBool = AtomicBool::new(true);
 
 /// Whether spans are being exported.
 pub fn enabled() -> bool {
@@ -134,6 +138,16 @@ impl OtelArgs {
         }
     }
 
+    /// Whether a root span can ever be sampled under this configuration.
+    pub fn roots_can_sample(&self) -> bool {
+        let ratio = self.sampler_arg.unwrap_or(1.0);
+        match self.sampler {
+            SamplerKind::AlwaysOff | SamplerKind::ParentBasedAlwaysOff => false,
+            SamplerKind::TraceIdRatio | SamplerKind::ParentBasedTraceIdRatio => ratio > 0.0,
+            SamplerKind::AlwaysOn | SamplerKind::ParentBasedAlwaysOn => true,
+        }
+    }
+
     /// Builds the tracer provider when an endpoint is configured.
     ///
     /// # Errors
@@ -152,6 +166,7 @@ impl OtelArgs {
             .clone()
             .unwrap_or_else(|| default_service.to_owned());
         let sampler = self.sampler();
+        ROOTS_SAMPLED.store(self.roots_can_sample(), Ordering::Relaxed);
         // The blocking HTTP client must not be created inside an async
         // context (reqwest panics there), so build on a plain thread.
         let built = std::thread::spawn(move || {
@@ -248,7 +263,7 @@ pub fn set_error(span: &Span, description: impl Into<String>) {
 /// A `client`-kind span for sending one request (a root unless the caller
 /// has set a parent), or a disabled span when tracing is off.
 pub fn client_span(destination: &str, id: u64) -> Span {
-    if !enabled() {
+    if !enabled() || !ROOTS_SAMPLED.load(Ordering::Relaxed) {
         return Span::none();
     }
     tracing::info_span!(
@@ -314,6 +329,20 @@ mod tests {
         };
         assert!(child_span("server", "process", "requests", Some(&t)).is_disabled());
         assert_eq!(trace_context(&Span::none()), None);
+    }
+
+    #[test]
+    fn samplers_that_never_sample_roots_are_recognised() {
+        let with = |sampler, arg| OtelArgs {
+            sampler,
+            sampler_arg: arg,
+            ..Default::default()
+        };
+        assert!(!with(SamplerKind::AlwaysOff, None).roots_can_sample());
+        assert!(!with(SamplerKind::ParentBasedAlwaysOff, None).roots_can_sample());
+        assert!(!with(SamplerKind::ParentBasedTraceIdRatio, Some(0.0)).roots_can_sample());
+        assert!(with(SamplerKind::ParentBasedTraceIdRatio, Some(0.1)).roots_can_sample());
+        assert!(with(SamplerKind::ParentBasedAlwaysOn, None).roots_can_sample());
     }
 
     #[test]

@@ -1,0 +1,309 @@
+//! `harness`: mensageria's benchmark (`make bench`). See `harness --help`.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser;
+use mensageria_bench::{
+    report::{self, Machine, Report, WorkloadReport},
+    scenario::{self, Settings, Workload},
+    sink::Sink,
+};
+
+const LONG_ABOUT: &str = "\
+Benchmarks mensageria's real binaries (broker, proxy, server, client) on loopback against a \
+bare-libzmq reference (the `reference` binary: zmq::proxy ROUTER/DEALER with trivial echoing REP \
+workers, and zmq::proxy XSUB/XPUB), each role in its own process, with the same load from this \
+harness. Every figure is the median of --runs runs.
+
+Workloads (--only takes these ids):
+  lockstep1, lockstep8  1 / 8 REQ clients → broker → 2 servers (round trips/s, p50, p99)
+  pipelined             4 DEALER clients × 100 outstanding → broker → 2 servers (requests/s, p50, p99)
+  fanout                1 PUB → proxy → 4 SUB, 100-byte events paced at --fanout-rate (deliveries/s, loss, lag)
+  fanout-max            the same, unpaced (capacity; informational)
+  full                  client bench --concurrency 16 → broker → server → proxy → client subscribe
+  tracing-unsampled     full, OTLP endpoint set (local sink), client sampler always_off
+  tracing-sampled       full, OTLP endpoint set, client sampler always_on
+  idle                  RSS of every service after start-up
+  inflight              broker RSS with --inflight-requests requests in flight (never answered)
+
+Targets (informational; shown as ratio and ✅/❌): pipelined ≥ 0.90× reference; lockstep p50 ≤ 1.10× \
+reference; fan-out deliveries/s ≥ 0.90× reference with zero loss where the reference has zero; full \
+system ≥ 100,000 req/s at concurrency 16; tracing unsampled costs ≤ 3%; idle RSS ≤ 15 MiB per \
+service; broker RSS with 100k in flight ≤ 100 MiB.
+
+Reports CPU seconds (utime+stime from /proc/<pid>/stat) during the measured phase and peak RSS \
+(VmHWM) of every process started. Output: a Markdown table on stdout (on stderr when --json writes \
+JSON to stdout) and optionally JSON. Progress goes to stderr. Exit status 1 if a workload failed \
+outright (a process died, zero throughput, nothing delivered); targets are never asserted.
+
+Needs release binaries: cargo build --release --bins (broker, proxy, server, client, reference).";
+
+/// mensageria benchmark harness: the real services against bare libzmq.
+#[derive(Debug, Parser)]
+#[command(
+    name = "harness",
+    version,
+    about = "mensageria benchmark: the real services against bare libzmq, on loopback (make bench).",
+    long_about = LONG_ABOUT
+)]
+struct Cli {
+    /// Runs per workload; figures are medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=99))]
+    runs: u32,
+    /// Measured seconds per phase.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Unmeasured warm-up seconds before each request/reply phase.
+    #[arg(long, default_value_t = 0.5)]
+    warmup: f64,
+    /// CI mode: every workload briefly (1 s phases, 1 run, 20k in flight);
+    /// fails only if a workload fails outright. Overrides --runs/--duration.
+    #[arg(long)]
+    smoke: bool,
+    /// Also write JSON: to PATH, or to stdout with no value (Markdown then goes to stderr).
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<String>,
+    /// Only these workloads (comma-separated ids, see above).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Paced fan-out rate, events/s (the reference loses nothing at the default on 2 cores).
+    #[arg(long, default_value_t = 50_000.0)]
+    fanout_rate: f64,
+    /// Request payload size, bytes.
+    #[arg(long, default_value_t = 32)]
+    payload_size: usize,
+    /// Event payload size, bytes (at least 16: sequence number and timestamp).
+    #[arg(long, default_value_t = 100)]
+    event_size: usize,
+    /// Server processes (and reference worker processes) in the request/reply workloads.
+    #[arg(long, default_value_t = 2)]
+    servers: usize,
+    /// Worker threads per server (`--workers`) and REP threads per reference worker.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Server processes in the full-system workloads.
+    #[arg(long, default_value_t = 1)]
+    full_servers: usize,
+    /// Run `client bench --requests N` in the full-system workloads instead of `--duration`.
+    #[arg(long)]
+    full_requests: Option<u64>,
+    /// Requests put in flight in the `inflight` workload.
+    #[arg(long, default_value_t = 100_000)]
+    inflight_requests: u64,
+    /// Directory of the binaries (default: this executable's directory, i.e. target/release).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Run the broker under this command prefix, e.g. "valgrind --tool=callgrind
+    /// --callgrind-out-file=/tmp/cg.%p" (profiling; slows everything down).
+    #[arg(long, value_name = "CMD")]
+    wrap_broker: Option<String>,
+    /// Keep the processes' logs (default: deleted unless something failed).
+    #[arg(long)]
+    keep_logs: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("harness: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(mut cli: Cli) -> anyhow::Result<bool> {
+    let started = std::time::Instant::now();
+    let machine = Machine::detect();
+    if cli.smoke {
+        cli.runs = 1;
+        cli.duration = 1.0;
+        cli.warmup = 0.2;
+        cli.inflight_requests = cli.inflight_requests.min(20_000);
+    }
+    let workloads: Vec<Workload> = if cli.only.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        let mut v = Vec::new();
+        for id in &cli.only {
+            let w = Workload::ALL
+                .into_iter()
+                .find(|w| w.id() == id.trim())
+                .with_context(|| {
+                    let ids: Vec<_> = Workload::ALL.iter().map(|w| w.id()).collect();
+                    format!("unknown workload {id:?}; known: {}", ids.join(", "))
+                })?;
+            v.push(w);
+        }
+        v
+    };
+    let bin_dir = match cli.bin_dir.clone() {
+        Some(d) => d,
+        None => std::env::current_exe()?
+            .parent()
+            .context("executable has no directory")?
+            .to_path_buf(),
+    };
+    scenario::check_bins(&bin_dir)?;
+    let log_dir = std::env::temp_dir().join(format!("mensageria-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&log_dir)?;
+    let settings = Settings {
+        bin_dir,
+        log_dir: log_dir.clone(),
+        duration: Duration::from_secs_f64(cli.duration.max(0.1)),
+        warmup: Duration::from_secs_f64(cli.warmup.max(0.0)),
+        payload_size: cli.payload_size.max(24),
+        fanout_rate: cli.fanout_rate,
+        event_size: cli.event_size.max(16),
+        servers: cli.servers.max(1),
+        workers: cli.workers.max(1),
+        full_servers: cli.full_servers.max(1),
+        full_requests: cli.full_requests,
+        inflight_requests: cli.inflight_requests.max(1),
+        broker_wrapper: cli
+            .wrap_broker
+            .as_deref()
+            .map(|w| w.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
+    };
+    let needs_sink = workloads
+        .iter()
+        .any(|w| matches!(w, Workload::TracingUnsampled | Workload::TracingSampled));
+    let sink = if needs_sink {
+        Some(Sink::start().context("start the OTLP sink")?)
+    } else {
+        None
+    };
+
+    let mut reports: Vec<WorkloadReport> = workloads
+        .iter()
+        .map(|&w| WorkloadReport {
+            workload: w,
+            title: w.title().into(),
+            runs: Vec::new(),
+            median: None,
+            errors: Vec::new(),
+        })
+        .collect();
+    let runs = cli.runs as usize;
+    for run in 0..runs {
+        for wr in reports.iter_mut() {
+            let w = wr.workload;
+            eprint!("[run {}/{runs}] {:<18} ", run + 1, w.id());
+            let t = std::time::Instant::now();
+            match scenario::run(&settings, w, run, sink.as_ref()).and_then(|s| {
+                validate(w, &s)?;
+                Ok(s)
+            }) {
+                Ok(sample) => {
+                    eprintln!(
+                        "{} ({:.1} s)",
+                        headline(w, &sample),
+                        t.elapsed().as_secs_f64()
+                    );
+                    wr.runs.push(sample);
+                }
+                Err(e) => {
+                    eprintln!("FAILED ({:.1} s): {e:#}", t.elapsed().as_secs_f64());
+                    wr.errors.push(format!("run {}: {e:#}", run + 1));
+                }
+            }
+        }
+    }
+    for wr in reports.iter_mut() {
+        if !wr.runs.is_empty() {
+            wr.median = Some(report::median_sample(&wr.runs));
+        }
+    }
+    let report = Report {
+        machine,
+        settings,
+        runs,
+        smoke: cli.smoke,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        rows: report::rows(&reports),
+        processes: report::proc_rows(&reports),
+        workloads: reports,
+    };
+    let md = report.markdown();
+    let json = serde_json::to_string_pretty(&report)?;
+    match cli.json.as_deref() {
+        Some("-") => {
+            eprintln!("{md}");
+            println!("{json}");
+        }
+        Some(path) => {
+            std::fs::write(path, json).with_context(|| format!("write {path}"))?;
+            println!("{md}");
+            eprintln!("JSON written to {path}");
+        }
+        None => println!("{md}"),
+    }
+    let ok = report.workloads.iter().all(|w| w.errors.is_empty());
+    if ok && !cli.keep_logs {
+        let _ = std::fs::remove_dir_all(&log_dir);
+    } else {
+        eprintln!("process logs: {}", log_dir.display());
+    }
+    Ok(ok)
+}
+
+/// One line of progress.
+fn headline(w: Workload, s: &scenario::Sample) -> String {
+    let g = |side: &scenario::Side, k: &str| side.metrics.get(k).copied().unwrap_or(f64::NAN);
+    let r = s.reference.as_ref();
+    let pair = |k: &str, unit: &str| {
+        format!(
+            "{} {unit} (ref {})",
+            report::fmt_num(g(&s.ours, k)),
+            r.map_or_else(|| "—".into(), |r| report::fmt_num(g(r, k)))
+        )
+    };
+    match w {
+        Workload::Lockstep1 | Workload::Lockstep8 | Workload::Pipelined => {
+            format!("{}, p50 {}", pair("rps", "/s"), pair("p50_us", "µs"))
+        }
+        Workload::Fanout | Workload::FanoutMax => format!(
+            "{}, lost {}",
+            pair("deliveries_per_s", "deliveries/s"),
+            pair("lost", "")
+        ),
+        Workload::Full | Workload::TracingUnsampled | Workload::TracingSampled => format!(
+            "{} req/s, p50 {} µs, events {} received / {} lost",
+            report::fmt_num(g(&s.ours, "rps")),
+            report::fmt_num(g(&s.ours, "p50_us")),
+            report::fmt_num(g(&s.ours, "events_received")),
+            report::fmt_num(g(&s.ours, "events_lost")),
+        ),
+        Workload::Idle => format!(
+            "RSS MiB broker {} proxy {} server {} client {}",
+            report::fmt_num(g(&s.ours, "broker_rss_mb")),
+            report::fmt_num(g(&s.ours, "proxy_rss_mb")),
+            report::fmt_num(g(&s.ours, "server_rss_mb")),
+            report::fmt_num(g(&s.ours, "client_rss_mb")),
+        ),
+        Workload::Inflight => format!("broker {}", pair("rss_mb", "MiB RSS")),
+    }
+}
+
+/// Fails a sample that shows the workload did not work at all.
+fn validate(w: Workload, s: &scenario::Sample) -> anyhow::Result<()> {
+    let sides = std::iter::once(("mensageria", &s.ours))
+        .chain(s.reference.as_ref().map(|r| ("reference", r)));
+    for (name, side) in sides {
+        let get = |k: &str| side.metrics.get(k).copied().unwrap_or(0.0);
+        let zero = match w {
+            Workload::Lockstep1 | Workload::Lockstep8 | Workload::Pipelined => get("rps") <= 0.0,
+            Workload::Fanout | Workload::FanoutMax => get("delivered") <= 0.0,
+            Workload::Full | Workload::TracingUnsampled | Workload::TracingSampled => {
+                get("ok") <= 0.0 || (name == "mensageria" && get("events_received") <= 0.0)
+            }
+            Workload::Idle => false,
+            Workload::Inflight => get("rss_mb") <= 0.0,
+        };
+        anyhow::ensure!(!zero, "{name}: zero throughput / nothing delivered");
+    }
+    Ok(())
+}

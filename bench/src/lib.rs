@@ -1,0 +1,16 @@
+//! mensageria's benchmark harness: starts the real binaries on loopback,
+//! puts load through them and through a bare-libzmq reference
+//! (`reference` binary), and reports throughput, latency, loss, CPU and
+//! memory side by side. See `harness --help`.
+//!
+//! - [`procs`]: child processes (stopped by PID) and `/proc` readings.
+//! - [`load`]: the load generators (plain libzmq sockets).
+//! - [`sink`]: a tiny OTLP/HTTP sink for the tracing workloads.
+//! - [`scenario`]: the workloads.
+//! - [`report`]: medians, targets, Markdown and JSON.
+
+pub mod load;
+pub mod procs;
+pub mod report;
+pub mod scenario;
+pub mod sink;

@@ -1,0 +1,672 @@
+//! Medians over runs, the comparison rows with their targets, and the
+//! Markdown and JSON renderings.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use serde::Serialize;
+
+use crate::{
+    procs::Usage,
+    scenario::{Sample, Settings, Side, Workload, OTHER},
+};
+
+/// The machine the numbers come from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// `nproc`.
+    pub nproc: usize,
+    /// CPU model from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// libzmq version.
+    pub libzmq: String,
+    /// Git revision of the checkout (with `-dirty` when modified), if known.
+    pub git: String,
+    /// UTC time of the run.
+    pub date: String,
+    /// /proc/loadavg when the run started.
+    pub loadavg: String,
+}
+
+fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(cmd).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+impl Machine {
+    /// Reads the machine description.
+    pub fn detect() -> Machine {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        let (a, b, c) = zmq::version();
+        let git = command_output("git", &["describe", "--always", "--dirty"])
+            .unwrap_or_else(|| "unknown".into());
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            cpu_model,
+            kernel,
+            libzmq: format!("{a}.{b}.{c}"),
+            git,
+            date: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default(),
+            loadavg: std::fs::read_to_string("/proc/loadavg")
+                .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Median of `v` (mean of the middle two for an even count); NaN if empty.
+pub fn median(v: &mut Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn median_side(sides: &[&Side]) -> Side {
+    let mut metrics: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut procs: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
+    for s in sides {
+        for (k, v) in &s.metrics {
+            metrics.entry(k.clone()).or_default().push(*v);
+        }
+        for u in &s.procs {
+            match procs.iter_mut().find(|(n, _, _)| *n == u.name) {
+                Some((_, c, r)) => {
+                    c.push(u.cpu_s);
+                    r.push(u.peak_rss_mb);
+                }
+                None => procs.push((u.name.clone(), vec![u.cpu_s], vec![u.peak_rss_mb])),
+            }
+        }
+    }
+    Side {
+        metrics: metrics
+            .into_iter()
+            .map(|(k, mut v)| (k, median(&mut v)))
+            .collect(),
+        procs: procs
+            .into_iter()
+            .map(|(name, mut c, mut r)| Usage {
+                name,
+                cpu_s: median(&mut c),
+                peak_rss_mb: median(&mut r),
+            })
+            .collect(),
+    }
+}
+
+/// Per-metric medians of several runs of one workload.
+pub fn median_sample(runs: &[Sample]) -> Sample {
+    let ours: Vec<&Side> = runs.iter().map(|s| &s.ours).collect();
+    let refs: Vec<&Side> = runs.iter().filter_map(|s| s.reference.as_ref()).collect();
+    Sample {
+        ours: median_side(&ours),
+        reference: (!refs.is_empty()).then(|| median_side(&refs)),
+    }
+}
+
+/// Everything measured for one workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadReport {
+    /// Which.
+    pub workload: Workload,
+    /// Title.
+    pub title: String,
+    /// Every run.
+    pub runs: Vec<Sample>,
+    /// Medians.
+    pub median: Option<Sample>,
+    /// Errors of failed runs.
+    pub errors: Vec<String>,
+}
+
+/// A target a figure is checked against.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// mensageria / reference ≥ x.
+    RatioAtLeast(f64),
+    /// mensageria / reference ≤ x.
+    RatioAtMost(f64),
+    /// mensageria ≥ x.
+    AtLeast(f64),
+    /// mensageria ≤ x.
+    AtMost(f64),
+    /// mensageria = 0 when reference = 0.
+    ZeroIfReferenceZero,
+}
+
+impl Target {
+    fn describe(self, unit: &str) -> String {
+        match self {
+            Target::RatioAtLeast(x) => format!("≥ {x:.2}× ref"),
+            Target::RatioAtMost(x) => format!("≤ {x:.2}× ref"),
+            Target::AtLeast(x) => format!("≥ {} {unit}", fmt_num(x)),
+            Target::AtMost(x) => format!("≤ {} {unit}", fmt_num(x)),
+            Target::ZeroIfReferenceZero => "0 where ref has 0".into(),
+        }
+    }
+
+    fn check(self, ours: Option<f64>, reference: Option<f64>) -> Option<bool> {
+        let ratio = ratio(ours, reference);
+        match self {
+            Target::RatioAtLeast(x) => ratio.map(|r| r >= x),
+            Target::RatioAtMost(x) => ratio.map(|r| r <= x),
+            Target::AtLeast(x) => ours.map(|o| o >= x),
+            Target::AtMost(x) => ours.map(|o| o <= x),
+            Target::ZeroIfReferenceZero => match (ours, reference) {
+                (Some(o), Some(0.0)) => Some(o == 0.0),
+                _ => None,
+            },
+        }
+    }
+}
+
+fn ratio(ours: Option<f64>, reference: Option<f64>) -> Option<f64> {
+    match (ours, reference) {
+        (Some(o), Some(r)) if r != 0.0 && o.is_finite() && r.is_finite() => Some(o / r),
+        _ => None,
+    }
+}
+
+/// One line of the comparison table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Workload id.
+    pub workload: String,
+    /// Workload title.
+    pub title: String,
+    /// What is measured.
+    pub metric: String,
+    /// Unit.
+    pub unit: String,
+    /// mensageria's median.
+    pub mensageria: Option<f64>,
+    /// The reference's median (for tracing rows: the untraced full system).
+    pub reference: Option<f64>,
+    /// mensageria / reference.
+    pub ratio: Option<f64>,
+    /// Target, if any.
+    pub target: Option<String>,
+    /// Whether the target is met.
+    pub pass: Option<bool>,
+}
+
+/// One line of the process table.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcRow {
+    /// Workload id.
+    pub workload: String,
+    /// `mensageria` or `reference`.
+    pub side: String,
+    /// Process label.
+    pub process: String,
+    /// Median CPU seconds during the measured phase.
+    pub cpu_s: f64,
+    /// CPU microseconds per operation (request or delivery) of the phase.
+    pub cpu_us_per_op: Option<f64>,
+    /// Median peak RSS, MiB.
+    pub peak_rss_mb: f64,
+}
+
+/// The whole result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Machine.
+    pub machine: Machine,
+    /// Settings used.
+    pub settings: Settings,
+    /// Runs per workload.
+    pub runs: usize,
+    /// Whether this was a `--smoke` run.
+    pub smoke: bool,
+    /// Wall time of the whole harness run, seconds.
+    pub elapsed_s: f64,
+    /// Comparison table.
+    pub rows: Vec<Row>,
+    /// Process table.
+    pub processes: Vec<ProcRow>,
+    /// Raw data.
+    pub workloads: Vec<WorkloadReport>,
+}
+
+struct RowBuilder<'a> {
+    rows: &'a mut Vec<Row>,
+    w: Workload,
+    sample: &'a Sample,
+}
+
+impl RowBuilder<'_> {
+    fn add(&mut self, key: &str, metric: &str, unit: &str, target: Option<Target>) {
+        let ours = self.sample.ours.metrics.get(key).copied();
+        let reference = self
+            .sample
+            .reference
+            .as_ref()
+            .and_then(|r| r.metrics.get(key).copied());
+        self.push(metric, unit, ours, reference, target);
+    }
+
+    fn push(
+        &mut self,
+        metric: &str,
+        unit: &str,
+        ours: Option<f64>,
+        reference: Option<f64>,
+        target: Option<Target>,
+    ) {
+        self.rows.push(Row {
+            workload: self.w.id().into(),
+            title: self.w.title().into(),
+            metric: metric.into(),
+            unit: unit.into(),
+            mensageria: ours,
+            reference,
+            ratio: ratio(ours, reference),
+            target: target.map(|t| t.describe(unit)),
+            pass: target.and_then(|t| t.check(ours, reference)),
+        });
+    }
+}
+
+/// Builds the comparison rows from the medians.
+pub fn rows(workloads: &[WorkloadReport]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let median_of = |w: Workload| {
+        workloads
+            .iter()
+            .find(|r| r.workload == w)
+            .and_then(|r| r.median.as_ref())
+    };
+    let baseline_rps = median_of(Workload::Full).and_then(|s| s.ours.metrics.get("rps").copied());
+    for wr in workloads {
+        let Some(sample) = wr.median.as_ref() else {
+            continue;
+        };
+        let w = wr.workload;
+        let mut b = RowBuilder {
+            rows: &mut rows,
+            w,
+            sample,
+        };
+        match w {
+            Workload::Lockstep1 | Workload::Lockstep8 => {
+                b.add("rps", "round trips/s", "/s", None);
+                b.add(
+                    "p50_us",
+                    "p50 latency",
+                    "µs",
+                    Some(Target::RatioAtMost(1.10)),
+                );
+                b.add("p99_us", "p99 latency", "µs", None);
+                b.add("errors", "errors", "", None);
+            }
+            Workload::Pipelined => {
+                b.add("rps", "requests/s", "/s", Some(Target::RatioAtLeast(0.90)));
+                b.add("p50_us", "p50 latency", "µs", None);
+                b.add("p99_us", "p99 latency", "µs", None);
+                b.add("errors", "errors", "", None);
+            }
+            Workload::Fanout | Workload::FanoutMax => {
+                let paced = w == Workload::Fanout;
+                b.add("publish_rate", "events published/s", "/s", None);
+                b.add(
+                    "deliveries_per_s",
+                    "deliveries/s",
+                    "/s",
+                    paced.then_some(Target::RatioAtLeast(0.90)),
+                );
+                b.add(
+                    "lost",
+                    "events lost (all subscribers)",
+                    "",
+                    paced.then_some(Target::ZeroIfReferenceZero),
+                );
+                b.add("loss_pct", "loss", "%", None);
+                b.add("lag_p50_us", "lag p50", "µs", None);
+                b.add("lag_p99_us", "lag p99", "µs", None);
+            }
+            Workload::Full => {
+                b.add("rps", "requests/s", "/s", Some(Target::AtLeast(100_000.0)));
+                b.add("p50_us", "p50 latency", "µs", None);
+                b.add("p99_us", "p99 latency", "µs", None);
+                b.add("errors", "errors", "", None);
+                b.add("events_received", "events received", "", None);
+                b.add("events_lost", "events lost (sequence gaps)", "", None);
+                b.add(
+                    "events_missing",
+                    "events missing (ok replies − received)",
+                    "",
+                    None,
+                );
+            }
+            Workload::TracingUnsampled | Workload::TracingSampled => {
+                let ours = sample.ours.metrics.get("rps").copied();
+                let target =
+                    (w == Workload::TracingUnsampled).then_some(Target::RatioAtLeast(0.97));
+                b.push(
+                    "requests/s (ref = untraced full system)",
+                    "/s",
+                    ours,
+                    baseline_rps,
+                    target,
+                );
+                if let (Some(o), Some(r)) = (ours, baseline_rps) {
+                    b.push(
+                        "throughput cost",
+                        "%",
+                        Some(100.0 * (1.0 - o / r)),
+                        None,
+                        None,
+                    );
+                }
+                b.add("p50_us", "p50 latency", "µs", None);
+                b.add("p99_us", "p99 latency", "µs", None);
+                b.add("otlp_posts", "OTLP export requests", "", None);
+            }
+            Workload::Idle => {
+                for (k, name) in [
+                    ("broker_rss_mb", "broker RSS"),
+                    ("proxy_rss_mb", "proxy RSS"),
+                    ("server_rss_mb", "server RSS (ref: worker)"),
+                    ("client_rss_mb", "client run RSS"),
+                ] {
+                    b.add(k, name, "MiB", Some(Target::AtMost(15.0)));
+                }
+            }
+            Workload::Inflight => {
+                b.add(
+                    "rss_mb",
+                    "broker VmRSS, 100k in flight",
+                    "MiB",
+                    Some(Target::AtMost(100.0)),
+                );
+                b.add("hwm_mb", "broker VmHWM", "MiB", None);
+                b.add("idle_rss_mb", "broker VmRSS before", "MiB", None);
+                b.add("inflight", "in-flight gauge", "", None);
+                b.add("flood_s", "time to put them in flight", "s", None);
+                b.add("rejected", "answered at once and re-sent", "", None);
+            }
+        }
+    }
+    rows
+}
+
+/// Builds the process table from the medians.
+pub fn proc_rows(workloads: &[WorkloadReport]) -> Vec<ProcRow> {
+    let mut out = Vec::new();
+    for wr in workloads {
+        let Some(m) = wr.median.as_ref() else {
+            continue;
+        };
+        if wr.workload == Workload::Idle {
+            continue;
+        }
+        for (side, s) in [
+            ("mensageria", Some(&m.ours)),
+            ("reference", m.reference.as_ref()),
+        ] {
+            let Some(s) = s else { continue };
+            let ops = s.metrics.get("ops").copied().filter(|o| *o > 0.0);
+            let started: Vec<&Usage> = s
+                .procs
+                .iter()
+                .filter(|u| u.peak_rss_mb.is_finite() && !u.name.starts_with("harness"))
+                .collect();
+            let total = Usage {
+                name: "Σ started processes".into(),
+                cpu_s: started.iter().map(|u| u.cpu_s).sum(),
+                peak_rss_mb: started.iter().map(|u| u.peak_rss_mb).sum(),
+            };
+            for u in s.procs.iter().chain((started.len() > 1).then_some(&total)) {
+                out.push(ProcRow {
+                    workload: wr.workload.id().into(),
+                    side: side.into(),
+                    process: u.name.clone(),
+                    cpu_s: u.cpu_s,
+                    cpu_us_per_op: ops
+                        .filter(|_| u.peak_rss_mb.is_finite())
+                        .map(|o| u.cpu_s * 1e6 / o),
+                    peak_rss_mb: u.peak_rss_mb,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Formats a number for the table: integers with thin grouping, small values with decimals.
+pub fn fmt_num(v: f64) -> String {
+    if v.is_nan() {
+        return "—".into();
+    }
+    let a = v.abs();
+    if a >= 1000.0 {
+        let s = format!("{:.0}", v.abs());
+        let mut g = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                g.push(',');
+            }
+            g.push(c);
+        }
+        if v < 0.0 {
+            format!("-{g}")
+        } else {
+            g
+        }
+    } else if a >= 100.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".into(), fmt_num)
+}
+
+impl Report {
+    /// The Markdown rendering.
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let s = &self.settings;
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "## mensageria benchmark{}\n",
+            if self.smoke { " (smoke)" } else { "" }
+        );
+        let _ = writeln!(
+            o,
+            "Machine: nproc {}, {}, Linux {}, libzmq {}; git {}; {}; load average at start {}.  ",
+            m.nproc, m.cpu_model, m.kernel, m.libzmq, m.git, m.date, m.loadavg
+        );
+        let _ = writeln!(
+            o,
+            "Median of {} run(s); {:.1} s measured per phase after {:.1} s warm-up; requests {} B, events {} B; \
+             {} server(s) × {} workers (reference: {} worker process(es) × {} REP threads); \
+             paced fan-out at {} events/s; total {:.0} s.\n",
+            self.runs,
+            s.duration.as_secs_f64(),
+            s.warmup.as_secs_f64(),
+            s.payload_size,
+            s.event_size,
+            s.servers,
+            s.workers,
+            s.servers,
+            s.workers,
+            fmt_num(s.fanout_rate),
+            self.elapsed_s
+        );
+        let busiest = self
+            .processes
+            .iter()
+            .filter(|p| p.process == OTHER)
+            .map(|p| p.cpu_s / s.duration.as_secs_f64())
+            .fold(0.0f64, f64::max);
+        if busiest > 0.1 {
+            let _ = writeln!(
+                o,
+                "⚠ Processes not started by the harness used up to {busiest:.2} CPU cores during a measured \
+                 phase (rows `{OTHER}` below): those figures are disturbed.\n"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "| workload | metric | mensageria | reference | ratio | target | |\n|---|---|---:|---:|---:|---|---|"
+        );
+        let mut last = String::new();
+        for r in &self.rows {
+            let title = if r.title == last {
+                String::new()
+            } else {
+                last = r.title.clone();
+                r.title.clone()
+            };
+            let unit = if r.unit.is_empty() || r.unit == "/s" {
+                String::new()
+            } else {
+                format!(" {}", r.unit)
+            };
+            let mark = match r.pass {
+                Some(true) => "✅",
+                Some(false) => "❌",
+                None => "",
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {}{} | {} | {} | {} | {} |",
+                title,
+                r.metric,
+                opt(r.mensageria),
+                unit,
+                opt(r.reference),
+                r.ratio.map_or_else(|| "—".into(), |x| format!("{x:.2}×")),
+                r.target.clone().unwrap_or_default(),
+                mark
+            );
+        }
+        let failed: Vec<_> = self
+            .workloads
+            .iter()
+            .filter(|w| !w.errors.is_empty())
+            .collect();
+        if !failed.is_empty() {
+            let _ = writeln!(o, "\n**Failures:**\n");
+            for w in failed {
+                for e in &w.errors {
+                    let first = e.lines().next().unwrap_or("");
+                    let _ = writeln!(o, "- {}: {}", w.workload.id(), first);
+                }
+            }
+        }
+        let _ = writeln!(
+            o,
+            "\n### Processes (median CPU s during the measured phase, CPU µs per request/delivery, peak RSS)\n"
+        );
+        let _ = writeln!(
+            o,
+            "| workload | side | process | CPU s | CPU µs/op | peak RSS MiB |\n|---|---|---|---:|---:|---:|"
+        );
+        let mut last = (String::new(), String::new());
+        for p in &self.processes {
+            let key = (p.workload.clone(), p.side.clone());
+            let (w, sd) = if key == last {
+                (String::new(), String::new())
+            } else {
+                last = key.clone();
+                key
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {:.2} | {} | {} |",
+                w,
+                sd,
+                p.process,
+                p.cpu_s,
+                p.cpu_us_per_op
+                    .map_or_else(|| "—".into(), |x| format!("{x:.2}")),
+                if p.peak_rss_mb.is_nan() {
+                    "—".into()
+                } else {
+                    format!("{:.1}", p.peak_rss_mb)
+                }
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\nReference = bare libzmq: `zmq::proxy(ROUTER, DEALER)` with trivial echoing REP workers, \
+             `zmq::proxy(XSUB, XPUB)`; same HWMs (10000), separate processes. Tracing rows compare with the \
+             untraced full system (ratio ≥ 0.97 = cost ≤ 3%). Request/reply workloads run without a proxy \
+             (the servers' events are built and dropped). Targets are informational."
+        );
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_ignores_nan_and_handles_even_counts() {
+        assert_eq!(median(&mut vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&mut vec![f64::NAN, 5.0]), 5.0);
+        assert!(median(&mut vec![]).is_nan());
+    }
+
+    #[test]
+    fn targets_compare_the_right_way() {
+        assert_eq!(
+            Target::RatioAtLeast(0.9).check(Some(95.0), Some(100.0)),
+            Some(true)
+        );
+        assert_eq!(
+            Target::RatioAtMost(1.1).check(Some(120.0), Some(100.0)),
+            Some(false)
+        );
+        assert_eq!(Target::AtMost(15.0).check(Some(14.0), None), Some(true));
+        assert_eq!(
+            Target::ZeroIfReferenceZero.check(Some(3.0), Some(0.0)),
+            Some(false)
+        );
+        assert_eq!(
+            Target::ZeroIfReferenceZero.check(Some(3.0), Some(1.0)),
+            None
+        );
+        assert_eq!(Target::RatioAtLeast(0.9).check(Some(1.0), Some(0.0)), None);
+    }
+
+    #[test]
+    fn numbers_are_grouped() {
+        assert_eq!(fmt_num(1_234_567.4), "1,234,567");
+        assert_eq!(fmt_num(-1500.0), "-1,500");
+        assert_eq!(fmt_num(12.345), "12.3");
+        assert_eq!(fmt_num(0.5), "0.50");
+        assert_eq!(fmt_num(f64::NAN), "—");
+    }
+}
