@@ -19,8 +19,11 @@ trap stop INT TERM EXIT
 
 start() { # name, then the command
   local name=$1; shift
+  # setsid: Ctrl-C reaches only this script, which then sends each service
+  # one SIGTERM (a second signal would make a service exit without draining).
+  # The log prefixer ignores SIGINT so the services' shutdown lines still show.
   # Process substitution keeps $! the service's own PID (not a pipe's).
-  "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
+  setsid "$@" > >(trap '' INT; sed -u "s/^/[$name] /") 2>&1 &
   pids+=("$!")
 }
 
