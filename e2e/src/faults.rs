@@ -45,30 +45,6 @@ pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 // Services with extra environment
 // ---------------------------------------------------------------------------
 
-/// `defaults` (flag, value) pairs whose flag is not in `extra`, then `extra`.
-fn merge(defaults: &[(&str, &str)], extra: &[&str]) -> Vec<String> {
-    let mut args = Vec::new();
-    for (flag, value) in defaults {
-        let overridden = extra
-            .iter()
-            .any(|e| e == flag || e.starts_with(&format!("{flag}=")));
-        if !overridden {
-            args.push((*flag).to_owned());
-            args.push((*value).to_owned());
-        }
-    }
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
-}
-
-/// Starts `bin_name` with `args`, JSON logs at info and `env` on top.
-fn spawn_env(bin_name: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
-    let mut all: Vec<(&str, &str)> = vec![("LOG_FORMAT", "json"), ("RUST_LOG", "info")];
-    all.extend_from_slice(env);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Proc::spawn(bin_name, &args, &all)
-}
-
 fn str_field(log: &Value, name: &str) -> String {
     log[name]
         .as_str()
@@ -87,24 +63,7 @@ pub fn ops_addr_of(proc: &Proc) -> SocketAddr {
 /// Starts a broker (ephemeral loopback ports unless `extra` binds others)
 /// with `env` added to its environment, and waits until it has bound.
 pub fn start_broker_env(extra: &[&str], env: &[(&str, &str)]) -> Broker {
-    let args = merge(
-        &[
-            ("--http-addr", "127.0.0.1:0"),
-            ("--frontend-bind", "tcp://127.0.0.1:*"),
-            ("--backend-bind", "tcp://127.0.0.1:*"),
-            ("--shutdown-grace", GRACE_ARG),
-        ],
-        extra,
-    );
-    let proc = spawn_env("broker", &args, env);
-    let bound = proc.wait_for_json_log("Broker sockets bound.", START_TIMEOUT);
-    let http = ops_addr_of(&proc);
-    Broker {
-        frontend: str_field(&bound, "frontend"),
-        backend: str_field(&bound, "backend"),
-        http,
-        proc,
-    }
+    Broker::start_env(extra, env)
 }
 
 /// A broker bound to the same endpoints as `old` (which must have exited):
@@ -129,24 +88,7 @@ pub fn restart_broker(old: &Broker, extra: &[&str]) -> Broker {
 /// Starts a proxy (ephemeral loopback ports unless `extra` binds others) with
 /// `env` added, and waits until it has bound.
 pub fn start_proxy_env(extra: &[&str], env: &[(&str, &str)]) -> Proxy {
-    let args = merge(
-        &[
-            ("--http-addr", "127.0.0.1:0"),
-            ("--xsub-bind", "tcp://127.0.0.1:*"),
-            ("--xpub-bind", "tcp://127.0.0.1:*"),
-            ("--shutdown-grace", GRACE_ARG),
-        ],
-        extra,
-    );
-    let proc = spawn_env("proxy", &args, env);
-    let bound = proc.wait_for_json_log("Proxy sockets bound.", START_TIMEOUT);
-    let http = ops_addr_of(&proc);
-    Proxy {
-        xsub: str_field(&bound, "xsub"),
-        xpub: str_field(&bound, "xpub"),
-        http,
-        proc,
-    }
+    Proxy::start_env(extra, env)
 }
 
 /// A proxy bound to the same endpoints as `old` (which must have exited).
@@ -176,7 +118,7 @@ pub fn start_server_env(
     env: &[(&str, &str)],
 ) -> Server {
     let workers = DEFAULT_WORKERS.to_string();
-    let args = merge(
+    let args = crate::merge_args(
         &[
             ("--http-addr", "127.0.0.1:0"),
             ("--broker-endpoints", brokers),
@@ -186,7 +128,7 @@ pub fn start_server_env(
         ],
         extra,
     );
-    let proc = spawn_env("server", &args, env);
+    let proc = crate::spawn_service("server", &args, env);
     let connecting = proc.wait_for_json_log("Server connecting.", START_TIMEOUT);
     let http = ops_addr_of(&proc);
     Server {
@@ -328,7 +270,7 @@ impl ClientRun {
             GRACE_ARG.to_owned(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let proc = spawn_env("client", &args, env);
+        let proc = crate::spawn_service("client", &args, env);
         let http = ops_addr_of(&proc);
         ClientRun { proc, http }
     }

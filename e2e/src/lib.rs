@@ -807,9 +807,12 @@ fn merge_args(defaults: &[(&str, &str)], extra: &[&str]) -> Vec<String> {
     args
 }
 
-fn spawn_service(bin_name: &str, args: &[String]) -> Proc {
+/// Starts a service with JSON logs at info ([`SERVICE_ENV`]) and `env` on top.
+fn spawn_service(bin_name: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
+    let mut all = SERVICE_ENV.to_vec();
+    all.extend_from_slice(env);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Proc::spawn(bin_name, &args, SERVICE_ENV)
+    Proc::spawn(bin_name, &args, &all)
 }
 
 fn field(log: &Value, name: &str) -> String {
@@ -842,10 +845,15 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker on ephemeral loopback ports; `extra` flags override the defaults.
     pub fn start(extra: &[&str]) -> Broker {
-        Self::finish(Self::spawn(extra))
+        Self::start_env(extra, &[])
     }
 
-    fn spawn(extra: &[&str]) -> Proc {
+    /// [`Broker::start`] with `env` added to the environment.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Broker {
+        Self::finish(Self::spawn(extra, env))
+    }
+
+    fn spawn(extra: &[&str], env: &[(&str, &str)]) -> Proc {
         let args = merge_args(
             &[
                 ("--http-addr", "127.0.0.1:0"),
@@ -855,7 +863,7 @@ impl Broker {
             ],
             extra,
         );
-        spawn_service("broker", &args)
+        spawn_service("broker", &args, env)
     }
 
     fn finish(proc: Proc) -> Broker {
@@ -886,10 +894,15 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy on ephemeral loopback ports; `extra` flags override the defaults.
     pub fn start(extra: &[&str]) -> Proxy {
-        Self::finish(Self::spawn(extra))
+        Self::start_env(extra, &[])
     }
 
-    fn spawn(extra: &[&str]) -> Proc {
+    /// [`Proxy::start`] with `env` added to the environment.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Proxy {
+        Self::finish(Self::spawn(extra, env))
+    }
+
+    fn spawn(extra: &[&str], env: &[(&str, &str)]) -> Proc {
         let args = merge_args(
             &[
                 ("--http-addr", "127.0.0.1:0"),
@@ -899,7 +912,7 @@ impl Proxy {
             ],
             extra,
         );
-        spawn_service("proxy", &args)
+        spawn_service("proxy", &args, env)
     }
 
     fn finish(proc: Proc) -> Proxy {
@@ -947,7 +960,7 @@ impl Server {
             ],
             extra,
         );
-        spawn_service("server", &args)
+        spawn_service("server", &args, &[])
     }
 
     fn finish(proc: Proc) -> Server {
@@ -1005,7 +1018,7 @@ impl Stack {
     /// [`Stack::start`] with extra broker and server flags.
     pub fn start_with(servers: usize, broker_extra: &[&str], server_extra: &[&str]) -> Stack {
         // Start broker and proxy side by side, then the servers side by side.
-        let (b, p) = (Broker::spawn(broker_extra), Proxy::spawn(&[]));
+        let (b, p) = (Broker::spawn(broker_extra, &[]), Proxy::spawn(&[], &[]));
         let (broker, proxy) = (Broker::finish(b), Proxy::finish(p));
         let procs: Vec<Proc> = (0..servers)
             .map(|_| Server::spawn(&broker.backend, &proxy.xsub, server_extra))

@@ -158,47 +158,12 @@ fn log_str(log: &Value, name: &str) -> String {
 /// Starts a broker on ephemeral loopback ports with `env` (JSON logs
 /// required) and `extra` flags appended.
 pub fn start_broker(env: &[(&str, &str)], extra: &[&str]) -> Broker {
-    let mut args = vec![
-        "--http-addr",
-        "127.0.0.1:0",
-        "--frontend-bind",
-        "tcp://127.0.0.1:*",
-        "--backend-bind",
-        "tcp://127.0.0.1:*",
-        "--shutdown-grace",
-        GRACE_ARG,
-    ];
-    args.extend(extra);
-    let proc = Proc::spawn("broker", &args, env);
-    let bound = proc.wait_for_json_log("Broker sockets bound.", START_TIMEOUT);
-    Broker {
-        frontend: log_str(&bound, "frontend"),
-        backend: log_str(&bound, "backend"),
-        http: ops_addr(&proc),
-        proc,
-    }
+    Broker::start_env(extra, env)
 }
 
 /// Starts a proxy on ephemeral loopback ports with `env` (JSON logs required).
 pub fn start_proxy(env: &[(&str, &str)]) -> Proxy {
-    let args = [
-        "--http-addr",
-        "127.0.0.1:0",
-        "--xsub-bind",
-        "tcp://127.0.0.1:*",
-        "--xpub-bind",
-        "tcp://127.0.0.1:*",
-        "--shutdown-grace",
-        GRACE_ARG,
-    ];
-    let proc = Proc::spawn("proxy", &args, env);
-    let bound = proc.wait_for_json_log("Proxy sockets bound.", START_TIMEOUT);
-    Proxy {
-        xsub: log_str(&bound, "xsub"),
-        xpub: log_str(&bound, "xpub"),
-        http: ops_addr(&proc),
-        proc,
-    }
+    Proxy::start_env(&[], env)
 }
 
 /// Starts a server ([`DEFAULT_WORKERS`] workers) with `env` (JSON logs
