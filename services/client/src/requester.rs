@@ -97,6 +97,8 @@ pub struct Requester {
     next_id: u64,
     metrics: ClientMetrics,
     frames: Vec<zmq::Message>,
+    /// Reused list of pending ids for `advance` (called on every poll).
+    ids: Vec<u64>,
 }
 
 impl Requester {
@@ -117,6 +119,7 @@ impl Requester {
             next_id: 1,
             metrics,
             frames: Vec::new(),
+            ids: Vec::new(),
             cfg,
         };
         for _ in 0..lanes {
@@ -219,8 +222,10 @@ impl Requester {
 
     /// Starts due attempts, (re)tries unsent ones, expires overdue ones.
     fn advance(&mut self, now: Instant, out: &mut Vec<Outcome>) {
-        let ids: Vec<u64> = self.pending.keys().copied().collect();
-        for id in ids {
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.clear();
+        ids.extend(self.pending.keys().copied());
+        for &id in &ids {
             let p = self
                 .pending
                 .get_mut(&id)
@@ -257,6 +262,7 @@ impl Requester {
                 }
             }
         }
+        self.ids = ids;
     }
 
     fn next_wake(&self, now: Instant) -> Option<Instant> {
