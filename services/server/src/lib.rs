@@ -156,7 +156,11 @@ pub async fn start_with_handler(
             server_metrics.clone(),
         );
         let (heartbeat, shutdown, grace, instance) = (
-            service.health.heartbeat(name.clone()),
+            // A worker inside one request is alive until MAX_WORK (+ margin).
+            service
+                .health
+                .heartbeat(name.clone())
+                .with_busy_limit(config.max_work),
             shutdown.clone(),
             config.common.shutdown_grace,
             instance_arc.clone(),

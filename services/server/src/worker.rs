@@ -151,6 +151,7 @@ impl Worker {
 
     fn serve(&mut self, frames: &[zmq::Message]) -> anyhow::Result<()> {
         let started = Instant::now();
+        let _busy = self.heartbeat.busy_at(started);
         let (header, payload) = match frames.first() {
             Some(f) if is_header(f) => match Header::decode(f) {
                 Ok(Header::Request(h)) => (Some(h), &frames[1..]),

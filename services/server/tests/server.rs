@@ -283,3 +283,39 @@ async fn drain_finishes_the_request_in_progress() {
         "stopped well within the grace"
     );
 }
+
+/// Liveness means "stuck", not "busy": a worker inside a `work` request that
+/// runs longer than the heartbeat stall limit (but within MAX_WORK, 10 s by
+/// default) keeps `/healthz` at 200 the whole time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_request_within_max_work_keeps_liveness() {
+    let f = start().await;
+    let long = mensageria::health::STALL_AFTER + Duration::from_millis(1500);
+    let body = format!("work {}ms long-done", long.as_millis());
+    f.backend
+        .send_multipart([&b"corr-1"[..], b"", body.as_bytes()], 0)
+        .unwrap();
+    let sent = Instant::now();
+    let deadline = sent + long + Duration::from_secs(10);
+    let mut probes_past_stall = 0;
+    let reply = loop {
+        assert!(Instant::now() < deadline, "no reply to the long request");
+        let (code, health) =
+            http_get(f.server.http_addr, "/healthz", Duration::from_secs(5)).unwrap();
+        assert_eq!(code, 200, "after {:?}: {health}", sent.elapsed());
+        if sent.elapsed() > mensageria::health::STALL_AFTER + Duration::from_millis(200) {
+            probes_past_stall += 1;
+        }
+        match f.backend.recv_multipart(zmq::DONTWAIT) {
+            Ok(reply) => break reply,
+            Err(zmq::Error::EAGAIN) => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => panic!("receive: {e}"),
+        }
+    };
+    assert_eq!(reply[2], b"long-done");
+    assert!(
+        probes_past_stall > 0,
+        "no probe landed after the stall limit while the request ran"
+    );
+    f.stop().await;
+}
