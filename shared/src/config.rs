@@ -67,6 +67,12 @@ pub struct TransportArgs {
     /// Largest message accepted from a peer (bytes; `K`, `M`, `KiB`, `MiB` suffixes allowed).
     #[arg(long, env = "ZMQ_MAXMSGSIZE", default_value = "4MiB", value_parser = parse_size)]
     pub max_msg_size: u64,
+    /// First wait before reconnecting to a peer that is gone or not there yet (libzmq adds up to this much jitter).
+    #[arg(long, env = "ZMQ_RECONNECT_IVL", default_value = "100ms", value_parser = parse_duration)]
+    pub reconnect_ivl: Duration,
+    /// Longest wait between reconnection attempts: the wait doubles after each failed attempt up to this (0 = no backoff).
+    #[arg(long, env = "ZMQ_RECONNECT_IVL_MAX", default_value = "5s", value_parser = parse_duration)]
+    pub reconnect_ivl_max: Duration,
     /// CURVE encryption and authentication.
     #[command(flatten)]
     pub curve: crate::curve::CurveArgs,
@@ -81,6 +87,8 @@ impl Default for TransportArgs {
             linger: Duration::from_secs(1),
             hwm: 10_000,
             max_msg_size: 4 << 20,
+            reconnect_ivl: Duration::from_millis(100),
+            reconnect_ivl_max: Duration::from_secs(5),
             curve: crate::curve::CurveArgs::default(),
         }
     }
@@ -308,6 +316,14 @@ mod tests {
         assert_eq!(cli.common.shutdown_grace, Duration::from_secs(10));
         assert_eq!(cli.common.http_addr_or(9101).to_string(), "0.0.0.0:9101");
         assert_eq!(cli.transport.max_msg_size, 4 << 20);
+        assert_eq!(cli.transport.reconnect_ivl, Duration::from_millis(100));
+        assert_eq!(cli.transport.reconnect_ivl_max, Duration::from_secs(5));
+        let d = TransportArgs::default();
+        assert_eq!(
+            (d.reconnect_ivl, d.reconnect_ivl_max),
+            (cli.transport.reconnect_ivl, cli.transport.reconnect_ivl_max),
+            "Default matches the CLI defaults"
+        );
         let cli = TestCli::try_parse_from([
             "x",
             "--http-addr",

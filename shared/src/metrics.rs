@@ -348,6 +348,11 @@ impl Collector for ProcessCollector {
                 "Number of open file descriptors",
                 p.open_fds,
             ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                p.max_fds,
+            ),
             ("process_threads", "Number of OS threads", p.threads),
             (
                 "process_start_time_seconds",
@@ -373,6 +378,8 @@ pub struct ProcessStats {
     pub vsize_bytes: u64,
     /// Open file descriptors.
     pub open_fds: u64,
+    /// Soft limit on open file descriptors (`RLIMIT_NOFILE`; `i64::MAX` when unlimited).
+    pub max_fds: u64,
     /// OS threads.
     pub threads: u64,
     /// Start time, seconds since the epoch.
@@ -405,14 +412,34 @@ pub fn read_process_stats() -> Option<ProcessStats> {
     let open_fds = std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count() as u64)
         .unwrap_or(0);
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| max_open_files(&l))
+        .unwrap_or(i64::MAX as u64);
     Some(ProcessStats {
         cpu_seconds: (utime + stime) as f64 / USER_HZ,
         rss_bytes: rss_kb * 1024,
         vsize_bytes: vsize,
         open_fds,
+        max_fds,
         threads,
         start_time: boot + (start_ticks as f64 / USER_HZ) as u64,
     })
+}
+
+/// The soft "Max open files" limit from `/proc/<pid>/limits` text
+/// (`i64::MAX` for `unlimited`).
+fn max_open_files(limits: &str) -> Option<u64> {
+    let soft = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?;
+    if soft == "unlimited" {
+        Some(i64::MAX as u64)
+    } else {
+        soft.parse().ok()
+    }
 }
 
 /// Renders a registry in the Prometheus/OpenMetrics text format.
@@ -495,5 +522,25 @@ mod tests {
         );
         assert!(text.contains("process_resident_memory_bytes "), "{text}");
         assert!(text.contains("process_cpu_seconds_total "), "{text}");
+        let value = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+        };
+        let (open, max) = (value("process_open_fds "), value("process_max_fds "));
+        assert!(open > 0 && open <= max, "open {open}, max {max}");
+    }
+
+    #[test]
+    fn max_open_files_is_the_soft_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             63883                63883                processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(max_open_files(limits), Some(1024));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(max_open_files(unlimited), Some(i64::MAX as u64));
+        assert_eq!(max_open_files("Max processes 10 10 processes\n"), None);
     }
 }

@@ -1,8 +1,14 @@
 //! Socket monitoring: every socket we create gets a libzmq monitor whose
 //! events (inproc PAIR) are read by one `zmq-monitor` thread per service and
 //! turned into `mensageria_zmq_peers` and `mensageria_zmq_socket_events_total`.
+//!
+//! Refused connections (failed handshakes, failed accepts such as `EMFILE`
+//! when the process is out of file descriptors) can come by the thousand;
+//! they are always counted, but logged at most once per
+//! [`REFUSAL_LOG_EVERY`] per socket, with the number of lines left out.
 
 use std::{
+    collections::HashMap,
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -41,6 +47,42 @@ pub fn event_name(event: SocketEvent) -> &'static str {
     }
 }
 
+/// At most one refusal log line per socket role this often.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Lets one log line through per interval and counts the ones held back.
+#[derive(Debug)]
+struct LogLimiter {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    fn new(every: Duration) -> Self {
+        LogLimiter {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` when a line may be logged at `now` (`n` lines were held
+    /// back since the last one); `None` when this one is held back.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
 /// Decodes a monitor message's first frame: event number (u16 LE) and value (u32 LE).
 pub fn decode_event(frame: &[u8]) -> Option<(u16, u32)> {
     let ev = u16::from_le_bytes(frame.get(0..2)?.try_into().ok()?);
@@ -59,6 +101,7 @@ pub(crate) fn run_hub(
     stop_within: Duration,
 ) {
     let mut watched: Vec<Watched> = Vec::new();
+    let mut refusals: HashMap<&'static str, LogLimiter> = HashMap::new();
     let mut cancelled_at: Option<Instant> = None;
     loop {
         while let Ok(w) = rx.try_recv() {
@@ -88,7 +131,7 @@ pub(crate) fn run_hub(
         let mut stopped = Vec::new();
         for (idx, w) in watched.iter().enumerate().filter(|(i, _)| ready[*i]) {
             while let Ok(frames) = w.pair.recv_multipart(zmq::DONTWAIT) {
-                let Some((raw, _)) = frames.first().and_then(|f| decode_event(f)) else {
+                let Some((raw, value)) = frames.first().and_then(|f| decode_event(f)) else {
                     continue;
                 };
                 let event = SocketEvent::from_raw(raw);
@@ -96,7 +139,10 @@ pub(crate) fn run_hub(
                     .get(1)
                     .map(|a| String::from_utf8_lossy(a).into_owned())
                     .unwrap_or_default();
-                record(&metrics, w.role, event, &addr);
+                let limiter = refusals
+                    .entry(w.role)
+                    .or_insert_with(|| LogLimiter::new(REFUSAL_LOG_EVERY));
+                record(&metrics, w.role, event, value, &addr, limiter);
                 if event == SocketEvent::MONITOR_STOPPED {
                     stopped.push(idx);
                     break;
@@ -110,7 +156,14 @@ pub(crate) fn run_hub(
     debug!(remaining = watched.len(), "Monitor hub stopped.");
 }
 
-fn record(metrics: &SocketMetrics, role: &'static str, event: SocketEvent, addr: &str) {
+fn record(
+    metrics: &SocketMetrics,
+    role: &'static str,
+    event: SocketEvent,
+    value: u32,
+    addr: &str,
+    refusals: &mut LogLimiter,
+) {
     let name = event_name(event);
     metrics
         .events
@@ -138,12 +191,28 @@ fn record(metrics: &SocketMetrics, role: &'static str, event: SocketEvent, addr:
         SocketEvent::HANDSHAKE_FAILED_AUTH
         | SocketEvent::HANDSHAKE_FAILED_NO_DETAIL
         | SocketEvent::HANDSHAKE_FAILED_PROTOCOL => {
-            info!(
-                socket = role,
-                peer = addr,
-                event = name,
-                "Handshake failed."
-            );
+            if let Some(suppressed) = refusals.admit(Instant::now()) {
+                info!(
+                    socket = role,
+                    peer = addr,
+                    event = name,
+                    suppressed,
+                    "Handshake failed (at most one line per {}s; `suppressed` similar lines left out before this one).",
+                    REFUSAL_LOG_EVERY.as_secs()
+                );
+            }
+        }
+        SocketEvent::ACCEPT_FAILED => {
+            if let Some(suppressed) = refusals.admit(Instant::now()) {
+                let error = std::io::Error::from_raw_os_error(value as i32);
+                warn!(
+                    socket = role,
+                    error.message = %error,
+                    suppressed,
+                    "Accepting a connection failed (at most one line per {}s; `suppressed` similar lines left out before this one).",
+                    REFUSAL_LOG_EVERY.as_secs()
+                );
+            }
         }
         _ => {}
     }
@@ -164,5 +233,25 @@ mod tests {
             event_name(SocketEvent::HANDSHAKE_FAILED_AUTH),
             "auth_failed"
         );
+    }
+
+    #[test]
+    fn refusal_lines_are_rate_limited_and_count_what_they_leave_out() {
+        let mut l = LogLimiter::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(l.admit(at(0)), Some(0), "the first refusal is logged");
+        for i in 1..=999 {
+            assert_eq!(l.admit(at(i)), None, "refusal {i} within 10 s");
+        }
+        assert_eq!(l.admit(at(9_999)), None);
+        assert_eq!(
+            l.admit(at(10_000)),
+            Some(1000),
+            "next line reports 1000 left out"
+        );
+        assert_eq!(l.admit(at(10_001)), None);
+        assert_eq!(l.admit(at(60_000)), Some(1));
+        assert_eq!(l.admit(at(70_000)), Some(0));
     }
 }

@@ -138,10 +138,15 @@ impl SocketFactory {
 
     fn configure(&self, s: &zmq::Socket, kind: zmq::SocketType) -> zmq::Result<()> {
         let t = &self.transport;
-        s.set_linger(t.linger.as_millis().min(i32::MAX as u128) as i32)?;
+        s.set_linger(millis_i32(t.linger))?;
         s.set_sndhwm(t.hwm)?;
         s.set_rcvhwm(t.hwm)?;
         s.set_maxmsgsize(t.max_msg_size.min(i64::MAX as u64) as i64)?;
+        // Exponential backoff while a peer is missing (rolling update, fewer
+        // pods than listed endpoints): each attempt re-resolves the name, so
+        // a fixed 100 ms would be a DNS and SYN storm.
+        s.set_reconnect_ivl(millis_i32(t.reconnect_ivl))?;
+        s.set_reconnect_ivl_max(millis_i32(t.reconnect_ivl_max))?;
         // No ZMTP heartbeats on the event path (PUB, SUB, XPUB, XSUB). A
         // subscriber whose queue is full stops reading its TCP stream, so
         // heartbeats cannot tell it from a dead one; when either side's
@@ -157,8 +162,8 @@ impl SocketFactory {
         } else {
             t.heartbeat_ivl
         };
-        s.set_heartbeat_ivl(ivl.as_millis().min(i32::MAX as u128) as i32)?;
-        s.set_heartbeat_timeout(t.heartbeat_timeout.as_millis().min(i32::MAX as u128) as i32)?;
+        s.set_heartbeat_ivl(millis_i32(ivl))?;
+        s.set_heartbeat_timeout(millis_i32(t.heartbeat_timeout))?;
         s.set_heartbeat_ttl(t.heartbeat_ttl.as_millis().min(6_553_500) as i32)?;
         Ok(())
     }
@@ -217,6 +222,11 @@ impl SocketFactory {
         }
         Ok(())
     }
+}
+
+/// A duration as the whole milliseconds libzmq options take, saturating.
+fn millis_i32(d: Duration) -> i32 {
+    d.as_millis().min(i32::MAX as u128) as i32
 }
 
 /// Enables `ZMQ_XPUB_VERBOSER` on an XPUB socket, so every subscribe *and*
@@ -283,4 +293,63 @@ where
         s.send(f.into(), flags | more)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::metrics::SocketEventLabels;
+
+    fn retries(m: &SocketMetrics, socket: &'static str) -> u64 {
+        m.events
+            .get_or_create(&SocketEventLabels {
+                socket,
+                event: "connect_retried",
+            })
+            .get()
+    }
+
+    /// Reconnection to a missing endpoint backs off: while a socket with a
+    /// fixed 100 ms interval (ZMQ_RECONNECT_IVL_MAX=0) retries 25 times, the
+    /// default (100 ms doubling up to 5 s: 0.1, 0.2, 0.4, 0.8, 1.6, 3.2 s
+    /// waits, plus up to 100 ms jitter each) retries at most 6 times.
+    #[test]
+    fn reconnects_to_a_missing_endpoint_back_off() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = Endpoints(vec![format!("tcp://{}", free.local_addr().unwrap())]);
+        drop(free);
+        let metrics = SocketMetrics::default();
+        let cancel = CancellationToken::new();
+        let backoff = TransportArgs::default();
+        let fixed = TransportArgs {
+            reconnect_ivl_max: Duration::ZERO,
+            ..TransportArgs::default()
+        };
+        let (f1, hub1) = SocketFactory::new(backoff, metrics.clone(), cancel.clone()).unwrap();
+        let (f2, hub2) = SocketFactory::new(fixed, metrics.clone(), cancel.clone()).unwrap();
+        let s1 = f1.socket(zmq::DEALER, "backoff").unwrap();
+        let s2 = f2.socket(zmq::DEALER, "fixed").unwrap();
+        f1.connect_all(&s1, &dead).unwrap();
+        f2.connect_all(&s2, &dead).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while retries(&metrics, "fixed") < 25 {
+            assert!(
+                Instant::now() < deadline,
+                "the fixed-interval socket retried only {} times",
+                retries(&metrics, "fixed")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let backed_off = retries(&metrics, "backoff");
+        assert!(
+            (1..=6).contains(&backed_off),
+            "{backed_off} retries with backoff while the fixed interval made 25"
+        );
+        drop((s1, s2));
+        cancel.cancel();
+        hub1.join().unwrap();
+        hub2.join().unwrap();
+    }
 }
