@@ -20,9 +20,10 @@ test: ## Build the binaries, then run every test (unit, integration, end-to-end)
 	$(CARGO) build --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
 
-lint: ## rustfmt check and clippy with warnings as errors
+lint: ## rustfmt check, clippy with warnings as errors, rust-version vs the lockfile
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	scripts/check-rust-version.sh
 
 up: ## Build the image and start everything with Docker Compose (Prometheus, Grafana included)
 	docker compose up -d --build
@@ -32,19 +33,21 @@ up: ## Build the image and start everything with Docker Compose (Prometheus, Gra
 	@echo "Broker:     tcp://localhost:5555   Proxy (subscribers): tcp://localhost:5558"
 	@echo "Try: docker compose exec client client request hello"
 
-down: ## Stop and remove the Compose stack (volumes are kept)
-	docker compose down
+down: ## Stop and remove the Compose stack, every profile (volumes are kept)
+	docker compose --profile '*' down
 
 logs: ## Follow the Compose stack's logs
 	docker compose logs -f --tail=100
 
-curve-keys: ## Generate CURVE keys into secrets/ for docker-compose.curve.yml
+curve-keys: ## Generate CURVE keys into secrets/ (compose, Kubernetes); uses the image when cargo is absent
 	scripts/curve-keys.sh
 
-k8s: ## Render the Kubernetes manifests (kustomize) to stdout
-	@if command -v kustomize >/dev/null; then kustomize build deploy/k8s; \
-	elif command -v kubectl >/dev/null; then kubectl kustomize deploy/k8s; \
-	else python3 deploy/validate/kustomize_build.py deploy/k8s; fi
+K8S ?= base
+k8s: ## Regenerate deploy/k8s's copies of alerts/dashboards, render deploy/k8s/$(K8S) (base; K8S=overlays/monitoring, …)
+	@python3 deploy/k8s/generate.py
+	@if command -v kustomize >/dev/null; then kustomize build deploy/k8s/$(K8S); \
+	elif command -v kubectl >/dev/null; then kubectl kustomize deploy/k8s/$(K8S); \
+	else python3 deploy/validate/kustomize_build.py deploy/k8s/$(K8S); fi
 
 validate-deploy: ## Static checks of Dockerfile, compose, Prometheus rules, dashboards, Kubernetes
 	bash deploy/validate/static.sh

@@ -3,13 +3,15 @@
 
 1. Schema: every object against the Kubernetes OpenAPI schema (kubernetes-validate, strict:
    unknown fields are errors). An object whose kind has no schema is an ERROR, not a warning.
-   ServiceMonitor (prometheus-operator CRD) is validated against its own CRD schema instead:
-   ajv validators compiled from the CRD openAPIV3Schema (@kubernetes-models/prometheus-operator)
-   plus TypeScript excess-property checking of the same package's typings (unknown fields).
+   ServiceMonitor and PrometheusRule (prometheus-operator CRDs) are validated against their own
+   CRD schemas instead: ajv validators compiled from the CRD openAPIV3Schema
+   (@kubernetes-models/prometheus-operator) plus TypeScript excess-property checking of the same
+   package's typings (unknown fields).
 2. Cross references: selectors vs pod labels, probe/Service/NetworkPolicy ports vs container
    ports, ConfigMap/Secret references, HPA and PDB targets, StatefulSet headless Services,
    ServiceMonitor selection, per-pod endpoint lists vs StatefulSet replicas, env vars vs the
-   contract, security context, image pinning, termination grace vs SHUTDOWN_GRACE.
+   contract, security context, image pinning, termination grace vs SHUTDOWN_GRACE, CURVE keys
+   only as mounted Secret files (never env values from a Secret), Grafana dashboard ConfigMaps.
 
 usage: check_k8s.py BUILT.yaml [--k8s-version 1.30] [--node-tools DIR]
 """
@@ -50,7 +52,7 @@ def schema_check(docs, version):
 
     crds = []
     for o in docs:
-        if o.get("apiVersion") == "monitoring.coreos.com/v1" and o.get("kind") == "ServiceMonitor":
+        if o.get("apiVersion") == "monitoring.coreos.com/v1" and o.get("kind") in CRD_KINDS:
             crds.append(o)
             continue
         try:
@@ -63,27 +65,31 @@ def schema_check(docs, version):
     return crds
 
 
-def crd_check(servicemonitors, node_tools):
-    if not servicemonitors:
+# prometheus-operator kinds validated against their CRD (see the module docstring).
+CRD_KINDS = ("ServiceMonitor", "PrometheusRule")
+
+
+def crd_check(objects, node_tools):
+    if not objects:
         return
     if not node_tools:
-        err("schema: ServiceMonitor present but no --node-tools dir to validate it with")
+        err("schema: CRD objects present but no --node-tools dir to validate them with")
         return
     here = os.path.dirname(os.path.abspath(__file__))
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(servicemonitors, f)
+        json.dump(objects, f)
         path = f.name
     try:
-        r = subprocess.run(["node", os.path.join(here, "servicemonitor_validate.mjs"), path],
+        r = subprocess.run(["node", os.path.join(here, "crd_validate.mjs"), path],
                            cwd=node_tools, capture_output=True, text=True)
         if r.returncode != 0:
-            err("schema: ServiceMonitor (CRD schema, ajv): " + (r.stdout + r.stderr).strip())
+            err("schema: CRD schema (ajv): " + (r.stdout + r.stderr).strip())
         # Unknown fields: TypeScript excess property checks against the CRD typings.
-        ts = ['import type { IServiceMonitor } from '
-              '"@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";']
-        for i, o in enumerate(servicemonitors):
-            ts.append(f"export const doc{i}: IServiceMonitor = {json.dumps(o)};")
-        tsfile = os.path.join(node_tools, "servicemonitors.check.ts")
+        ts = [f'import type {{ I{k} }} from '
+              f'"@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/{k}";' for k in CRD_KINDS]
+        for i, o in enumerate(objects):
+            ts.append(f"export const doc{i}: I{o['kind']} = {json.dumps(o)};")
+        tsfile = os.path.join(node_tools, "crds.check.ts")
         with open(tsfile, "w") as f:
             f.write("\n".join(ts) + "\n")
         r = subprocess.run([os.path.join(node_tools, "node_modules", ".bin", "tsc"), "--noEmit",
@@ -91,7 +97,7 @@ def crd_check(servicemonitors, node_tools):
                             "--moduleResolution", "nodenext", tsfile],
                            cwd=node_tools, capture_output=True, text=True)
         if r.returncode != 0:
-            err("schema: ServiceMonitor (CRD typings, unknown fields): " + (r.stdout + r.stderr).strip())
+            err("schema: CRD typings (unknown fields): " + (r.stdout + r.stderr).strip())
     finally:
         os.unlink(path)
 
@@ -253,8 +259,9 @@ def crossref(docs):
                     elif ref["key"] not in ((obj.get("data") or {}) | (obj.get("stringData") or {})):
                         if not ref.get("optional"):
                             err(f"{where}: env {e['name']}: key {ref['key']} missing in {kind} {ref['name']}")
-                if vf.get("secretKeyRef") and not e["name"].startswith("CURVE_"):
-                    err(f"{where}: env {e['name']} from a Secret is not a CURVE key")
+                if vf.get("secretKeyRef"):
+                    err(f"{where}: env {e['name']} takes a Secret value; mount the Secret as files instead")
+            check_curve_files(where, c, pod)
             # contract: env names and values
             if role in contract.SERVICES:
                 env = env_of(c, by_name)
@@ -363,6 +370,44 @@ def crossref(docs):
                 err(f"{kn(m)}: endpoint path {ep.get('path')} != /metrics")
 
 
+def check_curve_files(where, c, pod):
+    """CURVE_* values that are paths must be files of a mounted Secret volume."""
+    vols = {v["name"]: v for v in pod.get("volumes") or []}
+    for e in c.get("env") or []:
+        value = e.get("value") or ""
+        if not (e["name"].startswith("CURVE_") and value.startswith("/")):
+            continue
+        mount = next((m for m in c.get("volumeMounts") or []
+                      if value.startswith(m["mountPath"].rstrip("/") + "/")), None)
+        secret = (vols.get(mount["name"]) or {}).get("secret") if mount else None
+        if not secret:
+            err(f"{where}: env {e['name']}={value} is not a file of a mounted Secret volume")
+            continue
+        if not mount.get("readOnly"):
+            err(f"{where}: Secret volume {mount['name']} is not mounted readOnly")
+        rel = value[len(mount["mountPath"].rstrip("/")) + 1:]
+        items = secret.get("items")
+        if items is not None and rel not in [i["path"] for i in items]:
+            err(f"{where}: env {e['name']}={value}: the volume {mount['name']} has no item {rel!r}")
+
+
+def check_dashboards(docs):
+    """ConfigMaps for the Grafana sidecar hold valid dashboards (JSON with a uid)."""
+    for o in docs:
+        if o["kind"] != "ConfigMap" or (o["metadata"].get("labels") or {}).get("grafana_dashboard") != "1":
+            continue
+        if not o.get("data"):
+            err(f"{kn(o)}: grafana_dashboard ConfigMap holds no dashboard")
+        for key, text in (o.get("data") or {}).items():
+            try:
+                d = json.loads(text)
+            except ValueError as e:
+                err(f"{kn(o)}: {key} is not JSON ({e})")
+                continue
+            if not key.endswith(".json") or not d.get("uid") or not d.get("panels"):
+                err(f"{kn(o)}: {key} is not a dashboard (.json with a uid and panels)")
+
+
 def check_endpoints(where, role, env, docs, by_name):
     """Connect-side endpoint lists: servers list every broker/proxy pod, clients the Services."""
     if role not in ("server", "client"):
@@ -392,14 +437,18 @@ def check_endpoints(where, role, env, docs, by_name):
             continue
         ns = sts["metadata"]["namespace"]
         headless = sts["spec"]["serviceName"]
+        # Namespace-relative names (completed by the pods' resolver search path), or names in
+        # the namespace the objects are rendered into.
+        def forms(name):
+            return {name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"}
+
         if role == "server":
-            want = [f"{target}-{i}.{headless}.{ns}.svc.cluster.local" for i in range(sts["spec"]["replicas"])]
-            if hosts != want:
-                err(f"{where}: {var} must list every {target} pod ({want}), got {hosts}")
+            want = [f"{target}-{i}.{headless}" for i in range(sts["spec"]["replicas"])]
+            if len(hosts) != len(want) or any(h not in forms(w) for h, w in zip(hosts, want)):
+                err(f"{where}: {var} must list every {target} pod ({want}, in namespace {ns}), got {hosts}")
         else:
             svc = by_name.get(("Service", target))
-            want = {f"{target}.{ns}.svc.cluster.local", f"{target}.{ns}.svc", f"{target}.{ns}", target}
-            if not svc or len(hosts) != 1 or hosts[0] not in want:
+            if not svc or len(hosts) != 1 or hosts[0] not in forms(target):
                 err(f"{where}: {var} must point at the ClusterIP Service {target}, got {hosts}")
             elif port not in [p["port"] for p in svc["spec"]["ports"]]:
                 err(f"{where}: {var}: Service {target} does not expose port {port}")
@@ -464,6 +513,7 @@ def run_checks(docs, version, node_tools, crd=True):
     if crd:
         crd_check(crds, node_tools)
     crossref(docs)
+    check_dashboards(docs)
     return list(errors)
 
 

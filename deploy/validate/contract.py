@@ -23,6 +23,8 @@ GAUGES = {
     "mensageria_build_info",
     "mensageria_zmq_peers",
     "process_resident_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
     "mensageria_broker_inflight_requests",
     "mensageria_proxy_subscriptions",
 }
@@ -70,7 +72,7 @@ CURVE_ENV = {
 # Transport/tuning options the binaries also read (`<bin> --help`), beyond design.md §2.
 TRANSPORT_ENV = {
     "ZMQ_HEARTBEAT_IVL", "ZMQ_HEARTBEAT_TIMEOUT", "ZMQ_HEARTBEAT_TTL", "ZMQ_HWM", "ZMQ_LINGER",
-    "ZMQ_MAXMSGSIZE",
+    "ZMQ_MAXMSGSIZE", "ZMQ_RECONNECT_IVL", "ZMQ_RECONNECT_IVL_MAX",
 }
 ROLE_ENV = {
     "broker": {"FRONTEND_BIND", "BACKEND_BIND", "REQUEST_TIMEOUT", "MAX_INFLIGHT"},
@@ -106,6 +108,8 @@ METRIC_LABELS = {
     "mensageria_zmq_peers": {"socket"},
     "mensageria_zmq_socket_events_total": {"socket", "event"},
     "process_resident_memory_bytes": set(),
+    "process_open_fds": set(),
+    "process_max_fds": set(),
     "process_cpu_seconds_total": set(),
     "mensageria_broker_requests_total": set(),
     "mensageria_broker_replies_total": {"status"},

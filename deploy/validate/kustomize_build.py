@@ -2,7 +2,7 @@
 """Last-resort `kustomize build` for a plain base, used by static.sh only when neither
 `kustomize` nor `kubectl kustomize` is installed.
 
-Supports exactly what deploy/k8s uses: `resources` (files, or directories holding a
+Supports exactly what deploy/k8s/base uses: `resources` (files, or directories holding a
 kustomization), `namespace` and `images` (newName/newTag/digest). Any other kustomization
 field is an error, so the fallback can never silently render something different.
 
