@@ -210,8 +210,9 @@ start_prometheus() {
   mkdir -p "$data"
   end=$(date +%s)
   END_TS=$end
-  "$PY" "$HERE/synthetic_metrics.py" "$WORK/synthetic.om" --end "$end" >/dev/null
-  promtool tsdb create-blocks-from openmetrics "$WORK/synthetic.om" "$data" >/dev/null
+  # (run() disables errexit: a failing step must return by itself)
+  "$PY" "$HERE/synthetic_metrics.py" "$WORK/synthetic.om" --end "$end" >/dev/null || return 1
+  promtool tsdb create-blocks-from openmetrics "$WORK/synthetic.om" "$data" >/dev/null || return 1
   printf 'global:\n  scrape_interval: 15s\nscrape_configs: []\n' >"$WORK/prom.yml"
   prometheus --config.file="$WORK/prom.yml" --storage.tsdb.path="$data" \
     --web.listen-address=127.0.0.1:0 --log.level=info >"$WORK/prom.log" 2>&1 &

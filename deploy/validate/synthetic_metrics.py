@@ -58,6 +58,8 @@ def main():
             for ev in ("connected", "accepted", "disconnected"):
                 counter("mensageria_zmq_socket_events_total", {**base, "socket": sock, "event": ev}, 0.01)
         gauge("process_resident_memory_bytes", base, 12_000_000)
+        gauge("process_open_fds", base, 40)
+        gauge("process_max_fds", base, 65536)
         counter("process_cpu_seconds_total", base, 0.05)
         if role == "broker":
             counter("mensageria_broker_requests_total", base, 100)
