@@ -49,6 +49,8 @@ def main():
         hc = svc.get("healthcheck")
         if not hc or hc.get("disable") or not hc.get("test"):
             err(f"service {name}: no healthcheck")
+        elif not hc.get("start_interval"):
+            err(f"service {name}: healthcheck without start_interval (healthy only after `interval`)")
         for dep, spec in (svc.get("depends_on") or {}).items():
             if dep not in services:
                 err(f"service {name}: depends_on unknown service {dep}")
@@ -81,6 +83,9 @@ def main():
             err(f"service {name}: OTEL_SERVICE_NAME should be {role}")
         if "OTEL_EXPORTER_OTLP_ENDPOINT" not in env:
             err(f"service {name}: OTEL_EXPORTER_OTLP_ENDPOINT is not passed through")
+        nofile = (svc.get("ulimits") or {}).get("nofile") or {}
+        if min(nofile.get("soft", 0), nofile.get("hard", 0)) < 4096:
+            err(f"service {name}: ulimits.nofile {nofile or 'unset'} (every ZeroMQ peer is a descriptor; want >= 4096)")
         want_test = ["CMD", role, "healthcheck"]
         if (svc.get("healthcheck") or {}).get("test") != want_test:
             err(f"service {name}: healthcheck test should be {want_test}")

@@ -96,6 +96,10 @@ COMPOSE = {
         lambda c: c["services"]["client"]["environment"].__setitem__("BROKER_URL", "x"),
     "server without 2 replicas":
         lambda c: c["services"]["server"]["deploy"].__setitem__("replicas", 1),
+    "healthcheck without start_interval":
+        lambda c: c["services"]["proxy"]["healthcheck"].pop("start_interval"),
+    "broker with the default descriptor limit":
+        lambda c: c["services"]["broker"].pop("ulimits"),
     "client talks to the backend port":
         lambda c: c["services"]["client"]["environment"].__setitem__("BROKER_ENDPOINTS", "tcp://broker:5556"),
 }

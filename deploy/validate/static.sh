@@ -147,6 +147,20 @@ compose_check() {
   "$PY" "$HERE/check_compose.py" "$WORK/compose.json" "$ROOT/deploy/prometheus/prometheus.yml"
 }
 
+# Compose interpolates from the user's shell: only MENSAGERIA_-prefixed names, always with a
+# default, so a generic TIMEOUT or RATE in the environment cannot leak in.
+compose_vars() {
+  local bad
+  # shellcheck disable=SC2016 # literal ${...} patterns
+  bad=$(grep -noE '\$\{?[A-Za-z_][A-Za-z0-9_]*(:?-)?' "$ROOT"/docker-compose*.yml |
+    grep -vE ':\$\{MENSAGERIA_[A-Z0-9_]+:-$')
+  if [[ -n "$bad" ]]; then
+    # shellcheck disable=SC2016
+    printf 'interpolation not of the form %s:\n%s\n' '${MENSAGERIA_X:-default}' "$bad"
+    return 1
+  fi
+  echo "every interpolated variable is MENSAGERIA_* with a default"
+}
 yamllint_check() { (cd "$ROOT" && yamllint --strict -c .yamllint.yml .) && echo "all YAML files clean"; }
 
 # deploy/k8s: the base and every overlay are rendered and checked; every component must be
@@ -249,6 +263,7 @@ log "static.sh: checks"
 run "hadolint Dockerfile" hadolint_check
 run "checkov Dockerfile" checkov_docker
 run "compose config + depends_on/healthchecks" compose_check
+run "compose interpolation (MENSAGERIA_*, defaults)" compose_vars
 run "yamllint (all YAML)" yamllint_check
 run "k8s generated copies up to date" k8s_generated
 run "k8s components used by overlays" components_used
