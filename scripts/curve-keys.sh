@@ -19,7 +19,7 @@ if [[ -z "$how" ]]; then
   if command -v cargo >/dev/null; then how=cargo; else how=docker; fi
 fi
 case "$how" in
-  cargo) keygen() { cargo run -q --release --bin client -- keygen; } ;;
+  cargo) keygen() { cargo run -q --bin client -- keygen; } ;;
   docker)
     if ! command -v docker >/dev/null; then
       echo "curve-keys: neither cargo nor docker is installed; install one of them" >&2
