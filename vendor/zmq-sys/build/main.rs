@@ -3,7 +3,8 @@
 //! its own bundled source and tells us where (its `links = "sodium"` metadata).
 //!
 //! To link a system libzmq instead, override this build script through the
-//! `links = "zmq"` key (README, "Building against the system libzmq").
+//! `links = "zmq"` key (top-level README.md, "libzmq: built from source, or
+//! the system's").
 
 use std::env;
 use std::path::PathBuf;
