@@ -10,14 +10,13 @@
 # explicit healthcheck per service instead.
 #
 # Stages: chef (toolchain + cargo-chef) -> planner (dependency recipe) -> builder (cached
-# dependency layer, then the workspace) -> runtime (debian slim, libzmq5, non-root).
+# dependency layer, then the workspace) -> runtime (debian slim, non-root). The binaries carry
+# libzmq and libsodium (compiled from source and linked statically by zmq-sys, see
+# vendor/zmq-sys), so neither image installs a libzmq package.
 
 # Base images are pinned to version tags (bump deliberately; rust tag >= rust-version in Cargo.toml).
+# The rust image (buildpack-deps) already has what the libzmq/libsodium build needs: gcc, g++, make.
 FROM rust:1.95-bookworm AS chef
-# libzmq3-dev: .cargo/config.toml links the system libzmq (built with libsodium, so CURVE works).
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libzmq3-dev=4.3.4-6 pkg-config=1.8.1-1 \
-    && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /build
 
@@ -28,7 +27,10 @@ RUN cargo chef prepare --recipe-path recipe.json
 FROM chef AS builder
 COPY --from=planner /build/recipe.json recipe.json
 COPY .cargo .cargo
-# Dependencies only: this layer is reused until Cargo.toml/Cargo.lock change.
+# The patched zmq-sys ([patch.crates-io] in Cargo.toml): not a workspace member, so not in the
+# recipe; the cook needs it, and compiles libzmq and libsodium into this cached layer.
+COPY vendor vendor
+# Dependencies only: this layer is reused until Cargo.toml, Cargo.lock or vendor/ change.
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked --bin broker --bin proxy --bin server --bin client
@@ -45,12 +47,10 @@ LABEL org.opencontainers.image.title="mensageria" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.source="https://example.invalid/mensageria" \
       org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
-# libzmq5 pulls libsodium (CURVE). No ca-certificates: OTLP export is plain OTLP/HTTP
-# (add it if the exporter ever uses TLS with the system roots).
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libzmq5=4.3.4-6 \
-    && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system --gid 10001 mensageria \
+# No packages to add: the binaries need only libc, libgcc_s and libstdc++ (libzmq is C++),
+# which the base image has (apt depends on them). No ca-certificates: OTLP export is plain
+# OTLP/HTTP (add it if the exporter ever uses TLS with the system roots).
+RUN groupadd --system --gid 10001 mensageria \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin mensageria
 COPY --from=builder /build/target/release/broker /build/target/release/proxy \

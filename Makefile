@@ -7,16 +7,19 @@ CARGO ?= cargo
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-build: ## Debug build of every binary
+build: ## Debug build of every binary (libzmq is compiled too: needs cc, c++, make)
+	@scripts/setup.sh build
 	$(CARGO) build --bins
 
 release: ## Release build of every binary
+	@scripts/setup.sh build
 	$(CARGO) build --release --bins
 
 run: release ## Run broker, proxy, server and client locally (no Docker); Ctrl-C stops them all
 	@scripts/run-local.sh target/release
 
-test: ## Build the binaries, then run every test (unit, integration, end-to-end)
+test: ## Install missing test tools (scripts/setup.sh), build the binaries, run every test
+	@scripts/setup.sh test
 	$(CARGO) build --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
 

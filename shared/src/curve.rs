@@ -279,9 +279,22 @@ pub fn zap_decision(req: &[Vec<u8>], allowed: &KeyList) -> (&'static str, &'stat
 mod tests {
     use super::*;
 
+    /// The libzmq the build links (by default built from source by zmq-sys,
+    /// with libsodium) must support CURVE; a build without it would only fail
+    /// at run time, when a service is given keys.
+    #[test]
+    fn linked_libzmq_has_curve() {
+        assert_eq!(
+            zmq::has("curve"),
+            Some(true),
+            "libzmq {:?} was built without CURVE (libsodium)",
+            zmq::version()
+        );
+    }
+
     #[test]
     fn keys_round_trip_and_bad_keys_are_refused() {
-        let (public, secret) = keygen().expect("system libzmq has CURVE");
+        let (public, secret) = keygen().expect("libzmq has CURVE");
         assert_eq!(public.len(), 40);
         assert!(parse_key(&public).unwrap().0.is_some());
         assert!(parse_key(&secret).unwrap().0.is_some());

@@ -151,8 +151,11 @@ impl SocketFactory {
         // subscriber whose queue is full stops reading its TCP stream, so
         // heartbeats cannot tell it from a dead one; when either side's
         // heartbeat timeout resets such a connection in the middle of a
-        // multipart event, libzmq 4.3.4 aborts the subscriber
-        // (`Assertion failed: !_more (src/fq.cpp:112)`, zeromq/libzmq#4767).
+        // multipart event, libzmq aborts the subscriber (`Assertion failed:
+        // !_more` in src/fq.cpp; zeromq/libzmq#4767, still open). 4.3.4 did,
+        // and the 4.3.5 we build still does: with heartbeats on here, the e2e
+        // test `slow_subscriber_behind_by_its_hwm_survives_its_heartbeat`
+        // fails within seconds.
         // Nothing on that path needs them: publishers drop at the HWM and
         // subscriptions are re-sent on reconnect. Request/reply sockets keep
         // heartbeats, which is how a frozen worker is dropped.

@@ -72,9 +72,9 @@ fn slow_subscriber_loses_counted_events_without_hurting_others_or_proxy_memory()
 /// The same with the slow subscriber's receive HWM at 1000 and `--delay
 /// 20ms`: its queue stays full for many seconds, so libzmq stops reading its
 /// TCP stream. With ZMTP heartbeats on that link, a heartbeat timeout reset
-/// the connection in the middle of a multipart event and libzmq 4.3.4
-/// aborted the subscriber (`Assertion failed: !_more (src/fq.cpp:112)`,
-/// zeromq/libzmq#4767). The event path (PUB, SUB, XPUB, XSUB) therefore runs
+/// the connection in the middle of a multipart event and libzmq aborted the
+/// subscriber (`Assertion failed: !_more`, src/fq.cpp:112 in 4.3.4, :80 in
+/// 4.3.5; zeromq/libzmq#4767). The event path (PUB, SUB, XPUB, XSUB) therefore runs
 /// without heartbeats (shared/src/socket.rs `SocketFactory::configure`);
 /// this test keeps it that way.
 #[test]
