@@ -14,7 +14,9 @@ script=$(
 import json, sys
 
 def parse(v):
-    return tuple(int(x) for x in v.split("."))
+    # "1.88" means 1.88.0: pad to three parts so the two compare equal.
+    parts = [int(x) for x in v.split(".")]
+    return tuple(parts + [0] * (3 - len(parts)))
 
 meta = json.load(sys.stdin)
 members = set(meta["workspace_members"])
