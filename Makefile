@@ -20,10 +20,12 @@ test: ## Build the binaries, then run every test (unit, integration, end-to-end)
 	$(CARGO) build --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
 
-lint: ## rustfmt check, clippy with warnings as errors, rust-version vs the lockfile
+lint: ## rustfmt check, clippy with warnings as errors, rust-version vs the lockfile, unused dependencies
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	scripts/check-rust-version.sh
+	command -v cargo-machete >/dev/null || $(CARGO) install --locked cargo-machete
+	$(CARGO) machete
 
 up: ## Build the image and start everything with Docker Compose (Prometheus, Grafana included)
 	docker compose up -d --build
