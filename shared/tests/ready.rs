@@ -43,14 +43,20 @@ fn resolved_port(endpoint: &str) -> u16 {
     port
 }
 
-/// A service whose one socket ("pub") connects to `endpoint`, ready at once.
-async fn publisher(endpoint: &str, shutdown: CancellationToken) -> anyhow::Result<Service> {
-    let mut service = Service::new(
+/// A bare service named "publisher" (inside a `ready::scope`, it writes
+/// the ready file there).
+fn bare_service(shutdown: &CancellationToken) -> anyhow::Result<Service> {
+    Service::new(
         "publisher",
         TransportArgs::default(),
         SocketMetrics::default(),
         shutdown.clone(),
-    )?;
+    )
+}
+
+/// A service whose one socket ("pub") connects to `endpoint`, ready at once.
+async fn publisher(endpoint: &str, shutdown: CancellationToken) -> anyhow::Result<Service> {
+    let mut service = bare_service(&shutdown)?;
     let sockets = service.sockets.clone();
     let endpoints: Endpoints = endpoint.parse().map_err(anyhow::Error::msg)?;
     service
@@ -148,16 +154,9 @@ async fn the_record_is_written_when_readiness_turns_true() {
     let dir = temp_dir("gate");
     let path = dir.join("publisher.json");
     let shutdown = CancellationToken::new();
-    let mut service = ready::scope(Some(path.clone()), async {
-        Service::new(
-            "publisher",
-            TransportArgs::default(),
-            SocketMetrics::default(),
-            shutdown.clone(),
-        )
-    })
-    .await
-    .unwrap();
+    let mut service = ready::scope(Some(path.clone()), async { bare_service(&shutdown) })
+        .await
+        .unwrap();
     let gate = service.health.check("gate");
     let ops = service
         .serve_ops(
@@ -187,15 +186,9 @@ async fn the_record_is_written_when_readiness_turns_true() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ready_file_in_a_missing_directory_is_refused_at_start() {
     let path = std::env::temp_dir().join("mensageria-no-such-dir/x/ready.json");
-    let err = ready::scope(Some(path), async {
-        Service::new(
-            "publisher",
-            TransportArgs::default(),
-            SocketMetrics::default(),
-            CancellationToken::new(),
-        )
-    })
-    .await
-    .unwrap_err();
+    let shutdown = CancellationToken::new();
+    let err = ready::scope(Some(path), async { bare_service(&shutdown) })
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err:#}");
 }
