@@ -39,6 +39,9 @@ pub struct ReadyRecord {
     pub bound: BTreeMap<String, Vec<String>>,
     /// Endpoints connected to, by socket name, as configured.
     pub connected: BTreeMap<String, Vec<String>>,
+    /// What else the service says about itself (e.g. a server's `instance`),
+    /// from [`crate::Service::ready_detail`].
+    pub details: BTreeMap<String, String>,
 }
 
 impl ReadyRecord {
@@ -106,19 +109,20 @@ impl ReadyRecord {
     }
 }
 
-/// The endpoints a service's sockets bound and connected, by socket name:
-/// filled in by [`crate::socket::SocketFactory`], read when the record is
-/// written. Each endpoint is listed once per socket name however often a
-/// socket of that name is re-created.
+/// What the ready record will say, gathered while the service starts: the
+/// endpoints its sockets bound and connected, by socket name (filled in by
+/// [`crate::socket::SocketFactory`]; each endpoint listed once per socket
+/// name however often a socket of that name is re-created), and its details.
 #[derive(Debug, Clone, Default)]
-pub struct EndpointLog {
-    inner: Arc<Mutex<Endpoints>>,
+pub struct ReadyLog {
+    inner: Arc<Mutex<Gathered>>,
 }
 
 #[derive(Debug, Default)]
-struct Endpoints {
+struct Gathered {
     bound: BTreeMap<String, Vec<String>>,
     connected: BTreeMap<String, Vec<String>>,
+    details: BTreeMap<String, String>,
 }
 
 fn add(map: &mut BTreeMap<String, Vec<String>>, socket: &str, endpoint: &str) {
@@ -128,7 +132,7 @@ fn add(map: &mut BTreeMap<String, Vec<String>>, socket: &str, endpoint: &str) {
     }
 }
 
-impl EndpointLog {
+impl ReadyLog {
     /// Records that socket `socket` bound `endpoint`.
     pub fn bound(&self, socket: &str, endpoint: &str) {
         add(&mut self.lock().bound, socket, endpoint);
@@ -139,8 +143,13 @@ impl EndpointLog {
         add(&mut self.lock().connected, socket, endpoint);
     }
 
-    /// The record of service `service` with ops address `http_addr` and the
-    /// endpoints logged so far.
+    /// Sets the detail `key` to `value`.
+    pub fn detail(&self, key: &str, value: String) {
+        self.lock().details.insert(key.to_owned(), value);
+    }
+
+    /// The record of service `service` with ops address `http_addr` and what
+    /// was gathered so far.
     pub fn record(&self, service: &str, http_addr: SocketAddr) -> ReadyRecord {
         let e = self.lock();
         ReadyRecord {
@@ -149,10 +158,11 @@ impl EndpointLog {
             http_addr,
             bound: e.bound.clone(),
             connected: e.connected.clone(),
+            details: e.details.clone(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Endpoints> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Gathered> {
         crate::health::lock(&self.inner)
     }
 }
@@ -208,11 +218,13 @@ mod tests {
 
     #[test]
     fn record_round_trips_with_the_documented_field_names() {
-        let log = EndpointLog::default();
+        let log = ReadyLog::default();
         log.bound("frontend", "tcp://127.0.0.1:43127");
         log.bound("frontend", "tcp://127.0.0.1:43127");
         log.bound("frontend", "ipc:///tmp/b");
         log.connected("pub", "tcp://proxy:5557");
+        log.detail("instance", "a".into());
+        log.detail("instance", "b".into());
         let r = log.record("broker", "127.0.0.1:9101".parse().unwrap());
         assert_eq!(r.pid, std::process::id());
         assert_eq!(
@@ -227,11 +239,19 @@ mod tests {
         keys.sort();
         assert_eq!(
             keys,
-            ["bound", "connected", "http_addr", "pid", "service"],
+            [
+                "bound",
+                "connected",
+                "details",
+                "http_addr",
+                "pid",
+                "service"
+            ],
             "README and docs/design.md name these fields"
         );
         assert_eq!(v["connected"]["pub"][0], "tcp://proxy:5557");
         assert_eq!(v["http_addr"], "127.0.0.1:9101");
+        assert_eq!(v["details"]["instance"], "b", "the last value set");
 
         let dir = temp_dir("roundtrip");
         let path = dir.join("broker.json");

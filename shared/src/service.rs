@@ -87,7 +87,7 @@ impl Service {
                 name,
                 path.clone(),
                 health.clone(),
-                sockets.endpoints().clone(),
+                sockets.ready_log().clone(),
                 ops_addr.clone(),
                 shutdown.clone(),
             );
@@ -158,6 +158,12 @@ impl Service {
         started_rx
             .await
             .map_err(|_| anyhow!("thread {name} ended during start-up"))?
+    }
+
+    /// Adds `key: value` to the `details` of the ready record (call before
+    /// the service turns ready, e.g. a server's `instance`).
+    pub fn ready_detail(&self, key: &str, value: impl std::fmt::Display) {
+        self.sockets.ready_log().detail(key, value.to_string());
     }
 
     /// Starts the ops HTTP server on `addr` and returns the bound address.
@@ -238,7 +244,7 @@ async fn write_when_ready(
     name: &'static str,
     path: PathBuf,
     health: Health,
-    endpoints: crate::ready::EndpointLog,
+    gathered: ready::ReadyLog,
     ops_addr: Arc<Mutex<Option<SocketAddr>>>,
     shutdown: CancellationToken,
 ) -> bool {
@@ -251,7 +257,7 @@ async fn write_when_ready(
             () = tokio::time::sleep(READY_POLL) => {}
         }
     };
-    let record = endpoints.record(name, http_addr);
+    let record = gathered.record(name, http_addr);
     match tokio::task::spawn_blocking(move || record.write(&path).map(|()| path)).await {
         Ok(Ok(path)) => {
             info!(path = %path.display(), "Ready file written.");

@@ -17,7 +17,7 @@ use crate::{
     health::lock,
     metrics::SocketMetrics,
     monitor::{run_hub, Watched},
-    ready::EndpointLog,
+    ready::ReadyLog,
 };
 
 /// Errors while creating, binding or connecting a socket.
@@ -52,7 +52,7 @@ pub struct SocketFactory {
     /// Socket name by the socket's signalling descriptor (unique among open
     /// sockets), so `bind` and `connect_all` know whose endpoint they record.
     names: Arc<Mutex<HashMap<RawFd, &'static str>>>,
-    endpoints: EndpointLog,
+    ready: ReadyLog,
 }
 
 impl std::fmt::Debug for SocketFactory {
@@ -112,7 +112,7 @@ impl SocketFactory {
                 hub: tx,
                 metrics,
                 names: Arc::default(),
-                endpoints: EndpointLog::default(),
+                ready: ReadyLog::default(),
             },
             hub,
         ))
@@ -128,10 +128,10 @@ impl SocketFactory {
         &self.transport
     }
 
-    /// The endpoints bound and connected so far, by socket name (for the
-    /// ready record).
-    pub fn endpoints(&self) -> &EndpointLog {
-        &self.endpoints
+    /// What the ready record will say: the endpoints bound and connected so
+    /// far, by socket name.
+    pub fn ready_log(&self) -> &ReadyLog {
+        &self.ready
     }
 
     /// The name `s` was created with, or its socket type for a socket made
@@ -241,7 +241,7 @@ impl SocketFactory {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_else(|| endpoint.to_owned());
-        self.endpoints.bound(&self.name_of(s), &bound);
+        self.ready.bound(&self.name_of(s), &bound);
         Ok(bound)
     }
 
@@ -259,7 +259,7 @@ impl SocketFactory {
         let name = self.name_of(s);
         for e in &endpoints.0 {
             s.connect(e).map_err(ctx_err(format!("connect {e}")))?;
-            self.endpoints.connected(&name, e);
+            self.ready.connected(&name, e);
         }
         Ok(())
     }

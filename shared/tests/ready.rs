@@ -80,6 +80,7 @@ async fn publisher(endpoint: &str, shutdown: CancellationToken) -> anyhow::Resul
         .serve_ops("127.0.0.1:0".parse()?, registry)
         .await
         .context("ops")?;
+    service.ready_detail("instance", "publisher-1");
     service.health.check("connected").set(true);
     Ok(service)
 }
@@ -99,6 +100,7 @@ async fn services_write_where_they_are_and_remove_it_on_stop() {
     assert_eq!(record.service, "proxy");
     assert_eq!(record.pid, std::process::id());
     assert!(record.connected.is_empty(), "{record:?}");
+    assert!(record.details.is_empty(), "{record:?}");
     let xsub = record
         .bound_endpoint("xsub")
         .expect("xsub bound")
@@ -127,6 +129,7 @@ async fn services_write_where_they_are_and_remove_it_on_stop() {
     assert_eq!(record.service, "publisher");
     assert!(record.bound.is_empty(), "{record:?}");
     assert_eq!(record.connected["pub"], [xsub.as_str()]);
+    assert_eq!(record.details["instance"], "publisher-1");
     assert_ne!(record.http_addr.port(), 0);
 
     publisher_shutdown.cancel();
