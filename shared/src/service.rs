@@ -160,12 +160,6 @@ impl Service {
             .map_err(|_| anyhow!("thread {name} ended during start-up"))?
     }
 
-    /// Adds `key: value` to the `details` of the ready record (call before
-    /// the service turns ready, e.g. a server's `instance`).
-    pub fn ready_detail(&self, key: &str, value: impl std::fmt::Display) {
-        self.sockets.ready_log().detail(key, value.to_string());
-    }
-
     /// Starts the ops HTTP server on `addr` and returns the bound address.
     ///
     /// # Errors
@@ -189,6 +183,12 @@ impl Service {
         *lock(&self.ops_addr) = Some(local);
         self.ops = Some(server);
         Ok(local)
+    }
+
+    /// Adds `key: value` to the `details` of the ready record (call before
+    /// the service turns ready, e.g. a server's `instance`).
+    pub fn ready_detail(&self, key: &str, value: impl std::fmt::Display) {
+        self.sockets.ready_log().detail(key, value.to_string());
     }
 
     /// Waits for every socket thread to end (they end after `shutdown`, or on
