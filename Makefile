@@ -23,10 +23,12 @@ test: ## Install missing test tools (scripts/setup.sh), build the binaries, run 
 	$(CARGO) build --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
 
-lint: ## rustfmt check, clippy with warnings as errors, rust-version vs the lockfile
+lint: ## rustfmt check, clippy with warnings as errors, rust-version vs the lockfile, unused dependencies
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	scripts/check-rust-version.sh
+	command -v cargo-machete >/dev/null || $(CARGO) install --locked cargo-machete
+	$(CARGO) machete
 
 up: ## Build the image and start everything with Docker Compose (Prometheus, Grafana included)
 	docker compose up -d --build

@@ -74,7 +74,8 @@ where
         Some(ServiceCommand::Keygen) => keygen_command(),
         None => {
             let _telemetry = telemetry::init_or_exit(info.name, cli.config.common());
-            run_main(|shutdown| run(cli.config, shutdown))
+            let ready_file = cli.config.common().ready_file.clone();
+            run_main(|shutdown| crate::ready::scope(ready_file, run(cli.config, shutdown)))
         }
     }
 }

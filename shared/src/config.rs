@@ -33,6 +33,11 @@ pub struct CommonArgs {
     /// How long in-flight work may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Once ready, write a JSON record of where this service is (pid, ops
+    /// address, every bound and connected ZeroMQ endpoint) to this file,
+    /// atomically; it is removed on a clean stop.
+    #[arg(long, env = "READY_FILE")]
+    pub ready_file: Option<std::path::PathBuf>,
     /// Trace export (OpenTelemetry).
     #[command(flatten)]
     pub otel: crate::otel::OtelArgs,

@@ -279,9 +279,9 @@ impl Health {
     }
 }
 
-/// Locks a mutex, recovering from poisoning (the data are plain flags, valid
-/// whatever a panicking thread was doing).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks a mutex, recovering from poisoning (the data guarded with it in
+/// this crate are plain values, valid whatever a panicking thread was doing).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -6,6 +6,7 @@
 //! - [`socket`], [`monitor`], [`curve`]: configured, monitored, optionally CURVE-secured ZeroMQ sockets.
 //! - [`service`]: socket threads, ops server and the shutdown order, shared by all services.
 //! - [`health`], [`ops`], [`metrics`]: liveness/readiness, the ops HTTP server, Prometheus metrics.
+//! - [`ready`]: the ready record a service writes once ready (`--ready-file`).
 //! - [`telemetry`], [`otel`], [`shutdown`]: logging and trace export set-up, trace context glue, signal handling.
 
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod ops;
 pub mod otel;
+pub mod ready;
 pub mod service;
 pub mod shutdown;
 pub mod socket;

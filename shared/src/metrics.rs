@@ -2,7 +2,7 @@
 //! every service has (build info, ZeroMQ socket peers and events, process),
 //! a lock-free histogram, and per-topic counters with bounded cardinality.
 //!
-//! Names follow design §4: the `mensageria_` prefix comes from the
+//! Names follow docs/design.md §4: the `mensageria_` prefix comes from the
 //! sub-registry, counters get `_total` from the encoder, units are base units.
 
 use std::{

@@ -3,25 +3,36 @@
 //! awaited from async code, the ops HTTP server, and the shutdown order:
 //! readiness off → socket threads drain and close → monitor hub → ops server.
 
-use std::{net::SocketAddr, sync::Arc, thread};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    thread,
+    time::Duration,
+};
 
 use anyhow::{anyhow, Context as _};
 use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
     config::TransportArgs,
-    health::Health,
+    health::{lock, Health},
     metrics::SocketMetrics,
     ops::{self, OpsState},
+    ready,
     socket::SocketFactory,
 };
 
 /// One running service instance's shared machinery.
 pub struct Service {
     name: &'static str,
+    /// The ops address once bound (for the ready record).
+    ops_addr: Arc<Mutex<Option<SocketAddr>>>,
+    /// The ready file, when asked for and written.
+    ready_file: Option<(PathBuf, tokio::task::JoinHandle<bool>)>,
     /// Health state (readiness checks, heartbeats, draining).
     pub health: Health,
     /// Creates configured, monitored sockets.
@@ -43,16 +54,23 @@ impl std::fmt::Debug for Service {
 
 impl Service {
     /// Creates the machinery; readiness turns false as soon as `shutdown` is
-    /// cancelled. Must be called inside a tokio runtime.
+    /// cancelled. Must be called inside a tokio runtime. Inside a
+    /// [`ready::scope`] with a path, the service writes its ready record there
+    /// once ready.
     ///
     /// # Errors
-    /// If the monitor thread cannot be spawned.
+    /// If the monitor thread cannot be spawned, or the ready file's directory
+    /// does not exist.
     pub fn new(
         name: &'static str,
         transport: TransportArgs,
         socket_metrics: SocketMetrics,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
+        let ready_path = ready::current_path();
+        if let Some(p) = &ready_path {
+            ready::check_path(p)?;
+        }
         let health = Health::new();
         let hub_cancel = CancellationToken::new();
         let (sockets, hub) = SocketFactory::new(transport, socket_metrics, hub_cancel.clone())
@@ -63,8 +81,22 @@ impl Service {
             s.cancelled().await;
             h.set_draining();
         });
+        let ops_addr = Arc::new(Mutex::new(None));
+        let ready_file = ready_path.map(|path| {
+            let writer = write_when_ready(
+                name,
+                path.clone(),
+                health.clone(),
+                sockets.ready_log().clone(),
+                ops_addr.clone(),
+                shutdown.clone(),
+            );
+            (path, tokio::spawn(writer))
+        });
         Ok(Service {
             name,
+            ops_addr,
+            ready_file,
             health,
             sockets,
             shutdown,
@@ -148,8 +180,15 @@ impl Service {
         .await
         .with_context(|| format!("bind the ops HTTP server on {addr}"))?;
         let local = server.local_addr;
+        *lock(&self.ops_addr) = Some(local);
         self.ops = Some(server);
         Ok(local)
+    }
+
+    /// Adds `key: value` to the `details` of the ready record (call before
+    /// the service turns ready, e.g. a server's `instance`).
+    pub fn ready_detail(&self, key: &str, value: impl std::fmt::Display) {
+        self.sockets.ready_log().detail(key, value.to_string());
     }
 
     /// Waits for every socket thread to end (they end after `shutdown`, or on
@@ -182,8 +221,56 @@ impl Service {
         if let Some(ops) = self.ops.take() {
             let _ = ops.task.await;
         }
+        if let Some((path, writer)) = self.ready_file.take() {
+            writer.abort();
+            if writer.await.unwrap_or(false) {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    warn!(path = %path.display(), error.message = %e, "Could not remove the ready file.");
+                }
+            }
+        }
         info!(service = self.name, "Stopped.");
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// How often readiness is polled until the ready record is written.
+const READY_POLL: Duration = Duration::from_millis(10);
+
+/// Waits until the service is ready (every readiness check holds) and its ops
+/// server is bound, then writes the ready record; gives up when shutdown
+/// starts first. Returns whether the file was written.
+async fn write_when_ready(
+    name: &'static str,
+    path: PathBuf,
+    health: Health,
+    gathered: ready::ReadyLog,
+    ops_addr: Arc<Mutex<Option<SocketAddr>>>,
+    shutdown: CancellationToken,
+) -> bool {
+    let http_addr = loop {
+        if let (true, Some(addr)) = (health.readiness().0, *lock(&ops_addr)) {
+            break addr;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = tokio::time::sleep(READY_POLL) => {}
+        }
+    };
+    let record = gathered.record(name, http_addr);
+    match tokio::task::spawn_blocking(move || record.write(&path).map(|()| path)).await {
+        Ok(Ok(path)) => {
+            info!(path = %path.display(), "Ready file written.");
+            true
+        }
+        Ok(Err(e)) => {
+            error!(error.cause_chain = ?e, error.message = %e, "Could not write the ready file.");
+            false
+        }
+        Err(e) => {
+            error!(error.message = %e, "Could not write the ready file.");
+            false
+        }
     }
 }
 

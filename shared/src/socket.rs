@@ -3,14 +3,21 @@
 //! connect-side sockets get `ZMQ_IMMEDIATE` so nothing queues to a peer that
 //! is not there.
 
-use std::{sync::mpsc, time::Duration};
+use std::{
+    collections::HashMap,
+    os::fd::RawFd,
+    sync::{mpsc, Arc, Mutex},
+    time::Duration,
+};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Endpoints, TransportArgs},
+    health::lock,
     metrics::SocketMetrics,
     monitor::{run_hub, Watched},
+    ready::ReadyLog,
 };
 
 /// Errors while creating, binding or connecting a socket.
@@ -42,6 +49,10 @@ pub struct SocketFactory {
     transport: TransportArgs,
     hub: mpsc::Sender<Watched>,
     metrics: SocketMetrics,
+    /// Socket name by the socket's signalling descriptor (unique among open
+    /// sockets), so `bind` and `connect_all` know whose endpoint they record.
+    names: Arc<Mutex<HashMap<RawFd, &'static str>>>,
+    ready: ReadyLog,
 }
 
 impl std::fmt::Debug for SocketFactory {
@@ -100,6 +111,8 @@ impl SocketFactory {
                 transport,
                 hub: tx,
                 metrics,
+                names: Arc::default(),
+                ready: ReadyLog::default(),
             },
             hub,
         ))
@@ -113,6 +126,26 @@ impl SocketFactory {
     /// The transport options in force.
     pub fn transport(&self) -> &TransportArgs {
         &self.transport
+    }
+
+    /// What the ready record will say: the endpoints bound and connected so
+    /// far, by socket name.
+    pub fn ready_log(&self) -> &ReadyLog {
+        &self.ready
+    }
+
+    /// The name `s` was created with, or its socket type for a socket made
+    /// elsewhere.
+    fn name_of(&self, s: &zmq::Socket) -> String {
+        let named = s
+            .get_fd()
+            .ok()
+            .and_then(|fd| lock(&self.names).get(&fd).copied());
+        match (named, s.get_socket_type()) {
+            (Some(name), _) => name.to_owned(),
+            (None, Ok(kind)) => format!("{kind:?}").to_lowercase(),
+            (None, Err(_)) => "unknown".to_owned(),
+        }
     }
 
     /// Creates a socket of `kind` for the role `role` (the `socket` metrics
@@ -133,6 +166,9 @@ impl SocketFactory {
         self.configure(&s, kind)
             .map_err(ctx_err(format!("configure {role} socket")))?;
         self.monitor(&s, role)?;
+        if let Ok(fd) = s.get_fd() {
+            lock(&self.names).insert(fd, role);
+        }
         Ok(s)
     }
 
@@ -203,10 +239,13 @@ impl SocketFactory {
             .map_err(ctx_err("set CURVE server key"))?;
         s.bind(endpoint)
             .map_err(ctx_err(format!("bind {endpoint}")))?;
-        Ok(s.get_last_endpoint()
+        let bound = s
+            .get_last_endpoint()
             .ok()
             .and_then(Result::ok)
-            .unwrap_or_else(|| endpoint.to_owned()))
+            .unwrap_or_else(|| endpoint.to_owned());
+        self.ready.bound(&self.name_of(s), &bound);
+        Ok(bound)
     }
 
     /// Sets `ZMQ_IMMEDIATE` and connects `s` to every endpoint.
@@ -220,8 +259,10 @@ impl SocketFactory {
             .curve
             .apply_client(s)
             .map_err(SocketError::Config)?;
+        let name = self.name_of(s);
         for e in &endpoints.0 {
             s.connect(e).map_err(ctx_err(format!("connect {e}")))?;
+            self.ready.connected(&name, e);
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! Broker configuration (design §2).
+//! Broker configuration (docs/design.md §2).
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Client configuration and subcommands (design §2).
+//! Client configuration and subcommands (docs/design.md §2).
 
 use std::time::Duration;
 

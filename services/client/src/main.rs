@@ -18,6 +18,7 @@ fn cli_logging(filter: &str, otel: &OtelArgs) -> CommonArgs {
         log_filter: filter.to_owned(),
         log_format: LogFormat::Text,
         shutdown_grace: Default::default(),
+        ready_file: None,
         otel: otel.clone(),
     }
 }
@@ -29,7 +30,12 @@ fn main() -> ExitCode {
         Command::Keygen => mensageria::curve::keygen_command(),
         Command::Run(args) => {
             let _telemetry = telemetry::init_or_exit("client", &args.common);
-            run_main(|sd| async move { client::start_run(args, sd).await?.wait().await })
+            let ready_file = args.common.ready_file.clone();
+            run_main(|sd| {
+                mensageria::ready::scope(ready_file, async move {
+                    client::start_run(args, sd).await?.wait().await
+                })
+            })
         }
         Command::Request(args) => {
             let _telemetry =

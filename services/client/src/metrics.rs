@@ -1,4 +1,4 @@
-//! The client's metrics (design §4).
+//! The client's metrics (docs/design.md §4).
 
 use std::time::Duration;
 

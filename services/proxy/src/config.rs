@@ -1,4 +1,4 @@
-//! Proxy configuration (design §2).
+//! Proxy configuration (docs/design.md §2).
 
 use clap::{Args, Parser};
 use mensageria::cli::{ServiceCli, ServiceConfig, ServiceInfo};

@@ -1,4 +1,4 @@
-//! The proxy's metrics (design §4).
+//! The proxy's metrics (docs/design.md §4).
 
 use mensageria::metrics::TopicLabel;
 use prometheus_client::{

@@ -1,4 +1,4 @@
-//! Server configuration (design §2).
+//! Server configuration (docs/design.md §2).
 
 use std::time::Duration;
 

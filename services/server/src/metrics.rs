@@ -1,4 +1,4 @@
-//! The server's metrics (design §4).
+//! The server's metrics (docs/design.md §4).
 
 use mensageria::{
     metrics::{AtomicHistogram, StatusCounters, TopicLabel},
