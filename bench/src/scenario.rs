@@ -561,6 +561,21 @@ fn parse_received_lost(log: &str) -> Option<(f64, f64)> {
     })
 }
 
+/// Runs a load generator to completion, unmeasured (connections, allocator, page cache).
+fn warm_up(
+    s: &Settings,
+    (label, bin): (&str, &str),
+    load_args: &[String],
+    envs: &[(String, String)],
+) -> anyhow::Result<()> {
+    let mut warm = s.spawn_env(label, bin, load_args, envs, true)?;
+    let (st, _) = warm.wait_with_usage(Duration::from_secs(60))?;
+    if !st.success() {
+        bail!("{label} failed ({st}):\n{}", warm.log_tail(10));
+    }
+    Ok(())
+}
+
 /// Requests in the unmeasured warm-up of a full-system run.
 fn warmup_requests(s: &Settings) -> u64 {
     ((s.warmup.as_secs_f64() * 20_000.0) as u64).max(1000)
@@ -655,9 +670,9 @@ fn full_ours(
     let c = concurrency.to_string();
 
     // Warm-up: connections, allocator, page cache.
-    let mut warm = s.spawn_env(
-        "client bench (warm-up)",
-        "client",
+    warm_up(
+        s,
+        ("client bench (warm-up)", "client"),
         &args(&[
             "bench",
             "--broker-endpoints",
@@ -669,17 +684,19 @@ fn full_ours(
             "--json",
         ]),
         &client_envs,
-        true,
     )?;
-    let (st, _) = warm.wait_with_usage(Duration::from_secs(60))?;
-    if !st.success() {
-        bail!("warm-up client bench failed ({st}):\n{}", warm.log_tail(10));
-    }
 
     let mut sub = s.spawn_env(
         "client subscribe",
         "client",
-        &args(&["subscribe", "requests", "--proxy-endpoints", &xpub]),
+        // Counting only, as the NATS subscriber does.
+        &args(&[
+            "subscribe",
+            "requests",
+            "--quiet",
+            "--proxy-endpoints",
+            &xpub,
+        ]),
         &envs,
         false,
     )?;
@@ -780,17 +797,12 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
         a.extend(args(&stop));
         a
     };
-    let mut warm = s.spawn_env(
-        "nats client (warm-up)",
-        "nats-bench",
+    warm_up(
+        s,
+        ("nats client (warm-up)", "nats-bench"),
         &client_args(["--requests", &warmup_requests(s).to_string()]),
         &[],
-        true,
     )?;
-    let (st, _) = warm.wait_with_usage(Duration::from_secs(60))?;
-    if !st.success() {
-        bail!("warm-up nats client failed ({st}):\n{}", warm.log_tail(10));
-    }
     let mut sub = s.spawn(
         "nats subscriber",
         "nats-bench",

@@ -4,7 +4,7 @@
 //!
 //! - `nats-bench client --url URL --concurrency N (--duration D | --requests N) --json`:
 //!   one connection with N requests outstanding on subject `requests`;
-//!   prints the same JSON summary as `client bench --json`.
+//!   prints the same JSON summary as `client bench --json` (its `Summary`).
 //! - `nats-bench responder --url URL --id K`: queue group `workers` on
 //!   `requests`; echoes each request and publishes one event (responder id,
 //!   sequence number, timestamp, padding) on `events` per request.
@@ -25,9 +25,9 @@ use std::{
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use client::bench::Summary;
 use futures_util::StreamExt as _;
 use hdrhistogram::Histogram;
-use serde::Serialize;
 
 /// The request subject.
 const REQUESTS: &str = "requests";
@@ -87,32 +87,9 @@ enum Role {
     Subscriber,
 }
 
-/// Same fields as `client bench --json` (the harness reads both alike).
-#[derive(Debug, Serialize)]
-struct Summary {
-    requests: u64,
-    ok: u64,
-    errors: u64,
-    errors_by_status: BTreeMap<String, u64>,
-    retries: u64,
-    concurrency: u32,
-    elapsed_s: f64,
-    throughput_rps: f64,
-    latency_ms: Latency,
-}
-
-#[derive(Debug, Serialize)]
-struct Latency {
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
-}
-
 #[derive(Debug)]
 struct Tally {
     hist: Histogram<u64>,
-    ok: u64,
     errors: BTreeMap<String, u64>,
     sent: u64,
 }
@@ -142,7 +119,6 @@ async fn client(
     let payload = Bytes::from(vec![b'x'; payload_size]);
     let tally = Rc::new(RefCell::new(Tally {
         hist: Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
-        ok: 0,
         errors: BTreeMap::new(),
         sent: 0,
     }));
@@ -166,40 +142,22 @@ async fn client(
                 let r = nats.request(REQUESTS, payload.clone()).await;
                 let us = t0.elapsed().as_micros().max(1) as u64;
                 let mut t = tally.borrow_mut();
-                let _ = t.hist.record(us);
-                match r {
-                    Ok(_) => t.ok += 1,
-                    Err(e) => *t.errors.entry(format!("{:?}", e.kind())).or_default() += 1,
+                t.hist.saturating_record(us);
+                if let Err(e) = r {
+                    *t.errors.entry(format!("{:?}", e.kind())).or_default() += 1;
                 }
             }
         });
     }
     local.await;
-    let elapsed = start.elapsed().as_secs_f64();
     let t = tally.borrow();
-    let errors: u64 = t.errors.values().sum();
-    let ms = |q: f64| t.hist.value_at_quantile(q) as f64 / 1000.0;
-    let requests = t.ok + errors;
-    Ok(Summary {
-        requests,
-        ok: t.ok,
-        errors,
-        errors_by_status: t.errors.clone(),
-        retries: 0,
+    Ok(Summary::new(
+        &t.hist,
+        t.errors.clone(),
+        0,
         concurrency,
-        elapsed_s: elapsed,
-        throughput_rps: if elapsed > 0.0 {
-            requests as f64 / elapsed
-        } else {
-            0.0
-        },
-        latency_ms: Latency {
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            max: t.hist.max() as f64 / 1000.0,
-        },
-    })
+        start.elapsed().as_secs_f64(),
+    ))
 }
 
 async fn responder(url: &str, id: u64, event_size: usize) -> anyhow::Result<()> {

@@ -117,7 +117,7 @@ impl Tally {
     fn record(&mut self, o: &Outcome) {
         self.done += 1;
         self.retries += u64::from(o.attempts.saturating_sub(1));
-        let _ = self.hist.record(o.latency.as_micros().max(1) as u64);
+        self.hist.saturating_record(o.latency.as_micros().max(1) as u64);
         if o.status != Status::Ok {
             *self
                 .by_status
@@ -226,29 +226,50 @@ pub fn drive(
     if progress.is_some() {
         Progress::clear();
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let ms = |q: f64| t.hist.value_at_quantile(q) as f64 / 1000.0;
-    let errors = t.errors();
-    Summary {
-        requests: t.done,
-        ok: t.done - errors,
-        errors,
-        retries: t.retries,
+    Summary::new(
+        &t.hist,
+        t.by_status,
+        t.retries,
         concurrency,
-        elapsed_s: elapsed,
-        throughput_rps: if elapsed > 0.0 {
-            t.done as f64 / elapsed
-        } else {
-            0.0
-        },
-        latency_ms: Latency {
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            max: t.hist.max() as f64 / 1000.0,
-        },
-        errors_by_status: t.by_status,
-        events: None,
+        start.elapsed().as_secs_f64(),
+    )
+}
+
+impl Summary {
+    /// A summary from a latency histogram in microseconds (every finished
+    /// request), the non-ok outcomes by status, the retries sent and the
+    /// wall time.
+    pub fn new(
+        hist: &Histogram<u64>,
+        errors_by_status: BTreeMap<String, u64>,
+        retries: u64,
+        concurrency: u32,
+        elapsed_s: f64,
+    ) -> Summary {
+        let done = hist.len();
+        let errors: u64 = errors_by_status.values().sum();
+        let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        Summary {
+            requests: done,
+            ok: done.saturating_sub(errors),
+            errors,
+            errors_by_status,
+            retries,
+            concurrency,
+            elapsed_s,
+            throughput_rps: if elapsed_s > 0.0 {
+                done as f64 / elapsed_s
+            } else {
+                0.0
+            },
+            latency_ms: Latency {
+                p50: ms(0.5),
+                p90: ms(0.9),
+                p99: ms(0.99),
+                max: hist.max() as f64 / 1000.0,
+            },
+            events: None,
+        }
     }
 }
 
