@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::{
     config::BenchArgs,
     metrics::ClientMetrics,
-    requester::{Outcome, Requester},
+    requester::{Outcome, Payload, Requester},
     subscriber::Subscriber,
 };
 
@@ -117,7 +117,8 @@ impl Tally {
     fn record(&mut self, o: &Outcome) {
         self.done += 1;
         self.retries += u64::from(o.attempts.saturating_sub(1));
-        self.hist.saturating_record(o.latency.as_micros().max(1) as u64);
+        self.hist
+            .saturating_record(o.latency.as_micros().max(1) as u64);
         if o.status != Status::Ok {
             *self
                 .by_status
@@ -202,9 +203,11 @@ pub fn drive(
         Stop::Duration(d) => start.elapsed() < d,
     };
     let mut out: Vec<Outcome> = Vec::with_capacity(concurrency as usize);
+    // One copy of the frames for every request.
+    let payload: Payload = vec![payload.to_vec()].into();
     loop {
         while req.has_capacity() && more(sent) && keep_going() {
-            req.submit(vec![payload.to_vec()]);
+            req.submit(payload.clone());
             sent += 1;
         }
         if req.in_flight() == 0 {

@@ -16,6 +16,7 @@
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, VecDeque},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -64,9 +65,13 @@ pub struct Outcome {
     pub attempts: u32,
 }
 
+/// A request's payload frames, shared (a load generator sends the same
+/// frames many times without copying them per request).
+pub type Payload = Arc<[Vec<u8>]>;
+
 #[derive(Debug)]
 struct Pending {
-    payload: Vec<Vec<u8>>,
+    payload: Payload,
     attempts: u32,
     started: Instant,
     /// When the next attempt begins (after a backoff); `None` while one runs.
@@ -289,8 +294,10 @@ impl Requester {
     }
 
     /// Submits a request (call only when [`Self::has_capacity`]); returns its
-    /// id. The first attempt is sent at once.
-    pub fn submit(&mut self, payload: Vec<Vec<u8>>) -> u64 {
+    /// id. The first attempt is sent at once. Takes the frames as a
+    /// `Vec<Vec<u8>>` or a shared [`Payload`].
+    pub fn submit(&mut self, payload: impl Into<Payload>) -> u64 {
+        let payload = payload.into();
         let now = Instant::now();
         let lane = if self.cfg.plain {
             self.free_lanes.pop().unwrap_or(0)
