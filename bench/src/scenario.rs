@@ -1045,3 +1045,36 @@ pub fn check_bins(dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_makes_one_full_workload_per_concurrency() {
+        let all = Workload::all(&[1, 256]);
+        let full: Vec<String> = all
+            .iter()
+            .filter(|w| matches!(w, Workload::Full(_)))
+            .map(|w| w.id())
+            .collect();
+        assert_eq!(full, ["full-c1", "full-c256"]);
+        assert!(all.contains(&Workload::TracingUnsampled) && all.contains(&Workload::Inflight));
+        assert!(Workload::Full(16).is_full() && !Workload::Pipelined.is_full());
+    }
+
+    #[test]
+    fn subscriber_totals_are_read_from_the_last_line() {
+        let log = "subscribed\nreceived 3 events, 0 lost\nnoise\nreceived 12 events, 2 lost\n";
+        assert_eq!(parse_received_lost(log), Some((12.0, 2.0)));
+        assert_eq!(parse_received_lost("received many events, 0 lost"), None);
+        assert_eq!(parse_received_lost(""), None);
+    }
+
+    #[test]
+    fn an_explicit_nats_server_must_exist() {
+        assert_eq!(find_nats_server(Some(Path::new("/nonexistent/nats-server"))), None);
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(find_nats_server(Some(&me)), Some(me.clone()));
+    }
+}
