@@ -1073,7 +1073,10 @@ mod tests {
 
     #[test]
     fn an_explicit_nats_server_must_exist() {
-        assert_eq!(find_nats_server(Some(Path::new("/nonexistent/nats-server"))), None);
+        assert_eq!(
+            find_nats_server(Some(Path::new("/nonexistent/nats-server"))),
+            None
+        );
         let me = std::env::current_exe().unwrap();
         assert_eq!(find_nats_server(Some(&me)), Some(me.clone()));
     }
