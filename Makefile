@@ -49,7 +49,7 @@ k8s: ## Render the Kubernetes manifests (kustomize) to stdout
 validate-deploy: ## Static checks of Dockerfile, compose, Prometheus rules, dashboards, Kubernetes
 	bash deploy/validate/static.sh
 
-bench: release ## Benchmark against bare libzmq and NATS (about 6 min); Markdown tables, JSON in target/bench.json
+bench: release ## Benchmark against bare libzmq and NATS (about 5 min); Markdown tables, JSON in target/bench.json
 	target/release/harness --json target/bench.json
 
 bench-smoke: release ## Every benchmark workload briefly (CI keeps the harness from rotting; no timing asserted; NATS skipped if not installed)
