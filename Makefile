@@ -57,10 +57,10 @@ k8s: ## Regenerate deploy/k8s's copies of alerts/dashboards, render deploy/k8s/$
 validate-deploy: ## Static checks of Dockerfile, compose, Prometheus rules, dashboards, Kubernetes
 	bash deploy/validate/static.sh
 
-bench: release ## Benchmark against bare libzmq (a few minutes); Markdown table, JSON in target/bench.json
+bench: release ## Benchmark against bare libzmq and NATS (about 5 min); Markdown tables, JSON in target/bench.json
 	target/release/harness --json target/bench.json
 
-bench-smoke: release ## Every benchmark workload briefly (CI keeps the harness from rotting; no timing asserted)
+bench-smoke: release ## Every benchmark workload briefly (CI keeps the harness from rotting; no timing asserted; NATS skipped if not installed)
 	target/release/harness --smoke
 
 FUZZ_SECS ?= 60

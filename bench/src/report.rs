@@ -276,8 +276,8 @@ impl RowBuilder<'_> {
         target: Option<Target>,
     ) {
         self.rows.push(Row {
-            workload: self.w.id().into(),
-            title: self.w.title().into(),
+            workload: self.w.id(),
+            title: self.w.title(),
             metric: metric.into(),
             unit: unit.into(),
             mensageria: ours,
@@ -298,7 +298,17 @@ pub fn rows(workloads: &[WorkloadReport]) -> Vec<Row> {
             .find(|r| r.workload == w)
             .and_then(|r| r.median.as_ref())
     };
-    let baseline_rps = median_of(Workload::Full).and_then(|s| s.ours.metrics.get("rps").copied());
+    let tracing_c = workloads
+        .iter()
+        .find(|w| {
+            w.workload == Workload::TracingUnsampled || w.workload == Workload::TracingSampled
+        })
+        .and_then(|w| w.runs.first())
+        .and_then(|s| s.ours.metrics.get("concurrency").copied())
+        .map(|c| c as u32);
+    let baseline_rps = tracing_c
+        .and_then(|c| median_of(Workload::Full(c)))
+        .and_then(|s| s.ours.metrics.get("rps").copied());
     for wr in workloads {
         let Some(sample) = wr.median.as_ref() else {
             continue;
@@ -346,13 +356,23 @@ pub fn rows(workloads: &[WorkloadReport]) -> Vec<Row> {
                 b.add("lag_p50_us", "lag p50", "µs", None);
                 b.add("lag_p99_us", "lag p99", "µs", None);
             }
-            Workload::Full => {
-                b.add("rps", "requests/s", "/s", Some(Target::AtLeast(100_000.0)));
-                b.add("p50_us", "p50 latency", "µs", None);
+            Workload::Full(c) => {
+                b.add("rps", "requests/s", "/s", Some(Target::RatioAtLeast(1.0)));
+                b.add(
+                    "p50_us",
+                    "p50 latency",
+                    "µs",
+                    (c == 1).then_some(Target::RatioAtMost(1.0)),
+                );
                 b.add("p99_us", "p99 latency", "µs", None);
-                b.add("errors", "errors", "", None);
+                b.add("errors", "errors", "", Some(Target::ZeroIfReferenceZero));
                 b.add("events_received", "events received", "", None);
-                b.add("events_lost", "events lost (sequence gaps)", "", None);
+                b.add(
+                    "events_lost",
+                    "events lost (sequence gaps)",
+                    "",
+                    Some(Target::ZeroIfReferenceZero),
+                );
                 b.add(
                     "events_missing",
                     "events missing (ok replies − received)",
@@ -371,6 +391,15 @@ pub fn rows(workloads: &[WorkloadReport]) -> Vec<Row> {
                     baseline_rps,
                     target,
                 );
+                if w == Workload::TracingUnsampled {
+                    b.push(
+                        "capacity, every metric on",
+                        "/s",
+                        ours,
+                        None,
+                        Some(Target::AtLeast(150_000.0)),
+                    );
+                }
                 if let (Some(o), Some(r)) = (ours, baseline_rps) {
                     b.push(
                         "throughput cost",
@@ -422,9 +451,14 @@ pub fn proc_rows(workloads: &[WorkloadReport]) -> Vec<ProcRow> {
         if wr.workload == Workload::Idle {
             continue;
         }
+        let reference = if matches!(wr.workload, Workload::Full(_)) {
+            "NATS"
+        } else {
+            "reference"
+        };
         for (side, s) in [
             ("mensageria", Some(&m.ours)),
-            ("reference", m.reference.as_ref()),
+            (reference, m.reference.as_ref()),
         ] {
             let Some(s) = s else { continue };
             let ops = s.metrics.get("ops").copied().filter(|o| *o > 0.0);
@@ -440,7 +474,7 @@ pub fn proc_rows(workloads: &[WorkloadReport]) -> Vec<ProcRow> {
             };
             for u in s.procs.iter().chain((started.len() > 1).then_some(&total)) {
                 out.push(ProcRow {
-                    workload: wr.workload.id().into(),
+                    workload: wr.workload.id(),
                     side: side.into(),
                     process: u.name.clone(),
                     cpu_s: u.cpu_s,
@@ -583,6 +617,7 @@ impl Report {
                 }
             }
         }
+        o.push_str(&self.sweep_markdown());
         let _ = writeln!(
             o,
             "\n### Processes (median CPU s during the measured phase, CPU µs per request/delivery, peak RSS)\n"
@@ -619,12 +654,104 @@ impl Report {
         let _ = writeln!(
             o,
             "\nReference = bare libzmq: `zmq::proxy(ROUTER, DEALER)` with trivial echoing REP workers, \
-             `zmq::proxy(XSUB, XPUB)`; same HWMs (10000), separate processes. Tracing rows compare with the \
-             untraced full system (ratio ≥ 0.97 = cost ≤ 3%). Request/reply workloads run without a proxy \
+             `zmq::proxy(XSUB, XPUB)`; same HWMs (10000), separate processes. Full-system rows compare with \
+             NATS (nats-server and the async-nats client, same shape). Tracing rows compare with the \
+             untraced full system at the same concurrency (ratio ≥ 0.97 = cost ≤ 3%). Request/reply workloads run without a proxy \
              (the servers' events are built and dropped). Targets are informational."
         );
         o
     }
+}
+
+/// CPU µs per operation of each started process of `side` (the harness and
+/// the machine's other load left out), and their sum.
+fn cpu_per_op(side: &Side) -> (Vec<(String, f64)>, f64) {
+    let ops = side.metrics.get("ops").copied().unwrap_or(0.0);
+    if ops <= 0.0 {
+        return (Vec::new(), f64::NAN);
+    }
+    let each: Vec<(String, f64)> = side
+        .procs
+        .iter()
+        .filter(|u| u.peak_rss_mb.is_finite() && !u.name.starts_with("harness"))
+        .map(|u| (u.name.clone(), u.cpu_s * 1e6 / ops))
+        .collect();
+    let total = each.iter().map(|(_, c)| c).sum();
+    (each, total)
+}
+
+impl Report {
+    /// The full-system sweep, mensageria and NATS side by side.
+    fn sweep_markdown(&self) -> String {
+        let mut o = String::new();
+        let points: Vec<(u32, &Sample)> = self
+            .workloads
+            .iter()
+            .filter_map(|w| match (w.workload, w.median.as_ref()) {
+                (Workload::Full(c), Some(m)) => Some((c, m)),
+                _ => None,
+            })
+            .collect();
+        if points.is_empty() {
+            return o;
+        }
+        let _ = writeln!(
+            o,
+            "\n### Full system: mensageria vs NATS ({} servers/responders, one event per request to 1 subscriber)\n",
+            self.settings.full_servers
+        );
+        if self.settings.nats_server.is_none() {
+            let _ = writeln!(o, "NATS rows skipped: {}\n", crate::scenario::NATS_MISSING);
+        }
+        let _ = writeln!(
+            o,
+            "| outstanding | system | req/s | p50 µs | p99 µs | errors | events received | events lost | CPU µs/request by process | Σ CPU µs/req |\n\
+             |---:|---|---:|---:|---:|---:|---:|---:|---|---:|"
+        );
+        for (c, m) in points {
+            let mut line = |name: &str, side: &Side| {
+                let g = |k: &str| fmt_num(side.metrics.get(k).copied().unwrap_or(f64::NAN));
+                let (each, total) = cpu_per_op(side);
+                let each: Vec<String> = each.iter().map(|(n, v)| format!("{n} {v:.1}")).collect();
+                let _ = writeln!(
+                    o,
+                    "| {c} | {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    g("rps"),
+                    g("p50_us"),
+                    g("p99_us"),
+                    g("errors"),
+                    g("events_received"),
+                    g("events_lost"),
+                    each.join(", "),
+                    if total.is_nan() {
+                        "—".into()
+                    } else {
+                        format!("{total:.1}")
+                    }
+                );
+            };
+            line("mensageria", &m.ours);
+            if let Some(r) = m.reference.as_ref() {
+                line("NATS", r);
+                let nan = |side: &Side, k: &str| side.metrics.get(k).copied().unwrap_or(f64::NAN);
+                let ratio = |k: &str| ratio_opt(nan(&m.ours, k), nan(r, k));
+                let cpu = ratio_opt(cpu_per_op(&m.ours).1, cpu_per_op(r).1);
+                let _ = writeln!(
+                    o,
+                    "| {c} | *ratio* | {} | {} | {} | | | | | {} |",
+                    ratio("rps"),
+                    ratio("p50_us"),
+                    ratio("p99_us"),
+                    cpu
+                );
+            }
+        }
+        o
+    }
+}
+
+fn ratio_opt(a: f64, b: f64) -> String {
+    ratio(Some(a), Some(b)).map_or_else(|| "—".into(), |x| format!("{x:.2}×"))
 }
 
 #[cfg(test)]

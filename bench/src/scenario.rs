@@ -31,8 +31,9 @@ pub enum Workload {
     Fanout,
     /// Same, unpaced (capacity).
     FanoutMax,
-    /// client bench → broker → server → proxy → client subscribe, no tracing.
-    Full,
+    /// client bench with this many requests outstanding → broker → servers →
+    /// proxy → one subscriber, no tracing; NATS with the same shape beside it.
+    Full(u32),
     /// Full system, OTLP endpoint set, client sampler always_off.
     TracingUnsampled,
     /// Full system, OTLP endpoint set, client sampler always_on.
@@ -43,51 +44,85 @@ pub enum Workload {
     Inflight,
 }
 
-impl Workload {
-    /// Every workload, in run order.
-    pub const ALL: [Workload; 10] = [
-        Workload::Lockstep1,
-        Workload::Lockstep8,
-        Workload::Pipelined,
-        Workload::Fanout,
-        Workload::FanoutMax,
-        Workload::Full,
-        Workload::TracingUnsampled,
-        Workload::TracingSampled,
-        Workload::Idle,
-        Workload::Inflight,
-    ];
+/// Why the NATS rows are missing, with the command that brings them.
+pub const NATS_MISSING: &str = "nats-server not found (on PATH, in /usr/sbin or --nats-server); \
+     install it with `sudo apt-get install -y nats-server` (Debian/Ubuntu) to get the NATS reference";
 
-    /// Short id (as in `--only`).
-    pub fn id(self) -> &'static str {
+/// Finds `nats-server`: `explicit`, else on `PATH`, else Debian's `/usr/sbin`.
+pub fn find_nats_server(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+/// The full-system sweep's default concurrencies (requests outstanding).
+pub const SWEEP: [u32; 4] = [1, 16, 64, 256];
+
+impl Workload {
+    /// Every workload, in run order, with one full-system run per
+    /// concurrency of `sweep`.
+    pub fn all(sweep: &[u32]) -> Vec<Workload> {
+        let mut v = vec![
+            Workload::Lockstep1,
+            Workload::Lockstep8,
+            Workload::Pipelined,
+            Workload::Fanout,
+            Workload::FanoutMax,
+        ];
+        v.extend(sweep.iter().map(|&c| Workload::Full(c)));
+        v.extend([
+            Workload::TracingUnsampled,
+            Workload::TracingSampled,
+            Workload::Idle,
+            Workload::Inflight,
+        ]);
+        v
+    }
+
+    /// Short id (as in `--only`); `full-cN` for the sweep.
+    pub fn id(self) -> String {
         match self {
-            Workload::Lockstep1 => "lockstep1",
-            Workload::Lockstep8 => "lockstep8",
-            Workload::Pipelined => "pipelined",
-            Workload::Fanout => "fanout",
-            Workload::FanoutMax => "fanout-max",
-            Workload::Full => "full",
-            Workload::TracingUnsampled => "tracing-unsampled",
-            Workload::TracingSampled => "tracing-sampled",
-            Workload::Idle => "idle",
-            Workload::Inflight => "inflight",
+            Workload::Lockstep1 => "lockstep1".into(),
+            Workload::Lockstep8 => "lockstep8".into(),
+            Workload::Pipelined => "pipelined".into(),
+            Workload::Fanout => "fanout".into(),
+            Workload::FanoutMax => "fanout-max".into(),
+            Workload::Full(c) => format!("full-c{c}"),
+            Workload::TracingUnsampled => "tracing-unsampled".into(),
+            Workload::TracingSampled => "tracing-sampled".into(),
+            Workload::Idle => "idle".into(),
+            Workload::Inflight => "inflight".into(),
         }
     }
 
     /// Human title.
-    pub fn title(self) -> &'static str {
+    pub fn title(self) -> String {
         match self {
-            Workload::Lockstep1 => "lockstep, 1 REQ client",
-            Workload::Lockstep8 => "lockstep, 8 REQ clients",
-            Workload::Pipelined => "pipelined, 4 DEALER × 100 outstanding",
-            Workload::Fanout => "fan-out, 1 PUB → 4 SUB, paced",
-            Workload::FanoutMax => "fan-out, 1 PUB → 4 SUB, unpaced",
-            Workload::Full => "full system, client bench c=16",
-            Workload::TracingUnsampled => "full system, tracing on, unsampled",
-            Workload::TracingSampled => "full system, tracing on, 100% sampled",
-            Workload::Idle => "idle RSS after start-up",
-            Workload::Inflight => "broker with 100k requests in flight",
+            Workload::Lockstep1 => "lockstep, 1 REQ client".into(),
+            Workload::Lockstep8 => "lockstep, 8 REQ clients".into(),
+            Workload::Pipelined => "pipelined, 4 DEALER × 100 outstanding".into(),
+            Workload::Fanout => "fan-out, 1 PUB → 4 SUB, paced".into(),
+            Workload::FanoutMax => "fan-out, 1 PUB → 4 SUB, unpaced".into(),
+            Workload::Full(c) => format!("full system, {c} outstanding (ref: NATS)"),
+            Workload::TracingUnsampled => "full system, tracing on, unsampled".into(),
+            Workload::TracingSampled => "full system, tracing on, 100% sampled".into(),
+            Workload::Idle => "idle RSS after start-up".into(),
+            Workload::Inflight => "broker with 100k requests in flight".into(),
         }
+    }
+
+    /// Whether this is a full-system workload (client bench → … → subscriber).
+    pub fn is_full(self) -> bool {
+        matches!(
+            self,
+            Workload::Full(_) | Workload::TracingUnsampled | Workload::TracingSampled
+        )
     }
 }
 
@@ -112,8 +147,15 @@ pub struct Settings {
     pub servers: usize,
     /// Worker threads per server (and per reference worker).
     pub workers: usize,
-    /// Server processes in the full-system workloads.
+    /// Server processes (and NATS responders) in the full-system workloads.
     pub full_servers: usize,
+    /// Requests outstanding in the full-system sweep, one workload each.
+    pub sweep: Vec<u32>,
+    /// Requests outstanding in the tracing workloads (compared with the
+    /// sweep point of the same concurrency).
+    pub tracing_concurrency: u32,
+    /// `nats-server`, when installed: the NATS side of the sweep.
+    pub nats_server: Option<PathBuf>,
     /// `client bench --requests N` instead of `--duration` when set.
     pub full_requests: Option<u64>,
     /// Requests put in flight in the `inflight` workload.
@@ -250,10 +292,24 @@ fn start_proxy(
     Ok((pr, tcp(x), tcp(p), http))
 }
 
+/// Whether the servers' workers connect to the broker's frontend (Majordomo
+/// workers with credit) rather than its backend (REP workers behind the
+/// ROUTER/DEALER broker). The one place to switch when the broker changes.
+const WORKERS_USE_FRONTEND: bool = false;
+
+/// The broker endpoint the servers connect to (see [`WORKERS_USE_FRONTEND`]).
+fn workers_endpoint<'a>(frontend: &'a str, backend: &'a str) -> &'a str {
+    if WORKERS_USE_FRONTEND {
+        frontend
+    } else {
+        backend
+    }
+}
+
 fn start_servers(
     s: &Settings,
     n: usize,
-    backend: &str,
+    (frontend, backend): (&str, &str),
     xsub: &str,
     envs: &[(String, String)],
 ) -> anyhow::Result<Vec<Proc>> {
@@ -264,7 +320,7 @@ fn start_servers(
         let mut a = service_args(http);
         a.extend(args(&[
             "--broker-endpoints",
-            backend,
+            workers_endpoint(frontend, backend),
             "--proxy-endpoints",
             xsub,
             "--workers",
@@ -285,7 +341,13 @@ fn ours_rpc(s: &Settings) -> anyhow::Result<RpcStack> {
     // to, so their events are built and dropped (ZMQ_IMMEDIATE).
     let nowhere = tcp(free_port()?);
     let mut procs = vec![broker];
-    procs.extend(start_servers(s, s.servers, &backend, &nowhere, &[])?);
+    procs.extend(start_servers(
+        s,
+        s.servers,
+        (&frontend, &backend),
+        &nowhere,
+        &[],
+    )?);
     Ok(RpcStack { procs, frontend })
 }
 
@@ -489,7 +551,100 @@ fn parse_summary(line: &str) -> Option<serde_json::Value> {
         .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
 }
 
-fn full_system(s: &Settings, tracing: Tracing, sink: Option<&Sink>) -> anyhow::Result<Sample> {
+/// `(received, lost)` from a subscriber's last `received N events, M lost` line.
+fn parse_received_lost(log: &str) -> Option<(f64, f64)> {
+    log.lines().rev().find_map(|l| {
+        let rest = l.trim().strip_prefix("received ")?;
+        let (n, rest) = rest.split_once(" events, ")?;
+        let m = rest.strip_suffix(" lost")?;
+        Some((n.parse::<f64>().ok()?, m.parse::<f64>().ok()?))
+    })
+}
+
+/// Runs a load generator to completion, unmeasured (connections, allocator, page cache).
+fn warm_up(
+    s: &Settings,
+    (label, bin): (&str, &str),
+    load_args: &[String],
+    envs: &[(String, String)],
+) -> anyhow::Result<()> {
+    let mut warm = s.spawn_env(label, bin, load_args, envs, true)?;
+    let (st, _) = warm.wait_with_usage(Duration::from_secs(60))?;
+    if !st.success() {
+        bail!("{label} failed ({st}):\n{}", warm.log_tail(10));
+    }
+    Ok(())
+}
+
+/// Requests in the unmeasured warm-up of a full-system run.
+fn warmup_requests(s: &Settings) -> u64 {
+    ((s.warmup.as_secs_f64() * 20_000.0) as u64).max(1000)
+}
+
+/// The measured part of a full-system run, the same for both systems: with
+/// `procs` (servers or responders) and `sub` (the subscriber, already
+/// subscribed) running, starts the load generator `bin load_args…` (which
+/// prints a `client bench --json` summary), waits for it, lets the last
+/// events arrive, stops the subscriber and reads its totals.
+fn measure_full(
+    s: &Settings,
+    procs: &mut [Proc],
+    mut sub: Proc,
+    (label, bin, load_args, envs): (&str, &str, Vec<String>, &[(String, String)]),
+) -> anyhow::Result<Side> {
+    for p in procs.iter_mut().chain(std::iter::once(&mut sub)) {
+        p.ensure_alive()?;
+        p.mark();
+    }
+    let phase = Phase::start();
+    let mut load = s.spawn_env(label, bin, &load_args, envs, true)?;
+    let (status, load_usage) = load.wait_with_usage(s.duration + Duration::from_secs(120))?;
+    let out = load.take_stdout();
+    if !status.success() {
+        bail!("{label} failed ({status}):\n{}", load.log_tail(15));
+    }
+    let summary = parse_summary(&out)
+        .with_context(|| format!("no JSON summary from {label}; stdout: {out:?}"))?;
+    let mut side = Side::default();
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let ok = f(&summary["ok"]);
+    side.set("rps", f(&summary["throughput_rps"]));
+    side.set("requests", f(&summary["requests"]));
+    side.set("ok", ok);
+    side.set("errors", f(&summary["errors"]));
+    side.set("retries", f(&summary["retries"]));
+    side.set("ops", f(&summary["requests"]));
+    for q in ["p50", "p90", "p99", "max"] {
+        side.set(&format!("{q}_us"), 1000.0 * f(&summary["latency_ms"][q]));
+    }
+    // Let the last events arrive, then stop the subscriber for its totals.
+    std::thread::sleep(Duration::from_millis(300));
+    for p in procs.iter_mut() {
+        p.ensure_alive()?;
+        side.procs.push(p.usage());
+    }
+    side.procs.push(sub.usage());
+    side.procs.push(load_usage);
+    phase.finish(&mut side.procs);
+    sub.stop();
+    let log = sub.log_text();
+    let (received, lost) = parse_received_lost(&log)
+        .with_context(|| format!("no `received N events, M lost` from {}:\n{log}", sub.name))?;
+    side.set("events_received", received);
+    side.set("events_lost", lost);
+    side.set("events_missing", (ok - received).max(0.0));
+    stop_all(procs);
+    Ok(side)
+}
+
+/// mensageria's full system: broker, proxy, `full_servers` servers, one
+/// `client subscribe`, and `client bench --concurrency c`.
+fn full_ours(
+    s: &Settings,
+    concurrency: u32,
+    tracing: Tracing,
+    sink: Option<&Sink>,
+) -> anyhow::Result<Side> {
     let mut envs: Vec<(String, String)> = Vec::new();
     if tracing != Tracing::Off {
         let sink = sink.context("tracing workloads need the OTLP sink")?;
@@ -505,35 +660,43 @@ fn full_system(s: &Settings, tracing: Tracing, sink: Option<&Sink>) -> anyhow::R
     let (broker, frontend, backend, _) = start_broker(s, &[], &envs)?;
     let (proxy, xsub, xpub, proxy_http) = start_proxy(s, &envs)?;
     let mut procs = vec![broker, proxy];
-    procs.extend(start_servers(s, s.full_servers, &backend, &xsub, &envs)?);
+    procs.extend(start_servers(
+        s,
+        s.full_servers,
+        (&frontend, &backend),
+        &xsub,
+        &envs,
+    )?);
+    let c = concurrency.to_string();
 
     // Warm-up: connections, allocator, page cache.
-    let warm_n = ((s.warmup.as_secs_f64() * 20_000.0) as u64).max(1000);
-    let mut warm = s.spawn_env(
-        "client bench (warm-up)",
-        "client",
+    warm_up(
+        s,
+        ("client bench (warm-up)", "client"),
         &args(&[
             "bench",
             "--broker-endpoints",
             &frontend,
             "--requests",
-            &warm_n.to_string(),
+            &warmup_requests(s).to_string(),
             "--concurrency",
-            "16",
+            &c,
             "--json",
         ]),
         &client_envs,
-        true,
     )?;
-    let (st, _) = warm.wait_with_usage(Duration::from_secs(60))?;
-    if !st.success() {
-        bail!("warm-up client bench failed ({st}):\n{}", warm.log_tail(10));
-    }
 
     let mut sub = s.spawn_env(
         "client subscribe",
         "client",
-        &args(&["subscribe", "requests", "--proxy-endpoints", &xpub]),
+        // Counting only, as the NATS subscriber does.
+        &args(&[
+            "subscribe",
+            "requests",
+            "--quiet",
+            "--proxy-endpoints",
+            &xpub,
+        ]),
         &envs,
         false,
     )?;
@@ -546,84 +709,158 @@ fn full_system(s: &Settings, tracing: Tracing, sink: Option<&Sink>) -> anyhow::R
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(100));
-    for p in procs.iter_mut().chain(std::iter::once(&mut sub)) {
-        p.ensure_alive()?;
-        p.mark();
-    }
-    let phase = Phase::start();
     let mut bench_args = args(&[
         "bench",
         "--broker-endpoints",
         &frontend,
         "--concurrency",
-        "16",
+        &c,
         "--json",
     ]);
     match s.full_requests {
         Some(n) => bench_args.extend(args(&["--requests", &n.to_string()])),
         None => bench_args.extend(args(&["--duration", &dur_arg(s.duration)])),
     }
-    let mut bench = s.spawn_env("client bench", "client", &bench_args, &client_envs, true)?;
-    let (status, bench_usage) = bench.wait_with_usage(s.duration + Duration::from_secs(120))?;
-    let out = bench.take_stdout();
-    if !status.success() {
-        bail!("client bench failed ({status}):\n{}", bench.log_tail(15));
-    }
-    let summary = parse_summary(&out)
-        .with_context(|| format!("no JSON summary from client bench; stdout: {out:?}"))?;
-    let mut side = Side::default();
-    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
-    let ok = f(&summary["ok"]);
-    side.set("rps", f(&summary["throughput_rps"]));
-    side.set("requests", f(&summary["requests"]));
-    side.set("ok", ok);
-    side.set("errors", f(&summary["errors"]));
-    side.set("ops", f(&summary["requests"]));
-    for q in ["p50", "p90", "p99", "max"] {
-        side.set(&format!("{q}_us"), 1000.0 * f(&summary["latency_ms"][q]));
-    }
-    // Let the last events arrive, then stop the subscriber for its totals.
-    std::thread::sleep(Duration::from_millis(300));
-    for p in procs.iter_mut() {
-        p.ensure_alive()?;
-        side.procs.push(p.usage());
-    }
-    side.procs.push(sub.usage());
-    side.procs.push(bench_usage);
-    phase.finish(&mut side.procs);
-    sub.stop();
-    let log = sub.log_text();
-    let (received, lost) = log
-        .lines()
-        .rev()
-        .find_map(|l| {
-            let l = l.trim();
-            let rest = l.strip_prefix("received ")?;
-            let (n, rest) = rest.split_once(" events, ")?;
-            let m = rest.strip_suffix(" lost")?;
-            Some((n.parse::<f64>().ok()?, m.parse::<f64>().ok()?))
-        })
-        .with_context(|| format!("no `received N events, M lost` from client subscribe:\n{log}"))?;
-    side.set("events_received", received);
-    side.set("events_lost", lost);
-    side.set("events_missing", (ok - received).max(0.0));
+    let mut side = measure_full(
+        s,
+        &mut procs,
+        sub,
+        ("client bench", "client", bench_args, &client_envs),
+    )?;
+    side.set("concurrency", f64::from(concurrency));
     if let Some(sink) = sink {
         let (r, b) = sink.counts();
         side.set("otlp_posts", (r - sink_before.0) as f64);
         side.set("otlp_bytes", (b - sink_before.1) as f64);
     }
-    stop_all(&mut procs);
-    Ok(Sample {
-        ours: side,
-        reference: None,
-    })
+    Ok(side)
+}
+
+/// Waits until `p` has written `marker` on a line of its log.
+fn wait_log_line(p: &mut Proc, marker: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !p.log_text().lines().any(|l| l.trim() == marker) {
+        p.ensure_alive()?;
+        if Instant::now() >= deadline {
+            bail!("{} did not print {marker:?} within {timeout:?}", p.name);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// NATS with the same shape: `nats-server` on loopback, `full_servers`
+/// responders in a queue group (one event each per request), one
+/// subscriber, one client connection with `concurrency` outstanding.
+fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Side> {
+    let port = free_port()?;
+    let mut nats = Proc::spawn(
+        "nats-server",
+        server,
+        &args(&["-a", "127.0.0.1", "-p", &port.to_string()]),
+        &[],
+        &s.log_dir,
+        false,
+    )?;
+    wait_listening(&mut nats, port, READY)?;
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut procs = vec![nats];
+    for i in 0..s.full_servers {
+        let mut r = s.spawn(
+            &format!("nats responder#{}", i + 1),
+            "nats-bench",
+            &args(&[
+                "responder",
+                "--url",
+                &url,
+                "--id",
+                &(i + 1).to_string(),
+                "--event-size",
+                &s.event_size.to_string(),
+            ]),
+        )?;
+        wait_log_line(&mut r, "subscribed", READY)?;
+        procs.push(r);
+    }
+    let (c, size) = (concurrency.to_string(), s.payload_size.to_string());
+    let client_args = |stop: [&str; 2]| {
+        let mut a = args(&[
+            "client",
+            "--url",
+            &url,
+            "--concurrency",
+            &c,
+            "--payload-size",
+            &size,
+            "--json",
+        ]);
+        a.extend(args(&stop));
+        a
+    };
+    warm_up(
+        s,
+        ("nats client (warm-up)", "nats-bench"),
+        &client_args(["--requests", &warmup_requests(s).to_string()]),
+        &[],
+    )?;
+    let mut sub = s.spawn(
+        "nats subscriber",
+        "nats-bench",
+        &args(&["subscriber", "--url", &url]),
+    )?;
+    wait_log_line(&mut sub, "subscribed", READY)?;
+    let stop = match s.full_requests {
+        Some(n) => ["--requests".to_owned(), n.to_string()],
+        None => [
+            "--duration".to_owned(),
+            format!("{}", s.duration.as_secs_f64()),
+        ],
+    };
+    measure_full(
+        s,
+        &mut procs,
+        sub,
+        (
+            "nats client",
+            "nats-bench",
+            client_args([&stop[0], &stop[1]]),
+            &[],
+        ),
+    )
+}
+
+/// One full-system sweep point: mensageria, then NATS (or the other way
+/// round on odd runs), when `nats-server` is available.
+fn full_pair(
+    s: &Settings,
+    concurrency: u32,
+    reference_first: bool,
+    sink: Option<&Sink>,
+) -> anyhow::Result<Sample> {
+    let nats = |s: &Settings| -> anyhow::Result<Option<Side>> {
+        s.nats_server
+            .as_deref()
+            .map(|server| full_nats(s, concurrency, server).context("NATS"))
+            .transpose()
+    };
+    let (ours, reference) = if reference_first {
+        let r = nats(s)?;
+        (
+            full_ours(s, concurrency, Tracing::Off, sink).context("mensageria")?,
+            r,
+        )
+    } else {
+        let o = full_ours(s, concurrency, Tracing::Off, sink).context("mensageria")?;
+        (o, nats(s)?)
+    };
+    Ok(Sample { ours, reference })
 }
 
 fn idle(s: &Settings) -> anyhow::Result<Sample> {
     let (broker, frontend, backend, _) = start_broker(s, &[], &[])?;
     let (proxy, xsub, xpub, _) = start_proxy(s, &[])?;
     let mut ours = vec![broker, proxy];
-    ours.extend(start_servers(s, 1, &backend, &xsub, &[])?);
+    ours.extend(start_servers(s, 1, (&frontend, &backend), &xsub, &[])?);
     let http = free_port()?;
     // `client run` takes its options after the subcommand.
     let mut a = args(&[
@@ -766,9 +1003,18 @@ pub fn run(
         }),
         Workload::Fanout => fanout_pair(s, s.fanout_rate, reference_first),
         Workload::FanoutMax => fanout_pair(s, 0.0, reference_first),
-        Workload::Full => full_system(s, Tracing::Off, sink),
-        Workload::TracingUnsampled => full_system(s, Tracing::Unsampled, sink),
-        Workload::TracingSampled => full_system(s, Tracing::Sampled, sink),
+        Workload::Full(c) => full_pair(s, c, reference_first, sink),
+        Workload::TracingUnsampled | Workload::TracingSampled => {
+            let tracing = if w == Workload::TracingUnsampled {
+                Tracing::Unsampled
+            } else {
+                Tracing::Sampled
+            };
+            Ok(Sample {
+                ours: full_ours(s, s.tracing_concurrency, tracing, sink)?,
+                reference: None,
+            })
+        }
         Workload::Idle => idle(s),
         Workload::Inflight => inflight(s),
     }
@@ -779,10 +1025,17 @@ pub fn run(
 /// # Errors
 /// Naming the missing binaries and how to build them.
 pub fn check_bins(dir: &Path) -> anyhow::Result<()> {
-    let missing: Vec<_> = ["broker", "proxy", "server", "client", "reference"]
-        .into_iter()
-        .filter(|b| !dir.join(b).is_file())
-        .collect();
+    let missing: Vec<_> = [
+        "broker",
+        "proxy",
+        "server",
+        "client",
+        "reference",
+        "nats-bench",
+    ]
+    .into_iter()
+    .filter(|b| !dir.join(b).is_file())
+    .collect();
     if !missing.is_empty() {
         bail!(
             "missing binaries in {}: {} (build them: cargo build --release --bins)",
@@ -791,4 +1044,40 @@ pub fn check_bins(dir: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_makes_one_full_workload_per_concurrency() {
+        let all = Workload::all(&[1, 256]);
+        let full: Vec<String> = all
+            .iter()
+            .filter(|w| matches!(w, Workload::Full(_)))
+            .map(|w| w.id())
+            .collect();
+        assert_eq!(full, ["full-c1", "full-c256"]);
+        assert!(all.contains(&Workload::TracingUnsampled) && all.contains(&Workload::Inflight));
+        assert!(Workload::Full(16).is_full() && !Workload::Pipelined.is_full());
+    }
+
+    #[test]
+    fn subscriber_totals_are_read_from_the_last_line() {
+        let log = "subscribed\nreceived 3 events, 0 lost\nnoise\nreceived 12 events, 2 lost\n";
+        assert_eq!(parse_received_lost(log), Some((12.0, 2.0)));
+        assert_eq!(parse_received_lost("received many events, 0 lost"), None);
+        assert_eq!(parse_received_lost(""), None);
+    }
+
+    #[test]
+    fn an_explicit_nats_server_must_exist() {
+        assert_eq!(
+            find_nats_server(Some(Path::new("/nonexistent/nats-server"))),
+            None
+        );
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(find_nats_server(Some(&me)), Some(me.clone()));
+    }
 }

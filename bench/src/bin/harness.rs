@@ -21,23 +21,30 @@ Workloads (--only takes these ids):
   pipelined             4 DEALER clients × 100 outstanding → broker → 2 servers (requests/s, p50, p99)
   fanout                1 PUB → proxy → 4 SUB, 100-byte events paced at --fanout-rate (deliveries/s, loss, lag)
   fanout-max            the same, unpaced (capacity; informational)
-  full                  client bench --concurrency 16 → broker → server → proxy → client subscribe
-  tracing-unsampled     full, OTLP endpoint set (local sink), client sampler always_off
-  tracing-sampled       full, OTLP endpoint set, client sampler always_on
+  full-cN (or full)     full system with N requests outstanding, for each N of --sweep: client bench → \
+broker → 2 servers × 2 workers → reply, one event per request through the proxy to one client \
+subscribe; beside it NATS with the same shape (nats-server on loopback, the `nats-bench` client \
+with N outstanding on one connection, 2 responders in a queue group publishing one event per \
+request, 1 subscriber), skipped with a message when nats-server is not installed
+  tracing-unsampled     full at the largest --sweep concurrency, OTLP endpoint set (local sink), \
+client sampler always_off
+  tracing-sampled       the same, client sampler always_on
   idle                  RSS of every service after start-up
   inflight              broker RSS with --inflight-requests requests in flight (never answered)
 
 Targets (informational; shown as ratio and ✅/❌): pipelined ≥ 0.90× reference; lockstep p50 ≤ 1.10× \
 reference; fan-out deliveries/s ≥ 0.90× reference with zero loss where the reference has zero; full \
-system ≥ 100,000 req/s at concurrency 16; tracing unsampled costs ≤ 3%; idle RSS ≤ 15 MiB per \
-service; broker RSS with 100k in flight ≤ 100 MiB.
+system ≥ 1.0× NATS at every sweep point, p50 ≤ NATS at 1 outstanding, zero errors and events lost \
+where NATS has zero; tracing unsampled costs ≤ 3% and carries ≥ 150,000 req/s; idle RSS ≤ 15 MiB \
+per service; broker RSS with 100k in flight ≤ 100 MiB.
 
 Reports CPU seconds (utime+stime from /proc/<pid>/stat) during the measured phase and peak RSS \
 (VmHWM) of every process started. Output: a Markdown table on stdout (on stderr when --json writes \
 JSON to stdout) and optionally JSON. Progress goes to stderr. Exit status 1 if a workload failed \
 outright (a process died, zero throughput, nothing delivered); targets are never asserted.
 
-Needs release binaries: cargo build --release --bins (broker, proxy, server, client, reference).";
+Needs release binaries: cargo build --release --bins (broker, proxy, server, client, reference, \
+nats-bench), and for the NATS rows nats-server (Debian: apt-get install nats-server).";
 
 /// mensageria benchmark harness: the real services against bare libzmq.
 #[derive(Debug, Parser)]
@@ -57,8 +64,9 @@ struct Cli {
     /// Unmeasured warm-up seconds before each request/reply phase.
     #[arg(long, default_value_t = 0.5)]
     warmup: f64,
-    /// CI mode: every workload briefly (1 s phases, 1 run, 20k in flight);
-    /// fails only if a workload fails outright. Overrides --runs/--duration.
+    /// CI mode: every workload briefly (1 s phases, 1 run, 20k in flight,
+    /// sweep 16 only); fails only if a workload fails outright. Overrides
+    /// --runs/--duration/--sweep.
     #[arg(long)]
     smoke: bool,
     /// Also write JSON: to PATH, or to stdout with no value (Markdown then goes to stderr).
@@ -82,9 +90,16 @@ struct Cli {
     /// Worker threads per server (`--workers`) and REP threads per reference worker.
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Server processes in the full-system workloads.
-    #[arg(long, default_value_t = 1)]
+    /// Server processes (and NATS responders) in the full-system workloads.
+    #[arg(long, default_value_t = 2)]
     full_servers: usize,
+    /// Requests outstanding at each point of the full-system sweep (one
+    /// `full-cN` workload each; the tracing workloads use the largest).
+    #[arg(long, value_delimiter = ',', default_values_t = scenario::SWEEP, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    sweep: Vec<u32>,
+    /// nats-server binary (default: found on PATH or in /usr/sbin).
+    #[arg(long, value_name = "PATH")]
+    nats_server: Option<PathBuf>,
     /// Run `client bench --requests N` in the full-system workloads instead of `--duration`.
     #[arg(long)]
     full_requests: Option<u64>,
@@ -122,23 +137,37 @@ fn run(mut cli: Cli) -> anyhow::Result<bool> {
         cli.duration = 1.0;
         cli.warmup = 0.2;
         cli.inflight_requests = cli.inflight_requests.min(20_000);
+        cli.sweep = vec![16];
     }
+    cli.sweep.sort_unstable();
+    cli.sweep.dedup();
+    let all = Workload::all(&cli.sweep);
     let workloads: Vec<Workload> = if cli.only.is_empty() {
-        Workload::ALL.to_vec()
+        all
     } else {
         let mut v = Vec::new();
         for id in &cli.only {
-            let w = Workload::ALL
-                .into_iter()
-                .find(|w| w.id() == id.trim())
-                .with_context(|| {
-                    let ids: Vec<_> = Workload::ALL.iter().map(|w| w.id()).collect();
-                    format!("unknown workload {id:?}; known: {}", ids.join(", "))
-                })?;
-            v.push(w);
+            let id = id.trim();
+            let found: Vec<Workload> = all
+                .iter()
+                .copied()
+                .filter(|w| w.id() == id || (id == "full" && matches!(w, Workload::Full(_))))
+                .collect();
+            if found.is_empty() {
+                let ids: Vec<_> = all.iter().map(|w| w.id()).collect();
+                anyhow::bail!(
+                    "unknown workload {id:?}; known: full, {} (full-cN for N in --sweep)",
+                    ids.join(", ")
+                );
+            }
+            v.extend(found);
         }
         v
     };
+    let nats_server = scenario::find_nats_server(cli.nats_server.as_deref());
+    if nats_server.is_none() && workloads.iter().any(|w| matches!(w, Workload::Full(_))) {
+        eprintln!("harness: NATS rows skipped: {}", scenario::NATS_MISSING);
+    }
     let bin_dir = match cli.bin_dir.clone() {
         Some(d) => d,
         None => std::env::current_exe()?
@@ -160,6 +189,9 @@ fn run(mut cli: Cli) -> anyhow::Result<bool> {
         servers: cli.servers.max(1),
         workers: cli.workers.max(1),
         full_servers: cli.full_servers.max(1),
+        tracing_concurrency: cli.sweep.last().copied().unwrap_or(256),
+        sweep: cli.sweep.clone(),
+        nats_server,
         full_requests: cli.full_requests,
         inflight_requests: cli.inflight_requests.max(1),
         broker_wrapper: cli
@@ -181,7 +213,7 @@ fn run(mut cli: Cli) -> anyhow::Result<bool> {
         .iter()
         .map(|&w| WorkloadReport {
             workload: w,
-            title: w.title().into(),
+            title: w.title(),
             runs: Vec::new(),
             median: None,
             errors: Vec::new(),
@@ -270,13 +302,21 @@ fn headline(w: Workload, s: &scenario::Sample) -> String {
             pair("deliveries_per_s", "deliveries/s"),
             pair("lost", "")
         ),
-        Workload::Full | Workload::TracingUnsampled | Workload::TracingSampled => format!(
-            "{} req/s, p50 {} µs, events {} received / {} lost",
-            report::fmt_num(g(&s.ours, "rps")),
-            report::fmt_num(g(&s.ours, "p50_us")),
-            report::fmt_num(g(&s.ours, "events_received")),
-            report::fmt_num(g(&s.ours, "events_lost")),
-        ),
+        Workload::Full(_) | Workload::TracingUnsampled | Workload::TracingSampled => {
+            let one = |side: &scenario::Side| {
+                format!(
+                    "{} req/s, p50 {} µs, events {} received / {} lost",
+                    report::fmt_num(g(side, "rps")),
+                    report::fmt_num(g(side, "p50_us")),
+                    report::fmt_num(g(side, "events_received")),
+                    report::fmt_num(g(side, "events_lost")),
+                )
+            };
+            match r {
+                Some(r) => format!("{} (NATS {})", one(&s.ours), one(r)),
+                None => one(&s.ours),
+            }
+        }
         Workload::Idle => format!(
             "RSS MiB broker {} proxy {} server {} client {}",
             report::fmt_num(g(&s.ours, "broker_rss_mb")),
@@ -297,8 +337,8 @@ fn validate(w: Workload, s: &scenario::Sample) -> anyhow::Result<()> {
         let zero = match w {
             Workload::Lockstep1 | Workload::Lockstep8 | Workload::Pipelined => get("rps") <= 0.0,
             Workload::Fanout | Workload::FanoutMax => get("delivered") <= 0.0,
-            Workload::Full | Workload::TracingUnsampled | Workload::TracingSampled => {
-                get("ok") <= 0.0 || (name == "mensageria" && get("events_received") <= 0.0)
+            Workload::Full(_) | Workload::TracingUnsampled | Workload::TracingSampled => {
+                get("ok") <= 0.0 || get("events_received") <= 0.0
             }
             Workload::Idle => false,
             Workload::Inflight => get("rss_mb") <= 0.0,

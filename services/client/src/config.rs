@@ -130,6 +130,10 @@ pub struct SubscribeArgs {
     /// losses at the proxy's high-water mark show as sequence gaps).
     #[arg(long, value_parser = parse_duration)]
     pub delay: Option<Duration>,
+    /// Print nothing per event, only the totals at exit (counting, as a
+    /// benchmark's subscriber does).
+    #[arg(long)]
+    pub quiet: bool,
     /// ZeroMQ transport options.
     #[command(flatten)]
     pub transport: TransportArgs,
@@ -147,10 +151,18 @@ pub struct BenchArgs {
     /// Request options.
     #[command(flatten)]
     pub requests: RequestOptions,
-    /// Requests outstanding at once.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub concurrency: u32,
-    /// Total requests to send (default 10000 unless --duration is given).
+    /// Requests outstanding at once; a comma-separated list (e.g.
+    /// 1,16,64,256) runs one bench per value, one after another.
+    #[arg(long, env = "CONCURRENCY", default_value = "16", value_parser = crate::bench::parse_concurrency)]
+    pub concurrency: std::vec::Vec<u32>,
+    /// Also subscribe to the `requests` events through the proxies and
+    /// report events received and lost (sequence gaps) per run.
+    #[arg(long)]
+    pub events: bool,
+    /// Where `--events` subscribes.
+    #[command(flatten)]
+    pub subscribe: SubscribeOptions,
+    /// Total requests to send per run (default 10000 unless --duration is given).
     #[arg(long = "requests", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Send for this long instead of a fixed count.
@@ -189,7 +201,16 @@ mod tests {
         else {
             panic!("expected bench");
         };
-        assert_eq!((b.count, b.concurrency), (Some(20000), 16));
+        assert_eq!((b.count, b.concurrency), (Some(20000), vec![16]));
+        assert!(!b.events);
+        let Command::Bench(b) =
+            Cli::try_parse_from(["client", "bench", "--concurrency", "1,16,64", "--events"])
+                .unwrap()
+                .command
+        else {
+            panic!("expected bench");
+        };
+        assert_eq!((b.concurrency, b.events), (vec![1, 16, 64], true));
         assert_eq!(b.requests.timeout, Duration::from_millis(2500));
         assert_eq!(b.requests.retries, 3);
         let Command::Run(r) = Cli::try_parse_from(["client", "run"]).unwrap().command else {
@@ -219,6 +240,7 @@ mod tests {
     fn bad_values_name_the_option() {
         for args in [
             &["client", "bench", "--concurrency", "0"][..],
+            &["client", "bench", "--concurrency", "16,x"][..],
             &["client", "bench", "--requests", "none"][..],
             &["client", "request", "x", "--timeout", "3"][..],
             &["client", "run", "--broker-endpoints", "nowhere"][..],

@@ -46,7 +46,7 @@ impl ClientService {
     }
 }
 
-fn requester_config(o: &RequestOptions, concurrency: usize) -> RequesterConfig {
+pub(crate) fn requester_config(o: &RequestOptions, concurrency: usize) -> RequesterConfig {
     RequesterConfig {
         endpoints: o.broker_endpoints.clone(),
         timeout: o.timeout,
@@ -275,12 +275,16 @@ pub fn print_outcome(o: &Outcome) -> bool {
     }
 }
 
-/// `client bench`: drives the load and returns the summary.
+/// `client bench`: drives the load once per `--concurrency` value, prints
+/// each summary as it is done (JSON Lines with `--json`; a table after a
+/// sweep otherwise) and returns them.
 ///
 /// # Errors
-/// If the socket cannot be set up.
-pub async fn bench(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Result<bench::Summary> {
-    let cfg = requester_config(&args.requests, args.concurrency as usize);
+/// If a socket cannot be set up.
+pub async fn bench(
+    args: BenchArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<bench::Summary>> {
     let stop = match (args.count, args.duration) {
         (Some(n), _) => bench::Stop::Count(n),
         (None, Some(d)) => bench::Stop::Duration(d),
@@ -290,16 +294,7 @@ pub async fn bench(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Resu
         "client-bench",
         args.requests.transport.clone(),
         shutdown,
-        move |sockets, sd| {
-            let mut req = Requester::new(sockets, cfg, ClientMetrics::unregistered())?;
-            Ok(bench::drive(
-                &mut req,
-                args.payload.as_bytes(),
-                args.concurrency,
-                stop,
-                &|| !sd.is_cancelled(),
-            ))
-        },
+        move |sockets, sd| bench::sweep(&sockets, &args, stop, &|| !sd.is_cancelled()),
     )
     .await
 }
@@ -323,7 +318,8 @@ pub async fn subscribe(
             let mut sub = Subscriber::new(socket, &args.topics, ClientMetrics::unregistered())?;
             let until = args.duration.map(|d| Instant::now() + d);
             let (mut received, mut lost) = (0u64, 0u64);
-            let mut stdout = std::io::stdout().lock();
+            // Buffered: flushed whenever no further event is waiting.
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
             while !sd.is_cancelled()
                 && args.count.is_none_or(|c| received < c)
                 && until.is_none_or(|t| Instant::now() < t)
@@ -336,6 +332,9 @@ pub async fn subscribe(
                 }
                 received += 1;
                 lost += ev.gap;
+                if args.quiet {
+                    continue;
+                }
                 let topic = String::from_utf8_lossy(&ev.topic);
                 let payload: Vec<_> = ev
                     .payload
@@ -352,8 +351,9 @@ pub async fn subscribe(
                     ),
                     None => format!("{topic} {}", payload.join(" ")),
                 };
+                let flush = args.delay.is_some() || !sub.has_more();
                 if writeln!(stdout, "{line}")
-                    .and_then(|()| stdout.flush())
+                    .and_then(|()| if flush { stdout.flush() } else { Ok(()) })
                     .is_err()
                 {
                     break; // stdout closed (e.g. piped into head)

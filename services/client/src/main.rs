@@ -54,14 +54,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             let _telemetry =
                 telemetry::init_or_exit("client", &cli_logging(&args.log_filter, &args.otel));
-            let json = args.json;
             run_main(|sd| async move {
-                let s = client::bench(args, sd).await?;
-                if json {
-                    println!("{}", serde_json::to_string(&s)?);
-                } else {
-                    println!("{s}");
-                }
+                client::bench(args, sd).await?;
                 Ok(())
             })
         }

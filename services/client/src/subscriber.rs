@@ -35,29 +35,32 @@ pub struct Received {
 }
 
 /// Loss and lag bookkeeping, independent of sockets (unit-testable).
+///
+/// Streams are kept per publisher, then per topic, so an event is looked up
+/// by reference (no key is built or allocated per event).
 #[derive(Debug, Default)]
 pub struct SequenceTracker {
-    last: HashMap<(u64, Vec<u8>), u64>,
+    last: HashMap<u64, HashMap<Vec<u8>, u64>>,
+    streams: usize,
 }
 
 impl SequenceTracker {
     /// Records `seq` of `(publisher, topic)`; returns how many events were
     /// skipped since the previous one of that stream.
     pub fn observe(&mut self, publisher: u64, topic: &[u8], seq: u64) -> u64 {
-        let key = (publisher, topic.to_vec());
-        match self.last.get_mut(&key) {
-            Some(last) => {
-                let gap = seq.saturating_sub(*last + 1);
-                *last = (*last).max(seq);
-                gap
-            }
-            None => {
-                if self.last.len() < MAX_STREAMS {
-                    self.last.insert(key, seq);
-                }
-                0
-            }
+        if let Some(last) = self.last.get_mut(&publisher).and_then(|t| t.get_mut(topic)) {
+            let gap = seq.saturating_sub(*last + 1);
+            *last = (*last).max(seq);
+            return gap;
         }
+        if self.streams < MAX_STREAMS {
+            self.streams += 1;
+            self.last
+                .entry(publisher)
+                .or_default()
+                .insert(topic.to_vec(), seq);
+        }
+        0
     }
 }
 
@@ -67,6 +70,8 @@ pub struct Subscriber {
     tracker: SequenceTracker,
     metrics: ClientMetrics,
     received: TopicCounters<Counter>,
+    /// The last topic's counter (events mostly come in runs of one topic).
+    last_topic: Option<(Vec<u8>, Counter)>,
     frames: Vec<zmq::Message>,
 }
 
@@ -91,8 +96,30 @@ impl Subscriber {
             socket,
             tracker: SequenceTracker::default(),
             metrics,
+            last_topic: None,
             frames: Vec::new(),
         })
+    }
+
+    /// Whether another event is waiting (no blocking).
+    pub fn has_more(&self) -> bool {
+        self.socket
+            .get_events()
+            .is_ok_and(|e| e.contains(zmq::POLLIN))
+    }
+
+    /// Counts an event of `topic`.
+    fn count(&mut self, topic: &[u8]) {
+        match &self.last_topic {
+            Some((t, c)) if t.as_slice() == topic => {
+                c.inc();
+            }
+            _ => {
+                let c = self.received.get(topic).clone();
+                c.inc();
+                self.last_topic = Some((topic.to_vec(), c));
+            }
+        }
     }
 
     /// Waits up to `timeout` for one event.
@@ -104,9 +131,9 @@ impl Subscriber {
             }
             recv_frames(&self.socket, zmq::DONTWAIT, &mut self.frames).ok()?;
         }
-        let (topic, rest) = self.frames.split_first()?;
-        let topic = topic.to_vec();
-        self.received.get(&topic).inc();
+        let topic = self.frames.first()?.to_vec();
+        self.count(&topic);
+        let rest = &self.frames[1..];
         let header = rest
             .first()
             .filter(|f| is_header(f))

@@ -102,20 +102,26 @@ impl Forwarder {
         Ok(())
     }
 
+    /// Forwards up to [`BATCH`] waiting events. The subscription table does
+    /// not change during a batch, so consecutive events of one topic share
+    /// its fan-out, and the metrics are counted once per run of a topic and
+    /// per batch rather than once per event.
     fn pump_events(&mut self) {
+        let mut run = TopicRun::default();
+        let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
         for _ in 0..BATCH {
             if recv_frames(&self.xsub, zmq::DONTWAIT, &mut self.frames).is_err() {
-                return;
+                break;
             }
             let bytes = self.frames.iter().map(|f| f.len()).sum::<usize>() as u64;
             let topic: &[u8] = self.frames.first().map_or(&[], |f| &f[..]);
-            let fanout = self.table.matches(topic);
-            self.events_in.get(topic).inc();
-            if fanout > 0 {
-                self.deliveries.get(topic).inc_by(fanout);
+            if !run.is(topic) {
+                run.flush(&mut self.events_in, &mut self.deliveries);
+                run.start(topic, self.table.matches(topic));
             }
-            self.metrics.bytes_in.inc_by(bytes);
-            self.metrics.bytes_out.inc_by(bytes * fanout);
+            run.events += 1;
+            bytes_in += bytes;
+            bytes_out += bytes * run.fanout;
             // Only with trace export on is the header looked at at all.
             let _span = otel::enabled()
                 .then(|| forward_span(&self.frames))
@@ -125,6 +131,11 @@ impl Forwarder {
             if let Err(e) = send_frames(&self.xpub, self.frames.drain(..), zmq::DONTWAIT) {
                 debug!(error.message = %e, "Event not forwarded.");
             }
+        }
+        run.flush(&mut self.events_in, &mut self.deliveries);
+        if bytes_in > 0 {
+            self.metrics.bytes_in.inc_by(bytes_in);
+            self.metrics.bytes_out.inc_by(bytes_out);
         }
     }
 
@@ -150,6 +161,45 @@ impl Forwarder {
                 debug!(error.message = %e, "Subscription not forwarded upstream.");
             }
         }
+    }
+}
+
+/// Consecutive events of one topic within a batch: their fan-out (looked up
+/// once) and how many there were, counted in the metrics at [`TopicRun::flush`].
+#[derive(Debug, Default)]
+struct TopicRun {
+    topic: Vec<u8>,
+    fanout: u64,
+    events: u64,
+}
+
+impl TopicRun {
+    fn is(&self, topic: &[u8]) -> bool {
+        self.events > 0 && self.topic == topic
+    }
+
+    fn start(&mut self, topic: &[u8], fanout: u64) {
+        self.topic.clear();
+        self.topic.extend_from_slice(topic);
+        self.fanout = fanout;
+    }
+
+    /// Counts the run's events and deliveries, and empties it.
+    fn flush(
+        &mut self,
+        events_in: &mut TopicCounters<Counter>,
+        deliveries: &mut TopicCounters<Counter>,
+    ) {
+        if self.events == 0 {
+            return;
+        }
+        events_in.get(&self.topic).inc_by(self.events);
+        if self.fanout > 0 {
+            deliveries
+                .get(&self.topic)
+                .inc_by(self.events * self.fanout);
+        }
+        self.events = 0;
     }
 }
 
