@@ -58,9 +58,11 @@ validate-deploy: ## Static checks of Dockerfile, compose, Prometheus rules, dash
 	bash deploy/validate/static.sh
 
 bench: release ## Benchmark against bare libzmq and NATS (about 5 min); Markdown tables, JSON in target/bench.json
+	@scripts/setup.sh bench
 	target/release/harness --json target/bench.json
 
-bench-smoke: release ## Every benchmark workload briefly (CI keeps the harness from rotting; no timing asserted; NATS skipped if not installed)
+bench-smoke: release ## Every benchmark workload briefly (CI keeps the harness from rotting; no timing asserted)
+	@scripts/setup.sh bench
 	target/release/harness --smoke
 
 FUZZ_SECS ?= 60

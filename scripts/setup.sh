@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the build (`setup.sh build`) or the tests (`setup.sh test`,
-# the default) need and is missing. `make build`/`release`/`run` call it with
-# `build`, `make test` and `.ci/run` with `test`. Installs Debian packages with
+# Installs what the build (`setup.sh build`), the tests (`setup.sh test`, the
+# default) or the benchmarks (`setup.sh bench`) need and is missing.
+# `make build`/`release`/`run` call it with `build`, `make test` and `.ci/run`
+# with `test`, `make bench`/`bench-smoke` with `bench`. Installs Debian packages with
 # apt-get when run as root; otherwise, or off Debian, it stops at once and
 # prints the exact command to run.
 #
@@ -15,12 +16,14 @@
 #        - python3 with PyYAML: the observability tests read the Compose file
 #          and check the dashboards with deploy/validate/*.py;
 #        - kill(1) (procps): the end-to-end suites signal the services by PID.
+# bench: the build's tools, plus nats-server (Debian's): the NATS reference
+#        `make bench` runs beside the full system.
 set -euo pipefail
 
 mode=${1:-test}
 case "$mode" in
-  build | test) ;;
-  *) echo "usage: $0 [build|test]" >&2; exit 2 ;;
+  build | test | bench) ;;
+  *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
 esac
 
 command -v cargo >/dev/null || {
@@ -40,12 +43,18 @@ if [[ $mode == test ]]; then
   { have python3 && python3 -c 'import yaml' 2>/dev/null; } || pkgs+=(python3-yaml)
   have kill || pkgs+=(procps)
 fi
+if [[ $mode == bench ]]; then
+  [[ -x /usr/sbin/nats-server ]] || have nats-server || pkgs+=(nats-server)
+fi
 
 if ((${#pkgs[@]})); then
   install="apt-get update && apt-get install -y --no-install-recommends ${pkgs[*]}"
   # Debian starts the packaged Prometheus as a service; the tests start their own.
   quiet_prometheus="systemctl disable --now prometheus prometheus-node-exporter"
   [[ " ${pkgs[*]} " == *" prometheus "* ]] && install+=" && { $quiet_prometheus || true; }"
+  # Likewise nats-server: the benchmark starts its own on a free loopback port.
+  quiet_nats="systemctl disable --now nats-server"
+  [[ " ${pkgs[*]} " == *" nats-server "* ]] && install+=" && { $quiet_nats || true; }"
   if ! have apt-get; then
     echo "Missing: ${pkgs[*]} (Debian package names). This is not a Debian/apt system:" >&2
     echo "install the equivalents with your package manager (Prometheus as /usr/bin/prometheus)," >&2
@@ -63,6 +72,9 @@ if ((${#pkgs[@]})); then
   apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
   if [[ " ${pkgs[*]} " == *" prometheus "* ]] && have systemctl; then
     $quiet_prometheus >/dev/null 2>&1 || true
+  fi
+  if [[ " ${pkgs[*]} " == *" nats-server "* ]] && have systemctl; then
+    $quiet_nats >/dev/null 2>&1 || true
   fi
 fi
 
