@@ -97,9 +97,11 @@ fn rep_worker(
 
 fn header_request(id: u64) -> Vec<u8> {
     Header::Request(RequestHeader {
+        budget_ms: None,
         id,
         sent_at_us: 1,
         trace: None,
+        service: None,
     })
     .encode()
 }

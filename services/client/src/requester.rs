@@ -287,9 +287,11 @@ impl Requester {
             )
         } else {
             let header = Header::Request(RequestHeader {
+                budget_ms: None,
                 id,
                 sent_at_us: now_us(),
                 trace: p.trace,
+                service: None,
             })
             .encode();
             send_frames(

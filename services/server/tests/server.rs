@@ -92,9 +92,11 @@ impl Fixture {
 
 fn request_header(id: u64) -> Vec<u8> {
     Header::Request(RequestHeader {
+        budget_ms: None,
         id,
         sent_at_us: 1,
         trace: None,
+        service: None,
     })
     .encode()
 }
