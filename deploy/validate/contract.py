@@ -75,14 +75,15 @@ TRANSPORT_ENV = {
 ROLE_ENV = {
     "broker": {"FRONTEND_BIND", "BACKEND_BIND", "REQUEST_TIMEOUT", "MAX_INFLIGHT"},
     "proxy": {"XSUB_BIND", "XPUB_BIND"},
-    "server": {"BROKER_ENDPOINTS", "PROXY_ENDPOINTS", "WORKERS"},
+    "server": {"BROKER_ENDPOINTS", "PROXY_ENDPOINTS", "WORKERS", "SERVICES", "CREDIT",
+               "WORKER_HEARTBEAT_IVL", "WORKER_LIVENESS"},
     "client": {"BROKER_ENDPOINTS", "PROXY_ENDPOINTS", "RATE", "CONCURRENCY", "TIMEOUT", "RETRIES", "TOPICS"},
 }
 # Role extras found in `<bin> --help` (not in design.md §2).
 ROLE_ENV_EXTRA = {
     "broker": set(),
     "proxy": set(),
-    "server": {"MAX_WORK", "STATUS_INTERVAL"},
+    "server": {"MAX_WORK", "STATUS_INTERVAL", "WORKER_PROTOCOL"},
     "client": {"PAYLOAD", "PLAIN"},
 }
 

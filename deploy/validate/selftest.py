@@ -36,7 +36,7 @@ K8S = {
         lambda d: find(d, "Service", "broker")["spec"]["ports"][0].__setitem__("targetPort", "frontdoor"),
     "server BROKER_ENDPOINTS misses broker-1":
         lambda d: find(d, "ConfigMap", "mensageria-server")["data"].__setitem__(
-            "BROKER_ENDPOINTS", "tcp://broker-0.broker-headless.mensageria.svc.cluster.local:5556"),
+            "BROKER_ENDPOINTS", "tcp://broker-0.broker-headless.mensageria.svc.cluster.local:5555"),
     "NetworkPolicy blocks server->proxy":
         lambda d: find(d, "NetworkPolicy", "server")["spec"]["egress"].pop(),
     "NetworkPolicy allows client->broker backend": lambda d: (
