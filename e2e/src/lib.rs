@@ -938,14 +938,26 @@ pub struct Server {
     pub instance: String,
     /// Worker threads.
     pub workers: u32,
+    /// Services it registers (Majordomo), from its start-up log.
+    pub services: Vec<String>,
+    /// Whether its workers are plain REP sockets (`--worker-protocol rep`).
+    pub rep: bool,
 }
 
 impl Server {
-    /// Starts a server connected to `brokers` (backend endpoints) and
-    /// `proxies` (XSUB endpoints); `extra` flags override the defaults
-    /// (2 workers). Does not wait for readiness (see [`Server::wait_ready`]).
+    /// Starts a server connected to `brokers` (frontend endpoints, or backend
+    /// endpoints with `--worker-protocol rep` in `extra`) and `proxies` (XSUB
+    /// endpoints); `extra` flags override the defaults (2 workers). Does not
+    /// wait for readiness (see [`Server::wait_ready`]).
     pub fn start(brokers: &str, proxies: &str, extra: &[&str]) -> Server {
         Self::finish(Self::spawn(brokers, proxies, extra))
+    }
+
+    /// [`Server::start`] as a plain REP server on the brokers' `backends`.
+    pub fn start_rep(backends: &str, proxies: &str, extra: &[&str]) -> Server {
+        let mut args = REP_ARGS.to_vec();
+        args.extend_from_slice(extra);
+        Self::start(backends, proxies, &args)
     }
 
     fn spawn(brokers: &str, proxies: &str, extra: &[&str]) -> Proc {
@@ -965,15 +977,35 @@ impl Server {
 
     fn finish(proc: Proc) -> Server {
         let connecting = proc.wait_for_json_log("Server connecting.", START_TIMEOUT);
+        Server::from_log(proc, &connecting)
+    }
+
+    /// A started server described by its "Server connecting." log line.
+    pub fn from_log(proc: Proc, connecting: &Value) -> Server {
         let http = ops_addr(&proc);
         let workers = connecting["workers"]
             .as_u64()
             .expect("`workers` in the log") as u32;
         Server {
-            instance: field(&connecting, "instance"),
+            instance: field(connecting, "instance"),
             workers,
+            services: field(connecting, "services")
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
+            rep: field(connecting, "protocol") == "Rep",
             http,
             proc,
+        }
+    }
+
+    /// Broker registrations this server makes per broker: one per service
+    /// (none for REP workers, which the broker sees as backend peers).
+    pub fn registrations(&self) -> usize {
+        if self.rep {
+            0
+        } else {
+            self.services.len()
         }
     }
 
@@ -1000,28 +1032,87 @@ pub struct Stack {
     pub proxy: Proxy,
     /// The servers, in start order.
     pub servers: Vec<Server>,
+    /// Whether the servers are plain REP servers on the broker's backend
+    /// ([`Stack::start_rep`]) rather than Majordomo workers on its frontend.
+    pub rep: bool,
 }
+
+/// Server flags of a plain REP server (the seed's way: round-robin from the
+/// broker's backend, default service only).
+pub const REP_ARGS: [&str; 2] = ["--worker-protocol", "rep"];
 
 const BACKEND_HANDSHAKES: &str =
     r#"mensageria_zmq_socket_events_total{socket="backend",event="handshake_succeeded"}"#;
 const XSUB_HANDSHAKES: &str =
     r#"mensageria_zmq_socket_events_total{socket="xsub",event="handshake_succeeded"}"#;
 
+/// Majordomo workers registered with a broker, over every service and state
+/// (the sum of `mensageria_broker_workers`).
+pub fn registered_workers(broker_http: SocketAddr) -> f64 {
+    broker_workers(broker_http, &[])
+}
+
+/// Majordomo workers registered with a broker for `service` (idle + busy).
+pub fn service_workers(broker_http: SocketAddr, service: &str) -> f64 {
+    broker_workers(broker_http, &[("service", service)])
+}
+
+/// The sum of `mensageria_broker_workers` samples whose labels include
+/// `matching` (e.g. `[("service", "echo"), ("state", "busy")]`).
+pub fn broker_workers(broker_http: SocketAddr, matching: &[(&str, &str)]) -> f64 {
+    const FAMILY: &str = "mensageria_broker_workers";
+    observability::families(&metrics_text(broker_http))
+        .get(FAMILY)
+        .map_or(0.0, |f| f.sum(FAMILY, matching))
+}
+
+/// Waits until `broker_http` has at least `min` Majordomo workers registered.
+///
+/// # Panics
+/// After [`START_TIMEOUT`].
+pub fn wait_registered(broker_http: SocketAddr, min: f64) {
+    let mut last = 0.0;
+    poll_until(START_TIMEOUT, || {
+        last = registered_workers(broker_http);
+        (last >= min).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!("{min} Majordomo workers never registered with the broker at {broker_http}; last count {last}")
+    });
+}
+
 impl Stack {
-    /// Starts a broker, a proxy and `servers` servers (default options) and
-    /// waits until every one is ready and every server's sockets have
-    /// completed their handshakes with broker and proxy.
+    /// Starts a broker, a proxy and `servers` servers (default options:
+    /// Majordomo workers on the broker's frontend) and waits until every one
+    /// is ready and every server is registered with the broker and attached
+    /// to the proxy.
     pub fn start(servers: usize) -> Stack {
         Self::start_with(servers, &[], &[])
     }
 
     /// [`Stack::start`] with extra broker and server flags.
     pub fn start_with(servers: usize, broker_extra: &[&str], server_extra: &[&str]) -> Stack {
+        Self::launch(servers, broker_extra, server_extra, false)
+    }
+
+    /// [`Stack::start_with`] with plain REP servers on the broker's backend.
+    pub fn start_rep(servers: usize, broker_extra: &[&str], server_extra: &[&str]) -> Stack {
+        let mut extra = REP_ARGS.to_vec();
+        extra.extend_from_slice(server_extra);
+        Self::launch(servers, broker_extra, &extra, true)
+    }
+
+    fn launch(servers: usize, broker_extra: &[&str], server_extra: &[&str], rep: bool) -> Stack {
         // Start broker and proxy side by side, then the servers side by side.
         let (b, p) = (Broker::spawn(broker_extra, &[]), Proxy::spawn(&[], &[]));
         let (broker, proxy) = (Broker::finish(b), Proxy::finish(p));
+        let endpoint = if rep {
+            &broker.backend
+        } else {
+            &broker.frontend
+        };
         let procs: Vec<Proc> = (0..servers)
-            .map(|_| Server::spawn(&broker.backend, &proxy.xsub, server_extra))
+            .map(|_| Server::spawn(endpoint, &proxy.xsub, server_extra))
             .collect();
         let servers: Vec<Server> = procs.into_iter().map(Server::finish).collect();
         wait_ready(broker.http, START_TIMEOUT);
@@ -1030,66 +1121,59 @@ impl Stack {
             broker,
             proxy,
             servers,
+            rep,
         };
-        let workers: u32 = stack.servers.iter().map(|s| s.workers).sum();
-        stack.wait_attached(0.0, workers, 0.0, stack.servers.len());
+        for s in &stack.servers {
+            s.wait_ready();
+        }
+        stack.wait_attached(&stack.servers.iter().collect::<Vec<_>>(), 0.0, 0.0);
         stack
     }
 
-    fn wait_attached(
-        &self,
-        backend_before: f64,
-        workers: u32,
-        xsub_before: f64,
-        publishers: usize,
-    ) {
-        for s in &self.servers {
-            s.wait_ready();
-        }
+    /// Waits until `servers` have attached to the broker (REP workers: backend
+    /// handshakes; Majordomo: registrations) and to the proxy, counting from
+    /// the given counter values.
+    fn wait_attached(&self, servers: &[&Server], backend_before: f64, xsub_before: f64) {
         let (b, p) = (self.broker.http, self.proxy.http);
+        let rep_workers: u32 = servers.iter().filter(|s| s.rep).map(|s| s.workers).sum();
         wait_until(
             "servers' REP sockets to complete their handshakes with the broker",
             START_TIMEOUT,
             || {
                 (metric_opt(b, BACKEND_HANDSHAKES).unwrap_or(0.0)
-                    >= backend_before + f64::from(workers))
+                    >= backend_before + f64::from(rep_workers))
                 .then_some(())
             },
         );
+        // Registrations are a gauge: every server of the stack counts.
+        let registrations: usize = self.servers.iter().map(Server::registrations).sum();
+        wait_registered(b, registrations as f64);
         wait_until(
             "servers' PUB sockets to complete their handshakes with the proxy",
             START_TIMEOUT,
             || {
-                (metric_opt(p, XSUB_HANDSHAKES).unwrap_or(0.0) >= xsub_before + publishers as f64)
+                (metric_opt(p, XSUB_HANDSHAKES).unwrap_or(0.0)
+                    >= xsub_before + servers.len() as f64)
                     .then_some(())
             },
         );
     }
 
-    /// Starts one more server (`extra` flags), waits until it is ready and
-    /// attached, and returns its index in [`Stack::servers`].
+    /// Starts one more server (`extra` flags; REP when the stack is), waits
+    /// until it is ready and attached, and returns its index in
+    /// [`Stack::servers`].
     pub fn add_server(&mut self, extra: &[&str]) -> usize {
         let backend_before = metric_opt(self.broker.http, BACKEND_HANDSHAKES).unwrap_or(0.0);
         let xsub_before = metric_opt(self.proxy.http, XSUB_HANDSHAKES).unwrap_or(0.0);
-        let server = Server::start(&self.broker.backend, &self.proxy.xsub, extra);
-        let workers = server.workers;
+        let server = if self.rep {
+            Server::start_rep(&self.broker.backend, &self.proxy.xsub, extra)
+        } else {
+            Server::start(&self.broker.frontend, &self.proxy.xsub, extra)
+        };
         server.wait_ready();
         self.servers.push(server);
-        let (b, p) = (self.broker.http, self.proxy.http);
-        wait_until(
-            "the new server's REP sockets to complete their handshakes",
-            START_TIMEOUT,
-            || {
-                (metric_opt(b, BACKEND_HANDSHAKES).unwrap_or(0.0)
-                    >= backend_before + f64::from(workers))
-                .then_some(())
-            },
-        );
-        wait_until(
-            "the new server's PUB socket to complete its handshake",
-            START_TIMEOUT,
-            || (metric_opt(p, XSUB_HANDSHAKES).unwrap_or(0.0) > xsub_before).then_some(()),
-        );
+        let new = self.servers.last().expect("just pushed");
+        self.wait_attached(&[new], backend_before, xsub_before);
         self.servers.len() - 1
     }
 
