@@ -11,6 +11,9 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 
+#[path = "dispatch.rs"]
+mod dispatch;
+
 use crate::{
     load::{self, RpcResult, Window},
     procs::{self, free_port, stop_all, tcp, wait_listening, wait_ready, Proc, Usage},
@@ -41,11 +44,15 @@ pub enum Workload {
     Idle,
     /// Broker RSS with 100k requests in flight.
     Inflight,
+    /// 1 REQ client, lockstep, through Majordomo workers with credit.
+    DispatchLockstep1,
+    /// 4 DEALER clients × 100 outstanding, through Majordomo workers with credit.
+    DispatchPipelined,
 }
 
 impl Workload {
     /// Every workload, in run order.
-    pub const ALL: [Workload; 10] = [
+    pub const ALL: [Workload; 12] = [
         Workload::Lockstep1,
         Workload::Lockstep8,
         Workload::Pipelined,
@@ -56,6 +63,8 @@ impl Workload {
         Workload::TracingSampled,
         Workload::Idle,
         Workload::Inflight,
+        Workload::DispatchLockstep1,
+        Workload::DispatchPipelined,
     ];
 
     /// Short id (as in `--only`).
@@ -71,6 +80,8 @@ impl Workload {
             Workload::TracingSampled => "tracing-sampled",
             Workload::Idle => "idle",
             Workload::Inflight => "inflight",
+            Workload::DispatchLockstep1 => "dispatch-lockstep1",
+            Workload::DispatchPipelined => "dispatch-pipelined",
         }
     }
 
@@ -87,6 +98,8 @@ impl Workload {
             Workload::TracingSampled => "full system, tracing on, 100% sampled",
             Workload::Idle => "idle RSS after start-up",
             Workload::Inflight => "broker with 100k requests in flight",
+            Workload::DispatchLockstep1 => "service dispatch, lockstep, 1 REQ client",
+            Workload::DispatchPipelined => "service dispatch, pipelined, 4 DEALER × 100",
         }
     }
 }
@@ -263,6 +276,8 @@ fn start_servers(
         let http = free_port()?;
         let mut a = service_args(http);
         a.extend(args(&[
+            "--worker-protocol",
+            "rep",
             "--broker-endpoints",
             backend,
             "--proxy-endpoints",
@@ -771,6 +786,7 @@ pub fn run(
         Workload::TracingSampled => full_system(s, Tracing::Sampled, sink),
         Workload::Idle => idle(s),
         Workload::Inflight => inflight(s),
+        Workload::DispatchLockstep1 | Workload::DispatchPipelined => dispatch::run(s, w),
     }
 }
 

@@ -221,7 +221,7 @@ impl Dispatcher {
                 let mut frames = std::mem::take(&mut self.frames);
                 while recv_frames(&self.links[i].socket, zmq::DONTWAIT, &mut frames).is_ok() {
                     self.links[i].heard = Instant::now();
-                    self.from_broker(i, &mut frames, drain_until.is_some());
+                    self.on_broker_message(i, &mut frames, drain_until.is_some());
                 }
                 self.frames = frames;
             }
@@ -299,7 +299,7 @@ impl Dispatcher {
         }
     }
 
-    fn from_broker(&mut self, i: usize, frames: &mut Vec<zmq::Message>, draining: bool) {
+    fn on_broker_message(&mut self, i: usize, frames: &mut Vec<zmq::Message>, draining: bool) {
         let parsed = match mdp::parse_worker(frames) {
             Ok(m) => {
                 let body_len = match m.body {
