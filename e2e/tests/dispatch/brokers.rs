@@ -44,18 +44,7 @@ fn a_server_serves_two_brokers_without_head_of_line_waits_and_survives_losing_on
             || (broker_workers(b1.http, &[("state", "busy")]) == 1.0).then_some(()),
         );
         let quick = plain_req(&ctx, &b2.frontend);
-        for i in 0..20 {
-            let body = format!("quick {i}");
-            assert_eq!(
-                req_roundtrip(&quick, &[body.as_bytes()]),
-                vec![body.into_bytes()]
-            );
-            assert_eq!(
-                slow.poll(zmq::POLLIN, 0).expect("poll"),
-                0,
-                "quick request {i} through broker 2 waited for the slow one on broker 1"
-            );
-        }
+        crate::queue::quick_before_slow(&quick, &slow, 20);
         assert_eq!(
             recv_within(&slow, Duration::from_secs(10)),
             Some(vec![b"done".to_vec()])

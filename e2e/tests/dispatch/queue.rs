@@ -9,6 +9,24 @@ use e2e::{
 };
 use mensageria::header::{Header, RequestHeader, Status};
 
+/// Sends `n` quick lockstep requests on `quick` and checks that each is
+/// answered while the request on `slow` is still unanswered: none of them
+/// waited behind it (ordering alone proves it; no timing threshold).
+pub fn quick_before_slow(quick: &zmq::Socket, slow: &zmq::Socket, n: usize) {
+    for i in 0..n {
+        let body = format!("quick {i}");
+        assert_eq!(
+            req_roundtrip(quick, &[body.as_bytes()]),
+            vec![body.into_bytes()]
+        );
+        assert_eq!(
+            slow.poll(zmq::POLLIN, 0).expect("poll"),
+            0,
+            "the slow reply came before quick request {i} was answered: it waited"
+        );
+    }
+}
+
 /// `mensageria_broker_workers{service="echo",state=…}`.
 fn echo_workers(stack: &Stack, state: &str) -> f64 {
     broker_workers(stack.broker.http, &[("service", "echo"), ("state", state)])
@@ -32,18 +50,7 @@ fn a_slow_request_holds_no_quick_one_back() {
         // 40 quick lockstep requests: each is answered while the slow one
         // still runs (its reply has not arrived), so none waited behind it.
         let quick = plain_req(&ctx, stack.frontend());
-        for i in 0..40 {
-            let body = format!("quick {i}");
-            assert_eq!(
-                req_roundtrip(&quick, &[body.as_bytes()]),
-                vec![body.into_bytes()]
-            );
-            assert_eq!(
-                slow.poll(zmq::POLLIN, 0).expect("poll"),
-                0,
-                "the slow reply came before quick request {i} was answered: it waited"
-            );
-        }
+        quick_before_slow(&quick, &slow, 40);
         let reply = recv_within(&slow, Duration::from_secs(10)).expect("the slow reply");
         assert_eq!(reply, vec![b"done".to_vec()]);
 
