@@ -707,14 +707,44 @@ pub fn metrics_text(addr: SocketAddr) -> String {
     }
 }
 
-/// The value of the series `series` (name and labels exactly as exposed,
-/// e.g. `mensageria_server_requests_total{status="ok"}`) in exposition text.
+/// The value of `series` in exposition text: a metric name with optional
+/// labels, e.g. `mensageria_server_requests_total{status="ok"}`. Samples of
+/// that name whose labels include every pair given are summed, so a query
+/// keeps meaning the same when a family gains a label (the broker's
+/// `service`); `None` if no sample matches.
 pub fn parse_metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+    let (name, wanted) = split_series(series);
+    let mut sum = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((head, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (sample, labels) = split_series(head);
+        if sample != name || !wanted.iter().all(|w| labels.contains(w)) {
+            continue;
+        }
+        if let Ok(v) = value.parse::<f64>() {
+            *sum.get_or_insert(0.0) += v;
+        }
+    }
+    sum
+}
+
+/// `name{k="v",…}` → (name, [(k, v)…]). Label values here never contain
+/// `",` (names, statuses, numbers).
+fn split_series(series: &str) -> (&str, Vec<(&str, &str)>) {
+    let Some((name, rest)) = series.split_once('{') else {
+        return (series.trim(), Vec::new());
+    };
+    let body = rest.trim_end().trim_end_matches('}');
+    let labels = body
+        .split("\",")
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            Some((k.trim(), v.trim_matches('"')))
+        })
+        .collect();
+    (name, labels)
 }
 
 /// The value of one series on `addr`, if exposed.
@@ -1126,14 +1156,20 @@ impl Stack {
         for s in &stack.servers {
             s.wait_ready();
         }
-        stack.wait_attached(&stack.servers.iter().collect::<Vec<_>>(), 0.0, 0.0);
+        stack.wait_attached(&stack.servers.iter().collect::<Vec<_>>(), 0.0, 0.0, 0.0);
         stack
     }
 
     /// Waits until `servers` have attached to the broker (REP workers: backend
     /// handshakes; Majordomo: registrations) and to the proxy, counting from
-    /// the given counter values.
-    fn wait_attached(&self, servers: &[&Server], backend_before: f64, xsub_before: f64) {
+    /// the given counter and gauge values.
+    fn wait_attached(
+        &self,
+        servers: &[&Server],
+        backend_before: f64,
+        registered_before: f64,
+        xsub_before: f64,
+    ) {
         let (b, p) = (self.broker.http, self.proxy.http);
         let rep_workers: u32 = servers.iter().filter(|s| s.rep).map(|s| s.workers).sum();
         wait_until(
@@ -1145,9 +1181,8 @@ impl Stack {
                 .then_some(())
             },
         );
-        // Registrations are a gauge: every server of the stack counts.
-        let registrations: usize = self.servers.iter().map(Server::registrations).sum();
-        wait_registered(b, registrations as f64);
+        let registrations: usize = servers.iter().map(|s| s.registrations()).sum();
+        wait_registered(b, registered_before + registrations as f64);
         wait_until(
             "servers' PUB sockets to complete their handshakes with the proxy",
             START_TIMEOUT,
@@ -1165,6 +1200,7 @@ impl Stack {
     pub fn add_server(&mut self, extra: &[&str]) -> usize {
         let backend_before = metric_opt(self.broker.http, BACKEND_HANDSHAKES).unwrap_or(0.0);
         let xsub_before = metric_opt(self.proxy.http, XSUB_HANDSHAKES).unwrap_or(0.0);
+        let registered_before = registered_workers(self.broker.http);
         let server = if self.rep {
             Server::start_rep(&self.broker.backend, &self.proxy.xsub, extra)
         } else {
@@ -1173,7 +1209,7 @@ impl Stack {
         server.wait_ready();
         self.servers.push(server);
         let new = self.servers.last().expect("just pushed");
-        self.wait_attached(&[new], backend_before, xsub_before);
+        self.wait_attached(&[new], backend_before, registered_before, xsub_before);
         self.servers.len() - 1
     }
 
@@ -1375,3 +1411,37 @@ pub fn decode_event(frames: &[Vec<u8>]) -> PlainEvent {
 }
 pub mod faults;
 pub mod observability;
+
+#[cfg(test)]
+mod tests {
+    use super::parse_metric;
+
+    #[test]
+    fn series_queries_sum_the_samples_whose_labels_include_the_given_ones() {
+        let text = "# TYPE x counter\n\
+            mensageria_broker_replies_total{service=\"echo\",status=\"ok\"} 3\n\
+            mensageria_broker_replies_total{service=\"work\",status=\"ok\"} 4\n\
+            mensageria_broker_replies_total{service=\"echo\",status=\"timeout\"} 1\n\
+            mensageria_broker_replies_total_extra 100\n\
+            mensageria_server_requests_total{status=\"ok\"} 2\n";
+        let q = |s: &str| parse_metric(text, s);
+        assert_eq!(
+            q(r#"mensageria_broker_replies_total{status="ok"}"#),
+            Some(7.0)
+        );
+        assert_eq!(
+            q(r#"mensageria_broker_replies_total{status="ok",service="echo"}"#),
+            Some(3.0)
+        );
+        assert_eq!(q("mensageria_broker_replies_total"), Some(8.0));
+        assert_eq!(
+            q(r#"mensageria_server_requests_total{status="ok"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            q(r#"mensageria_server_requests_total{status="error"}"#),
+            None
+        );
+        assert_eq!(q("mensageria_nothing"), None);
+    }
+}
