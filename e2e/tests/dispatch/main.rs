@@ -8,6 +8,7 @@
 //! `cargo nextest run -p e2e --test dispatch`. Every test body runs under a
 //! watchdog ([`e2e::with_timeout`]).
 
+mod bad_workers;
 mod brokers;
 mod compat;
 mod majordomo;
