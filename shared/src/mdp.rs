@@ -382,6 +382,9 @@ impl WorkerOptions {
 }
 
 /// What follows the command frame.
+// READY carries its service name inline like everywhere else (see
+// `ServiceName`); a parsed message lives on the stack only briefly.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum WorkerBody<'a, F> {
     /// HEARTBEAT, DISCONNECT.
@@ -497,11 +500,11 @@ pub fn parse_worker<F: Deref<Target = [u8]>>(
 /// `["MDPW02", cmd]` for 0.2 (with a leading `""` if `leading_empty`).
 /// Chain the command's own frames after it. Yields nothing after the
 /// protocol frame if `cmd` does not exist in `v` (see [`WorkerCommand::byte`]).
-pub fn worker_prefix(
+pub fn worker_prefix<'a>(
     v: Version,
     cmd: WorkerCommand,
     leading_empty: bool,
-) -> impl Iterator<Item = &'static [u8]> {
+) -> impl Iterator<Item = &'a [u8]> + Clone {
     let empty = (v == Version::V1 || leading_empty).then_some(&b""[..]);
     empty
         .into_iter()

@@ -22,7 +22,11 @@ async fn start() -> (SocketAddr, CancellationToken) {
     let cancel = CancellationToken::new();
     let server = serve(
         "127.0.0.1:0".parse().unwrap(),
-        OpsState { health, registry },
+        OpsState {
+            health,
+            registry,
+            routes: Vec::new(),
+        },
         cancel.clone(),
     )
     .await
