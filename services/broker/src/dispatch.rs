@@ -138,17 +138,17 @@ impl Router {
         {
             return Sent::WorkerGone;
         }
+        let bytes = w.identity.len() + 8 + body.iter().map(|f| f.len()).sum::<usize>();
         let corr_bytes = corr.to_le_bytes();
         let head =
             mensageria::mdp::worker_prefix(w.version, WorkerCommand::Request, w.leading_empty)
                 .map(zmq::Message::from)
                 .chain([zmq::Message::from(&corr_bytes[..]), zmq::Message::new()]);
         let frames = head.chain(body.drain(..));
-        let bytes = w.identity.len() + 8;
         if let Err(e) = send_frames(&self.frontend, frames, zmq::DONTWAIT) {
-            // The identity frame was accepted, so the peer exists; a failure
-            // now is libzmq refusing the rest, which it does not do for a
-            // message already started. Count and let the deadline answer.
+            // libzmq queues a multipart message atomically once its first
+            // frame is accepted, so only a terminating context gets here; the
+            // request's deadline answers the client then.
             debug!(error.message = %e, "Sending a request to a worker failed midway.");
         }
         self.metrics.frontend_out.count(bytes);

@@ -53,6 +53,11 @@ impl Router {
             }
         };
         let (version, empty, command) = (msg.version, msg.leading_empty, msg.command);
+        let peer = Peer {
+            identity: &frames[0],
+            version,
+            leading_empty: empty,
+        };
         let Some(key) = key else {
             return match msg.body {
                 WorkerBody::Ready { service, options } => {
@@ -66,11 +71,6 @@ impl Router {
                     // restart): DISCONNECT makes it reconnect and register again.
                     self.metrics.drop(DropReason::UnknownWorker);
                     debug!(worker = %hex(&frames[0]), command = command.name(), "Command from an unregistered worker; sent DISCONNECT.");
-                    let peer = Peer {
-                        identity: &frames[0],
-                        version,
-                        leading_empty: empty,
-                    };
                     self.send_raw(&peer, WorkerCommand::Disconnect);
                 }
             };
@@ -102,17 +102,7 @@ impl Router {
                     .is_some_and(|c| self.workers.get(key).is_some_and(|w| w.held.contains(&c)));
                 let Some(corr) = corr.filter(|_| holds) else {
                     let why = format!("{} for a request this worker does not hold", c.name());
-                    return self.refuse(
-                        &Peer {
-                            identity: &frames[0],
-                            version,
-                            leading_empty: empty,
-                        },
-                        Some(key),
-                        DropReason::WorkerProtocol,
-                        &why,
-                        now,
-                    );
+                    return self.refuse(&peer, Some(key), DropReason::WorkerProtocol, &why, now);
                 };
                 let body_at = frames.len() - body.len();
                 match c {
@@ -123,17 +113,7 @@ impl Router {
             }
             (c, _) => {
                 let why = format!("unexpected {} from a registered worker", c.name());
-                self.refuse(
-                    &Peer {
-                        identity: &frames[0],
-                        version,
-                        leading_empty: empty,
-                    },
-                    Some(key),
-                    DropReason::WorkerProtocol,
-                    &why,
-                    now,
-                );
+                self.refuse(&peer, Some(key), DropReason::WorkerProtocol, &why, now);
             }
         }
     }
