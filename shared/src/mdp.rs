@@ -690,6 +690,22 @@ mod tests {
 
     proptest::proptest! {
         #[test]
+        fn parsing_worker_shaped_frames_never_panics(v2 in proptest::prelude::any::<bool>(), empty in proptest::prelude::any::<bool>(), cmd in 0u8..20, rest in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12), 0..5)) {
+            // The protocol and command frames right, the rest random: the
+            // parser must still only ever answer Ok or Err.
+            let mut m: Vec<Vec<u8>> = Vec::new();
+            if empty || !v2 {
+                m.push(Vec::new());
+            }
+            m.push(if v2 { MDPW02.to_vec() } else { MDPW01.to_vec() });
+            m.push(vec![cmd]);
+            m.extend(rest);
+            if let Ok(p) = parse_worker(&m) {
+                proptest::prop_assert_eq!(p.command.byte(p.version), Some(cmd));
+            }
+        }
+
+        #[test]
         fn parsing_random_frames_never_panics(m in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8), 0..7)) {
             let _ = parse_worker(&m);
         }

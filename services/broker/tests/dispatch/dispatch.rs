@@ -202,3 +202,84 @@ async fn requeue_hands_a_request_to_another_worker_and_credit_reopens_the_first(
     assert_eq!(got, vec![b"by a".to_vec(), b"by b".to_vec()]);
     f.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_wait_out_the_grace_for_a_returning_worker_then_get_unavailable() {
+    let f = start(|c| c.no_worker_grace = Duration::from_secs(2)).await;
+    let first = RfcWorker::new(&f, true, "flaky", None);
+    f.wait_workers("flaky", 1.0);
+    first.send(6, &[]);
+    f.wait_workers("flaky", 0.0);
+    // Within the grace: the request waits, and a worker coming back gets it.
+    let c = f.socket(zmq::DEALER);
+    c.send_multipart([&b"MDPC02"[..], &[1], b"flaky", b"wait"], 0)
+        .unwrap();
+    f.expect_metric("mensageria_broker_queue_depth{service=\"flaky\"}", 1.0);
+    let back = RfcWorker::new(&f, false, "flaky", None);
+    let (addr, body) = back.request();
+    assert_eq!(body, vec![b"wait".to_vec()]);
+    back.reply(&addr, &[b"served"]);
+    assert_eq!(c.recv_multipart(0).unwrap()[3], b"served");
+    // The worker leaves again and none comes back: after the grace the
+    // waiting request is answered `unavailable`.
+    back.send(5, &[]);
+    f.wait_workers("flaky", 0.0);
+    c.send_multipart([&b"MDPC02"[..], &[1], b"flaky", b"in vain"], 0)
+        .unwrap();
+    let r = c.recv_multipart(0).unwrap();
+    assert!(r[3].starts_with(b"ERR unavailable "), "{r:?}");
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_replies_reach_0_2_clients_and_are_counted_for_others() {
+    let f = start(|_| {}).await;
+    let w = RfcWorker::new(&f, true, "stream", None);
+    f.wait_workers("stream", 1.0);
+    // An MDP/0.2 client gets PARTIAL then FINAL (RFC 18).
+    let dealer = f.socket(zmq::DEALER);
+    dealer
+        .send_multipart([&b"MDPC02"[..], &[1], b"stream", b"go"], 0)
+        .unwrap();
+    let (addr, _) = w.request();
+    w.send(3, &[&addr, b"", b"part"]);
+    w.reply(&addr, &[b"end"]);
+    let partial = dealer.recv_multipart(0).unwrap();
+    assert_eq!(
+        partial,
+        vec![
+            b"MDPC02".to_vec(),
+            vec![2],
+            b"stream".to_vec(),
+            b"part".to_vec()
+        ]
+    );
+    assert_eq!(call_v2_reply(&dealer), vec![b"end".to_vec()]);
+    // A REQ client takes one reply: the PARTIAL is dropped and counted.
+    let req = f.socket(zmq::REQ);
+    req.send_multipart([&b"MDPC01"[..], b"stream", b"go"], 0)
+        .unwrap();
+    let (addr, _) = w.request();
+    w.send(3, &[&addr, b"", b"part"]);
+    w.reply(&addr, &[b"end"]);
+    let r = req.recv_multipart(0).unwrap();
+    assert_eq!(
+        r,
+        vec![b"MDPC01".to_vec(), b"stream".to_vec(), b"end".to_vec()]
+    );
+    f.expect_metric(
+        "mensageria_broker_dropped_total{reason=\"partial_unsupported\"}",
+        1.0,
+    );
+    f.stop().await;
+}
+
+/// The body of the next FINAL on a 0.2 client socket.
+fn call_v2_reply(s: &zmq::Socket) -> Vec<Vec<u8>> {
+    let mut r = s.recv_multipart(0).unwrap();
+    assert_eq!(
+        r.drain(..3).collect::<Vec<_>>(),
+        vec![b"MDPC02".to_vec(), vec![3], b"stream".to_vec()]
+    );
+    r
+}
