@@ -132,7 +132,7 @@ impl Router {
             Some((Status::Unavailable, "broker is shutting down"))
         } else if self.inflight.len() >= self.settings.max_inflight {
             Some((Status::Overloaded, "too many requests in flight"))
-        } else if workers > 0 && waiting >= self.settings.max_queue {
+        } else if waiting >= self.settings.max_queue {
             Some((Status::Overloaded, "the service's queue is full"))
         } else {
             None
