@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use mensageria::{header::set_request_budget, mdp::WorkerCommand, socket::send_frames, Status};
 use tracing::debug;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::{
     client::ClientKind,
@@ -158,7 +159,9 @@ impl Router {
         p.state = State::Dispatched;
         let waited = now.saturating_duration_since(since);
         if !p.span.is_disabled() {
-            debug!(parent: &p.span, queued_us = waited.as_micros() as u64, "Dispatched to a worker.");
+            // The time queued, on the broker's span (it is exported with it).
+            let us = i64::try_from(waited.as_micros()).unwrap_or(i64::MAX);
+            p.span.set_attribute("mensageria.queue_wait_us", us);
         }
         let s = self.services.get_mut(service);
         s.metrics.queue_wait.observe(waited);

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use mensageria::{header::Header, mdp::ServiceName, otel, Status};
 use tracing::debug;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::{
     client::{self, ClientKind, Inbound, Layout, Shape},
@@ -67,8 +68,10 @@ impl Router {
                     named = h.service;
                     // Parent-based: only a sampled request costs span work.
                     if otel::should_trace(h.trace.as_ref()) {
-                        let dest = h.service.as_ref().map_or("requests", ServiceName::as_str);
-                        span = otel::child_span("server", "route", dest, h.trace.as_ref());
+                        span = otel::child_span("server", "route", "requests", h.trace.as_ref());
+                        if let Some(service) = &h.service {
+                            span.set_attribute("mensageria.service", service.as_str().to_owned());
+                        }
                         h.trace = otel::trace_context(&span).or(h.trace);
                         frames[body_at] = Header::Request(h).encode().into();
                     }

@@ -3,7 +3,8 @@
 //! both; nothing else touches the routing state.
 //!
 //! - [`crate::requests`]: a client request is answered, queued for its
-//!   service, handed to a ready worker, or sent to the REP backend;
+//!   service, handed to a ready worker ([`crate::dispatch`]), or sent to the
+//!   REP backend ([`crate::rep`]); answers go out through [`crate::replies`];
 //! - [`crate::worker_commands`]: READY, replies, REQUEUE, CREDIT,
 //!   HEARTBEAT, DISCONNECT from workers, and refusal of bad input;
 //! - here: the poll loop, deadlines, the periodic tick (heartbeats, lost
