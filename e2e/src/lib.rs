@@ -8,7 +8,10 @@
 //!   threads; waits with deadlines, signals, and SIGKILL + reap on drop.
 //! - [`Broker`], [`Proxy`], [`Server`], [`Stack`]: services started on
 //!   ephemeral ports (read back from their JSON logs) and waited for until
-//!   ready.
+//!   ready; servers are Majordomo workers on the broker's frontend unless a
+//!   test asks for plain REP ones ([`Stack::start_rep`], [`REP_ARGS`]).
+//! - [`registered_workers`], [`service_workers`], [`broker_workers`],
+//!   [`wait_registered`]: the broker's view of its Majordomo workers.
 //! - [`metric`], [`http_get`], [`wait_until`]: observing services.
 //! - [`run_client`], [`BenchSummary`]: one-shot client subcommands.
 //! - [`with_timeout`]: the watchdog every test body runs under.
