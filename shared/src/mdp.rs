@@ -208,6 +208,14 @@ fn check_name(bytes: &[u8], max: usize, extra_forbidden: &[u8]) -> Result<(), Na
     }
 }
 
+/// Checks a service name without copying it (see [`ServiceName`]).
+///
+/// # Errors
+/// [`NameError`] if empty, too long or with a byte outside 0x21..=0x7E.
+pub fn check_service_name(name: &[u8]) -> Result<(), NameError> {
+    check_name(name, MAX_SERVICE_NAME, &[])
+}
+
 /// A valid service name, stored inline (no allocation): 1 to
 /// [`MAX_SERVICE_NAME`] bytes of printable ASCII without spaces.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -222,7 +230,7 @@ impl ServiceName {
     /// # Errors
     /// [`NameError`] if empty, too long or with a byte outside 0x21..=0x7E.
     pub fn new(name: &[u8]) -> Result<Self, NameError> {
-        check_name(name, MAX_SERVICE_NAME, &[])?;
+        check_service_name(name)?;
         let mut bytes = [0; MAX_SERVICE_NAME];
         bytes[..name.len()].copy_from_slice(name);
         Ok(ServiceName {

@@ -101,7 +101,10 @@ impl Router {
             (None, Some(n)) => n.as_bytes(),
             (None, None) => self.settings.default_service.as_bytes(),
         };
-        if let Err(e) = ServiceName::new(name) {
+        // A name from a Majordomo frame is checked here; one from our header
+        // was checked when the header decoded, the default at start-up.
+        let checked = service_at.map_or(Ok(()), |_| mensageria::mdp::check_service_name(name));
+        if let Err(e) = checked {
             let why = format!("invalid service name: {e}");
             return self.error_now(
                 route,
