@@ -54,7 +54,7 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_services: u32,
     /// Interval of Majordomo heartbeats to workers.
-    #[arg(long, env = "WORKER_HEARTBEAT_IVL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "WORKER_HEARTBEAT_IVL", default_value = "1s", value_parser = parse_positive_duration)]
     pub worker_heartbeat_ivl: Duration,
     /// Heartbeat intervals without a word from a worker before it is lost.
     #[arg(long, env = "WORKER_LIVENESS", default_value_t = 3,
@@ -64,6 +64,14 @@ pub struct Config {
     /// one to come back before they get `unavailable` (0 = at once).
     #[arg(long, env = "NO_WORKER_GRACE", default_value = "0s", value_parser = parse_duration)]
     pub no_worker_grace: Duration,
+}
+
+/// A duration above zero (a zero heartbeat interval would lose every worker).
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than 0".into()),
+        d => Ok(d),
+    }
 }
 
 impl ServiceConfig for Config {
@@ -119,6 +127,7 @@ mod tests {
             ("--default-service", "has space"),
             ("--max-queue", "0"),
             ("--worker-liveness", "0"),
+            ("--worker-heartbeat-ivl", "0s"),
         ] {
             let err = Cli::try_parse_from(["broker", flag, value]).unwrap_err();
             assert!(err.to_string().contains(flag), "{flag}: {err}");
