@@ -61,8 +61,7 @@ impl Router {
         let Some(key) = key else {
             return match msg.body {
                 WorkerBody::Ready { service, options } => {
-                    let identity = frames[0].to_vec();
-                    self.register(identity, version, empty, service, options, now)
+                    self.register(&peer, service, options, now)
                 }
                 // RFC 18: a worker may send DISCONNECT at any time, even before READY.
                 _ if command == WorkerCommand::Disconnect => {}
@@ -120,55 +119,31 @@ impl Router {
 
     fn register(
         &mut self,
-        identity: Vec<u8>,
-        version: Version,
-        leading_empty: bool,
+        peer: &Peer<'_>,
         service: mdp::ServiceName,
         options: WorkerOptions,
         now: Instant,
     ) {
-        if service.is_mmi() {
+        let added = if service.is_mmi() {
             let why = "the mmi. namespace belongs to the broker (RFC 8)";
-            return self.refuse(
-                &Peer {
-                    identity: &identity,
-                    version,
-                    leading_empty,
-                },
-                None,
-                DropReason::WorkerProtocol,
-                why,
-                now,
-            );
-        }
-        let labels = &mut self.metrics.services;
-        let id = match self
-            .services
-            .find_or_add(service, || labels.get(service.as_str()), now)
-        {
+            Err((DropReason::WorkerProtocol, why.to_owned()))
+        } else {
+            let labels = &mut self.metrics.services;
+            self.services
+                .find_or_add(service, || labels.get(service.as_str()), now)
+                .map_err(|e| (DropReason::TooManyServices, e.to_string()))
+        };
+        let id = match added {
             Ok(id) => id,
-            Err(e) => {
-                let why = e.to_string();
-                return self.refuse(
-                    &Peer {
-                        identity: &identity,
-                        version,
-                        leading_empty,
-                    },
-                    None,
-                    DropReason::TooManyServices,
-                    &why,
-                    now,
-                );
-            }
+            Err((reason, why)) => return self.refuse(peer, None, reason, &why, now),
         };
         let credit = options.credit.unwrap_or(1);
-        info!(worker = %hex(&identity), %service, credit, instance = options.instance.as_deref().unwrap_or(""), "Worker registered.");
+        info!(worker = %hex(peer.identity), %service, credit, instance = options.instance.as_deref().unwrap_or(""), "Worker registered.");
         let key = self.workers.insert(Worker {
-            identity: identity.into(),
+            identity: peer.identity.into(),
             service: id,
-            version,
-            leading_empty,
+            version: peer.version,
+            leading_empty: peer.leading_empty,
             credit,
             held: Vec::with_capacity(credit as usize),
             full: false,
