@@ -410,6 +410,7 @@ pub fn rows(workloads: &[WorkloadReport]) -> Vec<Row> {
                         rep,
                         target,
                     );
+                    b.add("p50_us", "p50 latency", "µs", None);
                 } else {
                     let bare = median_of(Workload::Lockstep1).and_then(|s| s.reference.as_ref());
                     b.add("rps", "round trips/s", "/s", None);
