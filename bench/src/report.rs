@@ -423,6 +423,39 @@ pub fn rows(workloads: &[WorkloadReport]) -> Vec<Row> {
                     b.add(k, name, "MiB", Some(Target::AtMost(15.0)));
                 }
             }
+            Workload::DispatchLockstep1 | Workload::DispatchPipelined => {
+                // Compared with the same run's REP path (pipelined) and
+                // bare-libzmq reference (lockstep1), like the tracing rows.
+                let get =
+                    |side: Option<&Side>, k: &str| side.and_then(|s| s.metrics.get(k).copied());
+                let ours = |k: &str| get(Some(&sample.ours), k);
+                if w == Workload::DispatchPipelined {
+                    let rep = get(median_of(Workload::Pipelined).map(|s| &s.ours), "rps");
+                    let target = Some(Target::RatioAtLeast(0.90));
+                    b.push(
+                        "requests/s (ref = REP path)",
+                        "/s",
+                        ours("rps"),
+                        rep,
+                        target,
+                    );
+                    b.add("p50_us", "p50 latency", "µs", None);
+                } else {
+                    let bare = median_of(Workload::Lockstep1).and_then(|s| s.reference.as_ref());
+                    b.add("rps", "round trips/s", "/s", None);
+                    let target = Some(Target::RatioAtMost(1.10));
+                    let p50 = get(bare, "p50_us");
+                    b.push(
+                        "p50 latency (ref = bare libzmq)",
+                        "µs",
+                        ours("p50_us"),
+                        p50,
+                        target,
+                    );
+                }
+                b.add("p99_us", "p99 latency", "µs", None);
+                b.add("errors", "errors", "", None);
+            }
             Workload::Inflight => {
                 b.add(
                     "rss_mb",

@@ -11,6 +11,9 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 
+#[path = "dispatch.rs"]
+mod dispatch;
+
 use crate::{
     load::{self, RpcResult, Window},
     procs::{self, free_port, stop_all, tcp, wait_listening, wait_ready, Proc, Usage},
@@ -42,6 +45,10 @@ pub enum Workload {
     Idle,
     /// Broker RSS with 100k requests in flight.
     Inflight,
+    /// 1 REQ client, lockstep, through Majordomo workers with credit.
+    DispatchLockstep1,
+    /// 4 DEALER clients × 100 outstanding, through Majordomo workers with credit.
+    DispatchPipelined,
 }
 
 /// Why the NATS rows are missing, with the command that brings them.
@@ -81,6 +88,8 @@ impl Workload {
             Workload::TracingSampled,
             Workload::Idle,
             Workload::Inflight,
+            Workload::DispatchLockstep1,
+            Workload::DispatchPipelined,
         ]);
         v
     }
@@ -98,6 +107,8 @@ impl Workload {
             Workload::TracingSampled => "tracing-sampled".into(),
             Workload::Idle => "idle".into(),
             Workload::Inflight => "inflight".into(),
+            Workload::DispatchLockstep1 => "dispatch-lockstep1".into(),
+            Workload::DispatchPipelined => "dispatch-pipelined".into(),
         }
     }
 
@@ -114,6 +125,8 @@ impl Workload {
             Workload::TracingSampled => "full system, tracing on, 100% sampled".into(),
             Workload::Idle => "idle RSS after start-up".into(),
             Workload::Inflight => "broker with 100k requests in flight".into(),
+            Workload::DispatchLockstep1 => "service dispatch, lockstep, 1 REQ client".into(),
+            Workload::DispatchPipelined => "service dispatch, pipelined, 4 DEALER × 100".into(),
         }
     }
 
@@ -292,23 +305,20 @@ fn start_proxy(
     Ok((pr, tcp(x), tcp(p), http))
 }
 
-/// Whether the servers' workers connect to the broker's frontend (Majordomo
-/// workers with credit) rather than its backend (REP workers behind the
-/// ROUTER/DEALER broker). The one place to switch when the broker changes.
-const WORKERS_USE_FRONTEND: bool = false;
-
-/// The broker endpoint the servers connect to (see [`WORKERS_USE_FRONTEND`]).
-fn workers_endpoint<'a>(frontend: &'a str, backend: &'a str) -> &'a str {
-    if WORKERS_USE_FRONTEND {
-        frontend
-    } else {
-        backend
-    }
+/// How the servers' workers reach the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workers {
+    /// REP workers on the broker's backend (round robin): the REP-path rows.
+    Rep,
+    /// Majordomo workers with credit on the broker's frontend: the server's
+    /// default, and what the full-system rows measure.
+    Majordomo,
 }
 
 fn start_servers(
     s: &Settings,
     n: usize,
+    workers: Workers,
     (frontend, backend): (&str, &str),
     xsub: &str,
     envs: &[(String, String)],
@@ -318,9 +328,15 @@ fn start_servers(
     for i in 0..n {
         let http = free_port()?;
         let mut a = service_args(http);
+        let (protocol, endpoint) = match workers {
+            Workers::Rep => ("rep", backend),
+            Workers::Majordomo => ("majordomo", frontend),
+        };
         a.extend(args(&[
+            "--worker-protocol",
+            protocol,
             "--broker-endpoints",
-            workers_endpoint(frontend, backend),
+            endpoint,
             "--proxy-endpoints",
             xsub,
             "--workers",
@@ -344,6 +360,7 @@ fn ours_rpc(s: &Settings) -> anyhow::Result<RpcStack> {
     procs.extend(start_servers(
         s,
         s.servers,
+        Workers::Rep,
         (&frontend, &backend),
         &nowhere,
         &[],
@@ -663,6 +680,7 @@ fn full_ours(
     procs.extend(start_servers(
         s,
         s.full_servers,
+        Workers::Majordomo,
         (&frontend, &backend),
         &xsub,
         &envs,
@@ -860,7 +878,14 @@ fn idle(s: &Settings) -> anyhow::Result<Sample> {
     let (broker, frontend, backend, _) = start_broker(s, &[], &[])?;
     let (proxy, xsub, xpub, _) = start_proxy(s, &[])?;
     let mut ours = vec![broker, proxy];
-    ours.extend(start_servers(s, 1, (&frontend, &backend), &xsub, &[])?);
+    ours.extend(start_servers(
+        s,
+        1,
+        Workers::Majordomo,
+        (&frontend, &backend),
+        &xsub,
+        &[],
+    )?);
     let http = free_port()?;
     // `client run` takes its options after the subcommand.
     let mut a = args(&[
@@ -1017,6 +1042,7 @@ pub fn run(
         }
         Workload::Idle => idle(s),
         Workload::Inflight => inflight(s),
+        Workload::DispatchLockstep1 | Workload::DispatchPipelined => dispatch::run(s, w),
     }
 }
 

@@ -413,7 +413,7 @@ def check_endpoints(where, role, env, docs, by_name):
     if role not in ("server", "client"):
         return
     want_port = {
-        "server": {"BROKER_ENDPOINTS": ("broker", 5556), "PROXY_ENDPOINTS": ("proxy", 5557)},
+        "server": {"BROKER_ENDPOINTS": ("broker", 5555), "PROXY_ENDPOINTS": ("proxy", 5557)},
         "client": {"BROKER_ENDPOINTS": ("broker", 5555), "PROXY_ENDPOINTS": ("proxy", 5558)},
     }[role]
     for var, (target, port) in want_port.items():
@@ -490,7 +490,7 @@ def check_flows(docs, workloads):
                     return True
         return False
 
-    wanted = {("client", "broker", 5555), ("server", "broker", 5556),
+    wanted = {("client", "broker", 5555), ("server", "broker", 5555),
               ("server", "proxy", 5557), ("client", "proxy", 5558)}
     for src in contract.SERVICES:
         for dst in contract.SERVICES:

@@ -9,11 +9,15 @@ COUNTERS = {
     "mensageria_broker_dropped_total",
     "mensageria_broker_messages_total",
     "mensageria_broker_bytes_total",
+    "mensageria_broker_workers_lost_total",
+    "mensageria_broker_expired_in_queue_total",
     "mensageria_proxy_events_in_total",
     "mensageria_proxy_deliveries_total",
     "mensageria_proxy_bytes_total",
     "mensageria_server_requests_total",
     "mensageria_server_events_published_total",
+    "mensageria_server_late_skipped_total",
+    "mensageria_server_requeued_total",
     "mensageria_client_requests_total",
     "mensageria_client_retries_total",
     "mensageria_client_events_received_total",
@@ -26,10 +30,13 @@ GAUGES = {
     "process_open_fds",
     "process_max_fds",
     "mensageria_broker_inflight_requests",
+    "mensageria_broker_queue_depth",
+    "mensageria_broker_workers",
     "mensageria_proxy_subscriptions",
 }
 HISTOGRAMS = {
     "mensageria_broker_request_duration_seconds",
+    "mensageria_broker_queue_wait_seconds",
     "mensageria_server_request_duration_seconds",
     "mensageria_client_request_duration_seconds",
     "mensageria_client_event_lag_seconds",
@@ -47,7 +54,9 @@ def known_series_names():
 
 # Label values with a closed set (design.md §4 and the packaging brief).
 STATUSES = ["ok", "error", "bad_request", "timeout", "unavailable", "overloaded"]
-DROP_REASONS = ["late_reply", "malformed", "client_gone"]
+DROP_REASONS = ["late_reply", "malformed", "client_gone", "worker_protocol", "too_many_services",
+                "partial_unsupported", "unknown_worker"]
+WORKER_STATES = ["idle", "busy"]
 SOCKETS = {
     "broker": ["frontend", "backend"],
     "proxy": ["xsub", "xpub"],
@@ -75,16 +84,18 @@ TRANSPORT_ENV = {
     "ZMQ_MAXMSGSIZE", "ZMQ_RECONNECT_IVL", "ZMQ_RECONNECT_IVL_MAX",
 }
 ROLE_ENV = {
-    "broker": {"FRONTEND_BIND", "BACKEND_BIND", "REQUEST_TIMEOUT", "MAX_INFLIGHT"},
+    "broker": {"FRONTEND_BIND", "BACKEND_BIND", "REQUEST_TIMEOUT", "MAX_INFLIGHT", "DEFAULT_SERVICE",
+               "MAX_QUEUE", "WORKER_HEARTBEAT_IVL", "WORKER_LIVENESS"},
     "proxy": {"XSUB_BIND", "XPUB_BIND"},
-    "server": {"BROKER_ENDPOINTS", "PROXY_ENDPOINTS", "WORKERS"},
+    "server": {"BROKER_ENDPOINTS", "PROXY_ENDPOINTS", "WORKERS", "SERVICES", "CREDIT",
+               "WORKER_HEARTBEAT_IVL", "WORKER_LIVENESS"},
     "client": {"BROKER_ENDPOINTS", "PROXY_ENDPOINTS", "RATE", "CONCURRENCY", "TIMEOUT", "RETRIES", "TOPICS"},
 }
 # Role extras found in `<bin> --help` (not in design.md §2).
 ROLE_ENV_EXTRA = {
-    "broker": set(),
+    "broker": {"MAX_SERVICES", "NO_WORKER_GRACE"},
     "proxy": set(),
-    "server": {"MAX_WORK", "STATUS_INTERVAL"},
+    "server": {"MAX_WORK", "STATUS_INTERVAL", "WORKER_PROTOCOL"},
     "client": {"PAYLOAD", "PLAIN"},
 }
 
@@ -111,9 +122,14 @@ METRIC_LABELS = {
     "process_open_fds": set(),
     "process_max_fds": set(),
     "process_cpu_seconds_total": set(),
-    "mensageria_broker_requests_total": set(),
-    "mensageria_broker_replies_total": {"status"},
-    "mensageria_broker_request_duration_seconds": set(),
+    "mensageria_broker_requests_total": {"service"},
+    "mensageria_broker_replies_total": {"service", "status"},
+    "mensageria_broker_request_duration_seconds": {"service"},
+    "mensageria_broker_queue_depth": {"service"},
+    "mensageria_broker_queue_wait_seconds": {"service"},
+    "mensageria_broker_workers": {"service", "state"},
+    "mensageria_broker_workers_lost_total": {"service"},
+    "mensageria_broker_expired_in_queue_total": {"service"},
     "mensageria_broker_inflight_requests": set(),
     "mensageria_broker_dropped_total": {"reason"},
     "mensageria_broker_messages_total": {"socket", "direction"},
@@ -125,6 +141,8 @@ METRIC_LABELS = {
     "mensageria_server_requests_total": {"status"},
     "mensageria_server_request_duration_seconds": set(),
     "mensageria_server_events_published_total": {"topic"},
+    "mensageria_server_late_skipped_total": set(),
+    "mensageria_server_requeued_total": set(),
     "mensageria_client_requests_total": {"status"},
     "mensageria_client_retries_total": set(),
     "mensageria_client_request_duration_seconds": set(),
@@ -139,6 +157,7 @@ LABEL_VALUES = {
     "reason": set(DROP_REASONS),
     "socket": {s for ss in SOCKETS.values() for s in ss},
     "direction": set(DIRECTIONS),
+    "state": set(WORKER_STATES),
     "service": set(SERVICES),
     "job": set(SERVICES),
 }

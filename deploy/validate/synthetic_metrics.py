@@ -20,6 +20,7 @@ TARGETS = [("broker", "broker:9101"), ("proxy", "proxy:9102"), ("server", "10.0.
 BUCKETS = ["0.001", "0.005", "0.01", "0.05", "0.1", "0.5", "1", "5", "+Inf"]
 CUMULATIVE = [0.05, 0.4, 0.7, 0.9, 0.95, 0.99, 0.995, 1.0, 1.0]
 TOPICS = ["requests", "server"]
+BROKER_SERVICES = ["echo", "billing"]
 
 
 def fmt_labels(labels):
@@ -62,10 +63,18 @@ def main():
         gauge("process_max_fds", base, 65536)
         counter("process_cpu_seconds_total", base, 0.05)
         if role == "broker":
-            counter("mensageria_broker_requests_total", base, 100)
-            for st in contract.STATUSES:
-                counter("mensageria_broker_replies_total", {**base, "status": st}, 95 if st == "ok" else 1)
-            histogram("mensageria_broker_request_duration_seconds", base, 100, 0.004)
+            for svc in BROKER_SERVICES:
+                sb = {**base, "service": svc}
+                counter("mensageria_broker_requests_total", sb, 50)
+                for st in contract.STATUSES:
+                    counter("mensageria_broker_replies_total", {**sb, "status": st}, 47 if st == "ok" else 0.5)
+                histogram("mensageria_broker_request_duration_seconds", sb, 50, 0.004)
+                gauge("mensageria_broker_queue_depth", sb, 3)
+                histogram("mensageria_broker_queue_wait_seconds", sb, 50, 0.001)
+                for state in contract.WORKER_STATES:
+                    gauge("mensageria_broker_workers", {**sb, "state": state}, 2)
+                counter("mensageria_broker_workers_lost_total", sb, 0.01)
+                counter("mensageria_broker_expired_in_queue_total", sb, 0.1)
             gauge("mensageria_broker_inflight_requests", base, 12)
             for r in contract.DROP_REASONS:
                 counter("mensageria_broker_dropped_total", {**base, "reason": r}, 0.1)
@@ -86,6 +95,8 @@ def main():
             histogram("mensageria_server_request_duration_seconds", base, 50, 0.001)
             for tp in TOPICS:
                 counter("mensageria_server_events_published_total", {**base, "topic": tp}, 25)
+            counter("mensageria_server_late_skipped_total", base, 0.05)
+            counter("mensageria_server_requeued_total", base, 0.05)
         elif role == "client":
             for st in contract.STATUSES:
                 counter("mensageria_client_requests_total", {**base, "status": st}, 95 if st == "ok" else 1)

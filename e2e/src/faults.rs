@@ -130,15 +130,7 @@ pub fn start_server_env(
     );
     let proc = crate::spawn_service("server", &args, env);
     let connecting = proc.wait_for_json_log("Server connecting.", START_TIMEOUT);
-    let http = ops_addr_of(&proc);
-    Server {
-        instance: str_field(&connecting, "instance"),
-        workers: connecting["workers"]
-            .as_u64()
-            .expect("`workers` in the log") as u32,
-        http,
-        proc,
-    }
+    Server::from_log(proc, &connecting)
 }
 
 /// What [`start_stack_env`] starts.
@@ -164,7 +156,7 @@ pub fn start_stack_env(spec: StackSpec<'_>) -> Stack {
     let broker = start_broker_env(spec.broker, spec.bind_env);
     let proxy = start_proxy_env(spec.proxy, spec.bind_env);
     let servers: Vec<Server> = (0..spec.servers)
-        .map(|_| start_server_env(&broker.backend, &proxy.xsub, spec.server, spec.server_env))
+        .map(|_| start_server_env(&broker.frontend, &proxy.xsub, spec.server, spec.server_env))
         .collect();
     wait_ready(broker.http, START_TIMEOUT);
     wait_ready(proxy.http, START_TIMEOUT);
@@ -175,21 +167,17 @@ pub fn start_stack_env(spec: StackSpec<'_>) -> Stack {
         broker,
         proxy,
         servers,
+        rep: false,
     };
     wait_attached(&stack);
     stack
 }
 
-/// Waits until the broker has as many backend peers as the servers have
-/// workers and the proxy one XSUB peer per server.
+/// Waits until every server is registered with the broker (one Majordomo
+/// worker per service) and the proxy has one XSUB peer per server.
 pub fn wait_attached(stack: &Stack) {
-    let workers: u32 = stack.servers.iter().map(|s| s.workers).sum();
-    wait_peers(
-        stack.broker.http,
-        "backend",
-        "every server worker attached to the broker",
-        |n| n == f64::from(workers),
-    );
+    let registrations: usize = stack.servers.iter().map(Server::registrations).sum();
+    crate::wait_registered(stack.broker.http, registrations as f64);
     let publishers = stack.servers.len() as f64;
     wait_peers(
         stack.proxy.http,

@@ -8,7 +8,10 @@
 //!   threads; waits with deadlines, signals, and SIGKILL + reap on drop.
 //! - [`Broker`], [`Proxy`], [`Server`], [`Stack`]: services started on
 //!   ephemeral ports (read back from their JSON logs) and waited for until
-//!   ready.
+//!   ready; servers are Majordomo workers on the broker's frontend unless a
+//!   test asks for plain REP ones ([`Stack::start_rep`], [`REP_ARGS`]).
+//! - [`registered_workers`], [`service_workers`], [`broker_workers`],
+//!   [`wait_registered`]: the broker's view of its Majordomo workers.
 //! - [`metric`], [`http_get`], [`wait_until`]: observing services.
 //! - [`run_client`], [`BenchSummary`]: one-shot client subcommands.
 //! - [`with_timeout`]: the watchdog every test body runs under.
@@ -707,14 +710,44 @@ pub fn metrics_text(addr: SocketAddr) -> String {
     }
 }
 
-/// The value of the series `series` (name and labels exactly as exposed,
-/// e.g. `mensageria_server_requests_total{status="ok"}`) in exposition text.
+/// The value of `series` in exposition text: a metric name with optional
+/// labels, e.g. `mensageria_server_requests_total{status="ok"}`. Samples of
+/// that name whose labels include every pair given are summed, so a query
+/// keeps meaning the same when a family gains a label (the broker's
+/// `service`); `None` if no sample matches.
 pub fn parse_metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+    let (name, wanted) = split_series(series);
+    let mut sum = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((head, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (sample, labels) = split_series(head);
+        if sample != name || !wanted.iter().all(|w| labels.contains(w)) {
+            continue;
+        }
+        if let Ok(v) = value.parse::<f64>() {
+            *sum.get_or_insert(0.0) += v;
+        }
+    }
+    sum
+}
+
+/// `name{k="v",…}` → (name, [(k, v)…]). Label values here never contain
+/// `",` (names, statuses, numbers).
+fn split_series(series: &str) -> (&str, Vec<(&str, &str)>) {
+    let Some((name, rest)) = series.split_once('{') else {
+        return (series.trim(), Vec::new());
+    };
+    let body = rest.trim_end().trim_end_matches('}');
+    let labels = body
+        .split("\",")
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            Some((k.trim(), v.trim_matches('"')))
+        })
+        .collect();
+    (name, labels)
 }
 
 /// The value of one series on `addr`, if exposed.
@@ -938,14 +971,26 @@ pub struct Server {
     pub instance: String,
     /// Worker threads.
     pub workers: u32,
+    /// Services it registers (Majordomo), from its start-up log.
+    pub services: Vec<String>,
+    /// Whether its workers are plain REP sockets (`--worker-protocol rep`).
+    pub rep: bool,
 }
 
 impl Server {
-    /// Starts a server connected to `brokers` (backend endpoints) and
-    /// `proxies` (XSUB endpoints); `extra` flags override the defaults
-    /// (2 workers). Does not wait for readiness (see [`Server::wait_ready`]).
+    /// Starts a server connected to `brokers` (frontend endpoints, or backend
+    /// endpoints with `--worker-protocol rep` in `extra`) and `proxies` (XSUB
+    /// endpoints); `extra` flags override the defaults (2 workers). Does not
+    /// wait for readiness (see [`Server::wait_ready`]).
     pub fn start(brokers: &str, proxies: &str, extra: &[&str]) -> Server {
         Self::finish(Self::spawn(brokers, proxies, extra))
+    }
+
+    /// [`Server::start`] as a plain REP server on the brokers' `backends`.
+    pub fn start_rep(backends: &str, proxies: &str, extra: &[&str]) -> Server {
+        let mut args = REP_ARGS.to_vec();
+        args.extend_from_slice(extra);
+        Self::start(backends, proxies, &args)
     }
 
     fn spawn(brokers: &str, proxies: &str, extra: &[&str]) -> Proc {
@@ -965,15 +1010,35 @@ impl Server {
 
     fn finish(proc: Proc) -> Server {
         let connecting = proc.wait_for_json_log("Server connecting.", START_TIMEOUT);
+        Server::from_log(proc, &connecting)
+    }
+
+    /// A started server described by its "Server connecting." log line.
+    pub fn from_log(proc: Proc, connecting: &Value) -> Server {
         let http = ops_addr(&proc);
         let workers = connecting["workers"]
             .as_u64()
             .expect("`workers` in the log") as u32;
         Server {
-            instance: field(&connecting, "instance"),
+            instance: field(connecting, "instance"),
             workers,
+            services: field(connecting, "services")
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
+            rep: field(connecting, "protocol") == "Rep",
             http,
             proc,
+        }
+    }
+
+    /// Broker registrations this server makes per broker: one per service
+    /// (none for REP workers, which the broker sees as backend peers).
+    pub fn registrations(&self) -> usize {
+        if self.rep {
+            0
+        } else {
+            self.services.len()
         }
     }
 
@@ -1000,28 +1065,87 @@ pub struct Stack {
     pub proxy: Proxy,
     /// The servers, in start order.
     pub servers: Vec<Server>,
+    /// Whether the servers are plain REP servers on the broker's backend
+    /// ([`Stack::start_rep`]) rather than Majordomo workers on its frontend.
+    pub rep: bool,
 }
+
+/// Server flags of a plain REP server (the seed's way: round-robin from the
+/// broker's backend, default service only).
+pub const REP_ARGS: [&str; 2] = ["--worker-protocol", "rep"];
 
 const BACKEND_HANDSHAKES: &str =
     r#"mensageria_zmq_socket_events_total{socket="backend",event="handshake_succeeded"}"#;
 const XSUB_HANDSHAKES: &str =
     r#"mensageria_zmq_socket_events_total{socket="xsub",event="handshake_succeeded"}"#;
 
+/// Majordomo workers registered with a broker, over every service and state
+/// (the sum of `mensageria_broker_workers`).
+pub fn registered_workers(broker_http: SocketAddr) -> f64 {
+    broker_workers(broker_http, &[])
+}
+
+/// Majordomo workers registered with a broker for `service` (idle + busy).
+pub fn service_workers(broker_http: SocketAddr, service: &str) -> f64 {
+    broker_workers(broker_http, &[("service", service)])
+}
+
+/// The sum of `mensageria_broker_workers` samples whose labels include
+/// `matching` (e.g. `[("service", "echo"), ("state", "busy")]`).
+pub fn broker_workers(broker_http: SocketAddr, matching: &[(&str, &str)]) -> f64 {
+    const FAMILY: &str = "mensageria_broker_workers";
+    observability::families(&metrics_text(broker_http))
+        .get(FAMILY)
+        .map_or(0.0, |f| f.sum(FAMILY, matching))
+}
+
+/// Waits until `broker_http` has at least `min` Majordomo workers registered.
+///
+/// # Panics
+/// After [`START_TIMEOUT`].
+pub fn wait_registered(broker_http: SocketAddr, min: f64) {
+    let mut last = 0.0;
+    poll_until(START_TIMEOUT, || {
+        last = registered_workers(broker_http);
+        (last >= min).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!("{min} Majordomo workers never registered with the broker at {broker_http}; last count {last}")
+    });
+}
+
 impl Stack {
-    /// Starts a broker, a proxy and `servers` servers (default options) and
-    /// waits until every one is ready and every server's sockets have
-    /// completed their handshakes with broker and proxy.
+    /// Starts a broker, a proxy and `servers` servers (default options:
+    /// Majordomo workers on the broker's frontend) and waits until every one
+    /// is ready and every server is registered with the broker and attached
+    /// to the proxy.
     pub fn start(servers: usize) -> Stack {
         Self::start_with(servers, &[], &[])
     }
 
     /// [`Stack::start`] with extra broker and server flags.
     pub fn start_with(servers: usize, broker_extra: &[&str], server_extra: &[&str]) -> Stack {
+        Self::launch(servers, broker_extra, server_extra, false)
+    }
+
+    /// [`Stack::start_with`] with plain REP servers on the broker's backend.
+    pub fn start_rep(servers: usize, broker_extra: &[&str], server_extra: &[&str]) -> Stack {
+        let mut extra = REP_ARGS.to_vec();
+        extra.extend_from_slice(server_extra);
+        Self::launch(servers, broker_extra, &extra, true)
+    }
+
+    fn launch(servers: usize, broker_extra: &[&str], server_extra: &[&str], rep: bool) -> Stack {
         // Start broker and proxy side by side, then the servers side by side.
         let (b, p) = (Broker::spawn(broker_extra, &[]), Proxy::spawn(&[], &[]));
         let (broker, proxy) = (Broker::finish(b), Proxy::finish(p));
+        let endpoint = if rep {
+            &broker.backend
+        } else {
+            &broker.frontend
+        };
         let procs: Vec<Proc> = (0..servers)
-            .map(|_| Server::spawn(&broker.backend, &proxy.xsub, server_extra))
+            .map(|_| Server::spawn(endpoint, &proxy.xsub, server_extra))
             .collect();
         let servers: Vec<Server> = procs.into_iter().map(Server::finish).collect();
         wait_ready(broker.http, START_TIMEOUT);
@@ -1030,66 +1154,65 @@ impl Stack {
             broker,
             proxy,
             servers,
+            rep,
         };
-        let workers: u32 = stack.servers.iter().map(|s| s.workers).sum();
-        stack.wait_attached(0.0, workers, 0.0, stack.servers.len());
+        for s in &stack.servers {
+            s.wait_ready();
+        }
+        stack.wait_attached(&stack.servers.iter().collect::<Vec<_>>(), 0.0, 0.0, 0.0);
         stack
     }
 
+    /// Waits until `servers` have attached to the broker (REP workers: backend
+    /// handshakes; Majordomo: registrations) and to the proxy, counting from
+    /// the given counter and gauge values.
     fn wait_attached(
         &self,
+        servers: &[&Server],
         backend_before: f64,
-        workers: u32,
+        registered_before: f64,
         xsub_before: f64,
-        publishers: usize,
     ) {
-        for s in &self.servers {
-            s.wait_ready();
-        }
         let (b, p) = (self.broker.http, self.proxy.http);
+        let rep_workers: u32 = servers.iter().filter(|s| s.rep).map(|s| s.workers).sum();
         wait_until(
             "servers' REP sockets to complete their handshakes with the broker",
             START_TIMEOUT,
             || {
                 (metric_opt(b, BACKEND_HANDSHAKES).unwrap_or(0.0)
-                    >= backend_before + f64::from(workers))
+                    >= backend_before + f64::from(rep_workers))
                 .then_some(())
             },
         );
+        let registrations: usize = servers.iter().map(|s| s.registrations()).sum();
+        wait_registered(b, registered_before + registrations as f64);
         wait_until(
             "servers' PUB sockets to complete their handshakes with the proxy",
             START_TIMEOUT,
             || {
-                (metric_opt(p, XSUB_HANDSHAKES).unwrap_or(0.0) >= xsub_before + publishers as f64)
+                (metric_opt(p, XSUB_HANDSHAKES).unwrap_or(0.0)
+                    >= xsub_before + servers.len() as f64)
                     .then_some(())
             },
         );
     }
 
-    /// Starts one more server (`extra` flags), waits until it is ready and
-    /// attached, and returns its index in [`Stack::servers`].
+    /// Starts one more server (`extra` flags; REP when the stack is), waits
+    /// until it is ready and attached, and returns its index in
+    /// [`Stack::servers`].
     pub fn add_server(&mut self, extra: &[&str]) -> usize {
         let backend_before = metric_opt(self.broker.http, BACKEND_HANDSHAKES).unwrap_or(0.0);
         let xsub_before = metric_opt(self.proxy.http, XSUB_HANDSHAKES).unwrap_or(0.0);
-        let server = Server::start(&self.broker.backend, &self.proxy.xsub, extra);
-        let workers = server.workers;
+        let registered_before = registered_workers(self.broker.http);
+        let server = if self.rep {
+            Server::start_rep(&self.broker.backend, &self.proxy.xsub, extra)
+        } else {
+            Server::start(&self.broker.frontend, &self.proxy.xsub, extra)
+        };
         server.wait_ready();
         self.servers.push(server);
-        let (b, p) = (self.broker.http, self.proxy.http);
-        wait_until(
-            "the new server's REP sockets to complete their handshakes",
-            START_TIMEOUT,
-            || {
-                (metric_opt(b, BACKEND_HANDSHAKES).unwrap_or(0.0)
-                    >= backend_before + f64::from(workers))
-                .then_some(())
-            },
-        );
-        wait_until(
-            "the new server's PUB socket to complete its handshake",
-            START_TIMEOUT,
-            || (metric_opt(p, XSUB_HANDSHAKES).unwrap_or(0.0) > xsub_before).then_some(()),
-        );
+        let new = self.servers.last().expect("just pushed");
+        self.wait_attached(&[new], backend_before, registered_before, xsub_before);
         self.servers.len() - 1
     }
 
@@ -1291,3 +1414,37 @@ pub fn decode_event(frames: &[Vec<u8>]) -> PlainEvent {
 }
 pub mod faults;
 pub mod observability;
+
+#[cfg(test)]
+mod tests {
+    use super::parse_metric;
+
+    #[test]
+    fn series_queries_sum_the_samples_whose_labels_include_the_given_ones() {
+        let text = "# TYPE x counter\n\
+            mensageria_broker_replies_total{service=\"echo\",status=\"ok\"} 3\n\
+            mensageria_broker_replies_total{service=\"work\",status=\"ok\"} 4\n\
+            mensageria_broker_replies_total{service=\"echo\",status=\"timeout\"} 1\n\
+            mensageria_broker_replies_total_extra 100\n\
+            mensageria_server_requests_total{status=\"ok\"} 2\n";
+        let q = |s: &str| parse_metric(text, s);
+        assert_eq!(
+            q(r#"mensageria_broker_replies_total{status="ok"}"#),
+            Some(7.0)
+        );
+        assert_eq!(
+            q(r#"mensageria_broker_replies_total{status="ok",service="echo"}"#),
+            Some(3.0)
+        );
+        assert_eq!(q("mensageria_broker_replies_total"), Some(8.0));
+        assert_eq!(
+            q(r#"mensageria_server_requests_total{status="ok"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            q(r#"mensageria_server_requests_total{status="error"}"#),
+            None
+        );
+        assert_eq!(q("mensageria_nothing"), None);
+    }
+}

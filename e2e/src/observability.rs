@@ -185,15 +185,7 @@ pub fn start_server(brokers: &str, proxies: &str, env: &[(&str, &str)], extra: &
     args.extend(extra);
     let proc = Proc::spawn("server", &args, env);
     let connecting = proc.wait_for_json_log("Server connecting.", START_TIMEOUT);
-    let workers = connecting["workers"]
-        .as_u64()
-        .expect("`workers` in the log") as u32;
-    Server {
-        instance: log_str(&connecting, "instance"),
-        http: ops_addr(&proc),
-        workers,
-        proc,
-    }
+    Server::from_log(proc, &connecting)
 }
 
 /// [`Stack::start_with`] with an environment for every service (e.g. OTLP
@@ -203,20 +195,16 @@ pub fn start_stack_env(servers: usize, env: &[(&str, &str)], server_extra: &[&st
     let broker = start_broker(env, &[]);
     let proxy = start_proxy(env);
     let servers: Vec<Server> = (0..servers)
-        .map(|_| start_server(&broker.backend, &proxy.xsub, env, server_extra))
+        .map(|_| start_server(&broker.frontend, &proxy.xsub, env, server_extra))
         .collect();
     wait_ready(broker.http, START_TIMEOUT);
     wait_ready(proxy.http, START_TIMEOUT);
     for s in &servers {
         s.wait_ready();
     }
-    let workers: f64 = servers.iter().map(|s| f64::from(s.workers)).sum();
+    let registrations: usize = servers.iter().map(Server::registrations).sum();
+    crate::wait_registered(broker.http, registrations as f64);
     let publishers = servers.len() as f64;
-    wait_counter(
-        broker.http,
-        r#"mensageria_zmq_socket_events_total{socket="backend",event="handshake_succeeded"}"#,
-        workers,
-    );
     wait_counter(
         proxy.http,
         r#"mensageria_zmq_socket_events_total{socket="xsub",event="handshake_succeeded"}"#,
@@ -226,6 +214,7 @@ pub fn start_stack_env(servers: usize, env: &[(&str, &str)], server_extra: &[&st
         broker,
         proxy,
         servers,
+        rep: false,
     }
 }
 

@@ -14,8 +14,17 @@ use serde::{Deserialize, Serialize};
 
 /// The bytes every header frame starts with.
 pub const MAGIC: [u8; 3] = [0xFF, b'M', b'Q'];
-/// The header format version this build writes and reads.
-pub const VERSION: u8 = 1;
+/// The header format version this build writes and reads (2: requests carry
+/// a service name and a time budget).
+pub const VERSION: u8 = 2;
+/// Where a request header's budget sits in its frame: magic, version, the
+/// one-byte variant tag, then four little-endian bytes (see
+/// [`set_request_budget`]).
+pub const BUDGET_OFFSET: usize = MAGIC.len() + 2;
+/// The budget's wire value meaning "no budget".
+const NO_BUDGET: u32 = u32::MAX;
+
+pub use crate::mdp::ServiceName;
 
 /// Why a frame is not a valid header.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,7 +36,7 @@ pub enum HeaderError {
     #[error("header frame truncated before the version byte")]
     MissingVersion,
     /// The version byte names a format this build cannot read.
-    #[error("unsupported header version {0}")]
+    #[error("header version {0} not supported; this build speaks {VERSION}")]
     UnsupportedVersion(u8),
     /// The body is not a valid encoding (truncated, bad tag, bad UTF-8, …).
     #[error("invalid header body: {0}")]
@@ -171,14 +180,56 @@ impl std::fmt::Display for Status {
 }
 
 /// Header of a request sent by our client.
+///
+/// Field order is part of the wire format: the budget comes first, in fixed
+/// width, so the broker can rewrite it in place ([`set_request_budget`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestHeader {
+    /// Time left to answer, in milliseconds: set by the client from its
+    /// timeout, rewritten by the broker to what is left when it dispatches
+    /// the request. `None` = no budget. Values are capped at `u32::MAX - 1`.
+    #[serde(with = "budget_wire")]
+    pub budget_ms: Option<u32>,
     /// Client-chosen request id, echoed in the reply.
     pub id: u64,
     /// When the client sent it, microseconds since the Unix epoch.
     pub sent_at_us: u64,
     /// Trace context of the sending span, if any.
     pub trace: Option<TraceContext>,
+    /// Service to call; `None` = the broker's default service.
+    pub service: Option<ServiceName>,
+}
+
+/// The budget on the wire: four little-endian bytes, `u32::MAX` = none.
+mod budget_wire {
+    use super::NO_BUDGET;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        v.map_or(NO_BUDGET, |b| b.min(NO_BUDGET - 1))
+            .to_le_bytes()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        let v = u32::from_le_bytes(<[u8; 4]>::deserialize(d)?);
+        Ok((v != NO_BUDGET).then_some(v))
+    }
+}
+
+/// Rewrites the budget of an encoded request header in place (no decoding,
+/// no allocation). Returns `false`, leaving the frame alone, if `frame` is
+/// not a request header of this [`VERSION`].
+pub fn set_request_budget(frame: &mut [u8], budget_ms: Option<u32>) -> bool {
+    let is_request = frame.len() >= BUDGET_OFFSET + 4
+        && frame.starts_with(&MAGIC)
+        && frame[MAGIC.len()] == VERSION
+        && frame[MAGIC.len() + 1] == 0;
+    if is_request {
+        let wire = budget_ms.map_or(NO_BUDGET, |b| b.min(NO_BUDGET - 1));
+        frame[BUDGET_OFFSET..BUDGET_OFFSET + 4].copy_from_slice(&wire.to_le_bytes());
+    }
+    is_request
 }
 
 /// Header of a reply (from our server, or an error reply from the broker).
@@ -206,6 +257,10 @@ pub struct EventHeader {
 }
 
 /// Any header frame.
+// The request variant carries its service name inline (up to 255 bytes) so
+// that decoding allocates nothing on the broker's hot path; boxing it would
+// allocate per request, and a header only lives on the stack briefly.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Header {
     /// A request.
@@ -277,9 +332,18 @@ mod tests {
     fn round_trips_every_kind() {
         let headers = [
             Header::Request(RequestHeader {
+                budget_ms: Some(2500),
                 id: 7,
                 sent_at_us: 1_700_000_000_000_000,
                 trace: Some(ctx()),
+                service: Some("billing.v2".parse().unwrap()),
+            }),
+            Header::Request(RequestHeader {
+                budget_ms: None,
+                id: 8,
+                sent_at_us: 1,
+                trace: None,
+                service: None,
             }),
             Header::Reply(ReplyHeader {
                 id: u64::MAX,
@@ -298,6 +362,61 @@ mod tests {
             assert!(is_header(&frame));
             assert_eq!(Header::decode(&frame), Ok(h));
         }
+    }
+
+    #[test]
+    fn other_versions_are_refused_with_a_clear_message() {
+        let mut frame = Header::Reply(ReplyHeader {
+            id: 1,
+            status: Status::Ok,
+            trace: None,
+        })
+        .encode();
+        for v in [1, 3] {
+            frame[3] = v;
+            let err = Header::decode(&frame).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("header version {v} not supported; this build speaks 2")
+            );
+        }
+    }
+
+    #[test]
+    fn budget_rewrite_leaves_other_frames_alone() {
+        let mut reply = Header::Reply(ReplyHeader {
+            id: 1,
+            status: Status::Ok,
+            trace: None,
+        })
+        .encode();
+        let before = reply.clone();
+        assert!(!set_request_budget(&mut reply, Some(5)));
+        assert_eq!(reply, before);
+        let mut text = b"hello world".to_vec();
+        assert!(!set_request_budget(&mut text, Some(5)));
+        assert_eq!(text, b"hello world");
+        let mut short = MAGIC.to_vec();
+        short.extend_from_slice(&[VERSION, 0, 1]);
+        assert!(!set_request_budget(&mut short, Some(5)));
+    }
+
+    #[test]
+    fn invalid_service_names_do_not_decode() {
+        let mut frame = Header::Request(RequestHeader {
+            budget_ms: None,
+            id: 1,
+            sent_at_us: 2,
+            trace: None,
+            service: Some("ab".parse().unwrap()),
+        })
+        .encode();
+        let at = frame.len() - 2;
+        frame[at] = b' ';
+        assert!(matches!(
+            Header::decode(&frame),
+            Err(HeaderError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -347,9 +466,11 @@ mod tests {
     #[test]
     fn trailing_bytes_are_rejected() {
         let mut frame = Header::Request(RequestHeader {
+            budget_ms: None,
             id: 1,
             sent_at_us: 2,
             trace: None,
+            service: None,
         })
         .encode();
         frame.extend_from_slice(b"xx");
@@ -424,8 +545,17 @@ mod tests {
         #[test]
         fn request_headers_round_trip(id in any::<u64>(), at in any::<u64>(), tid in any::<[u8; 16]>(), sid in any::<[u8; 8]>(), flags in any::<u8>(), traced in any::<bool>()) {
             let trace = traced.then_some(TraceContext { trace_id: tid, span_id: sid, flags });
-            let h = Header::Request(RequestHeader { id, sent_at_us: at, trace });
+            let h = Header::Request(RequestHeader { budget_ms: None, id, sent_at_us: at, trace, service: None });
             prop_assert_eq!(Header::decode(&h.encode()), Ok(h));
+        }
+
+        #[test]
+        fn budget_rewrite_in_place_matches_a_fresh_encoding(id in any::<u64>(), before in proptest::option::of(0u32..u32::MAX), after in proptest::option::of(any::<u32>()), name in "[a-z.]{1,20}") {
+            let h = RequestHeader { budget_ms: before, id, sent_at_us: 5, trace: None, service: Some(name.parse().unwrap()) };
+            let mut frame = Header::Request(h).encode();
+            prop_assert!(set_request_budget(&mut frame, after));
+            let want = RequestHeader { budget_ms: after.map(|b| b.min(u32::MAX - 1)), ..h };
+            prop_assert_eq!(Header::decode(&frame), Ok(Header::Request(want)));
         }
     }
 }

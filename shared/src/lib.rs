@@ -3,6 +3,7 @@
 //! - [`cli`]: the command line and `main` shared by the long-running services.
 //! - [`config`]: shared options (ops address, logging, grace, ZeroMQ transport) and value parsers.
 //! - [`header`]: the versioned header frame of requests, replies and events.
+//! - [`mdp`]: the Majordomo Protocol frames (RFC 7, 18, 8) and our extensions.
 //! - [`socket`], [`monitor`], [`curve`]: configured, monitored, optionally CURVE-secured ZeroMQ sockets.
 //! - [`service`]: socket threads, ops server and the shutdown order, shared by all services.
 //! - [`health`], [`ops`], [`metrics`]: liveness/readiness, the ops HTTP server, Prometheus metrics.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod curve;
 pub mod header;
 pub mod health;
+pub mod mdp;
 pub mod metrics;
 pub mod monitor;
 pub mod ops;

@@ -23,6 +23,10 @@ use crate::metrics::{SocketEventLabels, SocketLabel, SocketMetrics};
 pub(crate) struct Watched {
     pub(crate) pair: zmq::Socket,
     pub(crate) role: &'static str,
+    /// Peers of this socket counted in `mensageria_zmq_peers`: libzmq sends
+    /// no DISCONNECTED for the connections of a socket being closed, so they
+    /// are taken off when its monitor stops.
+    pub(crate) connected: i64,
 }
 
 /// Name of a monitor event, as used in the `event` label.
@@ -129,7 +133,7 @@ pub(crate) fn run_hub(
         let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
         drop(items);
         let mut stopped = Vec::new();
-        for (idx, w) in watched.iter().enumerate().filter(|(i, _)| ready[*i]) {
+        for (idx, w) in watched.iter_mut().enumerate().filter(|(i, _)| ready[*i]) {
             while let Ok(frames) = w.pair.recv_multipart(zmq::DONTWAIT) {
                 let Some((raw, value)) = frames.first().and_then(|f| decode_event(f)) else {
                     continue;
@@ -143,9 +147,20 @@ pub(crate) fn run_hub(
                     .entry(w.role)
                     .or_insert_with(|| LogLimiter::new(REFUSAL_LOG_EVERY));
                 record(&metrics, w.role, event, value, &addr, limiter);
-                if event == SocketEvent::MONITOR_STOPPED {
-                    stopped.push(idx);
-                    break;
+                match event {
+                    SocketEvent::ACCEPTED | SocketEvent::CONNECTED => w.connected += 1,
+                    SocketEvent::DISCONNECTED => w.connected -= 1,
+                    SocketEvent::MONITOR_STOPPED => {
+                        if w.connected > 0 {
+                            metrics
+                                .peers
+                                .get_or_create(&SocketLabel { socket: w.role })
+                                .dec_by(w.connected);
+                        }
+                        stopped.push(idx);
+                        break;
+                    }
+                    _ => {}
                 }
             }
         }

@@ -33,6 +33,10 @@ const MAX_CONNECTIONS: usize = 1024;
 /// The content type of `/metrics` (prometheus-client writes OpenMetrics text).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// An extra read-only JSON route a service adds (e.g. the broker's
+/// `/services`): its path and the function that renders its body.
+pub type JsonRoute = (&'static str, Arc<dyn Fn() -> Arc<str> + Send + Sync>);
+
 /// What the ops server serves.
 #[derive(Clone)]
 pub struct OpsState {
@@ -40,6 +44,8 @@ pub struct OpsState {
     pub health: Health,
     /// The service's registry.
     pub registry: Arc<Registry>,
+    /// Extra JSON routes (GET only).
+    pub routes: Vec<JsonRoute>,
 }
 
 /// A running ops server.
@@ -107,13 +113,20 @@ pub async fn serve(
 
 fn route(state: &OpsState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+    let extra = state.routes.iter().find(|(p, _)| *p == path);
+    if extra.is_none() && !matches!(path, "/healthz" | "/readyz" | "/metrics") {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         r.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    if let Some((_, render)) = extra {
+        let mut r = Response::new(Full::new(Bytes::from(format!("{}\n", render()))));
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return r;
     }
     match path {

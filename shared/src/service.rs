@@ -44,6 +44,7 @@ pub struct Service {
     threads: Vec<(String, oneshot::Receiver<anyhow::Result<()>>)>,
     ops_cancel: CancellationToken,
     ops: Option<ops::OpsServer>,
+    routes: Vec<ops::JsonRoute>,
 }
 
 impl std::fmt::Debug for Service {
@@ -105,6 +106,7 @@ impl Service {
             threads: Vec::new(),
             ops_cancel: CancellationToken::new(),
             ops: None,
+            routes: Vec::new(),
         })
     }
 
@@ -160,6 +162,12 @@ impl Service {
             .map_err(|_| anyhow!("thread {name} ended during start-up"))?
     }
 
+    /// Adds a read-only JSON route to the ops server (call before
+    /// [`Service::serve_ops`]).
+    pub fn add_json_route(&mut self, route: ops::JsonRoute) {
+        self.routes.push(route);
+    }
+
     /// Starts the ops HTTP server on `addr` and returns the bound address.
     ///
     /// # Errors
@@ -174,6 +182,7 @@ impl Service {
             OpsState {
                 health: self.health.clone(),
                 registry: Arc::new(registry),
+                routes: std::mem::take(&mut self.routes),
             },
             self.ops_cancel.clone(),
         )

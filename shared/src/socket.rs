@@ -223,7 +223,11 @@ impl SocketFactory {
             .map_err(ctx_err("connect monitor socket"))?;
         // The hub only goes away after cancellation; a send failure then just
         // means this socket's events go unread, and its PAIR is dropped here.
-        let _ = self.hub.send(Watched { pair, role });
+        let _ = self.hub.send(Watched {
+            pair,
+            role,
+            connected: 0,
+        });
         Ok(())
     }
 

@@ -16,13 +16,21 @@ use mensageria::{
 use tokio_util::sync::CancellationToken;
 
 async fn start() -> (SocketAddr, CancellationToken) {
+    start_with(Vec::new()).await
+}
+
+async fn start_with(routes: Vec<mensageria::ops::JsonRoute>) -> (SocketAddr, CancellationToken) {
     let health = Health::new();
     health.check("sockets_bound").set(true);
     let registry = Arc::new(new_registry("test", |_| {}));
     let cancel = CancellationToken::new();
     let server = serve(
         "127.0.0.1:0".parse().unwrap(),
-        OpsState { health, registry },
+        OpsState {
+            health,
+            registry,
+            routes,
+        },
         cancel.clone(),
     )
     .await
@@ -158,4 +166,42 @@ async fn stops_on_cancel() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_json_routes_are_served_get_only() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let route: mensageria::ops::JsonRoute = (
+        "/services",
+        Arc::new(move || {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            r#"{"services":[]}"#.into()
+        }),
+    );
+    let (addr, _cancel) = start_with(vec![route]).await;
+    let resp = raw(
+        addr,
+        b"GET /services HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("application/json"), "{resp}");
+    assert!(resp.ends_with("{\"services\":[]}\n"), "{resp}");
+    let resp = raw(
+        addr,
+        b"POST /services HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 405"), "{resp}");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "rendered for the GET only"
+    );
+    // The fixed routes are still there, and unknown paths still 404.
+    metrics_ok(addr);
+    let resp = raw(
+        addr,
+        b"GET /servicesx HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
 }

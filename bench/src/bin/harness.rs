@@ -31,12 +31,16 @@ client sampler always_off
   tracing-sampled       the same, client sampler always_on
   idle                  RSS of every service after start-up
   inflight              broker RSS with --inflight-requests requests in flight (never answered)
+  dispatch-lockstep1    lockstep1 through the service-dispatch path: broker → Majordomo workers
+                        with credit (harness threads, as many as the REP path's workers)
+  dispatch-pipelined    pipelined through the same service-dispatch path
 
 Targets (informational; shown as ratio and ✅/❌): pipelined ≥ 0.90× reference; lockstep p50 ≤ 1.10× \
-reference; fan-out deliveries/s ≥ 0.90× reference with zero loss where the reference has zero; full \
-system ≥ 1.0× NATS at every sweep point, p50 ≤ NATS at 1 outstanding, zero errors and events lost \
-where NATS has zero; tracing unsampled costs ≤ 3% and carries ≥ 150,000 req/s; idle RSS ≤ 15 MiB \
-per service; broker RSS with 100k in flight ≤ 100 MiB.
+reference; service-dispatch pipelined ≥ 0.90× the REP path (pipelined, same run) and its lockstep p50 \
+≤ 1.10× the reference's (lockstep1, same run); fan-out deliveries/s ≥ 0.90× reference with zero loss \
+where the reference has zero; full system ≥ 1.0× NATS at every sweep point, p50 ≤ NATS at 1 \
+outstanding, zero errors and events lost where NATS has zero; tracing unsampled costs ≤ 3% and \
+carries ≥ 150,000 req/s; idle RSS ≤ 15 MiB per service; broker RSS with 100k in flight ≤ 100 MiB.
 
 Reports CPU seconds (utime+stime from /proc/<pid>/stat) during the measured phase and peak RSS \
 (VmHWM) of every process started. Output: a Markdown table on stdout (on stderr when --json writes \
@@ -294,7 +298,11 @@ fn headline(w: Workload, s: &scenario::Sample) -> String {
         )
     };
     match w {
-        Workload::Lockstep1 | Workload::Lockstep8 | Workload::Pipelined => {
+        Workload::Lockstep1
+        | Workload::Lockstep8
+        | Workload::Pipelined
+        | Workload::DispatchLockstep1
+        | Workload::DispatchPipelined => {
             format!("{}, p50 {}", pair("rps", "/s"), pair("p50_us", "µs"))
         }
         Workload::Fanout | Workload::FanoutMax => format!(
@@ -335,7 +343,11 @@ fn validate(w: Workload, s: &scenario::Sample) -> anyhow::Result<()> {
     for (name, side) in sides {
         let get = |k: &str| side.metrics.get(k).copied().unwrap_or(0.0);
         let zero = match w {
-            Workload::Lockstep1 | Workload::Lockstep8 | Workload::Pipelined => get("rps") <= 0.0,
+            Workload::Lockstep1
+            | Workload::Lockstep8
+            | Workload::Pipelined
+            | Workload::DispatchLockstep1
+            | Workload::DispatchPipelined => get("rps") <= 0.0,
             Workload::Fanout | Workload::FanoutMax => get("delivered") <= 0.0,
             Workload::Full(_) | Workload::TracingUnsampled | Workload::TracingSampled => {
                 get("ok") <= 0.0 || get("events_received") <= 0.0

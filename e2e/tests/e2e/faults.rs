@@ -45,18 +45,19 @@ fn sigkill_of_one_server_mid_bench_is_absorbed_by_retries() {
         );
         assert!(stack.servers[1].handled_ok() > 0.0);
 
-        // The broker dropped the dead peer's connections.
-        let survivor_workers = f64::from(stack.servers[1].workers);
+        // The broker removed the dead server's registration (heartbeats).
+        let survivors = stack.servers[1].registrations() as f64;
         e2e::wait_until(
-            "the broker to drop the dead server's connections",
+            "the broker to drop the dead server's registration",
             Duration::from_secs(10),
-            || {
-                (metric(
-                    stack.broker.http,
-                    r#"mensageria_zmq_peers{socket="backend"}"#,
-                ) == survivor_workers)
-                    .then_some(())
-            },
+            || (e2e::registered_workers(stack.broker.http) == survivors).then_some(()),
+        );
+        assert!(
+            metric(
+                stack.broker.http,
+                r#"mensageria_broker_workers_lost_total{service="echo"}"#
+            ) >= 1.0,
+            "counted as a lost worker"
         );
     });
 }

@@ -84,17 +84,20 @@ fn sigterm_server_finishes_its_in_flight_work_and_exits_0() {
     });
 }
 
-/// A draining server answers every request it has read (the one executing
-/// finishes; the ones queued at its workers are refused `unavailable`, so
-/// their clients retry at once) before it disconnects: every request the
-/// server counted reached the broker as a reply, and the load completes with
-/// no errors. (A request still on the wire at the instant the worker
-/// disconnects was never read; the broker times it out and the client
-/// retries, so it costs time, not a failure.)
+/// A draining plain REP server (`--worker-protocol rep`: requests are dealt
+/// to it round-robin, so some wait at its sockets) answers every request it
+/// has read (the one executing finishes; the ones queued at its workers are
+/// refused `unavailable`, so their clients retry at once) before it
+/// disconnects: every request the server counted reached the broker as a
+/// reply, and the load completes with no errors. (A request still on the
+/// wire at the instant the worker disconnects was never read; the broker
+/// times it out and the client retries, so it costs time, not a failure.)
+/// A Majordomo server holds only what it runs; its drain is in the
+/// `dispatch` suite and the server's own tests.
 #[test]
-fn sigterm_server_answers_the_requests_queued_at_its_workers() {
+fn sigterm_rep_server_answers_the_requests_queued_at_its_workers() {
     with_timeout(Duration::from_secs(90), || {
-        let mut stack = Stack::start_with(1, &["--request-timeout", "3s"], &[]);
+        let mut stack = Stack::start_rep(1, &["--request-timeout", "3s"], &[]);
         let b = stack.broker.http;
         let bench = slow_bench_in_flight(&stack, "20s");
         let (status, took) = terminate(&mut stack.servers[0].proc);

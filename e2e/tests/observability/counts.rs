@@ -1,7 +1,10 @@
 //! Exact counts: after `client bench --requests N` through a broker and two
 //! servers, with two subscribers on `requests` (a `client run --rate 0` and
 //! a plain SUB socket), every service's counters show exactly N (or N × the
-//! subscribers), and the peer gauges match the processes connected.
+//! subscribers), and the peer gauges match the processes connected. The
+//! servers are plain REP servers here, so the broker's backend message
+//! counts are exactly N too (Majordomo workers share the frontend with their
+//! READY and heartbeat commands).
 
 use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddr, time::Duration};
 
@@ -238,7 +241,7 @@ fn bench_counts_are_exact_on_every_service() {
         // Long deadlines at broker and client: a request slowed down by a
         // loaded machine must not time out and be retried, or the counts
         // would be N + retries.
-        let stack = Stack::start_with(
+        let stack = Stack::start_rep(
             SERVERS,
             &["--request-timeout", "30s"],
             &["--status-interval", "200ms"],

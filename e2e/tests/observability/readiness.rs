@@ -77,10 +77,10 @@ fn check_draining(answer: Option<(u16, String)>, status: std::process::ExitStatu
 #[test]
 fn server_readyz_is_503_until_a_broker_is_up_and_while_draining() {
     with_timeout(Duration::from_secs(60), || {
-        // A backend endpoint where nothing listens yet.
-        let backend = format!("tcp://127.0.0.1:{}", unused_port());
+        // A broker frontend endpoint where nothing listens yet.
+        let frontend = format!("tcp://127.0.0.1:{}", unused_port());
         let proxy = Proxy::start(&[]);
-        let mut server = Server::start(&backend, &proxy.xsub, &[]);
+        let mut server = Server::start(&frontend, &proxy.xsub, &[]);
 
         let (code, body) = readyz(server.http);
         assert_eq!(code, 503, "server without a broker: {body}");
@@ -94,8 +94,9 @@ fn server_readyz_is_503_until_a_broker_is_up_and_while_draining() {
         );
 
         // The broker comes up on that endpoint: the server becomes ready.
-        let broker = Broker::start(&["--backend-bind", &backend]);
+        let broker = Broker::start(&["--frontend-bind", &frontend]);
         let body = wait_readyz(server.http, 200, START_TIMEOUT);
+        e2e::wait_registered(broker.http, 1.0);
         assert_eq!(body["ready"], true, "{body}");
         assert_eq!(body["checks"]["broker_connected"], true, "{body}");
         for addr in [broker.http, proxy.http] {

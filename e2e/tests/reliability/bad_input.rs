@@ -173,6 +173,8 @@ fn oversized_message_drops_only_that_peer() {
 /// Header frames with every kind of corruption, and what the broker must say.
 fn corrupted_headers() -> Vec<(String, Vec<u8>)> {
     let request = Header::Request(RequestHeader {
+        budget_ms: None,
+        service: None,
         id: 0x0123_4567_89AB_CDEF,
         sent_at_us: 1_700_000_000_000_000,
         trace: Some(TraceContext {

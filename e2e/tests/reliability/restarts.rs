@@ -11,7 +11,7 @@ use std::{
 use e2e::{
     decode_event,
     faults::{
-        assert_all_healthy, peers, published, restart_broker, restart_proxy, wait_peers, ClientRun,
+        assert_all_healthy, peers, published, restart_broker, restart_proxy, ClientRun,
         FAST_HEARTBEATS,
     },
     metric, metric_opt, plain_req, plain_sub, recv_within, req_roundtrip, wait_until, with_timeout,
@@ -24,7 +24,11 @@ const RATE: f64 = 300.0;
 fn broker_restarted_on_the_same_ports_recovers_within_seconds() {
     with_timeout(Duration::from_secs(110), || {
         let mut stack = Stack::start_with(2, &FAST_HEARTBEATS, &FAST_HEARTBEATS);
-        let workers = f64::from(stack.servers.iter().map(|s| s.workers).sum::<u32>());
+        let registrations = stack
+            .servers
+            .iter()
+            .map(e2e::Server::registrations)
+            .sum::<usize>() as f64;
         let mut flags = vec![
             "--rate",
             "300",
@@ -66,11 +70,10 @@ fn broker_restarted_on_the_same_ports_recovers_within_seconds() {
                 |s| s.ok() > ok_at_bind,
             );
             let recovered = t0.elapsed();
-            wait_peers(
-                stack.broker.http,
-                "backend",
-                "the servers to reconnect to the new broker",
-                |n| n == workers,
+            wait_until(
+                "the servers to register with the new broker",
+                e2e::START_TIMEOUT,
+                || (e2e::registered_workers(stack.broker.http) == registrations).then_some(()),
             );
             let servers_back = t0.elapsed();
             // Progress continues at the configured rate: nothing hangs.

@@ -9,8 +9,7 @@ use std::time::Duration;
 use e2e::{
     describe,
     faults::{
-        assert_all_healthy, keygen, socket_events, start_stack_env, wait_peers, ClientRun, KeyPair,
-        StackSpec,
+        assert_all_healthy, keygen, socket_events, start_stack_env, ClientRun, KeyPair, StackSpec,
     },
     http_get, run_bin, stderr, stdout, wait_until, with_timeout, Proc, Signal, GRACE,
 };
@@ -176,7 +175,12 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
             ));
         }
         // Refused peers never counted as peers; the authorised ones still work.
-        wait_peers(b, "backend", "the server's workers", |n| n == 2.0);
+        let registrations = stack.servers[0].registrations() as f64;
+        e2e::wait_until(
+            "exactly the server's registrations at the broker",
+            e2e::START_TIMEOUT,
+            || (e2e::registered_workers(b) == registrations).then_some(()),
+        );
         let again = load.stats().ok();
         load.wait_stats("authorised load to go on", Duration::from_secs(20), |s| {
             s.ok() >= again + 20.0

@@ -1,5 +1,9 @@
-//! Server faults under steady `client run` load: SIGKILL, SIGSTOP/SIGCONT
-//! (a frozen process whose TCP connections stay open) and SIGTERM (drain).
+//! Plain REP server faults under steady `client run` load: SIGKILL,
+//! SIGSTOP/SIGCONT (a frozen process whose TCP connections stay open) and
+//! SIGTERM (drain). These run the seed's kind of server (`--worker-protocol
+//! rep`, round-robin from the broker's backend), whose faults the broker can
+//! only see as timeouts and dropped connections; the same faults of
+//! Majordomo workers are answered at once (the `dispatch` suite).
 
 use std::time::{Duration, Instant};
 
@@ -64,7 +68,7 @@ fn healthy(stack: &Stack, client: &ClientRun, skip_server: Option<usize>) {
 #[test]
 fn sigkill_of_one_server_under_load_fails_no_request() {
     with_timeout(Duration::from_secs(100), || {
-        let mut stack = Stack::start_with(2, &["--request-timeout", "1s"], &[]);
+        let mut stack = Stack::start_rep(2, &["--request-timeout", "1s"], &[]);
         let client = load(&stack, "4");
         assert_eq!(metric(stack.broker.http, TIMEOUT_REPLIES), 0.0);
 
@@ -141,7 +145,7 @@ fn frozen_server_is_dropped_by_heartbeats_and_rejoins_after_sigcont() {
     with_timeout(Duration::from_secs(100), || {
         let mut broker_flags = vec!["--request-timeout", "1s"];
         broker_flags.extend(FAST_HEARTBEATS);
-        let mut stack = Stack::start_with(2, &broker_flags, &FAST_HEARTBEATS);
+        let mut stack = Stack::start_rep(2, &broker_flags, &FAST_HEARTBEATS);
         let all_workers = f64::from(stack.servers.iter().map(|s| s.workers).sum::<u32>());
         let survivor_workers = f64::from(stack.servers[1].workers);
         // Up to 7 attempts: one sent to the frozen server just before the
@@ -246,7 +250,7 @@ fn frozen_server_is_dropped_by_heartbeats_and_rejoins_after_sigcont() {
 #[test]
 fn sigterm_drains_one_server_under_load_without_losing_a_request() {
     with_timeout(Duration::from_secs(100), || {
-        let mut stack = Stack::start_with(2, &["--request-timeout", "1s"], &[]);
+        let mut stack = Stack::start_rep(2, &["--request-timeout", "1s"], &[]);
         let client = load(&stack, "3");
         let at_term = client.stats();
         let started = Instant::now();

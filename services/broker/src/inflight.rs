@@ -71,6 +71,23 @@ impl<T> InflightTable<T> {
         Some(slot.value)
     }
 
+    /// The entry for `id`, if it is still in flight.
+    pub fn get(&self, id: u64) -> Option<&T> {
+        let idx = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        self.slots.get(idx)?.as_ref().map(|s| &s.value)
+    }
+
+    /// The entry for `id`, mutably.
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut T> {
+        let idx = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        self.slots.get_mut(idx)?.as_mut().map(|s| &mut s.value)
+    }
+
+    /// Whether `id` is still in flight.
+    pub fn contains(&self, id: u64) -> bool {
+        self.get(id).is_some()
+    }
+
     /// Removes and returns the next entry whose deadline is at or before
     /// `now`, if any. Call repeatedly to drain every expired entry.
     pub fn pop_expired(&mut self, now: Instant) -> Option<T> {
@@ -131,8 +148,13 @@ mod tests {
         let b = t.insert(at(t0, 20), "b");
         assert_ne!(a, b);
         assert_eq!(t.len(), 2);
+        assert_eq!(t.get(b), Some(&"b"));
+        *t.get_mut(a).unwrap() = "A";
         assert_eq!(t.take(b), Some("b"));
         assert_eq!(t.take(b), None, "second reply for the same id is late");
+        assert!(!t.contains(b));
+        assert_eq!(t.get(a), Some(&"A"));
+        *t.get_mut(a).unwrap() = "a";
         assert_eq!(t.take(a), Some("a"));
         assert!(t.is_empty());
         assert_eq!(t.take(999), None);

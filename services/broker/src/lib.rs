@@ -1,17 +1,39 @@
-//! The mensageria broker: a ROUTER/DEALER request router with its own poll
-//! loop, so every request is counted, timed and bounded.
+//! The mensageria broker: a service broker compatible with the Majordomo
+//! Protocol (ZeroMQ RFC 7, 18 and 8) with its own poll loop, so every
+//! request is counted, timed and bounded. Requests queue per service and go
+//! to the least recently used worker with room; plain REQ/REP peers keep
+//! working for the default service.
 //!
 //! - [`config`]: options and subcommands.
-//! - [`router`]: the routing loop.
-//! - [`inflight`]: the table of forwarded requests and their deadlines.
+//! - [`router`]: the loop, deadlines, heartbeats and the drain.
+//! - [`client`]: telling clients and workers apart, and answering each in its protocol.
+//! - [`requests`]: the request path: answer at once, queue, or the REP backend.
+//! - [`dispatch`]: queued requests to the least recently used worker with room.
+//! - [`replies`]: answers in each client's protocol.
+//! - [`rep`]: the plain REP backend for the default service.
+//! - [`worker_commands`]: the Majordomo worker commands and our extensions.
+//! - [`services`], [`workers`]: the service registry with its queues, the worker table.
+//! - [`mmi`]: `mmi.service` and `mmi.services`.
+//! - [`snapshot`]: the `/services` view.
+//! - [`inflight`]: the table of accepted requests and their deadlines.
 //! - [`route`]: a request's envelope, kept without allocating in the common case.
 //! - [`metrics`]: the broker's Prometheus metrics.
 
+pub mod client;
 pub mod config;
+pub mod dispatch;
 pub mod inflight;
 pub mod metrics;
+pub mod mmi;
+pub mod rep;
+pub mod replies;
+pub mod requests;
 pub mod route;
 pub mod router;
+pub mod services;
+pub mod snapshot;
+pub mod worker_commands;
+pub mod workers;
 
 use std::net::SocketAddr;
 
@@ -55,12 +77,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let mut service = Service::new(
         "broker",
         config.transport.clone(),
-        socket_metrics,
+        socket_metrics.clone(),
         shutdown.clone(),
     )?;
     let ready = service.health.check("sockets_bound");
     let heartbeat = service.health.heartbeat("broker-router");
     let sockets = service.sockets.clone();
+    let snapshot = snapshot::SnapshotCell::default();
+    let view = snapshot.clone();
+    service.add_json_route(("/services", std::sync::Arc::new(move || view.read())));
     let c = config.clone();
     let (frontend, backend) = service
         .spawn_socket_thread(
@@ -74,16 +99,26 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                     .context("frontend")?;
                 let b = sockets.bind(&backend, &c.backend_bind).context("backend")?;
                 info!(frontend = %f, backend = %b, "Broker sockets bound.");
-                let router = router::Router::new(
+                let router = router::Router::new(router::RouterParts {
                     frontend,
                     backend,
-                    c.request_timeout,
-                    c.max_inflight as usize,
-                    broker_metrics,
+                    settings: router::Settings {
+                        request_timeout: c.request_timeout,
+                        max_inflight: c.max_inflight as usize,
+                        max_queue: c.max_queue as usize,
+                        default_service: c.default_service,
+                        heartbeat_ivl: c.worker_heartbeat_ivl,
+                        liveness: c.worker_liveness,
+                        no_worker_grace: c.no_worker_grace,
+                        shutdown_grace: c.common.shutdown_grace,
+                    },
+                    metrics: broker_metrics,
+                    sockets: socket_metrics,
                     heartbeat,
                     shutdown,
-                    c.common.shutdown_grace,
-                );
+                    snapshot,
+                    max_services: c.max_services as usize,
+                });
                 Ok((router, (f, b)))
             },
             |router| router.run(),

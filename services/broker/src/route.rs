@@ -41,7 +41,7 @@ impl Route {
     }
 
     /// The frames, in order.
-    pub fn frames(&self) -> impl Iterator<Item = &[u8]> {
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> + Clone {
         let (inline, boxed): (Option<&[u8]>, &[Box<[u8]>]) = match self {
             Route::Inline { len, bytes } => (Some(&bytes[..usize::from(*len)]), &[]),
             Route::Frames(f) => (None, f),

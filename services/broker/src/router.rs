@@ -1,30 +1,34 @@
-//! The broker's routing loop: one thread owns the ROUTER frontend and the
-//! DEALER backend and polls both.
+//! The broker's loop: one thread owns the ROUTER frontend (clients and
+//! Majordomo workers) and the DEALER backend (plain REP workers) and polls
+//! both; nothing else touches the routing state.
 //!
-//! Request path: `[route…, "", body…]` arrives on the frontend; the broker
-//! records it in the [`InflightTable`] and sends `[corr, route…, "", body…]`
-//! to the backend without blocking (`unavailable` if no worker can take it).
-//! REP workers echo the envelope, so the reply comes back as
-//! `[corr, route…, "", reply…]`; the broker pops `corr`, completes the entry
-//! and forwards the rest to the client. Deadlines, overload and malformed
-//! input are answered or counted here; the loop never blocks on a peer.
+//! - [`crate::requests`]: a client request is answered, queued for its
+//!   service, handed to a ready worker ([`crate::dispatch`]), or sent to the
+//!   REP backend ([`crate::rep`]); answers go out through [`crate::replies`];
+//! - [`crate::worker_commands`]: READY, replies, REQUEUE, CREDIT,
+//!   HEARTBEAT, DISCONNECT from workers, and refusal of bad input;
+//! - here: the poll loop, deadlines, the periodic tick (heartbeats, lost
+//!   workers, services without workers), the `/services` snapshot, the drain.
 
 use std::time::{Duration, Instant};
 
 use mensageria::{
-    header::{is_header, Header},
     health::Heartbeat,
-    otel,
-    socket::{recv_frames, send_frames},
-    ReplyHeader, Status,
+    mdp::{ServiceName, WorkerCommand},
+    metrics::SocketMetrics,
+    socket::recv_frames,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
+    client::ClientKind,
     inflight::InflightTable,
-    metrics::{BrokerMetrics, DropReason},
+    metrics::BrokerMetrics,
     route::Route,
+    services::{Registry, ServiceId},
+    snapshot::SnapshotCell,
+    workers::WorkerTable,
 };
 
 /// Most messages handled from one socket per poll wake-up, so neither side
@@ -35,65 +39,127 @@ const BATCH: usize = 512;
 const DRAIN_LINGER: Duration = Duration::from_millis(200);
 /// Longest poll wait: bounds how stale the heartbeat and cancellation check get.
 const POLL_MS: i64 = 100;
+/// How often the `/services` snapshot is refreshed.
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
 
-/// What the broker remembers about a forwarded request.
-#[derive(Debug)]
-pub struct Pending {
-    /// The client's route frames (everything before the empty delimiter).
-    route: Route,
-    /// The request id from the client's header; `None` for a plain client.
-    request_id: Option<u64>,
-    /// When the request entered the frontend.
-    started: Instant,
-    /// The broker's span for a sampled request; disabled otherwise.
-    span: tracing::Span,
+/// Where a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// In its service's queue.
+    Queued,
+    /// Held by a Majordomo worker.
+    Dispatched,
+    /// Sent to the REP backend.
+    Rep,
 }
 
-/// The routing loop's state.
-pub struct Router {
-    /// ROUTER socket clients connect to.
-    pub frontend: zmq::Socket,
-    /// DEALER socket workers connect to.
-    pub backend: zmq::Socket,
+/// What the broker remembers about a request it accepted.
+#[derive(Debug)]
+pub struct Pending {
+    /// The client's route frames.
+    pub route: Route,
+    /// How the client spoke.
+    pub client: ClientKind,
+    /// The service it is for.
+    pub service: ServiceId,
+    /// When the request entered the frontend.
+    pub started: Instant,
+    /// The client's own deadline (from the header budget), if earlier than
+    /// the broker's.
+    pub client_deadline: Option<Instant>,
+    /// Where it is.
+    pub state: State,
+    /// The broker's span for a sampled request; disabled otherwise.
+    pub span: tracing::Span,
+}
+
+/// The broker's settings (from [`crate::Config`]).
+#[derive(Debug, Clone)]
+pub struct Settings {
     /// Per-request deadline.
     pub request_timeout: Duration,
-    /// In-flight cap.
+    /// In-flight cap (queued + dispatched).
     pub max_inflight: usize,
-    /// Metrics.
+    /// Queue cap per service.
+    pub max_queue: usize,
+    /// Service of requests that name none.
+    pub default_service: ServiceName,
+    /// Majordomo heartbeat interval.
+    pub heartbeat_ivl: Duration,
+    /// Missed intervals before a worker is lost.
+    pub liveness: u32,
+    /// How long requests wait for a worker of a service that just lost its last one.
+    pub no_worker_grace: Duration,
+    /// How long a drain may take.
+    pub shutdown_grace: Duration,
+}
+
+/// Everything the loop is built from.
+pub struct RouterParts {
+    /// ROUTER socket clients and Majordomo workers connect to.
+    pub frontend: zmq::Socket,
+    /// DEALER socket REP workers connect to.
+    pub backend: zmq::Socket,
+    /// Settings.
+    pub settings: Settings,
+    /// Broker metrics.
     pub metrics: BrokerMetrics,
+    /// Socket metrics (peers of the REP backend).
+    pub sockets: SocketMetrics,
     /// Liveness heartbeat.
     pub heartbeat: Heartbeat,
     /// Shutdown signal.
     pub shutdown: CancellationToken,
-    /// How long a drain may take.
-    pub grace: Duration,
-    inflight: InflightTable<Pending>,
+    /// Where the `/services` view is published.
+    pub snapshot: SnapshotCell,
+    /// Most services registered at once.
+    pub max_services: usize,
+}
+
+/// The routing loop's state.
+pub struct Router {
+    pub(crate) frontend: zmq::Socket,
+    pub(crate) backend: zmq::Socket,
+    pub(crate) settings: Settings,
+    pub(crate) metrics: BrokerMetrics,
+    pub(crate) sockets: SocketMetrics,
+    heartbeat: Heartbeat,
+    shutdown: CancellationToken,
+    snapshot: SnapshotCell,
+    pub(crate) inflight: InflightTable<Pending>,
+    pub(crate) services: Registry,
+    pub(crate) workers: WorkerTable,
+    pub(crate) default_service: ServiceId,
+    /// Spare body buffers for queued requests (no allocation per request).
+    pub(crate) spare: Vec<Vec<zmq::Message>>,
     frames: Vec<zmq::Message>,
 }
 
 impl Router {
     /// Builds the loop state around two bound sockets.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        frontend: zmq::Socket,
-        backend: zmq::Socket,
-        request_timeout: Duration,
-        max_inflight: usize,
-        metrics: BrokerMetrics,
-        heartbeat: Heartbeat,
-        shutdown: CancellationToken,
-        grace: Duration,
-    ) -> Self {
+    pub fn new(mut parts: RouterParts) -> Self {
+        let mut services = Registry::new(parts.max_services);
+        let name = parts.settings.default_service;
+        let default_metrics = parts.metrics.services.get(name.as_str());
+        let default_service = services
+            .find_or_add(name, || default_metrics, Instant::now())
+            .expect("an empty registry has room for the default service");
+        services.get_mut(default_service).pinned = true;
+        parts.sockets.declare("backend");
         Router {
-            frontend,
-            backend,
-            request_timeout,
-            max_inflight,
-            metrics,
-            heartbeat,
-            shutdown,
-            grace,
+            frontend: parts.frontend,
+            backend: parts.backend,
+            settings: parts.settings,
+            metrics: parts.metrics,
+            sockets: parts.sockets,
+            heartbeat: parts.heartbeat,
+            shutdown: parts.shutdown,
+            snapshot: parts.snapshot,
             inflight: InflightTable::new(),
+            services,
+            workers: WorkerTable::default(),
+            default_service,
+            spare: Vec::new(),
             frames: Vec::with_capacity(8),
         }
     }
@@ -105,16 +171,27 @@ impl Router {
     pub fn run(mut self) -> anyhow::Result<()> {
         let mut drain_deadline: Option<Instant> = None;
         let mut all_answered: Option<Instant> = None;
+        let tick_every = self.settings.heartbeat_ivl.max(Duration::from_millis(10));
+        let mut next_tick = Instant::now() + tick_every;
+        let mut next_snapshot = Instant::now();
         loop {
             let now = Instant::now();
             self.heartbeat.beat_at(now);
             self.expire(now);
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + tick_every;
+            }
+            if now >= next_snapshot {
+                self.snapshot.publish(crate::snapshot::build(&self, now));
+                next_snapshot = now + SNAPSHOT_EVERY;
+            }
             if drain_deadline.is_none() && self.shutdown.is_cancelled() {
                 info!(
                     inflight = self.inflight.len(),
                     "Draining: new requests get `unavailable`; waiting for replies."
                 );
-                drain_deadline = Some(now + self.grace);
+                drain_deadline = Some(now + self.settings.shutdown_grace);
             }
             if let Some(deadline) = drain_deadline {
                 if self.inflight.is_empty() {
@@ -127,55 +204,79 @@ impl Router {
                     }
                 }
                 if now >= deadline {
-                    let left = self.inflight.len();
-                    while let Some(p) = self.inflight.pop_oldest() {
-                        self.reply_error(
-                            &p,
-                            Status::Unavailable,
-                            "broker stopped before the reply arrived",
-                        );
-                    }
-                    self.metrics.inflight.set(0);
-                    warn!(
-                        abandoned = left,
-                        "Drain grace period over; answered the rest `unavailable`."
-                    );
+                    self.abandon_all();
                     break;
                 }
             }
-            let timeout = self
-                .inflight
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(now).as_millis() as i64 + 1)
-                .map_or(POLL_MS, |ms| ms.min(POLL_MS));
+            let wake = [
+                self.inflight.next_deadline(),
+                Some(next_tick),
+                Some(next_snapshot),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(POLL_MS, |d| {
+                d.saturating_duration_since(now).as_millis() as i64 + 1
+            });
             let mut items = [
                 self.frontend.as_poll_item(zmq::POLLIN),
                 self.backend.as_poll_item(zmq::POLLIN),
             ];
-            match zmq::poll(&mut items, timeout) {
+            match zmq::poll(&mut items, wake.min(POLL_MS)) {
                 Ok(_) => {}
                 Err(zmq::Error::EINTR) => continue,
                 Err(e) => return Err(anyhow::anyhow!("broker poll failed: {e}")),
             }
             let (front_ready, back_ready) = (items[0].is_readable(), items[1].is_readable());
             if back_ready {
-                self.pump_backend();
+                self.pump(false, drain_deadline.is_some());
             }
             if front_ready {
-                self.pump_frontend(drain_deadline.is_some());
+                self.pump(true, drain_deadline.is_some());
             }
         }
+        self.disconnect_all_workers();
         info!("Broker loop stopped.");
         Ok(())
+    }
+
+    /// Receives up to [`BATCH`] messages from one socket.
+    fn pump(&mut self, frontend: bool, draining: bool) {
+        for _ in 0..BATCH {
+            let mut frames = std::mem::take(&mut self.frames);
+            let socket = if frontend {
+                &self.frontend
+            } else {
+                &self.backend
+            };
+            let received = recv_frames(socket, zmq::DONTWAIT, &mut frames);
+            match received {
+                Ok(()) if frontend => self.on_frontend(&mut frames, draining),
+                Ok(()) => self.on_rep_reply(&mut frames),
+                Err(e) => {
+                    if e != zmq::Error::EAGAIN {
+                        debug!(frontend, error.message = %e, "Receive failed.");
+                    }
+                    self.frames = frames;
+                    return;
+                }
+            }
+            frames.clear();
+            self.frames = frames;
+        }
     }
 
     /// Answers every request whose deadline has passed with `timeout`.
     fn expire(&mut self, now: Instant) {
         let mut n = 0;
         while let Some(p) = self.inflight.pop_expired(now) {
+            if p.state == State::Queued {
+                self.count_expired_in_queue(&p);
+            }
             self.reply_error(
                 &p,
-                Status::Timeout,
+                mensageria::Status::Timeout,
                 "no reply from a worker within the request timeout",
             );
             n += 1;
@@ -186,219 +287,77 @@ impl Router {
         }
     }
 
-    fn pump_frontend(&mut self, draining: bool) {
-        for _ in 0..BATCH {
-            let mut frames = std::mem::take(&mut self.frames);
-            match recv_frames(&self.frontend, zmq::DONTWAIT, &mut frames) {
-                Ok(()) => self.on_request(&mut frames, draining),
-                Err(zmq::Error::EAGAIN) => {
-                    self.frames = frames;
-                    return;
-                }
-                Err(e) => {
-                    debug!(error.message = %e, "Frontend receive failed.");
-                    self.frames = frames;
-                    return;
-                }
+    /// Accounts for a queued request answered `timeout` without a dispatch.
+    pub(crate) fn count_expired_in_queue(&mut self, p: &Pending) {
+        let inflight = &self.inflight;
+        let s = self.services.get_mut(p.service);
+        s.forget_waiting(|c| inflight.contains(c));
+        s.expired += 1;
+        s.metrics.expired_in_queue.inc();
+    }
+
+    /// Once per heartbeat interval: heartbeats to every worker, removal of
+    /// silent ones, `unavailable` for requests of services whose grace for
+    /// a returning worker is over, and removal of unused services.
+    fn tick(&mut self, now: Instant) {
+        let silent_for = self.settings.heartbeat_ivl * self.settings.liveness;
+        for key in self.workers.keys() {
+            let Some(w) = self.workers.get(key) else {
+                continue;
+            };
+            if now.saturating_duration_since(w.last_heard) > silent_for {
+                warn!(worker = %hex(&w.identity), held = w.held.len(), "Worker silent for too long; removed.");
+                self.send_to_worker(key, WorkerCommand::Disconnect);
+                self.remove_worker(key, now, true, "worker lost (no heartbeat)");
+            } else {
+                self.send_to_worker(key, WorkerCommand::Heartbeat);
             }
-            self.frames = frames;
+        }
+        let grace = self.settings.no_worker_grace;
+        for id in self.services.ids() {
+            let s = self.services.get(id);
+            let grace_over = s
+                .no_workers_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= grace);
+            if grace_over {
+                self.flush_queue(id, "no worker for this service");
+                self.services.remove_if_unused(id);
+            }
         }
     }
 
-    fn pump_backend(&mut self) {
-        for _ in 0..BATCH {
-            let mut frames = std::mem::take(&mut self.frames);
-            match recv_frames(&self.backend, zmq::DONTWAIT, &mut frames) {
-                Ok(()) => self.on_reply(&mut frames),
-                Err(zmq::Error::EAGAIN) => {
-                    self.frames = frames;
-                    return;
-                }
-                Err(e) => {
-                    debug!(error.message = %e, "Backend receive failed.");
-                    self.frames = frames;
-                    return;
-                }
-            }
-            self.frames = frames;
-        }
-    }
-
-    fn on_request(&mut self, frames: &mut Vec<zmq::Message>, draining: bool) {
-        let now = Instant::now();
-        let in_bytes: usize = frames.iter().map(|f| f.len()).sum();
-        self.metrics.frontend_in.count(in_bytes);
-        // [route…, "", body…]: the route is non-empty, the body has a frame.
-        let Some(delim) = frames.iter().position(|f| f.is_empty()) else {
-            self.metrics.drop(DropReason::Malformed);
-            debug!("Request without an envelope delimiter dropped.");
-            return;
-        };
-        if delim == 0 || delim + 1 >= frames.len() {
-            self.metrics.drop(DropReason::Malformed);
-            debug!(
-                delim,
-                frames = frames.len(),
-                "Request with an empty route or body dropped."
+    /// Answers every request still pending `unavailable` (drain grace over).
+    fn abandon_all(&mut self) {
+        let left = self.inflight.len();
+        while let Some(p) = self.inflight.pop_oldest() {
+            self.reply_error(
+                &p,
+                mensageria::Status::Unavailable,
+                "broker stopped before the reply arrived",
             );
-            return;
         }
-        self.metrics.requests.inc();
-        let body0 = &frames[delim + 1];
-        let mut pending = Pending {
-            route: Route::new(&frames[..delim]),
-            request_id: None,
-            started: now,
-            span: tracing::Span::none(),
-        };
-        if is_header(body0) {
-            match Header::decode(body0) {
-                Ok(Header::Request(mut h)) => {
-                    pending.request_id = Some(h.id);
-                    // Parent-based: only a sampled request costs span work.
-                    if otel::should_trace(h.trace.as_ref()) {
-                        pending.span =
-                            otel::child_span("server", "route", "requests", h.trace.as_ref());
-                        h.trace = otel::trace_context(&pending.span).or(h.trace);
-                        frames[delim + 1] = Header::Request(h).encode().into();
-                    }
-                }
-                Ok(other) => {
-                    self.reply_error(
-                        &pending,
-                        Status::BadRequest,
-                        &format!("expected a request header, got {}", kind(&other)),
-                    );
-                    return;
-                }
-                Err(e) => {
-                    self.reply_error(
-                        &pending,
-                        Status::BadRequest,
-                        &format!("invalid header: {e}"),
-                    );
-                    return;
-                }
-            }
-        }
-        if draining {
-            self.reply_error(&pending, Status::Unavailable, "broker is shutting down");
-            return;
-        }
-        if self.inflight.len() >= self.max_inflight {
-            self.reply_error(&pending, Status::Overloaded, "too many requests in flight");
-            return;
-        }
-        // The header may have been rewritten (re-parented span): recount
-        // only then.
-        let bytes = if !pending.span.is_disabled() {
-            frames.iter().map(|f| f.len()).sum::<usize>() + 8
-        } else {
-            in_bytes + 8
-        };
-        let corr = self.inflight.insert(now + self.request_timeout, pending);
-        let corr_frame = zmq::Message::from(&corr.to_le_bytes()[..]);
-        match send_frames(
-            &self.backend,
-            std::iter::once(corr_frame).chain(frames.drain(..)),
-            zmq::DONTWAIT,
-        ) {
-            Ok(()) => {
-                self.metrics.backend_out.count(bytes);
-                self.metrics.inflight.set(self.inflight.len() as i64);
-            }
-            Err(e) => {
-                // Nothing was queued: the first frame is where DEALER refuses.
-                let pending = self.inflight.take(corr).expect("entry inserted just above");
-                let why = if e == zmq::Error::EAGAIN {
-                    "no worker available".to_owned()
-                } else {
-                    format!("backend send failed: {e}")
-                };
-                self.reply_error(&pending, Status::Unavailable, &why);
-            }
+        self.metrics.inflight.set(0);
+        warn!(
+            abandoned = left,
+            "Drain grace period over; answered the rest `unavailable`."
+        );
+    }
+
+    /// Tells every worker the broker is going (RFC 7/18 DISCONNECT), so it
+    /// reconnects and registers again with whatever broker comes back.
+    fn disconnect_all_workers(&mut self) {
+        for key in self.workers.keys() {
+            self.send_to_worker(key, WorkerCommand::Disconnect);
         }
     }
 
-    fn on_reply(&mut self, frames: &mut Vec<zmq::Message>) {
-        let bytes: usize = frames.iter().map(|f| f.len()).sum();
-        self.metrics.backend_in.count(bytes);
-        let corr = frames
-            .first()
-            .and_then(|f| <[u8; 8]>::try_from(&f[..]).ok())
-            .map(u64::from_le_bytes);
-        let Some(corr) = corr else {
-            self.metrics.drop(DropReason::Malformed);
-            debug!("Reply without a correlation frame dropped.");
-            return;
-        };
-        let Some(pending) = self.inflight.take(corr) else {
-            self.metrics.drop(DropReason::LateReply);
-            debug!(corr, "Late or unknown reply dropped.");
-            return;
-        };
-        self.metrics.inflight.set(self.inflight.len() as i64);
-        let status = frames
-            .iter()
-            .position(|f| f.is_empty())
-            .and_then(|d| frames.get(d + 1))
-            .filter(|f| is_header(f))
-            .and_then(|f| match Header::decode(f) {
-                Ok(Header::Reply(h)) => Some(h.status),
-                _ => None,
-            })
-            .unwrap_or(Status::Ok);
-        let out_bytes = bytes - 8;
-        match send_frames(&self.frontend, frames.drain(1..), zmq::DONTWAIT) {
-            Ok(()) => {
-                self.metrics.frontend_out.count(out_bytes);
-                self.metrics.reply(status);
-                self.metrics.duration.observe(pending.started.elapsed());
-            }
-            Err(e) => {
-                self.metrics.drop(DropReason::ClientGone);
-                debug!(error.message = %e, "Reply for a client that is gone dropped.");
-            }
-        }
-    }
-
-    /// Sends an error reply to the client of `p`: a header reply for our
-    /// clients, `ERR <status> <message>` for plain ones.
-    fn reply_error(&self, p: &Pending, status: Status, message: &str) {
-        otel::set_error(&p.span, status.as_str());
-        let body: Vec<Vec<u8>> = match p.request_id {
-            Some(id) => vec![
-                Header::Reply(ReplyHeader {
-                    id,
-                    status,
-                    trace: None,
-                })
-                .encode(),
-                message.as_bytes().to_vec(),
-            ],
-            None => vec![format!("ERR {status} {message}").into_bytes()],
-        };
-        let bytes = p.route.byte_len() + body.iter().map(Vec::len).sum::<usize>();
-        let frames = p
-            .route
-            .frames()
-            .chain(std::iter::once(&b""[..]))
-            .chain(body.iter().map(Vec::as_slice));
-        match send_frames(&self.frontend, frames, zmq::DONTWAIT) {
-            Ok(()) => {
-                self.metrics.frontend_out.count(bytes);
-                self.metrics.reply(status);
-                self.metrics.duration.observe(p.started.elapsed());
-            }
-            Err(_) => self.metrics.drop(DropReason::ClientGone),
-        }
+    /// Number of peers of the REP backend.
+    pub(crate) fn rep_peers(&self) -> i64 {
+        self.sockets.peer_count("backend")
     }
 }
 
-fn kind(h: &Header) -> &'static str {
-    match h {
-        Header::Request(_) => "request",
-        Header::Reply(_) => "reply",
-        Header::Event(_) => "event",
-    }
+/// Lower-case hex of an identity, for logs and the `/services` view.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -97,9 +97,11 @@ fn rep_worker(
 
 fn header_request(id: u64) -> Vec<u8> {
     Header::Request(RequestHeader {
+        budget_ms: None,
         id,
         sent_at_us: 1,
         trace: None,
+        service: None,
     })
     .encode()
 }
@@ -147,9 +149,15 @@ async fn plain_req_rep_round_trip_is_transparent() {
     assert_eq!(reply[1], b"x", "the REP worker reversed [header, x]");
     assert!(is_header(&reply[2]));
     w.join().unwrap();
-    f.expect_metric("mensageria_broker_requests_total", 2.0);
-    f.expect_metric("mensageria_broker_replies_total{status=\"ok\"}", 2.0);
-    f.expect_metric("mensageria_broker_request_duration_seconds_count", 2.0);
+    f.expect_metric("mensageria_broker_requests_total{service=\"echo\"}", 2.0);
+    f.expect_metric(
+        "mensageria_broker_replies_total{service=\"echo\",status=\"ok\"}",
+        2.0,
+    );
+    f.expect_metric(
+        "mensageria_broker_request_duration_seconds_count{service=\"echo\"}",
+        2.0,
+    );
     f.expect_metric("mensageria_broker_inflight_requests", 0.0);
     f.stop().await;
 }
@@ -174,7 +182,7 @@ async fn no_worker_means_unavailable_at_once() {
     let h = reply_header(&reply[1]);
     assert_eq!((h.id, h.status), (42, Status::Unavailable));
     f.expect_metric(
-        "mensageria_broker_replies_total{status=\"unavailable\"}",
+        "mensageria_broker_replies_total{service=\"echo\",status=\"unavailable\"}",
         2.0,
     );
     f.stop().await;
@@ -215,7 +223,10 @@ async fn deadline_answers_timeout_and_late_reply_is_dropped() {
         0,
         "the late reply is not forwarded"
     );
-    f.expect_metric("mensageria_broker_replies_total{status=\"timeout\"}", 1.0);
+    f.expect_metric(
+        "mensageria_broker_replies_total{service=\"echo\",status=\"timeout\"}",
+        1.0,
+    );
     f.stop().await;
 }
 
@@ -246,7 +257,7 @@ async fn over_max_inflight_is_overloaded() {
     assert_eq!(first.recv_bytes(0).unwrap(), b"one");
     w.join().unwrap();
     f.expect_metric(
-        "mensageria_broker_replies_total{status=\"overloaded\"}",
+        "mensageria_broker_replies_total{service=\"echo\",status=\"overloaded\"}",
         1.0,
     );
     f.stop().await;
@@ -298,7 +309,7 @@ async fn malformed_input_is_counted_and_the_loop_goes_on() {
         thread::sleep(Duration::from_millis(10));
     }
     f.expect_metric(
-        "mensageria_broker_replies_total{status=\"bad_request\"}",
+        "mensageria_broker_replies_total{service=\"other\",status=\"bad_request\"}",
         2.0,
     );
     f.stop().await;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use mensageria::{
     config::{parse_duration, CommonArgs, TransportArgs},
+    header::ServiceName,
     Endpoints,
 };
 
@@ -38,6 +39,8 @@ pub enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Print a broker's services and workers (its ops HTTP `GET /services`) as a table.
+    Services(ServicesArgs),
     /// Print a new CURVE key pair.
     Keygen,
 }
@@ -55,8 +58,12 @@ pub struct RequestOptions {
     #[arg(long, env = "RETRIES", default_value_t = 3)]
     pub retries: u32,
     /// Talk to plain REP servers: no header frame, one socket per outstanding request.
-    #[arg(long, env = "PLAIN")]
+    #[arg(long, env = "PLAIN", conflicts_with = "service")]
     pub plain: bool,
+    /// Service to call (named in the header; unset: the broker's `DEFAULT_SERVICE`).
+    /// Plain requests carry no header, so they cannot name one.
+    #[arg(long, env = "SERVICE", value_parser = parse_service)]
+    pub service: Option<ServiceName>,
     /// ZeroMQ transport options.
     #[command(flatten)]
     pub transport: TransportArgs,
@@ -182,6 +189,29 @@ pub struct BenchArgs {
     pub log_filter: String,
 }
 
+/// `client services`.
+#[derive(Debug, Clone, Args)]
+pub struct ServicesArgs {
+    /// The broker's ops HTTP address (`host:port`, its `HTTP_ADDR`).
+    #[arg(long, env = "BROKER_HTTP", default_value = "127.0.0.1:9101")]
+    pub broker_http: String,
+    /// Print the broker's JSON unchanged instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for the broker's answer.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// A service name as `--service` takes it (at most
+/// [`mensageria::mdp::MAX_SERVICE_NAME`] bytes of printable ASCII, no spaces).
+///
+/// # Errors
+/// A message saying what is wrong with the name.
+pub fn parse_service(s: &str) -> Result<ServiceName, String> {
+    ServiceName::new(s.as_bytes()).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +264,36 @@ mod tests {
             panic!("expected request");
         };
         assert!(q.requests.plain);
+        assert_eq!(
+            q.requests.service, None,
+            "unset: the broker's default service"
+        );
+        let Command::Request(q) =
+            Cli::try_parse_from(["client", "request", "hi", "--service", "work.slow"])
+                .unwrap()
+                .command
+        else {
+            panic!("expected request");
+        };
+        assert_eq!(q.requests.service.unwrap().as_str(), "work.slow");
+        let Command::Services(v) = Cli::try_parse_from(["client", "services"]).unwrap().command
+        else {
+            panic!("expected services");
+        };
+        assert_eq!((v.broker_http.as_str(), v.json), ("127.0.0.1:9101", false));
+    }
+
+    #[test]
+    fn service_names_are_checked() {
+        let long = "s".repeat(mensageria::mdp::MAX_SERVICE_NAME + 1);
+        for bad in ["", "two words", long.as_str()] {
+            let err =
+                Cli::try_parse_from(["client", "request", "x", "--service", bad]).unwrap_err();
+            assert!(err.to_string().contains("--service"), "{bad:?}: {err}");
+        }
+        let err = Cli::try_parse_from(["client", "request", "x", "--service", "a", "--plain"])
+            .unwrap_err();
+        assert!(err.to_string().contains("--plain"), "{err}");
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! - [`requester`]: outstanding requests, timeouts, retries (Lazy Pirate).
 //! - [`subscriber`]: events with loss and lag tracking.
 //! - [`bench`]: the load driver and its summary.
+//! - [`services`]: a broker's services and workers as a table.
 //! - [`metrics`]: the client's Prometheus metrics.
 
 pub mod bench;
 pub mod config;
 pub mod metrics;
 pub mod requester;
+pub mod services;
 pub mod subscriber;
 
 use std::{
@@ -53,6 +55,7 @@ pub(crate) fn requester_config(o: &RequestOptions, concurrency: usize) -> Reques
         retries: o.retries,
         plain: o.plain,
         concurrency,
+        service: o.service,
     }
 }
 

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Healthcheck { common } => healthcheck(common.http_addr_or(DEFAULT_HTTP_PORT)),
         Command::Keygen => mensageria::curve::keygen_command(),
+        Command::Services(args) => client::services::command(&args),
         Command::Run(args) => {
             let _telemetry = telemetry::init_or_exit("client", &args.common);
             let ready_file = args.common.ready_file.clone();

@@ -21,7 +21,7 @@ use std::{
 };
 
 use mensageria::{
-    header::{is_header, now_us, Header},
+    header::{is_header, now_us, Header, ServiceName},
     otel,
     socket::{recv_frames, send_frames, SocketFactory},
     Endpoints, RequestHeader, Status,
@@ -48,6 +48,8 @@ pub struct RequesterConfig {
     pub plain: bool,
     /// Maximum outstanding requests.
     pub concurrency: usize,
+    /// Service to call (in the header); `None` = the broker's default.
+    pub service: Option<ServiceName>,
 }
 
 /// The final result of one request.
@@ -503,10 +505,14 @@ impl Requester {
                 zmq::DONTWAIT,
             )
         } else {
+            // The budget is what this attempt waits: past it the broker
+            // answers `timeout` and no worker starts it.
             let header = Header::Request(RequestHeader {
+                budget_ms: Some(u32::try_from(self.cfg.timeout.as_millis()).unwrap_or(u32::MAX)),
                 id,
                 sent_at_us: now_us(),
                 trace: p.trace,
+                service: self.cfg.service,
             })
             .encode();
             send_frames(

@@ -45,6 +45,7 @@ fn config(endpoint: &str, plain: bool, timeout_ms: u64, retries: u32) -> Request
         retries,
         plain,
         concurrency: 4,
+        service: None,
     }
 }
 
@@ -120,6 +121,37 @@ fn header_request_round_trip() {
     assert_eq!(
         (o.id, o.status, o.frames, o.attempts),
         (id, Status::Ok, vec![b"pong".to_vec()], 1)
+    );
+}
+
+#[test]
+fn the_header_names_the_service_and_the_attempts_budget() {
+    let (router, ep, _ctx) = router();
+    let mut cfg = config(&ep, false, 700, 0);
+    cfg.service = Some(mensageria::header::ServiceName::new(b"work").unwrap());
+    let mut req = Requester::new(factory(), cfg, ClientMetrics::unregistered()).unwrap();
+    req.submit(vec![b"x".to_vec()]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut out = Vec::new();
+    while router.poll(zmq::POLLIN, 0).unwrap() == 0 {
+        req.poll(Duration::from_millis(10), &mut out);
+        assert!(
+            Instant::now() < deadline,
+            "no request reached the fake broker"
+        );
+    }
+    let f = router.recv_multipart(0).unwrap();
+    let Ok(Header::Request(h)) = Header::decode(&f[2]) else {
+        panic!("no request header: {f:?}");
+    };
+    assert_eq!(
+        h.service.map(|s| s.as_str().to_owned()).as_deref(),
+        Some("work")
+    );
+    assert_eq!(
+        h.budget_ms,
+        Some(700),
+        "the budget is the attempt's timeout"
     );
 }
 

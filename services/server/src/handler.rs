@@ -4,12 +4,13 @@
 //! The demo protocol is text, so plain peers can use it too. The first
 //! payload frame is read as `<op> [args]`:
 //! - `work <duration> [text]`: sleep `duration` (simulated service time,
-//!   capped by `MAX_WORK`), reply `text` or `done`;
+//!   capped by `MAX_WORK`), reply `text` or `done`; refused with `timeout`
+//!   (without sleeping) when it cannot finish before the request's deadline;
 //! - `whoami`: reply this server's instance id;
 //! - `fail [message]`: reply status `error`;
 //! - anything else: echo every payload frame back unchanged.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mensageria::Status;
 
@@ -18,6 +19,8 @@ use mensageria::Status;
 pub struct Request<'a> {
     /// Payload frames.
     pub frames: &'a [&'a [u8]],
+    /// When the client stops waiting (from the header's time budget), if known.
+    pub deadline: Option<Instant>,
 }
 
 /// What a handler answers.
@@ -87,6 +90,18 @@ impl Handler for DemoHandler {
                         ),
                     );
                 }
+                if let Some(deadline) = request.deadline {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if d > left {
+                        return Response::error(
+                            Status::Timeout,
+                            format!(
+                                "work: {dur} cannot finish within the {}ms left before the deadline; not started",
+                                left.as_millis()
+                            ),
+                        );
+                    }
+                }
                 std::thread::sleep(d);
                 Response::ok(vec![reply.as_bytes().to_vec()])
             }
@@ -116,7 +131,10 @@ mod tests {
     }
 
     fn call(frames: &[&[u8]]) -> Response {
-        demo().handle(&Request { frames })
+        demo().handle(&Request {
+            frames,
+            deadline: None,
+        })
     }
 
     #[test]
@@ -144,6 +162,23 @@ mod tests {
         assert_eq!(call(&[b"work soon"]).status, Status::BadRequest);
         assert_eq!(call(&[b"work 1h"]).status, Status::BadRequest);
         assert_eq!(call(&[]).status, Status::BadRequest);
+    }
+
+    #[test]
+    fn work_that_cannot_meet_the_deadline_is_refused_without_running() {
+        let frames: &[&[u8]] = &[b"work 40ms"];
+        let t = Instant::now();
+        let r = demo().handle(&Request {
+            frames,
+            deadline: Some(t + Duration::from_millis(10)),
+        });
+        assert_eq!(r.status, Status::Timeout, "{r:?}");
+        assert!(t.elapsed() < Duration::from_millis(40), "it must not sleep");
+        let r = demo().handle(&Request {
+            frames,
+            deadline: Some(Instant::now() + Duration::from_secs(5)),
+        });
+        assert_eq!(r, Response::ok(vec![b"done".to_vec()]));
     }
 
     #[test]

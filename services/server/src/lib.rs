@@ -1,17 +1,22 @@
-//! The mensageria server: `WORKERS` REP workers answering requests through
-//! every broker, and one publisher sending an event per handled request plus
-//! a periodic status event through every proxy.
+//! The mensageria server: `WORKERS` workers answering requests through every
+//! broker (as Majordomo workers of `SERVICES`, or as plain REP workers), and
+//! one publisher sending an event per handled request plus a periodic status
+//! event through every proxy.
 //!
 //! - [`config`]: options and subcommands.
 //! - [`handler`]: the handler trait and the built-in demo operations.
-//! - [`worker`]: the REP worker loop.
+//! - [`worker`]: what a worker does with one request (deadline, handler, reply, event).
+//! - [`majordomo`]: the Majordomo links, credit and heartbeats, and the handler threads.
+//! - [`rep`]: the plain REP worker loop.
 //! - [`publisher`]: the PUB thread.
 //! - [`metrics`]: the server's Prometheus metrics.
 
 pub mod config;
 pub mod handler;
+pub mod majordomo;
 pub mod metrics;
 pub mod publisher;
+pub mod rep;
 pub mod worker;
 
 use std::{
@@ -26,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use config::Config;
+use config::WorkerProtocol;
 use handler::{DemoHandler, Handler};
 
 /// A started server.
@@ -125,10 +131,15 @@ pub async fn start_with_handler(
         socket_metrics.clone(),
         shutdown.clone(),
     )?;
+    let protocol = config.worker_protocol;
     let peers = socket_metrics.clone();
-    service
-        .health
-        .check_with("broker_connected", move || peers.peer_count("rep") > 0);
+    let link_socket = match protocol {
+        WorkerProtocol::Majordomo => majordomo::LINK_SOCKET,
+        WorkerProtocol::Rep => "rep",
+    };
+    service.health.check_with("broker_connected", move || {
+        peers.peer_count(link_socket) > 0
+    });
     let instance_arc: Arc<str> = Arc::from(instance.as_str());
     let workers = config.worker_count();
 
@@ -146,41 +157,17 @@ pub async fn start_with_handler(
             TopicCounters::new(server_metrics.events_published.clone()),
         )))
     };
-
-    for i in 0..workers {
-        let name = format!("server-worker-{i}");
-        let sockets = service.sockets.clone();
-        let (brokers, handler, metrics) = (
-            config.broker_endpoints.clone(),
-            handler.clone(),
-            server_metrics.clone(),
-        );
-        let (heartbeat, shutdown, grace, instance) = (
-            // A worker inside one request is alive until MAX_WORK (+ margin).
-            service
-                .health
-                .heartbeat(name.clone())
-                .with_busy_limit(config.max_work),
-            shutdown.clone(),
-            config.common.shutdown_grace,
-            instance_arc.clone(),
-        );
-        let events = events.clone();
-        service
-            .spawn_socket_thread(
-                &name,
-                move || {
-                    let socket = sockets.socket(zmq::REP, "rep")?;
-                    sockets.connect_all(&socket, &brokers)?;
-                    let w = worker::Worker::new(
-                        socket, brokers, handler, metrics, events, heartbeat, shutdown, grace,
-                        instance,
-                    );
-                    Ok((w, ()))
-                },
-                |w| w.run(),
-            )
-            .await?;
+    let worker_settings = worker::WorkerSettings {
+        handler,
+        metrics: server_metrics.clone(),
+        events: events.clone(),
+        instance: instance_arc,
+    };
+    match protocol {
+        WorkerProtocol::Majordomo => {
+            start_majordomo(&mut service, &config, &instance, worker_settings).await?;
+        }
+        WorkerProtocol::Rep => start_rep(&mut service, &config, worker_settings).await?,
     }
 
     let status_events = events.clone();
@@ -205,7 +192,16 @@ pub async fn start_with_handler(
             move |p| publisher::run_status(p, interval, status, heartbeat, sd),
         )
         .await?;
-    info!(%instance, workers, brokers = %config.broker_endpoints, proxies = %config.proxy_endpoints, "Server connecting.");
+    info!(
+        %instance,
+        workers,
+        protocol = ?protocol,
+        services = %config.services.0.join(","),
+        credit = config.credit(),
+        brokers = %config.broker_endpoints,
+        proxies = %config.proxy_endpoints,
+        "Server connecting."
+    );
     let http_addr = service
         .serve_ops(
             config.common.http_addr_or(config::DEFAULT_HTTP_PORT),
@@ -218,6 +214,113 @@ pub async fn start_with_handler(
         service,
         metrics: server_metrics,
     })
+}
+
+/// Starts the Majordomo I/O thread and `WORKERS` handler threads.
+async fn start_majordomo(
+    service: &mut Service,
+    config: &Config,
+    instance: &str,
+    worker: worker::WorkerSettings,
+) -> anyhow::Result<()> {
+    let credit = config.credit();
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(credit as usize);
+    let jobs: majordomo::Jobs = Arc::new(Mutex::new(jobs_rx));
+    let replies_endpoint = format!("inproc://server-replies-{:016x}", random_id());
+    let settings = majordomo::MajordomoSettings {
+        sockets: service.sockets.clone(),
+        brokers: config.broker_endpoints.clone(),
+        services: config.services.0.clone(),
+        credit,
+        instance: instance.to_owned(),
+        heartbeat_ivl: config.worker_heartbeat_ivl,
+        liveness: config.worker_liveness,
+        replies_endpoint: replies_endpoint.clone(),
+        jobs: jobs_tx,
+        heartbeat: service.health.heartbeat("server-mdp"),
+        shutdown: service.shutdown.clone(),
+        grace: config.common.shutdown_grace,
+        metrics: worker.metrics.clone(),
+    };
+    service
+        .spawn_socket_thread(
+            "server-mdp",
+            move || Ok((majordomo::Dispatcher::new(settings)?, ())),
+            majordomo::Dispatcher::run,
+        )
+        .await?;
+    for i in 0..config.worker_count() {
+        let name = format!("server-worker-{i}");
+        let ctx = service.sockets.context().clone();
+        let (endpoint, jobs, worker) = (replies_endpoint.clone(), jobs.clone(), worker.clone());
+        // A handler inside one request is alive until MAX_WORK (+ margin).
+        let heartbeat = service
+            .health
+            .heartbeat(name.clone())
+            .with_busy_limit(config.max_work);
+        service
+            .spawn_socket_thread(
+                &name,
+                move || {
+                    let replies = ctx.socket(zmq::PUSH)?;
+                    replies.set_linger(0)?;
+                    replies.connect(&endpoint)?;
+                    let s = majordomo::HandlerSettings {
+                        jobs,
+                        replies,
+                        worker,
+                        heartbeat,
+                    };
+                    Ok((s, ()))
+                },
+                majordomo::run_handler,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Starts `WORKERS` REP worker threads, each connected to every broker.
+async fn start_rep(
+    service: &mut Service,
+    config: &Config,
+    worker: worker::WorkerSettings,
+) -> anyhow::Result<()> {
+    for i in 0..config.worker_count() {
+        let name = format!("server-worker-{i}");
+        let sockets = service.sockets.clone();
+        let brokers = config.broker_endpoints.clone();
+        let (heartbeat, shutdown, grace, worker) = (
+            // A worker inside one request is alive until MAX_WORK (+ margin).
+            service
+                .health
+                .heartbeat(name.clone())
+                .with_busy_limit(config.max_work),
+            service.shutdown.clone(),
+            config.common.shutdown_grace,
+            worker.clone(),
+        );
+        service
+            .spawn_socket_thread(
+                &name,
+                move || {
+                    let socket = sockets.socket(zmq::REP, "rep")?;
+                    sockets.connect_all(&socket, &brokers)?;
+                    let w = rep::Worker::new(rep::RepSettings {
+                        socket,
+                        brokers,
+                        worker,
+                        heartbeat,
+                        shutdown,
+                        grace,
+                    });
+                    Ok((w, ()))
+                },
+                rep::Worker::run,
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Runs the server until `shutdown` is cancelled and the drain completes.

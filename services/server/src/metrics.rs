@@ -17,6 +17,10 @@ pub struct ServerMetrics {
     pub duration: AtomicHistogram,
     /// Events published, by topic.
     pub events_published: Family<TopicLabel, Counter>,
+    /// Requests skipped because their deadline had passed before they started.
+    pub late_skipped: Counter,
+    /// Requests handed back to a broker because this server was full or draining.
+    pub requeued: Counter,
 }
 
 impl ServerMetrics {
@@ -36,10 +40,24 @@ impl ServerMetrics {
             "Events published, by topic",
             events_published.clone(),
         );
+        let late_skipped = Counter::default();
+        r.register(
+            "server_late_skipped",
+            "Requests not run because their deadline had passed when a worker got to them",
+            late_skipped.clone(),
+        );
+        let requeued = Counter::default();
+        r.register(
+            "server_requeued",
+            "Requests handed back to the broker unrun (server full or draining)",
+            requeued.clone(),
+        );
         ServerMetrics {
             requests,
             duration,
             events_published,
+            late_skipped,
+            requeued,
         }
     }
 

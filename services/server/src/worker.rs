@@ -1,5 +1,7 @@
-//! A worker: one thread owning a REP socket connected to every broker,
-//! answering one request at a time through the [`Handler`].
+//! What every worker does with one request, whichever way it arrived
+//! (Majordomo or REP): read the header, skip it when its deadline has already
+//! passed, run the [`Handler`], count it, build the reply body, and publish
+//! the `requests.completed` event once the reply has left.
 //!
 //! A request with our header gets a header reply (status, request id); a
 //! plain request gets a plain reply, with errors as `ERR <status> <message>`.
@@ -12,12 +14,8 @@ use std::{
 
 use mensageria::{
     header::{is_header, Header},
-    health::Heartbeat,
-    otel,
-    socket::{recv_frames, send_frames},
-    Endpoints, ReplyHeader, Status,
+    otel, ReplyHeader, RequestHeader, Status, TraceContext,
 };
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, Span};
 
 use crate::{
@@ -26,228 +24,195 @@ use crate::{
     publisher::SharedPublisher,
 };
 
-/// How long a draining worker waits for one more request already on the
-/// wire before it disconnects.
-const DRAIN_QUIET: Duration = Duration::from_millis(10);
-/// The longest a draining worker stays connected refusing requests.
-const DRAIN_REFUSE_MAX: Duration = Duration::from_millis(100);
+/// What a worker needs to process requests.
+#[derive(Clone)]
+pub struct WorkerSettings {
+    /// The request handler.
+    pub handler: Arc<dyn Handler>,
+    /// The server's metrics.
+    pub metrics: ServerMetrics,
+    /// The server's event publisher.
+    pub events: SharedPublisher,
+    /// This server's instance id (in events).
+    pub instance: Arc<str>,
+}
 
-/// A worker thread's state.
-pub struct Worker {
-    socket: zmq::Socket,
-    brokers: Endpoints,
-    handler: Arc<dyn Handler>,
-    metrics: ServerMetrics,
-    events: SharedPublisher,
-    heartbeat: Heartbeat,
-    shutdown: CancellationToken,
-    grace: Duration,
-    instance: Arc<str>,
+/// A processed request: the reply body to send, and what the event says.
+#[derive(Debug)]
+pub struct Reply {
+    /// Reply body frames (header first when the request had one).
+    pub frames: Vec<Vec<u8>>,
+    status: Status,
+    id: Option<u64>,
+    trace: Option<TraceContext>,
+    elapsed: Duration,
+}
+
+impl Reply {
+    /// The outcome.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+}
+
+/// Processes requests for one worker thread.
+pub struct Processor {
+    settings: WorkerSettings,
     /// Reused buffer for event payloads.
     payload: String,
 }
 
-impl Worker {
-    /// A worker around a REP socket connected to `brokers` (kept to
-    /// disconnect from when draining) and its own event publisher.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        socket: zmq::Socket,
-        brokers: Endpoints,
-        handler: Arc<dyn Handler>,
-        metrics: ServerMetrics,
-        events: SharedPublisher,
-        heartbeat: Heartbeat,
-        shutdown: CancellationToken,
-        grace: Duration,
-        instance: Arc<str>,
-    ) -> Self {
-        Worker {
-            socket,
-            brokers,
-            handler,
-            metrics,
-            events,
-            heartbeat,
-            shutdown,
-            grace,
-            instance,
+/// The remaining time budget a request header carries, if any.
+fn budget(h: &RequestHeader) -> Option<Duration> {
+    h.budget_ms.map(|ms| Duration::from_millis(u64::from(ms)))
+}
+
+impl Processor {
+    /// A processor with its own event buffer.
+    pub fn new(settings: WorkerSettings) -> Self {
+        Processor {
+            settings,
             payload: String::with_capacity(160),
         }
     }
 
-    /// Serves until shutdown; then disconnects from the brokers, answers what
-    /// is still queued, and returns.
-    ///
-    /// # Errors
-    /// On a libzmq failure that leaves the socket unusable.
-    pub fn run(mut self) -> anyhow::Result<()> {
-        let mut frames = Vec::with_capacity(4);
-        let mut drain_started: Option<Instant> = None;
-        loop {
-            let now = Instant::now();
-            self.heartbeat.beat_at(now);
-            if self.shutdown.is_cancelled() {
-                // Draining. The request being handled at SIGTERM has finished
-                // normally. Requests already queued at this socket are refused
-                // with `unavailable` while the way back to the broker still
-                // exists, so their clients retry elsewhere at once instead of
-                // waiting for a timeout. Stop as soon as the queue is empty
-                // for DRAIN_QUIET (requests already on the wire) or after
-                // DRAIN_REFUSE_MAX at most: under steady load the queue is
-                // never empty for long, and staying connected only draws
-                // more requests to refuse.
-                let started = *drain_started.get_or_insert(now);
-                let limit = (started + DRAIN_REFUSE_MAX).min(started + self.grace);
-                if now >= limit {
-                    break;
+    /// Handles one request body (everything after the envelope). `received`
+    /// is when this server read it: the header's time budget counts from then.
+    pub fn process(&mut self, body: &[zmq::Message], received: Instant) -> Reply {
+        let (header, payload) = match body.first() {
+            Some(f) if is_header(f) => match Header::decode(f) {
+                Ok(Header::Request(h)) => (Some(h), &body[1..]),
+                Ok(_) => {
+                    return self.answer(
+                        None,
+                        Response::error(Status::BadRequest, "expected a request header"),
+                        received,
+                        &Span::none(),
+                    )
                 }
-                let wait = DRAIN_QUIET.min(limit - now);
-                match self.socket.poll(zmq::POLLIN, wait.as_millis() as i64) {
-                    Ok(0) => break,
-                    Ok(_) | Err(zmq::Error::EINTR) => {}
-                    Err(e) => return Err(anyhow::anyhow!("worker poll failed: {e}")),
+                Err(e) => {
+                    return self.answer(
+                        None,
+                        Response::error(Status::BadRequest, format!("invalid header: {e}")),
+                        received,
+                        &Span::none(),
+                    )
                 }
-                match recv_frames(&self.socket, zmq::DONTWAIT, &mut frames) {
-                    Ok(()) => self.refuse(&frames)?,
-                    Err(zmq::Error::EAGAIN) => {}
-                    Err(e) => return Err(anyhow::anyhow!("worker receive failed: {e}")),
-                }
-                continue;
-            }
-            // Try to receive first and poll only when nothing is queued: under
-            // load this saves a system call per request.
-            match recv_frames(&self.socket, zmq::DONTWAIT, &mut frames) {
-                Ok(()) => self.serve(&frames)?,
-                Err(zmq::Error::EAGAIN) => match self.socket.poll(zmq::POLLIN, 50) {
-                    Ok(_) | Err(zmq::Error::EINTR) => {}
-                    Err(e) => return Err(anyhow::anyhow!("worker poll failed: {e}")),
-                },
-                Err(e) => return Err(anyhow::anyhow!("worker receive failed: {e}")),
-            }
+            },
+            _ => (None, body),
+        };
+        let deadline = header.as_ref().and_then(budget).map(|b| received + b);
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            // The client has been told `timeout` already: running it now
+            // would be wasted work (and a duplicate if the client retried).
+            self.settings.metrics.late_skipped.inc();
+            debug!(id = header.as_ref().map(|h| h.id), "Late request skipped.");
+            return self.answer(
+                header,
+                Response::error(
+                    Status::Timeout,
+                    "deadline passed before a worker got to it; not run",
+                ),
+                received,
+                &Span::none(),
+            );
         }
-        // Every request this worker read has been answered. Disconnecting now
-        // stops new work; anything still in flight to us was never read, and
-        // the broker times it out so the client retries elsewhere.
-        for e in &self.brokers.0 {
-            let _ = self.socket.disconnect(e);
-        }
-        debug!("Worker stopped.");
-        Ok(())
+        let parent = header.as_ref().and_then(|h| h.trace);
+        let span = otel::child_span("server", "process", "requests", parent.as_ref());
+        let slices: Vec<&[u8]> = payload.iter().map(|m| &m[..]).collect();
+        let response = span.in_scope(|| {
+            self.settings.handler.handle(&Request {
+                frames: &slices,
+                deadline,
+            })
+        });
+        self.answer(header, response, received, &span)
     }
 
-    /// Answers a request `unavailable` without handling it (draining).
-    fn refuse(&mut self, frames: &[zmq::Message]) -> anyhow::Result<()> {
-        let header = match frames.first() {
+    /// Answers a request `status` without handling it (e.g. draining).
+    pub fn refuse(&mut self, body: &[zmq::Message], status: Status, message: &str) -> Reply {
+        let header = match body.first() {
             Some(f) if is_header(f) => match Header::decode(f) {
                 Ok(Header::Request(h)) => Some(h),
                 _ => None,
             },
             _ => None,
         };
-        let response = Response::error(Status::Unavailable, "server is shutting down");
-        self.reply(header, response, Instant::now(), &Span::none())
+        self.answer(
+            header,
+            Response::error(status, message),
+            Instant::now(),
+            &Span::none(),
+        )
     }
 
-    fn serve(&mut self, frames: &[zmq::Message]) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let _busy = self.heartbeat.busy_at(started);
-        let (header, payload) = match frames.first() {
-            Some(f) if is_header(f) => match Header::decode(f) {
-                Ok(Header::Request(h)) => (Some(h), &frames[1..]),
-                Ok(_) => {
-                    return self.reply(
-                        None,
-                        Response::error(Status::BadRequest, "expected a request header"),
-                        started,
-                        &Span::none(),
-                    )
-                }
-                Err(e) => {
-                    return self.reply(
-                        None,
-                        Response::error(Status::BadRequest, format!("invalid header: {e}")),
-                        started,
-                        &Span::none(),
-                    )
-                }
-            },
-            _ => (None, frames),
-        };
-        let parent = header.and_then(|h| h.trace);
-        let span = otel::child_span("server", "process", "requests", parent.as_ref());
-        let slices: Vec<&[u8]> = payload.iter().map(|m| &m[..]).collect();
-        let response = span.in_scope(|| self.handler.handle(&Request { frames: &slices }));
-        self.reply(header, response, started, &span)
-    }
-
-    fn reply(
+    fn answer(
         &mut self,
-        header: Option<mensageria::RequestHeader>,
+        header: Option<RequestHeader>,
         response: Response,
         started: Instant,
         span: &Span,
-    ) -> anyhow::Result<()> {
+    ) -> Reply {
         let status = response.status;
         // Replies and events continue this server's span when it exists.
-        let trace = otel::trace_context(span).or(header.and_then(|h| h.trace));
+        let trace = otel::trace_context(span).or(header.as_ref().and_then(|h| h.trace));
         if status != Status::Ok {
             otel::set_error(span, status.as_str());
         }
         // Counted before the reply leaves, so whoever sees the reply sees it counted.
         let elapsed = started.elapsed();
-        self.metrics.request(status);
-        self.metrics.duration.observe(elapsed);
-        let result = match header {
-            Some(h) => {
-                let head = Header::Reply(ReplyHeader {
-                    id: h.id,
-                    status,
-                    trace,
-                })
-                .encode();
-                send_frames(
-                    &self.socket,
-                    std::iter::once(head).chain(response.frames),
-                    0,
-                )
+        self.settings.metrics.request(status);
+        self.settings.metrics.duration.observe(elapsed);
+        let id = header.as_ref().map(|h| h.id);
+        let frames = match id {
+            Some(id) => {
+                let head = Header::Reply(ReplyHeader { id, status, trace }).encode();
+                std::iter::once(head).chain(response.frames).collect()
             }
-            None if status == Status::Ok => send_frames(&self.socket, response.frames, 0),
+            None if status == Status::Ok => response.frames,
             None => {
                 let msg = response
                     .frames
                     .first()
                     .map(|f| String::from_utf8_lossy(f).into_owned())
                     .unwrap_or_default();
-                send_frames(
-                    &self.socket,
-                    [format!("ERR {status} {msg}").into_bytes()],
-                    0,
-                )
+                vec![format!("ERR {status} {msg}").into_bytes()]
             }
         };
-        if let Err(e) = result {
-            // REP cannot go on without sending its reply; this is fatal for the socket.
-            return Err(anyhow::anyhow!("worker reply failed: {e}"));
+        Reply {
+            frames,
+            status,
+            id,
+            trace,
+            elapsed,
         }
-        // One `requests.completed` event per handled request. The payload is
-        // written by hand into a reused buffer: this runs once per request.
+    }
+
+    /// Publishes the `requests.completed` event of a reply that has left.
+    pub fn completed(&mut self, reply: &Reply) {
+        // The payload is written by hand into a reused buffer: this runs once per request.
         self.payload.clear();
         let _ = write!(
             self.payload,
             r#"{{"request_id":{},"status":"{}","duration_us":{},"server":"{}"}}"#,
-            header.map_or_else(|| "null".to_owned(), |h| h.id.to_string()),
-            status.as_str(),
-            elapsed.as_micros(),
-            crate::json_escape(&self.instance),
+            reply
+                .id
+                .map_or_else(|| "null".to_owned(), |id| id.to_string()),
+            reply.status.as_str(),
+            reply.elapsed.as_micros(),
+            crate::json_escape(&self.settings.instance),
         );
-        let publish = otel::child_span("producer", "publish", "requests.completed", trace.as_ref());
-        let event_trace = otel::trace_context(&publish).or(trace);
-        crate::publisher::lock(&self.events).publish(
+        let publish = otel::child_span(
+            "producer",
+            "publish",
+            "requests.completed",
+            reply.trace.as_ref(),
+        );
+        let event_trace = otel::trace_context(&publish).or(reply.trace);
+        crate::publisher::lock(&self.settings.events).publish(
             "requests.completed",
             self.payload.as_bytes(),
             event_trace,
         );
-        Ok(())
     }
 }

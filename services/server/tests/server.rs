@@ -1,5 +1,7 @@
-//! Server integration tests: the real server in-process, with a DEALER
-//! standing in for the broker's backend and a SUB for the proxy.
+//! Server integration tests of the plain REP path (`WORKER_PROTOCOL=rep`):
+//! the real server in-process, with a DEALER standing in for the broker's
+//! backend and a SUB for the proxy. (`tests/majordomo.rs` covers the default
+//! Majordomo path.)
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +10,7 @@ use mensageria::{
     ops::http_get,
     EventHeader, Status,
 };
-use server::{Config, Server};
+use server::{config::WorkerProtocol, Config, Server};
 use tokio_util::sync::CancellationToken;
 
 struct Fixture {
@@ -38,6 +40,7 @@ async fn start() -> Fixture {
     let (events, e) = bound(&ctx, zmq::SUB);
     events.set_subscribe(b"").unwrap();
     let mut config = Config::for_tests(&b, &e, 2);
+    config.worker_protocol = WorkerProtocol::Rep;
     config.common.shutdown_grace = Duration::from_secs(2);
     config.status_interval = Duration::from_millis(100);
     let shutdown = CancellationToken::new();
@@ -92,9 +95,11 @@ impl Fixture {
 
 fn request_header(id: u64) -> Vec<u8> {
     Header::Request(RequestHeader {
+        budget_ms: None,
         id,
         sent_at_us: 1,
         trace: None,
+        service: None,
     })
     .encode()
 }
@@ -143,6 +148,31 @@ async fn header_and_plain_requests_get_matching_replies() {
     );
     assert!(
         m.contains("mensageria_server_request_duration_seconds_count 6"),
+        "{m}"
+    );
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_budget_is_skipped_and_counted() {
+    let f = start().await;
+    let late = Header::Request(RequestHeader {
+        budget_ms: Some(0),
+        id: 21,
+        sent_at_us: 1,
+        trace: None,
+        service: None,
+    })
+    .encode();
+    let reply = f.call(&[&late, b"work 1ms"]);
+    match Header::decode(&reply[0]).unwrap() {
+        Header::Reply(h) => assert_eq!((h.id, h.status), (21, Status::Timeout)),
+        other => panic!("{other:?}"),
+    }
+    let m = f.metrics();
+    assert!(m.contains("mensageria_server_late_skipped_total 1"), "{m}");
+    assert!(
+        m.contains("mensageria_server_requests_total{status=\"ok\"} 0"),
         "{m}"
     );
     f.stop().await;
@@ -257,6 +287,7 @@ async fn drain_finishes_the_request_in_progress() {
     let (tx, started) = std::sync::mpsc::channel();
     let shutdown = CancellationToken::new();
     let mut config = Config::for_tests(&b, &e, 1);
+    config.worker_protocol = WorkerProtocol::Rep;
     config.common.shutdown_grace = Duration::from_secs(5);
     let handler = std::sync::Arc::new(Gate(std::sync::Mutex::new(tx)));
     let s = server::start_with_handler(config, shutdown.clone(), "gate".into(), handler)

@@ -1,0 +1,92 @@
+//! Two brokers (as Kubernetes runs them): one server registers with both,
+//! keeps its credit honest across them, and losing one broker costs the
+//! other nothing.
+
+use std::time::Duration;
+
+use e2e::{
+    broker_workers, plain_req, recv_within, req_roundtrip, wait_ready, wait_registered, wait_until,
+    with_timeout, BenchSummary, Broker, Proc, Proxy, Server, Signal, START_TIMEOUT,
+};
+
+#[test]
+fn a_server_serves_two_brokers_without_head_of_line_waits_and_survives_losing_one() {
+    with_timeout(Duration::from_secs(120), || {
+        let (mut b1, b2) = (Broker::start(&[]), Broker::start(&[]));
+        let proxy = Proxy::start(&[]);
+        let both = format!("{},{}", b1.frontend, b2.frontend);
+        // Two workers: credit 2, announced to each broker.
+        let server = Server::start(&both, &proxy.xsub, &["--workers", "2"]);
+        server.wait_ready();
+        for b in [&b1, &b2] {
+            wait_ready(b.http, START_TIMEOUT);
+            wait_registered(b.http, 1.0);
+        }
+
+        // Requests through either broker reach it.
+        let ctx = zmq::Context::new();
+        for b in [&b1, &b2] {
+            let req = plain_req(&ctx, &b.frontend);
+            assert_eq!(
+                req_roundtrip(&req, &[b"whoami"]),
+                vec![server.instance.clone().into_bytes()]
+            );
+        }
+
+        // A slow request through broker 1 takes one of the two slots; quick
+        // lockstep requests through broker 2 use the other and are all
+        // answered while the slow one runs.
+        let slow = plain_req(&ctx, &b1.frontend);
+        slow.send("work 2s".as_bytes(), 0).expect("send");
+        wait_until(
+            "the slow request to reach the server",
+            Duration::from_secs(10),
+            || (broker_workers(b1.http, &[("state", "busy")]) == 1.0).then_some(()),
+        );
+        let quick = plain_req(&ctx, &b2.frontend);
+        crate::queue::quick_before_slow(&quick, &slow, 20);
+        assert_eq!(
+            recv_within(&slow, Duration::from_secs(10)),
+            Some(vec![b"done".to_vec()])
+        );
+
+        // Load through broker 2 while broker 1 is killed: nothing is lost
+        // or even retried there.
+        let mut bench = Proc::spawn(
+            "client",
+            &[
+                "bench",
+                "--json",
+                "--broker-endpoints",
+                &b2.frontend,
+                "--requests",
+                "3000",
+                "--concurrency",
+                "4",
+                "--payload",
+                "work 1ms",
+            ],
+            &[],
+        );
+        wait_until("the bench to be under way", Duration::from_secs(20), || {
+            (server.handled_ok() >= 500.0).then_some(())
+        });
+        assert!(
+            bench.try_status().is_none(),
+            "the bench ended before the kill; nothing was tested"
+        );
+        b1.proc.kill(Signal::Kill);
+        b1.proc.wait_exit(Duration::from_secs(5));
+        let s = BenchSummary::from_proc(bench, Duration::from_secs(90));
+        assert_eq!(
+            (s.requests, s.ok, s.errors, s.retries),
+            (3000, 3000, 0, 0),
+            "{s}"
+        );
+        assert_eq!(
+            e2e::registered_workers(b2.http),
+            1.0,
+            "still registered with broker 2"
+        );
+    });
+}

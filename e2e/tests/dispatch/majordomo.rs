@@ -1,0 +1,87 @@
+//! Majordomo clients and workers written from the RFCs (MDP/0.1 and 0.2)
+//! work through the real broker, beside our own client and server and a
+//! plain REQ client.
+
+use std::time::Duration;
+
+use e2e::{describe, plain_req, req_roundtrip, stdout, wait_until, with_timeout, Stack};
+
+use crate::rfc::{call_v1, call_v2, Mdp, RfcWorker};
+
+#[test]
+fn rfc_clients_and_workers_work_beside_ours_and_plain_peers() {
+    with_timeout(Duration::from_secs(90), || {
+        let stack = Stack::start(1);
+        let front = stack.frontend();
+        let v1 = RfcWorker::start(front, Mdp::V1, "v1svc", "v1:", Duration::ZERO);
+        let v2 = RfcWorker::start(front, Mdp::V2, "v2svc", "v2:", Duration::ZERO);
+        wait_until(
+            "the RFC workers to register",
+            Duration::from_secs(10),
+            || {
+                (e2e::service_workers(stack.broker.http, "v1svc") == 1.0
+                    && e2e::service_workers(stack.broker.http, "v2svc") == 1.0)
+                    .then_some(())
+            },
+        );
+        let ctx = zmq::Context::new();
+        let plain = plain_req(&ctx, front);
+        const ROUNDS: u64 = 10;
+        for i in 0..ROUNDS {
+            let body = format!("r{i}");
+            let b = body.as_bytes();
+            // Each client version against each worker version.
+            assert_eq!(
+                call_v1(&ctx, front, "v2svc", &[b, b"x"]),
+                vec![format!("v2:{body}").into_bytes(), b"x".to_vec()]
+            );
+            assert_eq!(
+                call_v2(&ctx, front, "v1svc", &[b]),
+                vec![format!("v1:{body}").into_bytes()]
+            );
+            assert_eq!(
+                call_v1(&ctx, front, "v1svc", &[b]),
+                vec![format!("v1:{body}").into_bytes()]
+            );
+            assert_eq!(
+                call_v2(&ctx, front, "v2svc", &[b]),
+                vec![format!("v2:{body}").into_bytes()]
+            );
+            // Majordomo clients reach our server too (plain body, plain reply).
+            assert_eq!(call_v1(&ctx, front, "echo", &[b]), vec![b.to_vec()]);
+            assert_eq!(call_v2(&ctx, front, "echo", &[b]), vec![b.to_vec()]);
+            // A plain REQ peer: the default service.
+            assert_eq!(req_roundtrip(&plain, &[b]), vec![b.to_vec()]);
+        }
+        // Our client, by name and by default.
+        for extra in [&["--service", "echo"][..], &[]] {
+            let out = stack.request("ours", extra);
+            assert!(out.status.success(), "{}", describe(&out));
+            assert_eq!(stdout(&out), "ours\n");
+        }
+        assert!(
+            !v1.was_disconnected() && !v2.was_disconnected(),
+            "the broker disconnected an RFC worker"
+        );
+        assert_eq!(v1.served(), 2 * ROUNDS);
+        assert_eq!(v2.served(), 2 * ROUNDS);
+        assert_eq!(stack.servers[0].handled_ok(), (3 * ROUNDS + 2) as f64);
+
+        // DISCONNECT (RFC 7/18) removes the worker: its service is gone.
+        v1.stop();
+        wait_until(
+            "the v1 worker to be removed",
+            Duration::from_secs(10),
+            || (e2e::service_workers(stack.broker.http, "v1svc") == 0.0).then_some(()),
+        );
+        assert_eq!(
+            call_v1(&ctx, front, "mmi.service", &[b"v1svc"]),
+            vec![b"404".to_vec()]
+        );
+        assert_eq!(
+            call_v1(&ctx, front, "mmi.service", &[b"v2svc"]),
+            vec![b"200".to_vec()]
+        );
+        v2.stop();
+    });
+}

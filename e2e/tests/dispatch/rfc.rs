@@ -1,0 +1,251 @@
+//! Majordomo peers written here from the RFCs alone (ZeroMQ RFC 7 MDP/0.1
+//! and RFC 18 MDP/0.2), with no code of ours: what a program written
+//! against the ZeroMQ guide sends and expects. They check the broker from
+//! the outside.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+/// MDP version of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mdp {
+    /// RFC 7: commands start with an empty frame; REPLY is 0x03.
+    V1,
+    /// RFC 18: no leading empty frame; PARTIAL 0x03, FINAL 0x04.
+    V2,
+}
+
+/// Worker command bytes of each version (RFC 7 and RFC 18 tables).
+struct Commands {
+    ready: u8,
+    request: u8,
+    reply: u8,
+    heartbeat: u8,
+    disconnect: u8,
+}
+
+impl Mdp {
+    fn commands(self) -> Commands {
+        match self {
+            Mdp::V1 => Commands {
+                ready: 0x01,
+                request: 0x02,
+                reply: 0x03,
+                heartbeat: 0x04,
+                disconnect: 0x05,
+            },
+            Mdp::V2 => Commands {
+                ready: 0x01,
+                request: 0x02,
+                reply: 0x04, // FINAL
+                heartbeat: 0x05,
+                disconnect: 0x06,
+            },
+        }
+    }
+
+    /// The frames every worker command starts with.
+    fn worker_head(self, command: u8) -> Vec<Vec<u8>> {
+        match self {
+            Mdp::V1 => vec![vec![], b"MDPW01".to_vec(), vec![command]],
+            Mdp::V2 => vec![b"MDPW02".to_vec(), vec![command]],
+        }
+    }
+}
+
+/// A Majordomo worker on its own thread: registers `service`, answers every
+/// request with its body, the first frame prefixed by `prefix`, after
+/// `delay`; heartbeats every second; sends DISCONNECT when stopped.
+pub struct RfcWorker {
+    stop: Arc<AtomicBool>,
+    served: Arc<AtomicU64>,
+    disconnected: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl RfcWorker {
+    /// Connects to `endpoint` and sends READY.
+    pub fn start(
+        endpoint: &str,
+        version: Mdp,
+        service: &str,
+        prefix: &str,
+        delay: Duration,
+    ) -> Self {
+        let (stop, served) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let disconnected = Arc::new(AtomicBool::new(false));
+        let state = WorkerState {
+            endpoint: endpoint.to_owned(),
+            version,
+            service: service.to_owned(),
+            prefix: prefix.to_owned(),
+            delay,
+            stop: stop.clone(),
+            served: served.clone(),
+            disconnected: disconnected.clone(),
+        };
+        let thread = thread::Builder::new()
+            .name(format!("rfc-worker-{service}"))
+            .spawn(move || run_worker(&state))
+            .expect("spawn the RFC worker");
+        RfcWorker {
+            stop,
+            served,
+            disconnected,
+            thread: Some(thread),
+        }
+    }
+
+    /// Requests answered so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    /// Whether the broker sent it DISCONNECT (it then stops).
+    pub fn was_disconnected(&self) -> bool {
+        self.disconnected.load(Ordering::SeqCst)
+    }
+
+    /// Sends DISCONNECT, closes the socket and returns the requests answered.
+    pub fn stop(mut self) -> u64 {
+        self.halt();
+        self.served()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("the RFC worker thread");
+        }
+    }
+}
+
+impl Drop for RfcWorker {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// What a worker thread runs with.
+struct WorkerState {
+    endpoint: String,
+    version: Mdp,
+    service: String,
+    prefix: String,
+    delay: Duration,
+    stop: Arc<AtomicBool>,
+    served: Arc<AtomicU64>,
+    disconnected: Arc<AtomicBool>,
+}
+
+fn run_worker(st: &WorkerState) {
+    let (endpoint, v, service, prefix, delay) =
+        (&st.endpoint, st.version, &st.service, &st.prefix, st.delay);
+    let (stop, served) = (&st.stop, &st.served);
+    let c = v.commands();
+    let ctx = zmq::Context::new();
+    let socket = ctx.socket(zmq::DEALER).expect("DEALER");
+    socket.set_linger(500).expect("linger");
+    socket.connect(endpoint).expect("connect");
+    let send = |frames: Vec<Vec<u8>>| socket.send_multipart(frames, 0).expect("send");
+    let mut ready = v.worker_head(c.ready);
+    ready.push(service.as_bytes().to_vec());
+    send(ready);
+    let heartbeat = Duration::from_secs(1);
+    let mut last_sent = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        if last_sent.elapsed() >= heartbeat {
+            send(v.worker_head(c.heartbeat));
+            last_sent = Instant::now();
+        }
+        if socket.poll(zmq::POLLIN, 50).unwrap_or(0) == 0 {
+            continue;
+        }
+        let frames = socket.recv_multipart(0).expect("receive");
+        let skip = usize::from(v == Mdp::V1);
+        let (protocol, command) = (frames.get(skip), frames.get(skip + 1));
+        let expected: &[u8] = if v == Mdp::V1 { b"MDPW01" } else { b"MDPW02" };
+        assert_eq!(protocol.map(Vec::as_slice), Some(expected), "{frames:?}");
+        let command = command.and_then(|f| f.first().copied());
+        if command == Some(c.request) {
+            // [head…, address, "", body…]
+            let address = frames[skip + 2].clone();
+            assert!(
+                frames[skip + 3].is_empty(),
+                "envelope delimiter: {frames:?}"
+            );
+            let mut body: Vec<Vec<u8>> = frames[skip + 4..].to_vec();
+            thread::sleep(delay);
+            if let Some(first) = body.first_mut() {
+                let mut f = prefix.as_bytes().to_vec();
+                f.extend_from_slice(first);
+                *first = f;
+            }
+            let mut reply = v.worker_head(c.reply);
+            reply.push(address);
+            reply.push(vec![]);
+            reply.extend(body);
+            send(reply);
+            served.fetch_add(1, Ordering::SeqCst);
+            last_sent = Instant::now();
+        } else if command == Some(c.disconnect) {
+            st.disconnected.store(true, Ordering::SeqCst);
+            return;
+        }
+    }
+    send(v.worker_head(c.disconnect));
+}
+
+/// MDP/0.1 client over REQ (RFC 7): `["MDPC01", service, body…]`; returns
+/// the reply body after checking the `["MDPC01", service]` head.
+pub fn call_v1(ctx: &zmq::Context, endpoint: &str, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
+    let req = e2e::plain_req(ctx, endpoint);
+    let mut frames: Vec<&[u8]> = vec![b"MDPC01", service.as_bytes()];
+    frames.extend_from_slice(body);
+    let reply = e2e::req_roundtrip(&req, &frames);
+    assert!(
+        reply.len() >= 3,
+        "MDPC01 reply too short: {:?}",
+        e2e::show(&reply)
+    );
+    assert_eq!(reply[0], b"MDPC01", "{:?}", e2e::show(&reply));
+    assert_eq!(reply[1], service.as_bytes(), "{:?}", e2e::show(&reply));
+    reply[2..].to_vec()
+}
+
+/// MDP/0.2 client over DEALER (RFC 18): REQUEST `["MDPC02", 0x01, service,
+/// body…]`; skips PARTIALs and returns the FINAL's body.
+pub fn call_v2(ctx: &zmq::Context, endpoint: &str, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
+    let dealer = ctx.socket(zmq::DEALER).expect("DEALER");
+    dealer.set_linger(0).expect("linger");
+    dealer.set_sndtimeo(5000).expect("send timeout");
+    dealer.connect(endpoint).expect("connect");
+    let mut frames: Vec<&[u8]> = vec![b"MDPC02", &[0x01], service.as_bytes()];
+    frames.extend_from_slice(body);
+    dealer.send_multipart(frames, 0).expect("send");
+    loop {
+        let reply = e2e::recv_within(&dealer, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no MDPC02 reply from {service}"));
+        assert!(
+            reply.len() >= 4,
+            "MDPC02 reply too short: {:?}",
+            e2e::show(&reply)
+        );
+        assert_eq!(reply[0], b"MDPC02", "{:?}", e2e::show(&reply));
+        assert_eq!(reply[2], service.as_bytes(), "{:?}", e2e::show(&reply));
+        match reply[1].as_slice() {
+            [0x02] => continue, // PARTIAL
+            [0x03] => return reply[3..].to_vec(),
+            other => panic!("unexpected MDPC02 command {other:?}"),
+        }
+    }
+}

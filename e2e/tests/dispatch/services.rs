@@ -1,0 +1,123 @@
+//! Several services on one broker: each request reaches a worker of the
+//! service it names, an unknown service is `unavailable` at once, MMI
+//! (RFC 8) answers 200/404, and `client services` shows them all.
+
+use std::time::Duration;
+
+use e2e::{describe, run_client, stderr, stdout, unused_port, with_timeout, Stack, CLIENT_TIMEOUT};
+
+use crate::rfc::{call_v1, call_v2};
+
+#[test]
+fn two_services_from_two_servers_route_correctly() {
+    with_timeout(Duration::from_secs(90), || {
+        let mut stack = Stack::start(0);
+        let alpha = stack.add_server(&["--services", "alpha"]);
+        let beta = stack.add_server(&["--services", "beta,gamma"]);
+        let (alpha, beta) = (
+            stack.servers[alpha].instance.clone(),
+            stack.servers[beta].instance.clone(),
+        );
+
+        for (service, instance) in [("alpha", &alpha), ("beta", &beta), ("gamma", &beta)] {
+            for _ in 0..5 {
+                let out = stack.request("whoami", &["--service", service]);
+                assert!(out.status.success(), "{service}: {}", describe(&out));
+                assert_eq!(
+                    stdout(&out).trim(),
+                    instance.as_str(),
+                    "{service} went elsewhere"
+                );
+            }
+        }
+        // No worker for `echo` (the default service) nor for `nosuch`.
+        for extra in [&["--service", "nosuch"][..], &[]] {
+            let mut args = extra.to_vec();
+            args.extend(["--retries", "0"]);
+            let out = stack.request("hello", &args);
+            assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", describe(&out));
+            assert!(
+                stderr(&out).contains("request failed (unavailable)"),
+                "{extra:?}: {}",
+                describe(&out)
+            );
+        }
+
+        // MMI over real Majordomo client sockets (RFC 7 over REQ, RFC 18 over DEALER).
+        let ctx = zmq::Context::new();
+        let front = stack.frontend();
+        assert_eq!(
+            call_v1(&ctx, front, "mmi.service", &[b"alpha"]),
+            vec![b"200".to_vec()]
+        );
+        assert_eq!(
+            call_v1(&ctx, front, "mmi.service", &[b"nosuch"]),
+            vec![b"404".to_vec()]
+        );
+        assert_eq!(
+            call_v2(&ctx, front, "mmi.service", &[b"gamma"]),
+            vec![b"200".to_vec()]
+        );
+        assert_eq!(
+            call_v2(&ctx, front, "mmi.service", &[b"echo"]),
+            vec![b"404".to_vec()]
+        );
+        assert_eq!(
+            call_v1(&ctx, front, "mmi.nosuch", &[b"x"]),
+            vec![b"501".to_vec()]
+        );
+        let listing = call_v1(&ctx, front, "mmi.services", &[b""]);
+        let listing = String::from_utf8_lossy(&listing[0]).into_owned();
+        for line in ["alpha 1", "beta 1", "gamma 1"] {
+            assert!(
+                listing.lines().any(|l| l == line),
+                "mmi.services: {listing:?}"
+            );
+        }
+
+        // `client services` shows the same.
+        let http = stack.broker.http.to_string();
+        let out = run_client(&["services", "--broker-http", &http], CLIENT_TIMEOUT);
+        assert!(out.status.success(), "{}", describe(&out));
+        let table = stdout(&out);
+        for service in ["alpha", "beta", "gamma"] {
+            let row: Vec<&str> = table
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(service))
+                .unwrap_or_else(|| panic!("no row for {service}:\n{table}"))
+                .split_whitespace()
+                .collect();
+            // SERVICE QUEUE IDLE BUSY …
+            assert_eq!(&row[1..4], &["0", "1", "0"], "{service}:\n{table}");
+        }
+        assert!(
+            table.contains(&alpha) && table.contains(&beta),
+            "instances listed:\n{table}"
+        );
+        let json = run_client(
+            &["services", "--broker-http", &http, "--json"],
+            CLIENT_TIMEOUT,
+        );
+        let v: serde_json::Value = serde_json::from_str(stdout(&json).trim())
+            .unwrap_or_else(|e| panic!("--json is not JSON ({e}): {}", describe(&json)));
+        let names: Vec<&str> = v["services"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no services array: {v}"))
+            .iter()
+            .filter_map(|s| s["name"].as_str())
+            .collect();
+        for service in ["alpha", "beta", "gamma"] {
+            assert!(names.contains(&service), "{service} missing: {v}");
+        }
+
+        // Nothing listening: a clear error, exit 1.
+        let nowhere = format!("127.0.0.1:{}", unused_port());
+        let out = run_client(&["services", "--broker-http", &nowhere], CLIENT_TIMEOUT);
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        assert!(
+            stderr(&out).contains("cannot reach the broker"),
+            "{}",
+            describe(&out)
+        );
+    });
+}

@@ -1,0 +1,134 @@
+//! Answers to clients, in the protocol each spoke ([`crate::client`]):
+//! workers' replies forwarded, and the answers the broker makes itself.
+
+use std::time::Instant;
+
+use mensageria::{header::Header, otel, socket::send_frames, Status};
+use tracing::debug;
+
+use crate::{
+    client::{self, ClientKind},
+    metrics::{DropReason, ServiceMetrics},
+    requests::take,
+    router::{Pending, Router},
+};
+
+/// An answer the broker makes itself.
+pub(crate) struct Answer<'a> {
+    /// How the client spoke.
+    kind: ClientKind,
+    /// The service frame of a Majordomo answer.
+    service: &'a [u8],
+    /// Its status (for the metrics).
+    status: Status,
+    /// When the request arrived.
+    started: Instant,
+}
+
+impl<'a> Answer<'a> {
+    pub(crate) fn new(
+        kind: ClientKind,
+        service: &'a [u8],
+        status: Status,
+        started: Instant,
+    ) -> Self {
+        Answer {
+            kind,
+            service,
+            status,
+            started,
+        }
+    }
+}
+
+impl Router {
+    /// Forwards a worker's reply body to the client of `p` in its protocol.
+    pub(crate) fn forward_reply(&self, p: &Pending, body: &mut [zmq::Message], final_: bool) {
+        let status = body
+            .first()
+            .filter(|f| mensageria::header::is_header(f))
+            .and_then(|f| match Header::decode(f) {
+                Ok(Header::Reply(h)) => Some(h.status),
+                _ => None,
+            })
+            .unwrap_or(Status::Ok);
+        let s = self.services.get(p.service);
+        let service = s.name.as_bytes();
+        let bytes = p.route.byte_len() + body.iter().map(|f| f.len()).sum::<usize>();
+        let frames = p
+            .route
+            .frames()
+            .chain(client::reply_prefix(p.client, service, final_))
+            .map(zmq::Message::from)
+            .chain(body.iter_mut().map(take));
+        match send_frames(&self.frontend, frames, zmq::DONTWAIT) {
+            Ok(()) if final_ => {
+                self.metrics.frontend_out.count(bytes);
+                self.count_reply(&s.metrics, status, p.started);
+                if status != Status::Ok {
+                    s.errors.set(s.errors.get() + 1);
+                }
+            }
+            Ok(()) => self.metrics.frontend_out.count(bytes),
+            Err(e) => {
+                self.metrics.drop(DropReason::ClientGone);
+                debug!(error.message = %e, "Reply for a client that is gone dropped.");
+            }
+        }
+    }
+
+    /// Answers the client of `p` with an error (timeout, overload, …).
+    pub(crate) fn reply_error(&self, p: &Pending, status: Status, message: &str) {
+        otel::set_error(&p.span, status.as_str());
+        let s = self.services.get(p.service);
+        s.errors.set(s.errors.get() + 1);
+        let answer = Answer {
+            kind: p.client,
+            service: s.name.as_bytes(),
+            status,
+            started: p.started,
+        };
+        let body = client::error_body(p.client, status, message);
+        self.send_answer(p.route.frames(), &answer, &body, &s.metrics);
+    }
+
+    /// Answers a request the broker did not accept (no pending entry), or an
+    /// MMI request; counted under the `other` service label.
+    pub(crate) fn answer_now(&self, route: &[zmq::Message], answer: &Answer<'_>, body: &[Vec<u8>]) {
+        let other = &self.metrics.services.other;
+        other.requests.inc();
+        self.send_answer(route.iter().map(|f| &f[..]), answer, body, other);
+    }
+
+    /// [`Router::answer_now`] with an error body.
+    pub(crate) fn error_now(&self, route: &[zmq::Message], answer: Answer<'_>, why: &str) {
+        let body = client::error_body(answer.kind, answer.status, why);
+        self.answer_now(route, &answer, &body);
+    }
+
+    fn send_answer<'a>(
+        &self,
+        route: impl Iterator<Item = &'a [u8]> + Clone,
+        answer: &Answer<'a>,
+        body: &'a [Vec<u8>],
+        metrics: &ServiceMetrics,
+    ) {
+        let bytes = route.clone().map(<[u8]>::len).sum::<usize>()
+            + body.iter().map(Vec::len).sum::<usize>();
+        let frames = route
+            .chain(client::reply_prefix(answer.kind, answer.service, true))
+            .chain(body.iter().map(Vec::as_slice));
+        match send_frames(&self.frontend, frames, zmq::DONTWAIT) {
+            Ok(()) => {
+                self.metrics.frontend_out.count(bytes);
+                self.count_reply(metrics, answer.status, answer.started);
+            }
+            Err(_) => self.metrics.drop(DropReason::ClientGone),
+        }
+    }
+
+    fn count_reply(&self, m: &ServiceMetrics, status: Status, started: Instant) {
+        m.reply(status);
+        m.duration.observe(started.elapsed());
+    }
+}

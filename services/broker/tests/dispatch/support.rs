@@ -1,0 +1,287 @@
+//! Test support: the broker in-process on ephemeral endpoints, and
+//! Majordomo clients and workers written here from the RFCs' frame tables
+//! (RFC 7 for 0.1, RFC 18 for 0.2), with literal bytes and raw sockets, so
+//! the broker is checked against the specs and not against its own codec.
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use broker::{Broker, Config};
+use mensageria::{
+    header::{Header, ReplyHeader, RequestHeader},
+    ops::http_get,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Longest a test socket waits for a message.
+pub const RECV_LIMIT_MS: i32 = 5_000;
+
+pub struct Fixture {
+    pub broker: Option<Broker>,
+    pub frontend: String,
+    pub backend: String,
+    pub http: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    pub ctx: zmq::Context,
+}
+
+/// Starts a broker; workers are given a long liveness unless a test tunes it.
+pub async fn start(tweak: impl FnOnce(&mut Config)) -> Fixture {
+    mensageria::telemetry::init_for_tests();
+    let mut config = Config::for_tests();
+    config.common.shutdown_grace = Duration::from_secs(2);
+    config.worker_liveness = 60;
+    tweak(&mut config);
+    let shutdown = CancellationToken::new();
+    let broker = broker::start(config, shutdown.clone())
+        .await
+        .expect("broker starts");
+    Fixture {
+        frontend: broker.frontend.clone(),
+        backend: broker.backend.clone(),
+        http: broker.http_addr,
+        broker: Some(broker),
+        shutdown,
+        ctx: zmq::Context::new(),
+    }
+}
+
+impl Drop for Fixture {
+    /// A failed assertion must not leave the broker thread holding its
+    /// context open (that would hang the test instead of failing it).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Fixture {
+    pub fn socket(&self, kind: zmq::SocketType) -> zmq::Socket {
+        let s = self.ctx.socket(kind).unwrap();
+        s.set_linger(0).unwrap();
+        s.set_rcvtimeo(RECV_LIMIT_MS).unwrap();
+        s.set_sndtimeo(RECV_LIMIT_MS).unwrap();
+        s.connect(&self.frontend).unwrap();
+        s
+    }
+
+    pub fn get(&self, path: &str) -> String {
+        let (code, body) = http_get(self.http, path, Duration::from_secs(5)).unwrap();
+        assert_eq!(code, 200, "{path}: {body}");
+        body
+    }
+
+    /// The value of one series in `/metrics` (0 if absent).
+    pub fn metric(&self, series: &str) -> f64 {
+        self.get("/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
+
+    /// Waits (bounded) until `series` equals `want`, then asserts it.
+    pub fn expect_metric(&self, series: &str, want: f64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.metric(series) != want && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(self.metric(series), want, "{series}");
+    }
+
+    /// The `/services` view.
+    pub fn services(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/services")).unwrap()
+    }
+
+    /// Waits (bounded) until the `/services` view, refreshed every 250 ms,
+    /// shows `service` in a state `ready` accepts; returns that entry.
+    pub fn service_view(
+        &self,
+        service: &str,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let view = self.services();
+            let entry = view["services"]
+                .as_array()
+                .and_then(|a| a.iter().find(|s| s["name"] == service))
+                .cloned();
+            if let Some(e) = entry.filter(|e| ready(e)) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service} never shown as expected: {view}"
+            );
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits until `service` has `n` registered workers (per `/metrics`).
+    pub fn wait_workers(&self, service: &str, n: f64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let idle = format!("mensageria_broker_workers{{service=\"{service}\",state=\"idle\"}}");
+        let busy = format!("mensageria_broker_workers{{service=\"{service}\",state=\"busy\"}}");
+        while self.metric(&idle) + self.metric(&busy) != n {
+            assert!(Instant::now() < deadline, "{service} never had {n} workers");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let broker = self.broker.take().expect("stopped once");
+        tokio::time::timeout(Duration::from_secs(10), broker.wait())
+            .await
+            .expect("broker stops within its grace")
+            .expect("broker stops cleanly");
+    }
+}
+
+/// A Majordomo worker from the RFC tables: a DEALER; 0.1 commands are
+/// `["", "MDPW01", cmd, …]`, 0.2 commands `["MDPW02", cmd, …]`.
+pub struct RfcWorker {
+    pub s: zmq::Socket,
+    pub v2: bool,
+}
+
+/// Worker command bytes: (READY, REQUEST, REPLY/FINAL, HEARTBEAT, DISCONNECT).
+pub const V1: [u8; 5] = [1, 2, 3, 4, 5];
+pub const V2: [u8; 5] = [1, 2, 4, 5, 6];
+
+impl RfcWorker {
+    pub fn new(f: &Fixture, v2: bool, service: &str, ext: Option<&str>) -> Self {
+        let w = RfcWorker {
+            s: f.socket(zmq::DEALER),
+            v2,
+        };
+        let mut rest: Vec<&[u8]> = vec![service.as_bytes()];
+        rest.extend(ext.map(str::as_bytes));
+        w.send(w.cmd(0), &rest);
+        w
+    }
+
+    /// The byte of command `i` in this worker's version (see [`V1`]).
+    pub fn cmd(&self, i: usize) -> u8 {
+        if self.v2 {
+            V2[i]
+        } else {
+            V1[i]
+        }
+    }
+
+    pub fn send(&self, cmd: u8, rest: &[&[u8]]) {
+        let mut frames: Vec<&[u8]> = if self.v2 {
+            vec![b"MDPW02"]
+        } else {
+            vec![b"", b"MDPW01"]
+        };
+        let c = [cmd];
+        frames.push(&c);
+        frames.extend_from_slice(rest);
+        self.s.send_multipart(frames, 0).unwrap();
+    }
+
+    /// Next command other than HEARTBEAT: (command byte, frames after it).
+    pub fn recv(&self) -> (u8, Vec<Vec<u8>>) {
+        loop {
+            let mut m = self.s.recv_multipart(0).expect("worker gets a command");
+            if !self.v2 {
+                assert_eq!(m.remove(0), b"", "0.1 commands start with an empty frame");
+            }
+            assert_eq!(m.remove(0), if self.v2 { b"MDPW02" } else { b"MDPW01" });
+            let cmd = m.remove(0);
+            assert_eq!(cmd.len(), 1);
+            if cmd[0] != self.cmd(3) {
+                return (cmd[0], m);
+            }
+        }
+    }
+
+    /// Receives a REQUEST: (client address, body frames).
+    pub fn request(&self) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let (cmd, mut m) = self.recv();
+        assert_eq!(cmd, self.cmd(1), "expected REQUEST, got {cmd} {m:?}");
+        let addr = m.remove(0);
+        assert_eq!(m.remove(0), b"", "envelope delimiter after the address");
+        (addr, m)
+    }
+
+    /// Sends REPLY (0.1) / FINAL (0.2) for `addr`.
+    pub fn reply(&self, addr: &[u8], body: &[&[u8]]) {
+        let mut rest = vec![addr, b""];
+        rest.extend_from_slice(body);
+        self.send(self.cmd(2), &rest);
+    }
+
+    /// Whether anything but heartbeats arrives within `ms`.
+    pub fn gets_nothing_for(&self, ms: i64) -> bool {
+        let until = Instant::now() + Duration::from_millis(ms as u64);
+        loop {
+            let left = until.saturating_duration_since(Instant::now()).as_millis() as i64;
+            if left == 0 || self.s.poll(zmq::POLLIN, left).unwrap() == 0 {
+                return true;
+            }
+            let m = self.s.recv_multipart(0).unwrap();
+            let cmd = &m[if self.v2 { 1 } else { 2 }];
+            if cmd[..] != [self.cmd(3)] {
+                return false;
+            }
+        }
+    }
+}
+
+/// A Majordomo 0.1 client (REQ): `["MDPC01", service, body…]` after REQ's
+/// empty frame; the reply is `["MDPC01", service, reply…]`.
+pub fn call_v1(s: &zmq::Socket, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
+    let mut frames: Vec<&[u8]> = vec![b"MDPC01", service.as_bytes()];
+    frames.extend_from_slice(body);
+    s.send_multipart(frames, 0).unwrap();
+    let mut r = s.recv_multipart(0).expect("a reply");
+    assert_eq!(r.remove(0), b"MDPC01");
+    assert_eq!(r.remove(0), service.as_bytes());
+    r
+}
+
+/// A Majordomo 0.2 client (DEALER): `["MDPC02", 0x01, service, body…]`;
+/// the reply is `["MDPC02", 0x03 FINAL, service, reply…]`.
+pub fn call_v2(s: &zmq::Socket, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
+    let mut frames: Vec<&[u8]> = vec![b"MDPC02", &[1], service.as_bytes()];
+    frames.extend_from_slice(body);
+    s.send_multipart(frames, 0).unwrap();
+    let mut r = s.recv_multipart(0).expect("a reply");
+    assert_eq!(r.remove(0), b"MDPC02");
+    assert_eq!(r.remove(0), [3], "FINAL");
+    assert_eq!(r.remove(0), service.as_bytes());
+    r
+}
+
+/// Our request header for `service` with a budget.
+pub fn header(id: u64, service: Option<&str>, budget_ms: Option<u32>) -> Vec<u8> {
+    Header::Request(RequestHeader {
+        budget_ms,
+        id,
+        sent_at_us: 1,
+        trace: None,
+        service: service.map(|s| s.parse().unwrap()),
+    })
+    .encode()
+}
+
+pub fn reply_header(frame: &[u8]) -> ReplyHeader {
+    match Header::decode(frame).expect("a header") {
+        Header::Reply(h) => h,
+        other => panic!("expected a reply header, got {other:?}"),
+    }
+}
+
+/// Sends our header request on a DEALER: `["", header, payload]`; returns
+/// the reply frames after the empty delimiter.
+pub fn call_ours(s: &zmq::Socket, header: &[u8], payload: &[u8]) -> Vec<Vec<u8>> {
+    s.send_multipart([&b""[..], header, payload], 0).unwrap();
+    let mut r = s.recv_multipart(0).expect("a reply");
+    assert_eq!(r.remove(0), b"");
+    r
+}
