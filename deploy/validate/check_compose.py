@@ -94,7 +94,7 @@ def main():
             err(f"service {name}: command {svc.get('command')} (expected {want_cmd})")
         if not svc.get("build") and "mensageria" not in image:
             err(f"service {name}: neither builds nor uses the mensageria image")
-        eps = {"server": {"BROKER_ENDPOINTS": "tcp://broker:5556", "PROXY_ENDPOINTS": "tcp://proxy:5557"},
+        eps = {"server": {"BROKER_ENDPOINTS": "tcp://broker:5555", "PROXY_ENDPOINTS": "tcp://proxy:5557"},
                "client": {"BROKER_ENDPOINTS": "tcp://broker:5555", "PROXY_ENDPOINTS": "tcp://proxy:5558"}}
         for var, want in eps.get(role, {}).items():
             if env.get(var) != want:

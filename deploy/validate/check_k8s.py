@@ -413,7 +413,8 @@ def check_endpoints(where, role, env, docs, by_name):
     if role not in ("server", "client"):
         return
     want_port = {
-        "server": {"BROKER_ENDPOINTS": ("broker", 5556), "PROXY_ENDPOINTS": ("proxy", 5557)},
+        # Servers' workers are Majordomo workers on the brokers' frontends (design.md §7).
+        "server": {"BROKER_ENDPOINTS": ("broker", 5555), "PROXY_ENDPOINTS": ("proxy", 5557)},
         "client": {"BROKER_ENDPOINTS": ("broker", 5555), "PROXY_ENDPOINTS": ("proxy", 5558)},
     }[role]
     for var, (target, port) in want_port.items():
@@ -490,7 +491,8 @@ def check_flows(docs, workloads):
                     return True
         return False
 
-    wanted = {("client", "broker", 5555), ("server", "broker", 5556),
+    # The broker's backend (5556) is for plain REP workers; none run here, so it stays closed.
+    wanted = {("client", "broker", 5555), ("server", "broker", 5555),
               ("server", "proxy", 5557), ("client", "proxy", 5558)}
     for src in contract.SERVICES:
         for dst in contract.SERVICES:

@@ -51,7 +51,7 @@ DROP_REASONS = ["late_reply", "malformed", "client_gone"]
 SOCKETS = {
     "broker": ["frontend", "backend"],
     "proxy": ["xsub", "xpub"],
-    "server": ["rep", "pub"],
+    "server": ["mdp", "rep", "pub"],
     "client": ["req", "sub"],
 }
 SOCKET_EVENTS = ["connected", "accepted", "disconnected", "handshake_failed", "handshake_succeeded"]
@@ -74,18 +74,22 @@ TRANSPORT_ENV = {
     "ZMQ_HEARTBEAT_IVL", "ZMQ_HEARTBEAT_TIMEOUT", "ZMQ_HEARTBEAT_TTL", "ZMQ_HWM", "ZMQ_LINGER",
     "ZMQ_MAXMSGSIZE", "ZMQ_RECONNECT_IVL", "ZMQ_RECONNECT_IVL_MAX",
 }
+# design.md §2, and §7 (services and dispatch).
 ROLE_ENV = {
-    "broker": {"FRONTEND_BIND", "BACKEND_BIND", "REQUEST_TIMEOUT", "MAX_INFLIGHT"},
+    "broker": {"FRONTEND_BIND", "BACKEND_BIND", "REQUEST_TIMEOUT", "MAX_INFLIGHT",
+               "DEFAULT_SERVICE", "MAX_QUEUE", "WORKER_HEARTBEAT_IVL", "WORKER_LIVENESS"},
     "proxy": {"XSUB_BIND", "XPUB_BIND"},
-    "server": {"BROKER_ENDPOINTS", "PROXY_ENDPOINTS", "WORKERS"},
-    "client": {"BROKER_ENDPOINTS", "PROXY_ENDPOINTS", "RATE", "CONCURRENCY", "TIMEOUT", "RETRIES", "TOPICS"},
+    "server": {"BROKER_ENDPOINTS", "PROXY_ENDPOINTS", "WORKERS",
+               "SERVICES", "CREDIT", "WORKER_HEARTBEAT_IVL", "WORKER_LIVENESS"},
+    "client": {"BROKER_ENDPOINTS", "PROXY_ENDPOINTS", "RATE", "CONCURRENCY", "TIMEOUT", "RETRIES", "TOPICS",
+               "SERVICE"},
 }
-# Role extras found in `<bin> --help` (not in design.md §2).
+# Role extras found in `<bin> --help` (not in design.md §2 or §7).
 ROLE_ENV_EXTRA = {
-    "broker": set(),
+    "broker": {"MAX_SERVICES", "NO_WORKER_GRACE"},
     "proxy": set(),
-    "server": {"MAX_WORK", "STATUS_INTERVAL"},
-    "client": {"PAYLOAD", "PLAIN"},
+    "server": {"MAX_WORK", "STATUS_INTERVAL", "WORKER_PROTOCOL"},
+    "client": {"PAYLOAD", "PLAIN", "BROKER_HTTP"},
 }
 
 
