@@ -97,6 +97,26 @@ def allowed_env(role):
     return COMMON_ENV | CURVE_ENV | TRANSPORT_ENV | ROLE_ENV[role] | ROLE_ENV_EXTRA[role]
 
 
+# design.md §7: the broker's DEFAULT_SERVICE and the servers' SERVICES when unset.
+DEFAULT_SERVICE = "echo"
+
+
+def unserved_services(envs):
+    """Services that requests of a deployment go to but no server registers.
+
+    envs: role -> list of (where, env) for every container of that role. Requests go to the
+    brokers' DEFAULT_SERVICE (plain requests, and ours without SERVICE) and to the clients'
+    SERVICE; the servers register SERVICES. Returns one message per unserved service."""
+    served = {s.strip() for _, env in envs.get("server", [])
+              for s in (env.get("SERVICES", DEFAULT_SERVICE) or "").split(",")}
+    wanted = [(where, "DEFAULT_SERVICE", env.get("DEFAULT_SERVICE", DEFAULT_SERVICE))
+              for where, env in envs.get("broker", [])]
+    wanted += [(where, "SERVICE", env["SERVICE"]) for where, env in envs.get("client", []) if env.get("SERVICE")]
+    return [f"{where}: {var}={name!r} is not among the servers' SERVICES {sorted(served)} "
+            "(its requests would get `unavailable`)"
+            for where, var, name in wanted if name not in served]
+
+
 def parse_duration(text):
     """'250ms', '10s', '1m' -> seconds (float)."""
     import re

@@ -65,6 +65,8 @@ K8S = {
     "NetworkPolicy allows server->broker backend": lambda d: (
         find(d, "NetworkPolicy", "broker")["spec"]["ingress"][1]["ports"].append({"protocol": "TCP", "port": "backend"}),
         find(d, "NetworkPolicy", "server")["spec"]["egress"][0]["ports"].append({"protocol": "TCP", "port": 5556})),
+    "broker DEFAULT_SERVICE no server registers":
+        lambda d: find(d, "ConfigMap", "mensageria-broker")["data"].__setitem__("DEFAULT_SERVICE", "work"),
     "unknown kind (no schema)":
         lambda d: d.append({"apiVersion": "example.com/v1", "kind": "Widget",
                             "metadata": {"name": "w", "namespace": "mensageria"}}),
@@ -110,6 +112,8 @@ COMPOSE = {
         lambda c: c["services"]["client"]["environment"].__setitem__("BROKER_ENDPOINTS", "tcp://broker:5556"),
     "server registers on the backend port":
         lambda c: c["services"]["server"]["environment"].__setitem__("BROKER_ENDPOINTS", "tcp://broker:5556"),
+    "client calls a service no server registers":
+        lambda c: c["services"]["client"]["environment"].__setitem__("SERVICE", "work"),
 }
 
 
