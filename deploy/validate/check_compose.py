@@ -8,8 +8,9 @@ usage: check_compose.py COMPOSE.json PROMETHEUS.yml
 Checks: every `depends_on` with condition service_healthy points at a service that has a
 healthcheck; every service has a healthcheck; images pinned to a version tag; the four
 mensageria services use only contract env vars, the contract HTTP port, `<role> healthcheck`
-as healthcheck, connect endpoints on the right compose service/port, client runs `client run`,
-server has 2 replicas; required published ports and named volumes; jaeger only in the
+as healthcheck, connect endpoints on the right compose service/port, the broker's
+DEFAULT_SERVICE (and the client's SERVICE) among the servers' SERVICES, client runs
+`client run`, server has 2 replicas; required published ports and named volumes; jaeger only in the
 `tracing` profile; Prometheus scrapes each service as job=<service> on its HTTP port, and
 loads the alert rules that compose mounts.
 """
@@ -44,6 +45,7 @@ def main():
     with open(compose_json) as f:
         cfg = json.load(f)
     services = cfg.get("services") or {}
+    role_envs = {}  # role -> [(where, env)]
 
     for name, svc in sorted(services.items()):
         hc = svc.get("healthcheck")
@@ -74,6 +76,7 @@ def main():
         if role != name:
             err(f"service {name}: runs {role}; service names must equal the role (DNS names, job names)")
         env = svc.get("environment") or {}
+        role_envs.setdefault(role, []).append((f"service {name}", env))
         for var in sorted(set(env) - contract.allowed_env(role)):
             err(f"service {name}: env {var} is not a {role} variable of the contract")
         port = contract.HTTP_PORTS[role]
@@ -106,6 +109,9 @@ def main():
             err("service server: deploy.replicas should be 2")
         if role == "server" and published(svc):
             err("service server: publishes ports, which breaks replicas > 1")
+
+    for problem in contract.unserved_services(role_envs):
+        err(problem)
 
     want_ports = {"grafana": 3000, "prometheus": 9090, "broker": 5555, "proxy": 5558}
     for name, port in want_ports.items():

@@ -10,7 +10,8 @@
 2. Cross references: selectors vs pod labels, probe/Service/NetworkPolicy ports vs container
    ports, ConfigMap/Secret references, HPA and PDB targets, StatefulSet headless Services,
    ServiceMonitor selection, per-pod endpoint lists vs StatefulSet replicas, env vars vs the
-   contract, security context, image pinning, termination grace vs SHUTDOWN_GRACE, CURVE keys
+   contract, the brokers' DEFAULT_SERVICE (and a client's SERVICE) among the servers'
+   SERVICES, security context, image pinning, termination grace vs SHUTDOWN_GRACE, CURVE keys
    only as mounted Secret files (never env values from a Secret), Grafana dashboard ConfigMaps.
 
 usage: check_k8s.py BUILT.yaml [--k8s-version 1.30] [--node-tools DIR]
@@ -172,6 +173,7 @@ def crossref(docs):
     def pod_labels(w):
         return w["spec"]["template"]["metadata"].get("labels") or {}
 
+    role_envs = {}  # role -> [(where, env)]
     for w in workloads:
         spec = w["spec"]
         tmpl = spec["template"]
@@ -265,6 +267,7 @@ def crossref(docs):
             # contract: env names and values
             if role in contract.SERVICES:
                 env = env_of(c, by_name)
+                role_envs.setdefault(role, []).append((where, env))
                 for name in sorted(set(env) - contract.allowed_env(role)):
                     err(f"{where}: env {name} is not a {role} variable of the contract")
                 for name in ("HTTP_ADDR", "OTEL_SERVICE_NAME", "SHUTDOWN_GRACE"):
@@ -286,6 +289,8 @@ def crossref(docs):
                 except ValueError as e:
                     err(f"{where}: {e}")
                 check_endpoints(where, role, env, docs, by_name)
+    for problem in contract.unserved_services(role_envs):
+        err(problem)
 
     # Services: selectors and target ports
     for s in services:
@@ -413,6 +418,7 @@ def check_endpoints(where, role, env, docs, by_name):
     if role not in ("server", "client"):
         return
     want_port = {
+        # Servers' workers are Majordomo workers on the brokers' frontends (design.md §7).
         "server": {"BROKER_ENDPOINTS": ("broker", 5555), "PROXY_ENDPOINTS": ("proxy", 5557)},
         "client": {"BROKER_ENDPOINTS": ("broker", 5555), "PROXY_ENDPOINTS": ("proxy", 5558)},
     }[role]
@@ -490,6 +496,7 @@ def check_flows(docs, workloads):
                     return True
         return False
 
+    # The broker's backend (5556) is for plain REP workers; none run here, so it stays closed.
     wanted = {("client", "broker", 5555), ("server", "broker", 5555),
               ("server", "proxy", 5557), ("client", "proxy", 5558)}
     for src in contract.SERVICES:

@@ -60,7 +60,7 @@ WORKER_STATES = ["idle", "busy"]
 SOCKETS = {
     "broker": ["frontend", "backend"],
     "proxy": ["xsub", "xpub"],
-    "server": ["rep", "pub"],
+    "server": ["mdp", "rep", "pub"],
     "client": ["req", "sub"],
 }
 SOCKET_EVENTS = ["connected", "accepted", "disconnected", "handshake_failed", "handshake_succeeded"]
@@ -83,25 +83,47 @@ TRANSPORT_ENV = {
     "ZMQ_HEARTBEAT_IVL", "ZMQ_HEARTBEAT_TIMEOUT", "ZMQ_HEARTBEAT_TTL", "ZMQ_HWM", "ZMQ_LINGER",
     "ZMQ_MAXMSGSIZE", "ZMQ_RECONNECT_IVL", "ZMQ_RECONNECT_IVL_MAX",
 }
+# design.md §2, and §7 (services and dispatch).
 ROLE_ENV = {
-    "broker": {"FRONTEND_BIND", "BACKEND_BIND", "REQUEST_TIMEOUT", "MAX_INFLIGHT", "DEFAULT_SERVICE",
-               "MAX_QUEUE", "WORKER_HEARTBEAT_IVL", "WORKER_LIVENESS"},
+    "broker": {"FRONTEND_BIND", "BACKEND_BIND", "REQUEST_TIMEOUT", "MAX_INFLIGHT",
+               "DEFAULT_SERVICE", "MAX_QUEUE", "WORKER_HEARTBEAT_IVL", "WORKER_LIVENESS"},
     "proxy": {"XSUB_BIND", "XPUB_BIND"},
-    "server": {"BROKER_ENDPOINTS", "PROXY_ENDPOINTS", "WORKERS", "SERVICES", "CREDIT",
-               "WORKER_HEARTBEAT_IVL", "WORKER_LIVENESS"},
-    "client": {"BROKER_ENDPOINTS", "PROXY_ENDPOINTS", "RATE", "CONCURRENCY", "TIMEOUT", "RETRIES", "TOPICS"},
+    "server": {"BROKER_ENDPOINTS", "PROXY_ENDPOINTS", "WORKERS",
+               "SERVICES", "CREDIT", "WORKER_HEARTBEAT_IVL", "WORKER_LIVENESS"},
+    "client": {"BROKER_ENDPOINTS", "PROXY_ENDPOINTS", "RATE", "CONCURRENCY", "TIMEOUT", "RETRIES", "TOPICS",
+               "SERVICE"},
 }
-# Role extras found in `<bin> --help` (not in design.md §2).
+# Role extras found in `<bin> --help` (not in design.md §2 or §7).
 ROLE_ENV_EXTRA = {
     "broker": {"MAX_SERVICES", "NO_WORKER_GRACE"},
     "proxy": set(),
     "server": {"MAX_WORK", "STATUS_INTERVAL", "WORKER_PROTOCOL"},
-    "client": {"PAYLOAD", "PLAIN"},
+    "client": {"PAYLOAD", "PLAIN", "BROKER_HTTP"},
 }
 
 
 def allowed_env(role):
     return COMMON_ENV | CURVE_ENV | TRANSPORT_ENV | ROLE_ENV[role] | ROLE_ENV_EXTRA[role]
+
+
+# design.md §7: the broker's DEFAULT_SERVICE and the servers' SERVICES when unset.
+DEFAULT_SERVICE = "echo"
+
+
+def unserved_services(envs):
+    """Services that requests of a deployment go to but no server registers.
+
+    envs: role -> list of (where, env) for every container of that role. Requests go to the
+    brokers' DEFAULT_SERVICE (plain requests, and ours without SERVICE) and to the clients'
+    SERVICE; the servers register SERVICES. Returns one message per unserved service."""
+    served = {s.strip() for _, env in envs.get("server", [])
+              for s in (env.get("SERVICES", DEFAULT_SERVICE) or "").split(",")}
+    wanted = [(where, "DEFAULT_SERVICE", env.get("DEFAULT_SERVICE", DEFAULT_SERVICE))
+              for where, env in envs.get("broker", [])]
+    wanted += [(where, "SERVICE", env["SERVICE"]) for where, env in envs.get("client", []) if env.get("SERVICE")]
+    return [f"{where}: {var}={name!r} is not among the servers' SERVICES {sorted(served)} "
+            "(its requests would get `unavailable`)"
+            for where, var, name in wanted if name not in served]
 
 
 def parse_duration(text):

@@ -36,10 +36,13 @@ K8S = {
         lambda d: find(d, "Service", "broker")["spec"]["ports"][0].__setitem__("targetPort", "frontdoor"),
     "server BROKER_ENDPOINTS misses a broker":
         lambda d: find(d, "ConfigMap", "mensageria-server")["data"].__setitem__(
-            "BROKER_ENDPOINTS", "tcp://broker-0.broker-headless:5556,tcp://broker-1.broker-headless:5556"),
+            "BROKER_ENDPOINTS", "tcp://broker-0.broker-headless:5555,tcp://broker-1.broker-headless:5555"),
+    "server BROKER_ENDPOINTS on the brokers' backend port":
+        lambda d: find(d, "ConfigMap", "mensageria-server")["data"].__setitem__(
+            "BROKER_ENDPOINTS", ",".join(f"tcp://broker-{i}.broker-headless:5556" for i in range(3))),
     "server BROKER_ENDPOINTS in another namespace":
         lambda d: find(d, "ConfigMap", "mensageria-server")["data"].__setitem__(
-            "BROKER_ENDPOINTS", ",".join(f"tcp://broker-{i}.broker-headless.mensageria.svc.cluster.local:5556"
+            "BROKER_ENDPOINTS", ",".join(f"tcp://broker-{i}.broker-headless.mensageria.svc.cluster.local:5555"
                                          for i in range(3))),
     "CURVE key from a Secret env value":
         lambda d: pod(d, "Deployment", "client")["containers"][0]["env"].append(
@@ -59,6 +62,11 @@ K8S = {
     "NetworkPolicy allows client->broker backend": lambda d: (
         find(d, "NetworkPolicy", "broker")["spec"]["ingress"][0]["ports"].append({"protocol": "TCP", "port": "backend"}),
         find(d, "NetworkPolicy", "client")["spec"]["egress"][0]["ports"].append({"protocol": "TCP", "port": 5556})),
+    "NetworkPolicy allows server->broker backend": lambda d: (
+        find(d, "NetworkPolicy", "broker")["spec"]["ingress"][1]["ports"].append({"protocol": "TCP", "port": "backend"}),
+        find(d, "NetworkPolicy", "server")["spec"]["egress"][0]["ports"].append({"protocol": "TCP", "port": 5556})),
+    "broker DEFAULT_SERVICE no server registers":
+        lambda d: find(d, "ConfigMap", "mensageria-broker")["data"].__setitem__("DEFAULT_SERVICE", "work"),
     "unknown kind (no schema)":
         lambda d: d.append({"apiVersion": "example.com/v1", "kind": "Widget",
                             "metadata": {"name": "w", "namespace": "mensageria"}}),
@@ -102,6 +110,10 @@ COMPOSE = {
         lambda c: c["services"]["broker"].pop("ulimits"),
     "client talks to the backend port":
         lambda c: c["services"]["client"]["environment"].__setitem__("BROKER_ENDPOINTS", "tcp://broker:5556"),
+    "server registers on the backend port":
+        lambda c: c["services"]["server"]["environment"].__setitem__("BROKER_ENDPOINTS", "tcp://broker:5556"),
+    "client calls a service no server registers":
+        lambda c: c["services"]["client"]["environment"].__setitem__("SERVICE", "work"),
 }
 
 

@@ -485,7 +485,11 @@ pub fn run_handler(s: HandlerSettings) -> anyhow::Result<()> {
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
-        let reply = processor.process(&job.body, job.received);
+        let reply = {
+            // Alive while running a request, up to MAX_WORK (+ margin).
+            let _busy = s.heartbeat.busy();
+            processor.process(&job.body, job.received)
+        };
         send_frames(
             &s.replies,
             [zmq::Message::from(&job.tag[..]), job.address]

@@ -111,7 +111,11 @@ impl Worker {
             // load this saves a system call per request.
             match recv_frames(&self.socket, zmq::DONTWAIT, &mut frames) {
                 Ok(()) => {
-                    let reply = self.processor.process(&frames, now);
+                    let reply = {
+                        // Alive while running a request, up to MAX_WORK (+ margin).
+                        let _busy = self.heartbeat.busy_at(now);
+                        self.processor.process(&frames, now)
+                    };
                     self.send(&reply)?;
                     self.processor.completed(&reply);
                 }
