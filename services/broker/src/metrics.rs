@@ -1,4 +1,4 @@
-//! The broker's metrics (design §4 and §7), pre-resolved so the routing loop
+//! The broker's metrics (docs/design.md §4 and §7), pre-resolved so the routing loop
 //! only does atomic adds: per-service handles are looked up once, when a
 //! service is registered, not per request.
 
