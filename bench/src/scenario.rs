@@ -315,6 +315,14 @@ enum Workers {
     Majordomo,
 }
 
+/// The credit (prefetch) each full-system server announces. The server's
+/// default is its `WORKERS` (it never queues a request it cannot start at
+/// once, so a slow request delays nothing); a throughput deployment raises it
+/// so enough requests are on the wire to hide the broker ↔ server round trip,
+/// as NATS's queue-group responders (unbounded prefetch) do. 128 per server
+/// covers the sweep's 256 outstanding over 2 servers without a broker queue.
+const FULL_CREDIT: &str = "128";
+
 fn start_servers(
     s: &Settings,
     n: usize,
@@ -328,10 +336,13 @@ fn start_servers(
     for i in 0..n {
         let http = free_port()?;
         let mut a = service_args(http);
-        let (protocol, endpoint) = match workers {
-            Workers::Rep => ("rep", backend),
-            Workers::Majordomo => ("majordomo", frontend),
+        let (protocol, endpoint, credit) = match workers {
+            Workers::Rep => ("rep", backend, None),
+            Workers::Majordomo => ("majordomo", frontend, Some(FULL_CREDIT)),
         };
+        if let Some(c) = credit {
+            a.extend(args(&["--credit", c]));
+        }
         a.extend(args(&[
             "--worker-protocol",
             protocol,
