@@ -136,6 +136,8 @@ pub struct Dispatcher {
     ready_ext: Vec<u8>,
     frames: Vec<zmq::Message>,
     readable: Vec<bool>,
+    /// The last poll saw handler replies waiting.
+    replies_readable: bool,
     /// Runs quick requests on this thread.
     inline: Processor,
 }
@@ -181,6 +183,7 @@ impl Dispatcher {
         let mut d = Dispatcher {
             inline,
             readable: vec![false; links.len()],
+            replies_readable: false,
             links,
             replies,
             jobs,
@@ -222,7 +225,10 @@ impl Dispatcher {
                 }
             }
             self.poll(now)?;
-            while recv_frames(&self.replies, zmq::DONTWAIT, &mut self.frames).is_ok() {
+            // Only when the poll saw replies: a failed read costs a trip into libzmq.
+            while self.replies_readable
+                && recv_frames(&self.replies, zmq::DONTWAIT, &mut self.frames).is_ok()
+            {
                 self.finish();
             }
             for i in 0..self.links.len() {
@@ -270,6 +276,7 @@ impl Dispatcher {
             Ok(_) | Err(zmq::Error::EINTR) => {}
             Err(e) => return Err(anyhow::anyhow!("majordomo poll failed: {e}")),
         }
+        self.replies_readable = items[0].is_readable();
         for (r, item) in self.readable.iter_mut().zip(&items[1..]) {
             *r = item.is_readable();
         }
