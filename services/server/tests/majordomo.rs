@@ -221,6 +221,15 @@ async fn start_with(workers: u16, services: &str, ivl: Duration, quick: bool) ->
 }
 
 impl Fixture {
+    /// Waits (up to 5 s) until the handler has started a request.
+    async fn first_started(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.handler.0.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the request never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn metric(&self, series: &str) -> f64 {
         let text = http_get(self.server.http_addr, "/metrics", Duration::from_secs(5))
             .unwrap()
@@ -311,11 +320,7 @@ async fn quick_requests_are_answered_by_the_io_thread_while_handlers_are_busy() 
     let f = start_with(2, "echo", Duration::from_secs(1), true).await;
     let echo = f.broker.registrations(&["echo"])[0].1.clone();
     f.broker.request(&echo, b"slow", &[b"work 300ms"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.handler.0.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the slow request never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    f.first_started().await;
     f.broker
         .request(&echo, b"quick", &[&header(9, Some(5_000)), b"hi"]);
     let c = f.broker.next(Duration::from_secs(5));
@@ -425,11 +430,7 @@ async fn drain_hands_back_new_work_finishes_held_work_then_disconnects() {
     let echo = f.broker.registrations(&["echo"])[0].1.clone();
     f.broker.request(&echo, b"held", &[b"work 300ms"]);
     // Let the worker take it before draining starts.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.handler.0.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the request never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    f.first_started().await;
     f.shutdown.cancel();
     // Once draining, new work goes straight back; the held request finishes.
     let deadline = Instant::now() + Duration::from_secs(5);
