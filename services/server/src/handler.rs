@@ -54,6 +54,16 @@ impl Response {
 pub trait Handler: Send + Sync + 'static {
     /// Handles one request.
     fn handle(&self, request: &Request<'_>) -> Response;
+
+    /// Whether `request` is quick: answered in microseconds, without
+    /// sleeping, blocking I/O or locks held by slow code. A Majordomo server
+    /// runs quick requests on its I/O thread, saving the hand-off to a
+    /// handler thread and back; the others go to the handler threads. The
+    /// default, `false`, is always safe.
+    fn is_quick(&self, request: &Request<'_>) -> bool {
+        let _ = request;
+        false
+    }
 }
 
 /// The built-in demo handler (see the module docs for its operations).
@@ -117,6 +127,14 @@ impl Handler for DemoHandler {
             _ => Response::ok(request.frames.iter().map(|f| f.to_vec()).collect()),
         }
     }
+
+    /// Everything but `work` (which sleeps) is quick.
+    fn is_quick(&self, request: &Request<'_>) -> bool {
+        request
+            .frames
+            .first()
+            .is_none_or(|f| !(f.starts_with(b"work ") || &f[..] == b"work"))
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +197,23 @@ mod tests {
             deadline: Some(Instant::now() + Duration::from_secs(5)),
         });
         assert_eq!(r, Response::ok(vec![b"done".to_vec()]));
+    }
+
+    #[test]
+    fn only_work_is_slow() {
+        let quick = |frames: &[&[u8]]| {
+            demo().is_quick(&Request {
+                frames,
+                deadline: None,
+            })
+        };
+        assert!(!quick(&[b"work 5ms"]));
+        assert!(!quick(&[b"work"]));
+        assert!(quick(&[b"workshop"]));
+        assert!(quick(&[b"hello"]));
+        assert!(quick(&[b"whoami"]));
+        assert!(quick(&[b"fail boom"]));
+        assert!(quick(&[]));
     }
 
     #[test]

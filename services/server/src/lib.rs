@@ -241,6 +241,7 @@ async fn start_majordomo(
         shutdown: service.shutdown.clone(),
         grace: config.common.shutdown_grace,
         metrics: worker.metrics.clone(),
+        worker: worker.clone(),
     };
     service
         .spawn_socket_thread(

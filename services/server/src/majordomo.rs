@@ -10,7 +10,9 @@
 //! to `WORKERS` handler threads through a channel. Handler threads send the
 //! reply body back through an inproc PUSH/PULL pair, and the I/O thread sends
 //! it to the broker as FINAL. Because handlers never touch the sockets, a
-//! handler busy for longer than the liveness does not look dead.
+//! handler busy for longer than the liveness does not look dead. Quick
+//! requests ([`crate::handler::Handler::is_quick`]) skip the hand-off: the
+//! I/O thread runs them itself and sends FINAL at once.
 //!
 //! Credit is honest across brokers and services: the server holds at most
 //! `CREDIT` requests in total. Each broker is told the full credit; a request
@@ -40,13 +42,16 @@ use tracing::{debug, info, warn};
 
 use crate::{
     metrics::ServerMetrics,
-    worker::{Processor, WorkerSettings},
+    worker::{Processor, Reply, WorkerSettings},
 };
 
 /// The `socket` metrics label of a link's DEALER.
 pub const LINK_SOCKET: &str = "mdp";
 /// Longest wait in one poll, so the thread beats and checks shutdown.
 const MAX_POLL: Duration = Duration::from_millis(100);
+/// Most messages read from one link per poll wake-up, so quick requests run
+/// inline cannot keep the thread from its heartbeats and other links.
+const BATCH: usize = 256;
 
 /// A request on its way to a handler thread.
 pub struct Job {
@@ -101,6 +106,8 @@ pub struct MajordomoSettings {
     pub grace: Duration,
     /// The server's metrics.
     pub metrics: ServerMetrics,
+    /// Request processing, for quick requests run on the I/O thread.
+    pub worker: WorkerSettings,
 }
 
 /// One DEALER registered with one broker for one service.
@@ -129,6 +136,10 @@ pub struct Dispatcher {
     ready_ext: Vec<u8>,
     frames: Vec<zmq::Message>,
     readable: Vec<bool>,
+    /// The last poll saw handler replies waiting.
+    replies_readable: bool,
+    /// Runs quick requests on this thread.
+    inline: Processor,
 }
 
 impl Dispatcher {
@@ -168,8 +179,11 @@ impl Dispatcher {
             }
         }
         let jobs = Some(s.jobs.clone());
+        let inline = Processor::new(s.worker.clone());
         let mut d = Dispatcher {
+            inline,
             readable: vec![false; links.len()],
+            replies_readable: false,
             links,
             replies,
             jobs,
@@ -211,7 +225,10 @@ impl Dispatcher {
                 }
             }
             self.poll(now)?;
-            while recv_frames(&self.replies, zmq::DONTWAIT, &mut self.frames).is_ok() {
+            // Only when the poll saw replies: a failed read costs a trip into libzmq.
+            while self.replies_readable
+                && recv_frames(&self.replies, zmq::DONTWAIT, &mut self.frames).is_ok()
+            {
                 self.finish();
             }
             for i in 0..self.links.len() {
@@ -219,9 +236,13 @@ impl Dispatcher {
                     continue;
                 }
                 let mut frames = std::mem::take(&mut self.frames);
-                while recv_frames(&self.links[i].socket, zmq::DONTWAIT, &mut frames).is_ok() {
-                    self.links[i].heard = Instant::now();
-                    self.on_broker_message(i, &mut frames, drain_until.is_some());
+                for _ in 0..BATCH {
+                    if recv_frames(&self.links[i].socket, zmq::DONTWAIT, &mut frames).is_err() {
+                        break;
+                    }
+                    let now = Instant::now();
+                    self.links[i].heard = now;
+                    self.on_broker_message(i, &mut frames, drain_until.is_some(), now);
                 }
                 self.frames = frames;
             }
@@ -255,6 +276,7 @@ impl Dispatcher {
             Ok(_) | Err(zmq::Error::EINTR) => {}
             Err(e) => return Err(anyhow::anyhow!("majordomo poll failed: {e}")),
         }
+        self.replies_readable = items[0].is_readable();
         for (r, item) in self.readable.iter_mut().zip(&items[1..]) {
             *r = item.is_readable();
         }
@@ -299,7 +321,13 @@ impl Dispatcher {
         }
     }
 
-    fn on_broker_message(&mut self, i: usize, frames: &mut Vec<zmq::Message>, draining: bool) {
+    fn on_broker_message(
+        &mut self,
+        i: usize,
+        frames: &mut Vec<zmq::Message>,
+        draining: bool,
+        received: Instant,
+    ) {
         let parsed = match mdp::parse_worker(frames) {
             Ok(m) => {
                 let body_len = match m.body {
@@ -317,6 +345,17 @@ impl Dispatcher {
             (WorkerCommand::Request, Some(n)) => {
                 // [proto, cmd, address, "", body…]: take the body, the
                 // delimiter and the address off the end, without copying.
+                let full = draining || self.held >= self.s.credit;
+                if !full {
+                    // […, address, "", body…]
+                    let (head, body) = frames.split_at(frames.len() - n);
+                    if let Some(reply) = self.inline.process_quick(body, received) {
+                        let address = &head[head.len() - 2];
+                        self.final_inline(i, address, &reply);
+                        self.inline.completed(&reply);
+                        return;
+                    }
+                }
                 let body = frames.split_off(frames.len() - n);
                 let _delimiter = frames.pop();
                 let Some(address) = frames.pop() else { return };
@@ -324,9 +363,9 @@ impl Dispatcher {
                     tag: tag(i, self.links[i].generation),
                     address,
                     body,
-                    received: Instant::now(),
+                    received,
                 };
-                if draining || self.held >= self.s.credit {
+                if full {
                     self.hand_back(i, &job);
                 } else {
                     self.dispatch(i, job);
@@ -343,6 +382,19 @@ impl Dispatcher {
                 warn!(endpoint = %self.links[i].endpoint, command = other.name(), "Unexpected command from a broker ignored.");
             }
         }
+    }
+
+    /// FINAL for a request run on this thread.
+    fn final_inline(&mut self, i: usize, address: &[u8], reply: &Reply) {
+        let l = &mut self.links[i];
+        let rest = [address, &[][..]]
+            .into_iter()
+            .chain(reply.frames.iter().map(Vec::as_slice))
+            .map(zmq::Message::from);
+        if let Err(e) = send_command(&l.socket, WorkerCommand::Final, rest) {
+            debug!(endpoint = %l.endpoint, error.message = %e, "Reply not sent; the broker answers it.");
+        }
+        l.sent = Instant::now();
     }
 
     fn dispatch(&mut self, i: usize, job: Job) {

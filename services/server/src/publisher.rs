@@ -9,7 +9,6 @@
 //! can tell loss from filtering.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -38,8 +37,17 @@ pub fn lock(p: &SharedPublisher) -> std::sync::MutexGuard<'_, EventPublisher> {
 pub struct EventPublisher {
     socket: zmq::Socket,
     id: u64,
-    seqs: HashMap<&'static str, u64>,
+    /// Per topic: its sequence number and its `events_published` counter.
+    /// A server publishes a handful of fixed topics, so a short list scanned
+    /// by string beats hashing the topic on every event.
+    topics: Vec<TopicState>,
     published: TopicCounters<Counter>,
+}
+
+struct TopicState {
+    topic: &'static str,
+    seq: u64,
+    published: Counter,
 }
 
 impl EventPublisher {
@@ -48,7 +56,7 @@ impl EventPublisher {
         EventPublisher {
             socket,
             id,
-            seqs: HashMap::new(),
+            topics: Vec::new(),
             published,
         }
     }
@@ -57,18 +65,30 @@ impl EventPublisher {
     /// subscriber, or one at its HWM, the event is dropped, which subscribers
     /// see as a sequence gap.
     pub fn publish(&mut self, topic: &'static str, payload: &[u8], trace: Option<TraceContext>) {
-        let seq = self.seqs.entry(topic).or_insert(0);
-        *seq += 1;
+        let i = match self.topics.iter().position(|t| t.topic == topic) {
+            Some(i) => i,
+            None => {
+                let published = self.published.get(topic.as_bytes()).clone();
+                self.topics.push(TopicState {
+                    topic,
+                    seq: 0,
+                    published,
+                });
+                self.topics.len() - 1
+            }
+        };
+        let t = &mut self.topics[i];
+        t.seq += 1;
         let header = Header::Event(EventHeader {
             publisher: self.id,
-            seq: *seq,
+            seq: t.seq,
             published_at_us: now_us(),
             trace,
         })
         .encode();
         // Counted before it leaves, so whoever receives it sees it counted.
         // (PUB never refuses a send short of the context ending.)
-        self.published.get(topic.as_bytes()).inc();
+        t.published.inc();
         if let Err(err) = send_frames(
             &self.socket,
             [topic.as_bytes(), &header, payload],

@@ -60,6 +60,8 @@ pub struct Processor {
     settings: WorkerSettings,
     /// Reused buffer for event payloads.
     payload: String,
+    /// The instance id as a JSON string body (escaped once).
+    instance_json: String,
 }
 
 /// The remaining time budget a request header carries, if any.
@@ -70,44 +72,82 @@ fn budget(h: &RequestHeader) -> Option<Duration> {
 impl Processor {
     /// A processor with its own event buffer.
     pub fn new(settings: WorkerSettings) -> Self {
+        let instance_json = crate::json_escape(&settings.instance).into_owned();
         Processor {
             settings,
             payload: String::with_capacity(160),
+            instance_json,
         }
     }
 
     /// Handles one request body (everything after the envelope). `received`
     /// is when this server read it: the header's time budget counts from then.
     pub fn process(&mut self, body: &[zmq::Message], received: Instant) -> Reply {
+        self.process_if(body, received, false)
+            .expect("every request is processed when not only quick ones")
+    }
+
+    /// [`Processor::process`] for a request that is quick
+    /// ([`Handler::is_quick`], or answered without the handler: a bad
+    /// header, a passed deadline); `None`, with nothing done, for the others.
+    pub fn process_quick(&mut self, body: &[zmq::Message], received: Instant) -> Option<Reply> {
+        self.process_if(body, received, true)
+    }
+
+    fn process_if(
+        &mut self,
+        body: &[zmq::Message],
+        received: Instant,
+        quick_only: bool,
+    ) -> Option<Reply> {
         let (header, payload) = match body.first() {
             Some(f) if is_header(f) => match Header::decode(f) {
                 Ok(Header::Request(h)) => (Some(h), &body[1..]),
                 Ok(_) => {
-                    return self.answer(
+                    return Some(self.answer(
                         None,
                         Response::error(Status::BadRequest, "expected a request header"),
                         received,
                         &Span::none(),
-                    )
+                    ))
                 }
                 Err(e) => {
-                    return self.answer(
+                    return Some(self.answer(
                         None,
                         Response::error(Status::BadRequest, format!("invalid header: {e}")),
                         received,
                         &Span::none(),
-                    )
+                    ))
                 }
             },
             _ => (None, body),
         };
         let deadline = header.as_ref().and_then(budget).map(|b| received + b);
+        // Payload frames as slices: on the stack for the usual few frames.
+        let mut few: [&[u8]; 4] = [&[]; 4];
+        let many: Vec<&[u8]>;
+        let slices: &[&[u8]] = if payload.len() <= few.len() {
+            for (s, m) in few.iter_mut().zip(payload) {
+                *s = m;
+            }
+            &few[..payload.len()]
+        } else {
+            many = payload.iter().map(|m| &m[..]).collect();
+            &many
+        };
+        let request = Request {
+            frames: slices,
+            deadline,
+        };
+        if quick_only && !self.settings.handler.is_quick(&request) {
+            return None;
+        }
         if deadline.is_some_and(|d| d <= Instant::now()) {
             // The client has been told `timeout` already: running it now
             // would be wasted work (and a duplicate if the client retried).
             self.settings.metrics.late_skipped.inc();
             debug!(id = header.as_ref().map(|h| h.id), "Late request skipped.");
-            return self.answer(
+            return Some(self.answer(
                 header,
                 Response::error(
                     Status::Timeout,
@@ -115,18 +155,12 @@ impl Processor {
                 ),
                 received,
                 &Span::none(),
-            );
+            ));
         }
         let parent = header.as_ref().and_then(|h| h.trace);
         let span = otel::child_span("server", "process", "requests", parent.as_ref());
-        let slices: Vec<&[u8]> = payload.iter().map(|m| &m[..]).collect();
-        let response = span.in_scope(|| {
-            self.settings.handler.handle(&Request {
-                frames: &slices,
-                deadline,
-            })
-        });
-        self.answer(header, response, received, &span)
+        let response = span.in_scope(|| self.settings.handler.handle(&request));
+        Some(self.answer(header, response, received, &span))
     }
 
     /// Answers a request `status` without handling it (e.g. draining).
@@ -192,15 +226,17 @@ impl Processor {
     pub fn completed(&mut self, reply: &Reply) {
         // The payload is written by hand into a reused buffer: this runs once per request.
         self.payload.clear();
+        self.payload.push_str(r#"{"request_id":"#);
+        let _ = match reply.id {
+            Some(id) => write!(self.payload, "{id}"),
+            None => write!(self.payload, "null"),
+        };
         let _ = write!(
             self.payload,
-            r#"{{"request_id":{},"status":"{}","duration_us":{},"server":"{}"}}"#,
-            reply
-                .id
-                .map_or_else(|| "null".to_owned(), |id| id.to_string()),
+            r#","status":"{}","duration_us":{},"server":"{}"}}"#,
             reply.status.as_str(),
             reply.elapsed.as_micros(),
-            crate::json_escape(&self.settings.instance),
+            self.instance_json,
         );
         let publish = otel::child_span(
             "producer",

@@ -5,7 +5,7 @@
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
@@ -149,13 +149,31 @@ fn reply_status(frame: &[u8]) -> (u64, Status) {
     }
 }
 
-/// Counts handled requests, then behaves as the demo handler.
-struct Counting(AtomicUsize, DemoHandler);
+/// Counts handled requests, then behaves as the demo handler; with
+/// `quick`, its quick requests are quick too. Notes each request's thread.
+/// (Handled, demo, quick, (first frame, thread) of each request handled.)
+struct Counting(
+    AtomicUsize,
+    DemoHandler,
+    bool,
+    Mutex<Vec<(Vec<u8>, String)>>,
+);
 
 impl Handler for Counting {
     fn handle(&self, request: &Request<'_>) -> Response {
         self.0.fetch_add(1, Ordering::SeqCst);
+        let thread = std::thread::current().name().unwrap_or("").to_owned();
+        let first = request
+            .frames
+            .first()
+            .map(|f| f.to_vec())
+            .unwrap_or_default();
+        self.3.lock().unwrap().push((first, thread));
         self.1.handle(request)
+    }
+
+    fn is_quick(&self, request: &Request<'_>) -> bool {
+        self.2 && self.1.is_quick(request)
     }
 }
 
@@ -167,6 +185,10 @@ struct Fixture {
 }
 
 async fn start(workers: u16, services: &str, ivl: Duration) -> Fixture {
+    start_with(workers, services, ivl, false).await
+}
+
+async fn start_with(workers: u16, services: &str, ivl: Duration, quick: bool) -> Fixture {
     mensageria::telemetry::init_for_tests();
     let (broker, ep) = Broker::bind();
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -182,6 +204,8 @@ async fn start(workers: u16, services: &str, ivl: Duration) -> Fixture {
             instance: "srv-test".into(),
             max_work: Duration::from_secs(5),
         },
+        quick,
+        Mutex::new(Vec::new()),
     ));
     let shutdown = CancellationToken::new();
     let server =
@@ -197,6 +221,15 @@ async fn start(workers: u16, services: &str, ivl: Duration) -> Fixture {
 }
 
 impl Fixture {
+    /// Waits (up to 5 s) until the handler has started a request.
+    async fn first_started(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.handler.0.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the request never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn metric(&self, series: &str) -> f64 {
         let text = http_get(self.server.http_addr, "/metrics", Duration::from_secs(5))
             .unwrap()
@@ -283,6 +316,45 @@ async fn a_full_server_hands_requests_back_and_grants_credit_when_free() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_requests_are_answered_by_the_io_thread_while_handlers_are_busy() {
+    let f = start_with(2, "echo", Duration::from_secs(1), true).await;
+    let echo = f.broker.registrations(&["echo"])[0].1.clone();
+    f.broker.request(&echo, b"slow", &[b"work 300ms"]);
+    f.first_started().await;
+    f.broker
+        .request(&echo, b"quick", &[&header(9, Some(5_000)), b"hi"]);
+    let c = f.broker.next(Duration::from_secs(5));
+    assert_eq!(
+        (c.command, c.first.clone()),
+        (WorkerCommand::Final, b"quick".to_vec()),
+        "the quick request does not wait for the busy handler"
+    );
+    assert_eq!(reply_status(&c.rest[0]), (9, Status::Ok));
+    assert_eq!(&c.rest[1..], &[b"hi".to_vec()]);
+    let c = f.broker.next(Duration::from_secs(5));
+    assert_eq!(
+        (c.command, c.first),
+        (WorkerCommand::Final, b"slow".to_vec())
+    );
+    let threads = f.handler.3.lock().unwrap().clone();
+    assert_eq!(threads.len(), 2, "{threads:?}");
+    assert_eq!(threads[0].0, b"work 300ms");
+    assert!(threads[0].1.starts_with("server-worker-"), "{threads:?}");
+    assert_eq!(
+        (threads[1].0.as_slice(), threads[1].1.as_str()),
+        (&b"hi"[..], "server-mdp"),
+        "the quick one ran on the I/O thread"
+    );
+    // Counted like any other, and nothing handed back.
+    assert_eq!(
+        f.metric("mensageria_server_requests_total{status=\"ok\"}"),
+        2.0
+    );
+    assert_eq!(f.metric("mensageria_server_requeued_total"), 0.0);
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_requests_are_skipped_and_work_that_cannot_finish_is_refused() {
     let f = start(1, "echo", Duration::from_secs(1)).await;
     let echo = f.broker.registrations(&["echo"])[0].1.clone();
@@ -358,11 +430,7 @@ async fn drain_hands_back_new_work_finishes_held_work_then_disconnects() {
     let echo = f.broker.registrations(&["echo"])[0].1.clone();
     f.broker.request(&echo, b"held", &[b"work 300ms"]);
     // Let the worker take it before draining starts.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.handler.0.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the request never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    f.first_started().await;
     f.shutdown.cancel();
     // Once draining, new work goes straight back; the held request finishes.
     let deadline = Instant::now() + Duration::from_secs(5);
