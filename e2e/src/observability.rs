@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::{
     describe, metric_opt, plain_sub, poll_until, recv_within, run_bin, wait_ready, wait_until,
-    Broker, Proc, Proxy, Server, Stack, DEFAULT_WORKERS, GRACE_ARG, START_TIMEOUT,
+    Broker, Proc, Proxy, Server, Stack, GRACE_ARG, START_TIMEOUT,
 };
 
 /// The workspace root (where README.md and docker-compose.yml are).
@@ -36,7 +36,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// JSON logs at info: what every long-running service of the suite gets, so
-/// bound addresses can be read back from the logs.
+/// logs of a failing test are structured.
 pub const JSON_LOGS: &[(&str, &str)] = &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")];
 
 // ---------------------------------------------------------------------------
@@ -140,52 +140,21 @@ pub fn python3() -> String {
 // Services with a chosen environment
 // ---------------------------------------------------------------------------
 
-/// The ops HTTP address a service logged (JSON logs).
-pub fn ops_addr(proc: &Proc) -> SocketAddr {
-    let log = proc.wait_for_json_log("Ops HTTP server bound.", START_TIMEOUT);
-    log_str(&log, "local_addr")
-        .parse()
-        .expect("local_addr is a socket address")
-}
-
-fn log_str(log: &Value, name: &str) -> String {
-    log[name]
-        .as_str()
-        .unwrap_or_else(|| panic!("log line without a string `{name}`: {log}"))
-        .to_owned()
-}
-
-/// Starts a broker on ephemeral loopback ports with `env` (JSON logs
-/// required) and `extra` flags appended.
+/// Starts a broker on ephemeral loopback ports with `env` and
+/// `extra` flags appended.
 pub fn start_broker(env: &[(&str, &str)], extra: &[&str]) -> Broker {
     Broker::start_env(extra, env)
 }
 
-/// Starts a proxy on ephemeral loopback ports with `env` (JSON logs required).
+/// Starts a proxy on ephemeral loopback ports with `env`.
 pub fn start_proxy(env: &[(&str, &str)]) -> Proxy {
     Proxy::start_env(&[], env)
 }
 
-/// Starts a server ([`DEFAULT_WORKERS`] workers) with `env` (JSON logs
-/// required) and `extra` flags appended; does not wait for readiness.
+/// Starts a server ([`DEFAULT_WORKERS`] workers) with `env` and `extra`
+/// flags appended, and waits for its ready record.
 pub fn start_server(brokers: &str, proxies: &str, env: &[(&str, &str)], extra: &[&str]) -> Server {
-    let workers = DEFAULT_WORKERS.to_string();
-    let mut args = vec![
-        "--http-addr",
-        "127.0.0.1:0",
-        "--broker-endpoints",
-        brokers,
-        "--proxy-endpoints",
-        proxies,
-        "--workers",
-        &workers,
-        "--shutdown-grace",
-        GRACE_ARG,
-    ];
-    args.extend(extra);
-    let proc = Proc::spawn("server", &args, env);
-    let connecting = proc.wait_for_json_log("Server connecting.", START_TIMEOUT);
-    Server::from_log(proc, &connecting)
+    crate::faults::start_server_env(brokers, proxies, extra, env)
 }
 
 /// [`Stack::start_with`] with an environment for every service (e.g. OTLP
@@ -237,7 +206,7 @@ pub struct ClientRun {
 
 impl ClientRun {
     /// Starts `client run` against `stack` with `extra` flags (e.g. `--rate`,
-    /// `--topics`) and `env` (JSON logs required), and waits until it is
+    /// `--topics`) and `env`, and waits until it is
     /// ready (connected to broker and proxy).
     pub fn start(stack: &Stack, extra: &[&str], env: &[(&str, &str)]) -> ClientRun {
         let mut args = vec![
@@ -253,8 +222,7 @@ impl ClientRun {
         ];
         args.extend(extra);
         let proc = Proc::spawn("client", &args, env);
-        let http = ops_addr(&proc);
-        wait_ready(http, START_TIMEOUT);
+        let http = proc.ready_record(START_TIMEOUT).http_addr;
         ClientRun { proc, http }
     }
 }
