@@ -749,45 +749,7 @@ pub fn metrics_text(addr: SocketAddr) -> String {
     }
 }
 
-/// The value of `series` in exposition text: a metric name with optional
-/// labels, e.g. `mensageria_server_requests_total{status="ok"}`. Samples of
-/// that name whose labels include every pair given are summed, so a query
-/// keeps meaning the same when a family gains a label (the broker's
-/// `service`); `None` if no sample matches.
-pub fn parse_metric(text: &str, series: &str) -> Option<f64> {
-    let (name, wanted) = split_series(series);
-    let mut sum = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((head, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (sample, labels) = split_series(head);
-        if sample != name || !wanted.iter().all(|w| labels.contains(w)) {
-            continue;
-        }
-        if let Ok(v) = value.parse::<f64>() {
-            *sum.get_or_insert(0.0) += v;
-        }
-    }
-    sum
-}
-
-/// `name{k="v",…}` → (name, [(k, v)…]). Label values here never contain
-/// `",` (names, statuses, numbers).
-fn split_series(series: &str) -> (&str, Vec<(&str, &str)>) {
-    let Some((name, rest)) = series.split_once('{') else {
-        return (series.trim(), Vec::new());
-    };
-    let body = rest.trim_end().trim_end_matches('}');
-    let labels = body
-        .split("\",")
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            Some((k.trim(), v.trim_matches('"')))
-        })
-        .collect();
-    (name, labels)
-}
+pub use testkit::metrics::value as parse_metric;
 
 /// The value of one series on `addr`, if exposed.
 pub fn metric_opt(addr: SocketAddr, series: &str) -> Option<f64> {
@@ -1492,37 +1454,3 @@ pub fn decode_event(frames: &[Vec<u8>]) -> PlainEvent {
 }
 pub mod faults;
 pub mod observability;
-
-#[cfg(test)]
-mod tests {
-    use super::parse_metric;
-
-    #[test]
-    fn series_queries_sum_the_samples_whose_labels_include_the_given_ones() {
-        let text = "# TYPE x counter\n\
-            mensageria_broker_replies_total{service=\"echo\",status=\"ok\"} 3\n\
-            mensageria_broker_replies_total{service=\"work\",status=\"ok\"} 4\n\
-            mensageria_broker_replies_total{service=\"echo\",status=\"timeout\"} 1\n\
-            mensageria_broker_replies_total_extra 100\n\
-            mensageria_server_requests_total{status=\"ok\"} 2\n";
-        let q = |s: &str| parse_metric(text, s);
-        assert_eq!(
-            q(r#"mensageria_broker_replies_total{status="ok"}"#),
-            Some(7.0)
-        );
-        assert_eq!(
-            q(r#"mensageria_broker_replies_total{status="ok",service="echo"}"#),
-            Some(3.0)
-        );
-        assert_eq!(q("mensageria_broker_replies_total"), Some(8.0));
-        assert_eq!(
-            q(r#"mensageria_server_requests_total{status="ok"}"#),
-            Some(2.0)
-        );
-        assert_eq!(
-            q(r#"mensageria_server_requests_total{status="error"}"#),
-            None
-        );
-        assert_eq!(q("mensageria_nothing"), None);
-    }
-}
