@@ -5,8 +5,8 @@
 
 use std::{
     fs,
-    io::{BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::Read,
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
@@ -307,22 +307,13 @@ pub fn stop_all(procs: &mut [Proc]) {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (distinct within this run).
+/// A TCP port on 127.0.0.1 that was free a moment ago (distinct within this
+/// run): [`testkit::ports::unused_port`].
 ///
 /// # Errors
-/// If no port can be bound.
+/// If no port can be found.
 pub fn free_port() -> anyhow::Result<u16> {
-    use std::sync::Mutex;
-    static USED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    for _ in 0..100 {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
-        if !used.contains(&port) {
-            used.push(port);
-            return Ok(port);
-        }
-    }
-    bail!("no free port found")
+    testkit::ports::try_unused_port().context("no free port found")
 }
 
 /// `tcp://127.0.0.1:<port>`.
@@ -330,29 +321,13 @@ pub fn tcp(port: u16) -> String {
     format!("tcp://127.0.0.1:{port}")
 }
 
-/// A minimal HTTP/1.0 GET; returns status code and body.
+/// `GET path` on a service's ops server (the services' own client,
+/// [`mensageria::ops::http_get`]); returns status code and body.
 ///
 /// # Errors
 /// On connection or protocol errors.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    BufReader::new(s).read_to_string(&mut text)?;
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+    mensageria::ops::http_get(addr, path, Duration::from_secs(2))
 }
 
 /// Waits until `GET /readyz` on `port` answers 200, failing early if the

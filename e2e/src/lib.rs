@@ -792,30 +792,7 @@ pub fn wait_metric_at_least(addr: SocketAddr, series: &str, min: f64) -> f64 {
     wait_metric(addr, series, &format!(">= {min}"), |v| v >= min)
 }
 
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
-///
-/// The port is picked *below* the kernel's ephemeral range
-/// (`ip_local_port_range`), so an outgoing connection of another test cannot
-/// be given it as a source port between this check and its use.
-pub fn unused_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10_000u16, ephemeral_low.max(10_100));
-    for _ in 0..1000 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        h.write_u32(std::process::id());
-        let port = low + (h.finish() % u64::from(high - low)) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port found between {low} and {high}");
-}
+pub use testkit::ports::unused_port;
 
 // ---------------------------------------------------------------------------
 // Services

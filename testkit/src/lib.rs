@@ -3,7 +3,9 @@
 //!
 //! - [`metrics`]: the one parser of `/metrics` text (series values and
 //!   families).
+//! - [`ports`]: free loopback ports for services started on a fixed port.
 //! - [`procfs`]: the one reader of `/proc` (CPU time, memory).
 
 pub mod metrics;
+pub mod ports;
 pub mod procfs;
