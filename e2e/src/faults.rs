@@ -31,7 +31,7 @@ use std::{
 
 use crate::{
     http_get, metric_opt, metrics_text, parse_metric, run_bin, stdout, wait_ready, wait_until,
-    Broker, Proc, Proxy, Server, Stack, DEFAULT_WORKERS, GRACE_ARG, START_TIMEOUT,
+    Broker, Proc, Proxy, Server, Stack, GRACE_ARG, START_TIMEOUT,
 };
 
 /// Fast ZMTP heartbeats (`--heartbeat-ivl 200ms --heartbeat-timeout 1s`), so
@@ -102,18 +102,7 @@ pub fn start_server_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Server {
-    let workers = DEFAULT_WORKERS.to_string();
-    let args = crate::merge_args(
-        &[
-            ("--http-addr", "127.0.0.1:0"),
-            ("--broker-endpoints", brokers),
-            ("--proxy-endpoints", proxies),
-            ("--workers", &workers),
-            ("--shutdown-grace", GRACE_ARG),
-        ],
-        extra,
-    );
-    Server::finish(crate::spawn_service("server", &args, env))
+    Server::finish(Server::spawn_env(brokers, proxies, extra, env))
 }
 
 /// What [`start_stack_env`] starts.

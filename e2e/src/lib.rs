@@ -995,6 +995,12 @@ impl Server {
     }
 
     fn spawn(brokers: &str, proxies: &str, extra: &[&str]) -> Proc {
+        Self::spawn_env(brokers, proxies, extra, &[])
+    }
+
+    /// Spawns a server as [`Server::start`] does, with `env` added to its
+    /// environment, without waiting (see [`Server::finish`]).
+    pub fn spawn_env(brokers: &str, proxies: &str, extra: &[&str], env: &[(&str, &str)]) -> Proc {
         let workers = DEFAULT_WORKERS.to_string();
         let args = merge_args(
             &[
@@ -1006,7 +1012,7 @@ impl Server {
             ],
             extra,
         );
-        spawn_service("server", &args, &[])
+        spawn_service("server", &args, env)
     }
 
     /// Waits for the server's ready record (it is connected to a broker).
