@@ -5,7 +5,7 @@
 //!
 //! - [`procs`]: child processes (stopped by PID) and `/proc` readings.
 //! - [`load`]: the load generators (plain libzmq sockets).
-//! - [`sink`]: a tiny OTLP/HTTP sink for the tracing workloads.
+//! - [`sink`]: the OTLP/HTTP sink of the tracing workloads (`testkit::sink`).
 //! - [`scenario`]: the workloads.
 //! - [`report`]: medians, targets, Markdown and JSON.
 
@@ -13,4 +13,4 @@ pub mod load;
 pub mod procs;
 pub mod report;
 pub mod scenario;
-pub mod sink;
+pub use testkit::sink;

@@ -5,8 +5,8 @@
 
 use std::{
     fs,
-    io::{BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::Read,
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
@@ -17,62 +17,10 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 
-/// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux).
-pub const CLK_TCK: f64 = 100.0;
-
 /// How long a process gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
-/// CPU seconds of `pid` (all threads) and its state letter.
-pub fn cpu_seconds(pid: u32) -> Option<(f64, char)> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    let rest = s.get(s.rfind(')')? + 1..)?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // f[0] is field 3 (state); utime and stime are fields 14 and 15.
-    let state = f.first()?.chars().next()?;
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some(((utime + stime) as f64 / CLK_TCK, state))
-}
-
-/// `(VmRSS, VmHWM)` of `pid` in MiB.
-pub fn memory_mb(pid: u32) -> Option<(f64, f64)> {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb = |key: &str| {
-        s.lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-    };
-    Some((kb("VmRSS:")? / 1024.0, kb("VmHWM:")? / 1024.0))
-}
-
-/// CPU seconds the whole machine spent busy (user, nice, system, irq,
-/// softirq of the `cpu` line of `/proc/stat`) and stolen by the hypervisor
-/// (steal).
-pub fn machine_busy_seconds() -> (f64, f64) {
-    let Ok(s) = fs::read_to_string("/proc/stat") else {
-        return (0.0, 0.0);
-    };
-    let Some(line) = s.lines().find(|l| l.starts_with("cpu ")) else {
-        return (0.0, 0.0);
-    };
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal …
-    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| f.get(i)).sum();
-    let steal = f.get(7).copied().unwrap_or(0);
-    (busy as f64 / CLK_TCK, steal as f64 / CLK_TCK)
-}
-
-/// CPU seconds of this process.
-pub fn self_cpu_seconds() -> f64 {
-    cpu_seconds(std::process::id()).map_or(0.0, |(c, _)| c)
-}
+pub use testkit::procfs::{cpu_seconds, machine_busy_seconds, memory_mb, self_cpu_seconds};
 
 /// What one process used.
 #[derive(Debug, Clone, Serialize)]
@@ -359,22 +307,13 @@ pub fn stop_all(procs: &mut [Proc]) {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (distinct within this run).
+/// A TCP port on 127.0.0.1 that was free a moment ago (distinct within this
+/// run): [`testkit::ports::unused_port`].
 ///
 /// # Errors
-/// If no port can be bound.
+/// If no port can be found.
 pub fn free_port() -> anyhow::Result<u16> {
-    use std::sync::Mutex;
-    static USED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    for _ in 0..100 {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
-        if !used.contains(&port) {
-            used.push(port);
-            return Ok(port);
-        }
-    }
-    bail!("no free port found")
+    testkit::ports::try_unused_port().context("no free port found")
 }
 
 /// `tcp://127.0.0.1:<port>`.
@@ -382,29 +321,13 @@ pub fn tcp(port: u16) -> String {
     format!("tcp://127.0.0.1:{port}")
 }
 
-/// A minimal HTTP/1.0 GET; returns status code and body.
+/// `GET path` on a service's ops server (the services' own client,
+/// [`mensageria::ops::http_get`]); returns status code and body.
 ///
 /// # Errors
 /// On connection or protocol errors.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    BufReader::new(s).read_to_string(&mut text)?;
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+    mensageria::ops::http_get(addr, path, Duration::from_secs(2))
 }
 
 /// Waits until `GET /readyz` on `port` answers 200, failing early if the
@@ -453,45 +376,10 @@ pub fn wait_listening(p: &mut Proc, port: u16, timeout: Duration) -> anyhow::Res
     }
 }
 
-/// Sum of every sample of a Prometheus metric (all label sets) in `text`.
-pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            continue;
-        }
-        if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-            *found.get_or_insert(0.0) += v;
-        }
-    }
-    found
-}
-
 /// Reads one metric from a service's `/metrics` (sum over label sets).
 pub fn scrape(port: u16, name: &str) -> Option<f64> {
     let (code, body) = http_get(SocketAddr::from(([127, 0, 0, 1], port)), "/metrics").ok()?;
-    (code == 200).then(|| metric_sum(&body, name)).flatten()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metric_sum_adds_label_sets_and_ignores_prefix_clashes() {
-        let text = "# HELP x\nmensageria_a{t=\"x\"} 2\nmensageria_a{t=\"y\"} 3\nmensageria_ab 7\nmensageria_a 1\n";
-        assert_eq!(metric_sum(text, "mensageria_a"), Some(6.0));
-        assert_eq!(metric_sum(text, "mensageria_c"), None);
-    }
-
-    #[test]
-    fn own_cpu_and_memory_are_readable() {
-        let pid = std::process::id();
-        assert!(cpu_seconds(pid).is_some());
-        let (rss, hwm) = memory_mb(pid).unwrap();
-        assert!(rss > 0.0 && hwm >= rss);
-    }
+    (code == 200)
+        .then(|| testkit::metrics::value(&body, name))
+        .flatten()
 }

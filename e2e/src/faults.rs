@@ -31,7 +31,7 @@ use std::{
 
 use crate::{
     http_get, metric_opt, metrics_text, parse_metric, run_bin, stdout, wait_ready, wait_until,
-    Broker, Proc, Proxy, Server, Stack, Value, DEFAULT_WORKERS, GRACE_ARG, START_TIMEOUT,
+    Broker, Proc, Proxy, Server, Stack, GRACE_ARG, START_TIMEOUT,
 };
 
 /// Fast ZMTP heartbeats (`--heartbeat-ivl 200ms --heartbeat-timeout 1s`), so
@@ -44,21 +44,6 @@ pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 // ---------------------------------------------------------------------------
 // Services with extra environment
 // ---------------------------------------------------------------------------
-
-fn str_field(log: &Value, name: &str) -> String {
-    log[name]
-        .as_str()
-        .unwrap_or_else(|| panic!("log line without a string `{name}`: {log}"))
-        .to_owned()
-}
-
-/// The ops HTTP address a service logged (`Ops HTTP server bound.`).
-pub fn ops_addr_of(proc: &Proc) -> SocketAddr {
-    let log = proc.wait_for_json_log("Ops HTTP server bound.", START_TIMEOUT);
-    str_field(&log, "local_addr")
-        .parse()
-        .expect("local_addr is a socket address")
-}
 
 /// Starts a broker (ephemeral loopback ports unless `extra` binds others)
 /// with `env` added to its environment, and waits until it has bound.
@@ -110,27 +95,14 @@ pub fn restart_proxy(old: &Proxy, extra: &[&str]) -> Proxy {
 }
 
 /// Starts a server connected to `brokers` and `proxies` with `env` added
-/// (2 workers unless `extra` says otherwise); does not wait for readiness.
+/// (2 workers unless `extra` says otherwise); waits for its ready record.
 pub fn start_server_env(
     brokers: &str,
     proxies: &str,
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Server {
-    let workers = DEFAULT_WORKERS.to_string();
-    let args = crate::merge_args(
-        &[
-            ("--http-addr", "127.0.0.1:0"),
-            ("--broker-endpoints", brokers),
-            ("--proxy-endpoints", proxies),
-            ("--workers", &workers),
-            ("--shutdown-grace", GRACE_ARG),
-        ],
-        extra,
-    );
-    let proc = crate::spawn_service("server", &args, env);
-    let connecting = proc.wait_for_json_log("Server connecting.", START_TIMEOUT);
-    Server::from_log(proc, &connecting)
+    Server::finish(Server::spawn_env(brokers, proxies, extra, env))
 }
 
 /// What [`start_stack_env`] starts.
@@ -243,13 +215,11 @@ pub struct ClientRun {
 
 impl ClientRun {
     /// Starts `client run --broker-endpoints <frontend> --proxy-endpoints <xpub>`
-    /// with an ephemeral ops port, `extra` flags and `env`; waits until its
-    /// ops server is up (not until it is ready).
+    /// with a free ops port, `extra` flags and `env`; waits until its ops
+    /// server is up (not until it is ready).
     pub fn start(frontend: &str, xpub: &str, extra: &[&str], env: &[(&str, &str)]) -> ClientRun {
         let mut args = vec![
             "run".to_owned(),
-            "--http-addr".to_owned(),
-            "127.0.0.1:0".to_owned(),
             "--broker-endpoints".to_owned(),
             frontend.to_owned(),
             "--proxy-endpoints".to_owned(),
@@ -258,8 +228,7 @@ impl ClientRun {
             GRACE_ARG.to_owned(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let proc = crate::spawn_service("client", &args, env);
-        let http = ops_addr_of(&proc);
+        let (proc, http) = crate::spawn_alive("client", &args, env);
         ClientRun { proc, http }
     }
 

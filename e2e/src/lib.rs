@@ -7,7 +7,7 @@
 //! - [`Proc`]: a child process whose stdout and stderr lines are captured on
 //!   threads; waits with deadlines, signals, and SIGKILL + reap on drop.
 //! - [`Broker`], [`Proxy`], [`Server`], [`Stack`]: services started on
-//!   ephemeral ports (read back from their JSON logs) and waited for until
+//!   ephemeral ports (read back from their ready records) and waited for until
 //!   ready; servers are Majordomo workers on the broker's frontend unless a
 //!   test asks for plain REP ones ([`Stack::start_rep`], [`REP_ARGS`]).
 //! - [`registered_workers`], [`service_workers`], [`broker_workers`],
@@ -34,6 +34,7 @@ use std::{
 };
 
 pub use mensageria::header::{EventHeader, Header};
+pub use mensageria::ready::ReadyRecord;
 pub use serde_json::Value;
 
 /// The shutdown grace every service gets in the suite (`--shutdown-grace`).
@@ -334,6 +335,7 @@ pub struct Proc {
     stdout: Arc<Capture>,
     stderr: Arc<Capture>,
     status: Option<ExitStatus>,
+    ready_file: PathBuf,
 }
 
 impl std::fmt::Debug for Proc {
@@ -377,6 +379,8 @@ impl Proc {
             }
         }
         cmd.env("NO_COLOR", "1");
+        let ready_file = ready_file_path(bin_name);
+        cmd.env("READY_FILE", &ready_file);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -408,6 +412,37 @@ impl Proc {
             stdout,
             stderr,
             status: None,
+            ready_file,
+        }
+    }
+
+    /// Waits for the service's ready record (`READY_FILE`, which every
+    /// spawned process is given: a fresh path in the suite's temporary
+    /// directory) and returns it.
+    ///
+    /// # Panics
+    /// If the process ends its stderr (exits) or `timeout` passes first.
+    pub fn ready_record(&self, timeout: Duration) -> ReadyRecord {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.ready_file.exists() {
+                return ReadyRecord::read(&self.ready_file)
+                    .unwrap_or_else(|e| panic!("{}: {e:#}\n{}", self.name, self.diagnostics()));
+            }
+            let why = if self.stderr.lock().eof {
+                "its stderr closed (exited?)"
+            } else if Instant::now() >= deadline {
+                "timed out"
+            } else {
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            panic!(
+                "{}: waiting for its ready record {}: {why} after up to {timeout:?}\n{}",
+                self.name,
+                self.ready_file.display(),
+                self.diagnostics()
+            );
         }
     }
 
@@ -491,28 +526,17 @@ impl Proc {
         }
     }
 
-    /// Waits for a stderr line containing `pattern` and returns it.
+    /// Waits for a JSON log line (`LOG_FORMAT=json`) that carries the field
+    /// `field` and returns it parsed (a structured event found by its field,
+    /// never by the wording of its message).
     ///
     /// # Panics
     /// If the process ends its stderr or the timeout passes first.
-    pub fn wait_for_log(&self, pattern: &str, timeout: Duration) -> String {
-        self.wait_stderr(
-            &format!("a log line containing {pattern:?}"),
-            timeout,
-            |l| l.contains(pattern).then(|| l.to_owned()),
-        )
-    }
-
-    /// Waits for a JSON log line (`LOG_FORMAT=json`) whose `message` is
-    /// `message` and returns it parsed.
-    ///
-    /// # Panics
-    /// As [`Proc::wait_for_log`].
-    pub fn wait_for_json_log(&self, message: &str, timeout: Duration) -> Value {
-        self.wait_stderr(&format!("the log message {message:?}"), timeout, |l| {
+    pub fn wait_for_json_field(&self, field: &str, timeout: Duration) -> Value {
+        self.wait_stderr(&format!("a log event with {field:?}"), timeout, |l| {
             serde_json::from_str::<Value>(l)
                 .ok()
-                .filter(|v| v["message"] == message)
+                .filter(|v| v.get(field).is_some())
         })
     }
 
@@ -600,10 +624,25 @@ impl Drop for Proc {
                 self.reaped(s);
             }
         }
+        // A service that stops cleanly removes it; a killed one does not.
+        let _ = std::fs::remove_file(&self.ready_file);
         if thread::panicking() {
             eprintln!("{}", self.diagnostics());
         }
     }
+}
+
+/// A fresh ready-file path for a `bin_name` process: unique in this test
+/// process, in a directory of the system temporary directory named after it.
+fn ready_file_path(bin_name: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!("mensageria-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("create the ready-file directory {}: {e}", dir.display()));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{bin_name}-{n}.json"));
+    let _ = std::fs::remove_file(&path);
+    path
 }
 
 /// Runs a binary to completion with a time limit and returns its output.
@@ -710,45 +749,7 @@ pub fn metrics_text(addr: SocketAddr) -> String {
     }
 }
 
-/// The value of `series` in exposition text: a metric name with optional
-/// labels, e.g. `mensageria_server_requests_total{status="ok"}`. Samples of
-/// that name whose labels include every pair given are summed, so a query
-/// keeps meaning the same when a family gains a label (the broker's
-/// `service`); `None` if no sample matches.
-pub fn parse_metric(text: &str, series: &str) -> Option<f64> {
-    let (name, wanted) = split_series(series);
-    let mut sum = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((head, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (sample, labels) = split_series(head);
-        if sample != name || !wanted.iter().all(|w| labels.contains(w)) {
-            continue;
-        }
-        if let Ok(v) = value.parse::<f64>() {
-            *sum.get_or_insert(0.0) += v;
-        }
-    }
-    sum
-}
-
-/// `name{k="v",…}` → (name, [(k, v)…]). Label values here never contain
-/// `",` (names, statuses, numbers).
-fn split_series(series: &str) -> (&str, Vec<(&str, &str)>) {
-    let Some((name, rest)) = series.split_once('{') else {
-        return (series.trim(), Vec::new());
-    };
-    let body = rest.trim_end().trim_end_matches('}');
-    let labels = body
-        .split("\",")
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            Some((k.trim(), v.trim_matches('"')))
-        })
-        .collect();
-    (name, labels)
-}
+pub use testkit::metrics::value as parse_metric;
 
 /// The value of one series on `addr`, if exposed.
 pub fn metric_opt(addr: SocketAddr, series: &str) -> Option<f64> {
@@ -791,37 +792,14 @@ pub fn wait_metric_at_least(addr: SocketAddr, series: &str, min: f64) -> f64 {
     wait_metric(addr, series, &format!(">= {min}"), |v| v >= min)
 }
 
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
-///
-/// The port is picked *below* the kernel's ephemeral range
-/// (`ip_local_port_range`), so an outgoing connection of another test cannot
-/// be given it as a source port between this check and its use.
-pub fn unused_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10_000u16, ephemeral_low.max(10_100));
-    for _ in 0..1000 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        h.write_u32(std::process::id());
-        let port = low + (h.finish() % u64::from(high - low)) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port found between {low} and {high}");
-}
+pub use testkit::ports::unused_port;
 
 // ---------------------------------------------------------------------------
 // Services
 // ---------------------------------------------------------------------------
 
-/// Environment of the long-running services: JSON logs at info, so the bound
-/// addresses can be read back.
+/// Environment of the long-running services: JSON logs at info, for the
+/// diagnostics a failing test prints.
 const SERVICE_ENV: &[(&str, &str)] = &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")];
 
 /// `defaults` (flag, value) pairs whose flag is not in `extra`, then `extra`.
@@ -848,18 +826,42 @@ fn spawn_service(bin_name: &str, args: &[String], env: &[(&str, &str)]) -> Proc 
     Proc::spawn(bin_name, &args, &all)
 }
 
-fn field(log: &Value, name: &str) -> String {
-    log[name]
-        .as_str()
-        .unwrap_or_else(|| panic!("log line without a string `{name}`: {log}"))
+/// Starts a service like [`spawn_service`] on a chosen ops port (`args` must
+/// not set `--http-addr`) and waits until its `/healthz` answers 200: for a
+/// service that may not become ready (no broker yet, bad keys), so has no
+/// ready record to wait for.
+pub fn spawn_alive(bin_name: &str, args: &[String], env: &[(&str, &str)]) -> (Proc, SocketAddr) {
+    let http: SocketAddr = ([127, 0, 0, 1], unused_port()).into();
+    let mut all = args.to_vec();
+    all.extend(["--http-addr".to_owned(), http.to_string()]);
+    let proc = spawn_service(bin_name, &all, env);
+    wait_alive(&proc, http);
+    (proc, http)
+}
+
+/// Waits until `proc`'s `/healthz` on `http` answers 200.
+fn wait_alive(proc: &Proc, http: SocketAddr) {
+    wait_until(
+        &format!("{} to answer /healthz on {http}", proc.name()),
+        START_TIMEOUT,
+        || matches!(http_get(http, "/healthz"), Ok((200, _))).then_some(()),
+    );
+}
+
+/// The first endpoint socket `socket` bound, from a ready record.
+fn bound(record: &ReadyRecord, socket: &str) -> String {
+    record
+        .bound_endpoint(socket)
+        .unwrap_or_else(|| panic!("no `{socket}` endpoint in the ready record {record:?}"))
         .to_owned()
 }
 
-fn ops_addr(proc: &Proc) -> SocketAddr {
-    let log = proc.wait_for_json_log("Ops HTTP server bound.", START_TIMEOUT);
-    field(&log, "local_addr")
-        .parse()
-        .expect("local_addr is a socket address")
+/// The detail `key` of a ready record.
+fn detail<'a>(record: &'a ReadyRecord, key: &str) -> &'a str {
+    record
+        .details
+        .get(key)
+        .unwrap_or_else(|| panic!("no detail `{key}` in the ready record {record:?}"))
 }
 
 /// A running broker.
@@ -900,12 +902,11 @@ impl Broker {
     }
 
     fn finish(proc: Proc) -> Broker {
-        let bound = proc.wait_for_json_log("Broker sockets bound.", START_TIMEOUT);
-        let http = ops_addr(&proc);
+        let ready = proc.ready_record(START_TIMEOUT);
         Broker {
-            frontend: field(&bound, "frontend"),
-            backend: field(&bound, "backend"),
-            http,
+            frontend: bound(&ready, "frontend"),
+            backend: bound(&ready, "backend"),
+            http: ready.http_addr,
             proc,
         }
     }
@@ -949,12 +950,11 @@ impl Proxy {
     }
 
     fn finish(proc: Proc) -> Proxy {
-        let bound = proc.wait_for_json_log("Proxy sockets bound.", START_TIMEOUT);
-        let http = ops_addr(&proc);
+        let ready = proc.ready_record(START_TIMEOUT);
         Proxy {
-            xsub: field(&bound, "xsub"),
-            xpub: field(&bound, "xpub"),
-            http,
+            xsub: bound(&ready, "xsub"),
+            xpub: bound(&ready, "xpub"),
+            http: ready.http_addr,
             proc,
         }
     }
@@ -971,7 +971,7 @@ pub struct Server {
     pub instance: String,
     /// Worker threads.
     pub workers: u32,
-    /// Services it registers (Majordomo), from its start-up log.
+    /// Services it registers (Majordomo), from its ready record.
     pub services: Vec<String>,
     /// Whether its workers are plain REP sockets (`--worker-protocol rep`).
     pub rep: bool,
@@ -980,8 +980,9 @@ pub struct Server {
 impl Server {
     /// Starts a server connected to `brokers` (frontend endpoints, or backend
     /// endpoints with `--worker-protocol rep` in `extra`) and `proxies` (XSUB
-    /// endpoints); `extra` flags override the defaults (2 workers). Does not
-    /// wait for readiness (see [`Server::wait_ready`]).
+    /// endpoints); `extra` flags override the defaults (2 workers). Waits for
+    /// its ready record (it is connected to a broker); see
+    /// [`Server::start_unready`] for a server whose broker is not up.
     pub fn start(brokers: &str, proxies: &str, extra: &[&str]) -> Server {
         Self::finish(Self::spawn(brokers, proxies, extra))
     }
@@ -994,6 +995,12 @@ impl Server {
     }
 
     fn spawn(brokers: &str, proxies: &str, extra: &[&str]) -> Proc {
+        Self::spawn_env(brokers, proxies, extra, &[])
+    }
+
+    /// Spawns a server as [`Server::start`] does, with `env` added to its
+    /// environment, without waiting (see [`Server::finish`]).
+    pub fn spawn_env(brokers: &str, proxies: &str, extra: &[&str], env: &[(&str, &str)]) -> Proc {
         let workers = DEFAULT_WORKERS.to_string();
         let args = merge_args(
             &[
@@ -1005,31 +1012,38 @@ impl Server {
             ],
             extra,
         );
-        spawn_service("server", &args, &[])
+        spawn_service("server", &args, env)
     }
 
-    fn finish(proc: Proc) -> Server {
-        let connecting = proc.wait_for_json_log("Server connecting.", START_TIMEOUT);
-        Server::from_log(proc, &connecting)
-    }
-
-    /// A started server described by its "Server connecting." log line.
-    pub fn from_log(proc: Proc, connecting: &Value) -> Server {
-        let http = ops_addr(&proc);
-        let workers = connecting["workers"]
-            .as_u64()
-            .expect("`workers` in the log") as u32;
+    /// Waits for the server's ready record (it is connected to a broker).
+    pub fn finish(proc: Proc) -> Server {
+        let ready = proc.ready_record(START_TIMEOUT);
         Server {
-            instance: field(connecting, "instance"),
-            workers,
-            services: field(connecting, "services")
+            instance: detail(&ready, "instance").to_owned(),
+            workers: detail(&ready, "workers")
+                .parse()
+                .expect("`workers` in the ready record is a number"),
+            services: detail(&ready, "services")
                 .split(',')
                 .map(str::to_owned)
                 .collect(),
-            rep: field(connecting, "protocol") == "Rep",
-            http,
+            rep: detail(&ready, "protocol") == "rep",
+            http: ready.http_addr,
             proc,
         }
+    }
+
+    /// Starts a server like [`Server::start`] without waiting for it to be
+    /// ready (its broker may not be up): its ops HTTP port is chosen here
+    /// ([`unused_port`]) and it is waited for until `/healthz` answers.
+    pub fn start_unready(brokers: &str, proxies: &str, extra: &[&str]) -> UnreadyServer {
+        let http: SocketAddr = ([127, 0, 0, 1], unused_port()).into();
+        let mut args = vec!["--http-addr".to_owned(), http.to_string()];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = Self::spawn(brokers, proxies, &args);
+        wait_alive(&proc, http);
+        UnreadyServer { proc, http }
     }
 
     /// Broker registrations this server makes per broker: one per service
@@ -1054,6 +1068,15 @@ impl Server {
             r#"mensageria_server_requests_total{status="ok"}"#,
         )
     }
+}
+
+/// A server started by [`Server::start_unready`]: alive, maybe not ready.
+#[derive(Debug)]
+pub struct UnreadyServer {
+    /// The process.
+    pub proc: Proc,
+    /// Ops HTTP address.
+    pub http: SocketAddr,
 }
 
 /// Broker, proxy and servers, all ready.
@@ -1414,37 +1437,3 @@ pub fn decode_event(frames: &[Vec<u8>]) -> PlainEvent {
 }
 pub mod faults;
 pub mod observability;
-
-#[cfg(test)]
-mod tests {
-    use super::parse_metric;
-
-    #[test]
-    fn series_queries_sum_the_samples_whose_labels_include_the_given_ones() {
-        let text = "# TYPE x counter\n\
-            mensageria_broker_replies_total{service=\"echo\",status=\"ok\"} 3\n\
-            mensageria_broker_replies_total{service=\"work\",status=\"ok\"} 4\n\
-            mensageria_broker_replies_total{service=\"echo\",status=\"timeout\"} 1\n\
-            mensageria_broker_replies_total_extra 100\n\
-            mensageria_server_requests_total{status=\"ok\"} 2\n";
-        let q = |s: &str| parse_metric(text, s);
-        assert_eq!(
-            q(r#"mensageria_broker_replies_total{status="ok"}"#),
-            Some(7.0)
-        );
-        assert_eq!(
-            q(r#"mensageria_broker_replies_total{status="ok",service="echo"}"#),
-            Some(3.0)
-        );
-        assert_eq!(q("mensageria_broker_replies_total"), Some(8.0));
-        assert_eq!(
-            q(r#"mensageria_server_requests_total{status="ok"}"#),
-            Some(2.0)
-        );
-        assert_eq!(
-            q(r#"mensageria_server_requests_total{status="error"}"#),
-            None
-        );
-        assert_eq!(q("mensageria_nothing"), None);
-    }
-}

@@ -8,15 +8,10 @@
 //! wait is for a condition, with a deadline.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
     path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Condvar, Mutex,
-    },
-    thread,
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -24,7 +19,7 @@ use serde_json::Value;
 
 use crate::{
     describe, metric_opt, plain_sub, poll_until, recv_within, run_bin, wait_ready, wait_until,
-    Broker, Proc, Proxy, Server, Stack, DEFAULT_WORKERS, GRACE_ARG, START_TIMEOUT,
+    Broker, Proc, Proxy, Server, Stack, GRACE_ARG, START_TIMEOUT,
 };
 
 /// The workspace root (where README.md and docker-compose.yml are).
@@ -36,7 +31,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// JSON logs at info: what every long-running service of the suite gets, so
-/// bound addresses can be read back from the logs.
+/// logs of a failing test are structured.
 pub const JSON_LOGS: &[(&str, &str)] = &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")];
 
 // ---------------------------------------------------------------------------
@@ -140,52 +135,21 @@ pub fn python3() -> String {
 // Services with a chosen environment
 // ---------------------------------------------------------------------------
 
-/// The ops HTTP address a service logged (JSON logs).
-pub fn ops_addr(proc: &Proc) -> SocketAddr {
-    let log = proc.wait_for_json_log("Ops HTTP server bound.", START_TIMEOUT);
-    log_str(&log, "local_addr")
-        .parse()
-        .expect("local_addr is a socket address")
-}
-
-fn log_str(log: &Value, name: &str) -> String {
-    log[name]
-        .as_str()
-        .unwrap_or_else(|| panic!("log line without a string `{name}`: {log}"))
-        .to_owned()
-}
-
-/// Starts a broker on ephemeral loopback ports with `env` (JSON logs
-/// required) and `extra` flags appended.
+/// Starts a broker on ephemeral loopback ports with `env` and
+/// `extra` flags appended.
 pub fn start_broker(env: &[(&str, &str)], extra: &[&str]) -> Broker {
     Broker::start_env(extra, env)
 }
 
-/// Starts a proxy on ephemeral loopback ports with `env` (JSON logs required).
+/// Starts a proxy on ephemeral loopback ports with `env`.
 pub fn start_proxy(env: &[(&str, &str)]) -> Proxy {
     Proxy::start_env(&[], env)
 }
 
-/// Starts a server ([`DEFAULT_WORKERS`] workers) with `env` (JSON logs
-/// required) and `extra` flags appended; does not wait for readiness.
+/// Starts a server ([`DEFAULT_WORKERS`] workers) with `env` and `extra`
+/// flags appended, and waits for its ready record.
 pub fn start_server(brokers: &str, proxies: &str, env: &[(&str, &str)], extra: &[&str]) -> Server {
-    let workers = DEFAULT_WORKERS.to_string();
-    let mut args = vec![
-        "--http-addr",
-        "127.0.0.1:0",
-        "--broker-endpoints",
-        brokers,
-        "--proxy-endpoints",
-        proxies,
-        "--workers",
-        &workers,
-        "--shutdown-grace",
-        GRACE_ARG,
-    ];
-    args.extend(extra);
-    let proc = Proc::spawn("server", &args, env);
-    let connecting = proc.wait_for_json_log("Server connecting.", START_TIMEOUT);
-    Server::from_log(proc, &connecting)
+    crate::faults::start_server_env(brokers, proxies, extra, env)
 }
 
 /// [`Stack::start_with`] with an environment for every service (e.g. OTLP
@@ -237,7 +201,7 @@ pub struct ClientRun {
 
 impl ClientRun {
     /// Starts `client run` against `stack` with `extra` flags (e.g. `--rate`,
-    /// `--topics`) and `env` (JSON logs required), and waits until it is
+    /// `--topics`) and `env`, and waits until it is
     /// ready (connected to broker and proxy).
     pub fn start(stack: &Stack, extra: &[&str], env: &[(&str, &str)]) -> ClientRun {
         let mut args = vec![
@@ -253,8 +217,7 @@ impl ClientRun {
         ];
         args.extend(extra);
         let proc = Proc::spawn("client", &args, env);
-        let http = ops_addr(&proc);
-        wait_ready(http, START_TIMEOUT);
+        let http = proc.ready_record(START_TIMEOUT).http_addr;
         ClientRun { proc, http }
     }
 }
@@ -333,140 +296,7 @@ pub fn wait_subscriptions_reach_servers(stack: &Stack) {
 // Exposition format
 // ---------------------------------------------------------------------------
 
-/// One metric family of an exposition.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Family {
-    /// `counter`, `gauge`, `histogram`, …
-    pub kind: String,
-    /// Label names seen on its samples (`le` excluded).
-    pub labels: BTreeSet<String>,
-    /// Samples: (sample name, labels, value).
-    pub samples: Vec<(String, BTreeMap<String, String>, f64)>,
-}
-
-impl Family {
-    /// The sum of the samples named `sample` whose labels include every
-    /// pair of `matching`.
-    pub fn sum(&self, sample: &str, matching: &[(&str, &str)]) -> f64 {
-        self.samples
-            .iter()
-            .filter(|(n, labels, _)| {
-                n == sample
-                    && matching
-                        .iter()
-                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|(_, _, v)| v)
-            .sum()
-    }
-}
-
-/// Parses Prometheus/OpenMetrics text into families keyed by the name their
-/// samples are queried by: the `# TYPE` name, plus `_total` for counters
-/// (OpenMetrics names a counter family without it).
-pub fn families(text: &str) -> BTreeMap<String, Family> {
-    let mut by_type_name: BTreeMap<String, (String, Family)> = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut it = rest.split_whitespace();
-            if let (Some(name), Some(kind)) = (it.next(), it.next()) {
-                let key = if kind == "counter" && !name.ends_with("_total") {
-                    format!("{name}_total")
-                } else {
-                    name.to_owned()
-                };
-                by_type_name.insert(
-                    name.to_owned(),
-                    (
-                        key,
-                        Family {
-                            kind: kind.to_owned(),
-                            ..Family::default()
-                        },
-                    ),
-                );
-            }
-            continue;
-        }
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let Some((name, labels, value)) = parse_sample(line) else {
-            continue;
-        };
-        // The family: the longest TYPE name the sample name starts with.
-        let family = by_type_name
-            .iter_mut()
-            .filter(|(n, _)| {
-                name == **n
-                    || name
-                        .strip_prefix(n.as_str())
-                        .is_some_and(|s| s.starts_with('_'))
-            })
-            .max_by_key(|(n, _)| n.len());
-        if let Some((_, (_, f))) = family {
-            f.labels
-                .extend(labels.keys().filter(|k| *k != "le").cloned());
-            f.samples.push((name, labels, value));
-        }
-    }
-    by_type_name.into_values().collect()
-}
-
-/// `name{k="v",…} value [timestamp]` → parts (label values unescaped).
-fn parse_sample(line: &str) -> Option<(String, BTreeMap<String, String>, f64)> {
-    let (name, rest) = match line.find(['{', ' ']) {
-        Some(i) => line.split_at(i),
-        None => return None,
-    };
-    let mut labels = BTreeMap::new();
-    let rest = if let Some(mut body) = rest.strip_prefix('{') {
-        loop {
-            body = body.trim_start_matches(',');
-            if let Some(after) = body.strip_prefix('}') {
-                break after;
-            }
-            let eq = body.find('=')?;
-            let key = body[..eq].trim().to_owned();
-            let mut chars = body[eq + 1..].char_indices();
-            if chars.next()?.1 != '"' {
-                return None;
-            }
-            let mut value = String::new();
-            let mut end = None;
-            let mut escaped = false;
-            for (i, c) in chars {
-                match (escaped, c) {
-                    (true, 'n') => {
-                        value.push('\n');
-                        escaped = false;
-                    }
-                    (true, c) => {
-                        value.push(c);
-                        escaped = false;
-                    }
-                    (false, '\\') => escaped = true,
-                    (false, '"') => {
-                        end = Some(eq + 1 + i + 1);
-                        break;
-                    }
-                    (false, c) => value.push(c),
-                }
-            }
-            labels.insert(key, value);
-            body = &body[end?..];
-        }
-    } else {
-        rest
-    };
-    let value = rest.split_whitespace().next()?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v.parse().ok()?,
-    };
-    Some((name.to_owned(), labels, value))
-}
+pub use testkit::metrics::{families, Family};
 
 // ---------------------------------------------------------------------------
 // README metrics table
@@ -556,327 +386,7 @@ fn strip_parens(s: &str) -> String {
 // A tiny OTLP/HTTP JSON collector
 // ---------------------------------------------------------------------------
 
-/// A span as exported over OTLP/JSON, flattened with its resource's service.
-#[derive(Debug, Clone)]
-pub struct ExportedSpan {
-    /// `service.name` of the resource.
-    pub service: String,
-    /// Hex trace id.
-    pub trace_id: String,
-    /// Hex span id.
-    pub span_id: String,
-    /// Hex parent span id (empty for a root).
-    pub parent_span_id: String,
-    /// Span name.
-    pub name: String,
-    /// OTLP span kind: 1 internal, 2 server, 3 client, 4 producer, 5 consumer.
-    pub kind: u64,
-    /// Attributes, values as JSON (`stringValue`, `intValue`, … unwrapped).
-    pub attributes: BTreeMap<String, Value>,
-    /// Links: (trace id, span id).
-    pub links: Vec<(String, String)>,
-}
-
-#[derive(Default)]
-struct Received {
-    spans: Vec<ExportedSpan>,
-    posts: usize,
-    problems: Vec<String>,
-}
-
-/// An OTLP/HTTP collector on 127.0.0.1 accepting `POST /v1/traces` with JSON
-/// bodies (`OTEL_EXPORTER_OTLP_PROTOCOL=http/json`).
-pub struct OtlpCollector {
-    addr: SocketAddr,
-    state: Arc<(Mutex<Received>, Condvar)>,
-    stop: Arc<AtomicBool>,
-}
-
-impl std::fmt::Debug for OtlpCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OtlpCollector")
-            .field("addr", &self.addr)
-            .finish()
-    }
-}
-
-impl OtlpCollector {
-    /// Binds 127.0.0.1:0 and serves on background threads until dropped.
-    pub fn start() -> OtlpCollector {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the OTLP collector");
-        let addr = listener.local_addr().expect("collector address");
-        let state: Arc<(Mutex<Received>, Condvar)> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp) = (state.clone(), stop.clone());
-        thread::Builder::new()
-            .name("otlp-collector".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if sp.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let st = st.clone();
-                    let _ = thread::Builder::new()
-                        .name("otlp-conn".into())
-                        .spawn(move || serve_otlp(conn, &st));
-                }
-            })
-            .expect("spawn the collector thread");
-        OtlpCollector { addr, state, stop }
-    }
-
-    /// `http://127.0.0.1:<port>`: the value of `OTEL_EXPORTER_OTLP_ENDPOINT`.
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Spans received so far.
-    pub fn spans(&self) -> Vec<ExportedSpan> {
-        self.lock().spans.clone()
-    }
-
-    /// Requests that were not a well-formed OTLP/JSON export.
-    pub fn problems(&self) -> Vec<String> {
-        self.lock().problems.clone()
-    }
-
-    /// Export requests received so far.
-    pub fn posts(&self) -> usize {
-        self.lock().posts
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
-        self.state.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Waits until `f` finds what it needs in the spans received, up to
-    /// `timeout`; `None` at the deadline.
-    pub fn wait_for<T>(
-        &self,
-        timeout: Duration,
-        mut f: impl FnMut(&[ExportedSpan]) -> Option<T>,
-    ) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.lock();
-        loop {
-            if let Some(v) = f(&st.spans) {
-                return Some(v);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            st = self
-                .state
-                .1
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-}
-
-impl Drop for OtlpCollector {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-    }
-}
-
-/// Serves one keep-alive connection of an OTLP exporter.
-fn serve_otlp(conn: TcpStream, state: &(Mutex<Received>, Condvar)) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut writer = match conn.try_clone() {
-        Ok(w) => w,
-        Err(_) => return,
-    };
-    let mut reader = BufReader::new(conn);
-    loop {
-        let mut request_line = String::new();
-        match reader.read_line(&mut request_line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let mut headers = HashMap::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-            }
-        }
-        let body = if headers
-            .get("transfer-encoding")
-            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-        {
-            match read_chunked(&mut reader) {
-                Some(b) => b,
-                None => return,
-            }
-        } else {
-            let len: usize = headers
-                .get("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let mut b = vec![0; len];
-            if reader.read_exact(&mut b).is_err() {
-                return;
-            }
-            b
-        };
-        let mut parts = request_line.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let ok = method == "POST" && path == "/v1/traces";
-        if ok {
-            let (lock, cv) = state;
-            let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
-            st.posts += 1;
-            let ctype = headers.get("content-type").cloned().unwrap_or_default();
-            if !ctype.starts_with("application/json") {
-                st.problems
-                    .push(format!("export with Content-Type {ctype:?}, not JSON"));
-            }
-            match serde_json::from_slice::<Value>(&body) {
-                Ok(v) => st.spans.extend(flatten_spans(&v)),
-                Err(e) => st.problems.push(format!(
-                    "export body is not JSON ({e}): {}",
-                    String::from_utf8_lossy(&body[..body.len().min(200)])
-                )),
-            }
-            cv.notify_all();
-        }
-        let response = if ok {
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
-        } else {
-            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nnot found\n"
-        };
-        if writer
-            .write_all(response.as_bytes())
-            .and_then(|()| writer.flush())
-            .is_err()
-        {
-            return;
-        }
-        if headers
-            .get("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
-        {
-            return;
-        }
-    }
-}
-
-fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let mut size = String::new();
-        reader.read_line(&mut size).ok()?;
-        let size = usize::from_str_radix(size.trim().split(';').next()?.trim(), 16).ok()?;
-        if size == 0 {
-            // Trailers, up to the empty line.
-            loop {
-                let mut t = String::new();
-                if reader.read_line(&mut t).ok()? == 0 || t.trim().is_empty() {
-                    return Some(body);
-                }
-            }
-        }
-        let mut chunk = vec![0; size + 2];
-        reader.read_exact(&mut chunk).ok()?;
-        chunk.truncate(size);
-        body.extend(chunk);
-    }
-}
-
-/// An OTLP `AnyValue` as plain JSON.
-fn any_value(v: &Value) -> Value {
-    if let Some(s) = v.get("stringValue") {
-        return s.clone();
-    }
-    if let Some(i) = v.get("intValue") {
-        // proto3 JSON writes int64 as a string; accept both.
-        return i
-            .as_str()
-            .and_then(|s| s.parse::<i64>().ok())
-            .map_or(i.clone(), Value::from);
-    }
-    for k in ["boolValue", "doubleValue", "arrayValue", "kvlistValue"] {
-        if let Some(x) = v.get(k) {
-            return x.clone();
-        }
-    }
-    Value::Null
-}
-
-fn attributes(list: &Value) -> BTreeMap<String, Value> {
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|kv| Some((kv["key"].as_str()?.to_owned(), any_value(&kv["value"]))))
-        .collect()
-}
-
-/// The spans of one `ExportTraceServiceRequest` (OTLP/JSON).
-pub fn flatten_spans(req: &Value) -> Vec<ExportedSpan> {
-    let mut out = Vec::new();
-    for rs in req["resourceSpans"].as_array().into_iter().flatten() {
-        let resource = attributes(&rs["resource"]["attributes"]);
-        let service = resource
-            .get("service.name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-            for s in ss["spans"].as_array().into_iter().flatten() {
-                let text = |k: &str| s[k].as_str().unwrap_or("").to_owned();
-                let kind = s["kind"]
-                    .as_u64()
-                    .or_else(|| kind_by_name(s["kind"].as_str()?))
-                    .unwrap_or(0);
-                out.push(ExportedSpan {
-                    service: service.clone(),
-                    trace_id: text("traceId"),
-                    span_id: text("spanId"),
-                    parent_span_id: text("parentSpanId"),
-                    name: text("name"),
-                    kind,
-                    attributes: attributes(&s["attributes"]),
-                    links: s["links"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|l| {
-                            (
-                                l["traceId"].as_str().unwrap_or("").to_owned(),
-                                l["spanId"].as_str().unwrap_or("").to_owned(),
-                            )
-                        })
-                        .collect(),
-                });
-            }
-        }
-    }
-    out
-}
-
-fn kind_by_name(name: &str) -> Option<u64> {
-    Some(match name {
-        "SPAN_KIND_INTERNAL" => 1,
-        "SPAN_KIND_SERVER" => 2,
-        "SPAN_KIND_CLIENT" => 3,
-        "SPAN_KIND_PRODUCER" => 4,
-        "SPAN_KIND_CONSUMER" => 5,
-        _ => return None,
-    })
-}
+pub use testkit::otlp::{flatten_spans, ExportedSpan, OtlpCollector};
 
 // ---------------------------------------------------------------------------
 // A real Prometheus
@@ -1192,26 +702,6 @@ pub fn localize_env(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn samples_and_families_are_parsed() {
-        let text = "# TYPE a counter\na_total{x=\"1\",y=\"q\\\"z\"} 3\n\
-                    # TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 0.5\nh_count 2\n\
-                    # TYPE g gauge\ng 7\n# EOF\n";
-        let f = families(text);
-        assert_eq!(f["a_total"].kind, "counter");
-        assert_eq!(f["a_total"].sum("a_total", &[("x", "1")]), 3.0);
-        assert_eq!(
-            f["a_total"].samples[0].1["y"], "q\"z",
-            "escaped quotes in label values"
-        );
-        assert_eq!(f["h"].sum("h_count", &[]), 2.0);
-        assert!(
-            f["h"].labels.is_empty(),
-            "`le` is not a label of the family"
-        );
-        assert_eq!(f["g"].sum("g", &[]), 7.0);
-    }
 
     #[test]
     fn compose_defaults_are_resolved() {

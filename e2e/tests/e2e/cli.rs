@@ -111,7 +111,7 @@ fn healthcheck_exits_0_when_ready_and_1_otherwise() {
 
         // Alive but not ready: a server whose broker does not exist.
         let dead = format!("tcp://127.0.0.1:{}", unused_port());
-        let lonely = Server::start(&dead, &dead, &[]);
+        let lonely = Server::start_unready(&dead, &dead, &[]);
         assert_eq!(
             http_get(lonely.http, "/healthz").expect("GET /healthz").0,
             200

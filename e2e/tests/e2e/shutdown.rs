@@ -104,7 +104,7 @@ fn sigterm_rep_server_answers_the_requests_queued_at_its_workers() {
         assert_clean_exit(&stack.servers[0].proc, status, took);
         let stopped = stack.servers[0]
             .proc
-            .wait_for_json_log("Server stopped.", Duration::from_secs(5));
+            .wait_for_json_field("answered", Duration::from_secs(5));
         let read_by_server = stopped["answered"]
             .as_f64()
             .expect("answered count in the log");
@@ -231,14 +231,8 @@ fn sigterm_client_run_exits_0_and_healthcheck_follows_it() {
             ],
             &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")],
         );
-        let log = run.wait_for_json_log("Ops HTTP server bound.", e2e::START_TIMEOUT);
-        let http: std::net::SocketAddr = log["local_addr"]
-            .as_str()
-            .expect("local_addr")
-            .parse()
-            .expect("address");
+        let http = run.ready_record(e2e::START_TIMEOUT).http_addr;
         let addr = http.to_string();
-        wait_ready(http, e2e::START_TIMEOUT);
         let out = run_bin(
             "client",
             &["healthcheck"],

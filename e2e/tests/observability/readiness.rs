@@ -80,7 +80,7 @@ fn server_readyz_is_503_until_a_broker_is_up_and_while_draining() {
         // A broker frontend endpoint where nothing listens yet.
         let frontend = format!("tcp://127.0.0.1:{}", unused_port());
         let proxy = Proxy::start(&[]);
-        let mut server = Server::start(&frontend, &proxy.xsub, &[]);
+        let mut server = Server::start_unready(&frontend, &proxy.xsub, &[]);
 
         let (code, body) = readyz(server.http);
         assert_eq!(code, 503, "server without a broker: {body}");

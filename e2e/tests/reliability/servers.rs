@@ -269,17 +269,11 @@ fn sigterm_drains_one_server_under_load_without_losing_a_request() {
             Duration::from_secs(30),
             |s| s.ok() >= at_term.ok() + 600.0,
         );
-        let drained = stack.servers[0]
-            .proc
-            .stderr_lines()
-            .into_iter()
-            .rev()
-            .find(|l| l.contains("Server stopped."))
-            .unwrap_or_default();
+        let drained = stack.servers[0].proc.diagnostics();
         assert!(
             after.failed() == 0.0 && took < GRACE,
             "drain under load: {} requests failed ({after:?}); the server exited after \
-             {took:?} (grace {GRACE:?}); its last words: {drained}",
+             {took:?} (grace {GRACE:?}); its last words:\n{drained}",
             after.failed()
         );
         assert_eq!(

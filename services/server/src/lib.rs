@@ -192,6 +192,15 @@ pub async fn start_with_handler(
             move |p| publisher::run_status(p, interval, status, heartbeat, sd),
         )
         .await?;
+    // What a starter learns from the ready record (README, docs/design.md).
+    use clap::ValueEnum as _;
+    let protocol_name = protocol
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned());
+    service.ready_detail("instance", &instance);
+    service.ready_detail("workers", workers);
+    service.ready_detail("services", config.services.0.join(","));
+    service.ready_detail("protocol", protocol_name.unwrap_or_default());
     info!(
         %instance,
         workers,

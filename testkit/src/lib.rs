@@ -1,0 +1,18 @@
+//! Support shared by mensageria's end-to-end suites (`e2e`) and benchmark
+//! harness (`bench`), one concept per module:
+//!
+//! - [`http`]: the one HTTP server of the test doubles, on hyper.
+//! - [`metrics`]: the one parser of `/metrics` text (series values and
+//!   families).
+//! - [`otlp`]: an OTLP/HTTP JSON trace collector.
+//! - [`ports`]: free loopback ports for services started on a fixed port.
+//! - [`procfs`]: the one reader of `/proc` (CPU time, memory).
+//! - [`sink`]: an HTTP sink that counts what it receives (OTLP export
+//!   without a collector).
+
+pub mod http;
+pub mod metrics;
+pub mod otlp;
+pub mod ports;
+pub mod procfs;
+pub mod sink;
