@@ -19,6 +19,7 @@ use crate::{
     procs::{self, free_port, stop_all, tcp, wait_listening, wait_ready, Proc, Usage},
     sink::Sink,
 };
+use testkit::signal::Signal;
 
 /// Which workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -183,7 +184,7 @@ impl Settings {
     }
 
     fn spawn(&self, label: &str, bin: &str, args: &[String]) -> anyhow::Result<Proc> {
-        self.spawn_env(label, bin, args, &[], false)
+        self.spawn_env(label, bin, args, &[])
     }
 
     fn spawn_env(
@@ -192,9 +193,8 @@ impl Settings {
         bin: &str,
         args: &[String],
         envs: &[(String, String)],
-        capture: bool,
     ) -> anyhow::Result<Proc> {
-        Proc::spawn(label, &self.bin(bin), args, envs, &self.log_dir, capture)
+        procs::spawn(label, self.bin(bin), args, envs, &self.log_dir)
     }
 }
 
@@ -274,12 +274,12 @@ fn start_broker(
     ]));
     a.extend(args(extra));
     let mut p = match s.broker_wrapper.split_first() {
-        None => s.spawn_env("broker", "broker", &a, envs, false)?,
+        None => s.spawn_env("broker", "broker", &a, envs)?,
         Some((program, rest)) => {
             let mut wa = rest.to_vec();
             wa.push(s.bin("broker").display().to_string());
             wa.extend(a);
-            let mut p = Proc::spawn("broker", Path::new(program), &wa, envs, &s.log_dir, false)?;
+            let mut p = procs::spawn("broker", program, &wa, envs, &s.log_dir)?;
             p.set_grace(Duration::from_secs(60));
             p
         }
@@ -300,7 +300,7 @@ fn start_proxy(
     let (x, p, http) = (free_port()?, free_port()?, free_port()?);
     let mut a = service_args(http);
     a.extend(args(&["--xsub-bind", &tcp(x), "--xpub-bind", &tcp(p)]));
-    let mut pr = s.spawn_env("proxy", "proxy", &a, envs, false)?;
+    let mut pr = s.spawn_env("proxy", "proxy", &a, envs)?;
     wait_ready(&mut pr, http, READY)?;
     Ok((pr, tcp(x), tcp(p), http))
 }
@@ -353,7 +353,7 @@ fn start_servers(
             "--workers",
             &s.workers.to_string(),
         ]));
-        out.push(s.spawn_env(&format!("server#{}", i + 1), "server", &a, envs, false)?);
+        out.push(s.spawn_env(&format!("server#{}", i + 1), "server", &a, envs)?);
         ports.push(http);
     }
     for (p, http) in out.iter_mut().zip(ports) {
@@ -596,10 +596,10 @@ fn warm_up(
     load_args: &[String],
     envs: &[(String, String)],
 ) -> anyhow::Result<()> {
-    let mut warm = s.spawn_env(label, bin, load_args, envs, true)?;
+    let mut warm = s.spawn_env(label, bin, load_args, envs)?;
     let (st, _) = warm.wait_with_usage(Duration::from_secs(60))?;
     if !st.success() {
-        bail!("{label} failed ({st}):\n{}", warm.log_tail(10));
+        bail!("{label} failed ({st}):\n{}", warm.diagnostics());
     }
     Ok(())
 }
@@ -625,11 +625,11 @@ fn measure_full(
         p.mark();
     }
     let phase = Phase::start();
-    let mut load = s.spawn_env(label, bin, &load_args, envs, true)?;
+    let mut load = s.spawn_env(label, bin, &load_args, envs)?;
     let (status, load_usage) = load.wait_with_usage(s.duration + Duration::from_secs(120))?;
-    let out = load.take_stdout();
+    let out = load.stdout_lines().join("\n");
     if !status.success() {
-        bail!("{label} failed ({status}):\n{}", load.log_tail(15));
+        bail!("{label} failed ({status}):\n{}", load.diagnostics());
     }
     let summary = parse_summary(&out)
         .with_context(|| format!("no JSON summary from {label}; stdout: {out:?}"))?;
@@ -657,7 +657,7 @@ fn measure_full(
     sub.stop();
     let log = sub.log_text();
     let (received, lost) = parse_received_lost(&log)
-        .with_context(|| format!("no `received N events, M lost` from {}:\n{log}", sub.name))?;
+        .with_context(|| format!("no `received N events, M lost` from {}:\n{log}", sub.name()))?;
     side.set("events_received", received);
     side.set("events_lost", lost);
     side.set("events_missing", (ok - received).max(0.0));
@@ -727,7 +727,6 @@ fn full_ours(
             &xpub,
         ]),
         &envs,
-        false,
     )?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while procs::scrape(proxy_http, "mensageria_proxy_subscriptions").unwrap_or(0.0) < 1.0 {
@@ -771,7 +770,7 @@ fn wait_log_line(p: &mut Proc, marker: &str, timeout: Duration) -> anyhow::Resul
     while !p.log_text().lines().any(|l| l.trim() == marker) {
         p.ensure_alive()?;
         if Instant::now() >= deadline {
-            bail!("{} did not print {marker:?} within {timeout:?}", p.name);
+            bail!("{} did not print {marker:?} within {timeout:?}", p.name());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -783,13 +782,12 @@ fn wait_log_line(p: &mut Proc, marker: &str, timeout: Duration) -> anyhow::Resul
 /// subscriber, one client connection with `concurrency` outstanding.
 fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Side> {
     let port = free_port()?;
-    let mut nats = Proc::spawn(
+    let mut nats = procs::spawn(
         "nats-server",
         server,
         &args(&["-a", "127.0.0.1", "-p", &port.to_string()]),
         &[],
         &s.log_dir,
-        false,
     )?;
     wait_listening(&mut nats, port, READY)?;
     let url = format!("nats://127.0.0.1:{port}");
@@ -984,7 +982,7 @@ fn inflight(s: &Settings) -> anyhow::Result<Sample> {
     ours.set("ops", n as f64);
     ours.procs.push(broker.usage());
     // The 100k answers on shutdown are not worth waiting for.
-    procs::signal(broker.pid(), libc::SIGKILL);
+    broker.kill(Signal::Kill);
     broker.stop();
 
     let (f, b) = (free_port()?, free_port()?);

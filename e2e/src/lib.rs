@@ -20,17 +20,10 @@
 //! deadline, and fails with the captured logs when the deadline passes.
 
 use std::{
-    cell::Cell,
-    io::{BufRead, BufReader, Read},
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Output, Stdio},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        mpsc, Arc, Condvar, Mutex,
-    },
+    process::Output,
     thread,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 pub use mensageria::header::{EventHeader, Header};
@@ -49,600 +42,36 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_WORKERS: u32 = 2;
 
 // ---------------------------------------------------------------------------
-// Binaries
+// Binaries and processes (testkit)
 // ---------------------------------------------------------------------------
 
-/// The directory holding the service binaries: `MENSAGERIA_BIN_DIR`, or
-/// `<workspace>/target/debug`.
-pub fn bin_dir() -> PathBuf {
-    std::env::var_os("MENSAGERIA_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
-}
+pub use testkit::{
+    bins::{bin, bin_dir},
+    process::{Proc, ProcBuilder},
+    signal::Signal,
+    wait::{poll_until, wait_until},
+    watchdog::with_timeout,
+};
 
-/// The path of a service binary (`broker`, `proxy`, `server`, `client`).
+/// Starts the binary `bin_name` (a service binary of [`bin_dir`], or an
+/// absolute path) with `args` and `env` on top of a cleared environment
+/// ([`ProcBuilder::clean_env`]), a fresh `READY_FILE`, stdin closed and
+/// stdout and stderr captured.
 ///
 /// # Panics
-/// With instructions when the binary has not been built.
-pub fn bin(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(
-        path.is_file(),
-        "the `{name}` binary is missing at {}: run `cargo build --bins` first \
-         (or set MENSAGERIA_BIN_DIR to the directory holding broker, proxy, server and client)",
-        path.display()
-    );
-    warn_if_stale(&path);
-    path
-}
-
-/// Prints a warning (once per binary) when a source file of the workspace is
-/// newer than the binary: the suite would be testing old code.
-fn warn_if_stale(path: &Path) {
-    static WARNED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
-    if warned.iter().any(|p| p == path) {
-        return;
-    }
-    warned.push(path.to_owned());
-    let Ok(built) = path.metadata().and_then(|m| m.modified()) else {
-        return;
-    };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let newest = ["shared", "services"]
-        .iter()
-        .filter_map(|d| newest_source(&root.join(d)))
-        .max();
-    if let Some((when, file)) = newest {
-        if when > built {
-            eprintln!(
-                "warning: {} is older than {}; run `cargo build --bins` to test the current code",
-                path.display(),
-                file.display()
-            );
-        }
-    }
-}
-
-fn newest_source(dir: &Path) -> Option<(SystemTime, PathBuf)> {
-    let mut newest: Option<(SystemTime, PathBuf)> = None;
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") || p.ends_with("Cargo.toml") {
-                if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
-                    if newest.as_ref().is_none_or(|(n, _)| t > *n) {
-                        newest = Some((t, p));
-                    }
-                }
-            }
-        }
-    }
-    newest
-}
-
-// ---------------------------------------------------------------------------
-// Watchdog and process registry
-// ---------------------------------------------------------------------------
-
-static NEXT_SCOPE: AtomicU64 = AtomicU64::new(1);
-/// Live (not yet reaped) children: (watchdog scope, pid).
-static LIVE: Mutex<Vec<(u64, u32)>> = Mutex::new(Vec::new());
-
-thread_local! {
-    static SCOPE: Cell<u64> = const { Cell::new(0) };
-}
-
-fn live() -> std::sync::MutexGuard<'static, Vec<(u64, u32)>> {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs a test body on its own thread with a hard time limit. When the limit
-/// passes, every process the body started (and has not reaped) is killed
-/// with SIGKILL and the test fails; a panic in the body fails the test with
-/// that panic.
-///
-/// # Panics
-/// When the body panics or overruns `limit`.
-pub fn with_timeout<F>(limit: Duration, body: F)
-where
-    F: FnOnce() + Send + 'static,
-{
-    let scope = NEXT_SCOPE.fetch_add(1, Ordering::Relaxed);
-    let name = thread::current().name().unwrap_or("e2e").to_owned();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let handle = thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            SCOPE.with(|s| s.set(scope));
-            let _done = DoneOnDrop(done_tx);
-            body();
-        })
-        .expect("spawn the test thread");
-    match done_rx.recv_timeout(limit) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(panic) = handle.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            let pids: Vec<u32> = live()
-                .iter()
-                .filter(|(s, _)| *s == scope)
-                .map(|(_, p)| *p)
-                .collect();
-            for pid in &pids {
-                send_signal(*pid, Signal::Kill);
-            }
-            panic!("{name}: exceeded its time limit of {limit:?}; killed its processes {pids:?}");
-        }
-    }
-}
-
-/// Signals the watchdog when the body ends, normally or by panic.
-struct DoneOnDrop(mpsc::Sender<()>);
-
-impl Drop for DoneOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.send(());
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Processes
-// ---------------------------------------------------------------------------
-
-/// A Unix signal the suite sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// SIGTERM: drain and exit.
-    Term,
-    /// SIGINT.
-    Int,
-    /// SIGKILL: die at once.
-    Kill,
-    /// SIGSTOP: freeze (until SIGCONT).
-    Stop,
-    /// SIGCONT: resume after SIGSTOP.
-    Cont,
-}
-
-impl Signal {
-    fn name(self) -> &'static str {
-        match self {
-            Signal::Term => "TERM",
-            Signal::Int => "INT",
-            Signal::Kill => "KILL",
-            Signal::Stop => "STOP",
-            Signal::Cont => "CONT",
-        }
-    }
-}
-
-/// Sends `signal` with `kill(1)` (the suite needs no libc).
-fn send_signal(pid: u32, signal: Signal) {
-    let status = Command::new("kill")
-        .args(["-s", signal.name(), &pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if let Err(e) = status {
-        eprintln!("warning: cannot run kill -s {} {pid}: {e}", signal.name());
-    }
-}
-
-#[derive(Default)]
-struct CaptureState {
-    lines: Vec<String>,
-    eof: bool,
-}
-
-/// Lines of one output stream, appended by a reader thread.
-#[derive(Default)]
-struct Capture {
-    state: Mutex<CaptureState>,
-    cv: Condvar,
-}
-
-impl Capture {
-    fn start<R: Read + Send + 'static>(pipe: R, thread_name: String) -> Arc<Capture> {
-        let cap = Arc::new(Capture::default());
-        let c = cap.clone();
-        thread::Builder::new()
-            .name(thread_name)
-            .spawn(move || {
-                let mut reader = BufReader::new(pipe);
-                let mut buf = Vec::new();
-                loop {
-                    buf.clear();
-                    match reader.read_until(b'\n', &mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                                buf.pop();
-                            }
-                            let line = String::from_utf8_lossy(&buf).into_owned();
-                            c.lock().lines.push(line);
-                            c.cv.notify_all();
-                        }
-                    }
-                }
-                c.lock().eof = true;
-                c.cv.notify_all();
-            })
-            .expect("spawn an output reader thread");
-        cap
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, CaptureState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Waits until `f` finds something in the lines, the stream ends (`Err(true)`)
-    /// or the deadline passes (`Err(false)`).
-    fn wait_for<T>(
-        &self,
-        deadline: Instant,
-        mut f: impl FnMut(&[String]) -> Option<T>,
-    ) -> Result<T, bool> {
-        let mut st = self.lock();
-        loop {
-            if let Some(v) = f(&st.lines) {
-                return Ok(v);
-            }
-            if st.eof {
-                return Err(true);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(false);
-            }
-            st = self
-                .cv
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
-    fn wait_eof(&self, timeout: Duration) -> bool {
-        self.wait_for(Instant::now() + timeout, |_| None::<()>) == Err(true)
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lock().lines.clone()
-    }
-
-    fn tail(&self, n: usize) -> Vec<String> {
-        let st = self.lock();
-        st.lines[st.lines.len().saturating_sub(n)..].to_vec()
-    }
-}
-
-/// A child process with captured output. Dropping it kills it (SIGKILL) and
-/// reaps it; when dropped during a panic it also prints the tail of its stderr.
-pub struct Proc {
-    name: String,
-    child: Child,
-    pid: u32,
-    stdout: Arc<Capture>,
-    stderr: Arc<Capture>,
-    status: Option<ExitStatus>,
-    ready_file: PathBuf,
-}
-
-impl std::fmt::Debug for Proc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proc")
-            .field("name", &self.name)
-            .field("status", &self.status)
-            .finish()
-    }
-}
-
-/// Environment variables a child keeps; everything else (in particular the
-/// services' own configuration variables) is cleared so the caller's
-/// environment cannot change a test.
-const KEPT_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "TMPDIR",
-    "LANG",
-    "LC_ALL",
-    "LD_LIBRARY_PATH",
-];
-
-impl Proc {
-    /// Starts the service binary `bin_name` with `args` and `env` (on top of a
-    /// cleared environment), stdin closed, stdout and stderr captured.
-    ///
-    /// # Panics
-    /// If the binary is missing or cannot be started.
-    pub fn spawn(bin_name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let program = bin(bin_name);
-        let mut cmd = Command::new(&program);
-        cmd.args(args)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for k in KEPT_ENV {
-            if let Some(v) = std::env::var_os(k) {
-                cmd.env(k, v);
-            }
-        }
-        cmd.env("NO_COLOR", "1");
-        let ready_file = ready_file_path(bin_name);
-        cmd.env("READY_FILE", &ready_file);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        // Register under the lock so a watchdog never misses a child.
-        let mut live = live();
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} {args:?}: {e}", program.display()));
-        let pid = child.id();
-        live.push((SCOPE.with(Cell::get), pid));
-        drop(live);
-        let sub = args
-            .first()
-            .filter(|a| !a.starts_with('-'))
-            .map_or(String::new(), |a| format!(" {a}"));
-        let name = format!("{bin_name}{sub}[{pid}]");
-        let stdout = Capture::start(
-            child.stdout.take().expect("piped"),
-            format!("{name}-stdout"),
-        );
-        let stderr = Capture::start(
-            child.stderr.take().expect("piped"),
-            format!("{name}-stderr"),
-        );
-        Proc {
-            name,
-            child,
-            pid,
-            stdout,
-            stderr,
-            status: None,
-            ready_file,
-        }
-    }
-
-    /// Waits for the service's ready record (`READY_FILE`, which every
-    /// spawned process is given: a fresh path in the suite's temporary
-    /// directory) and returns it.
-    ///
-    /// # Panics
-    /// If the process ends its stderr (exits) or `timeout` passes first.
-    pub fn ready_record(&self, timeout: Duration) -> ReadyRecord {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.ready_file.exists() {
-                return ReadyRecord::read(&self.ready_file)
-                    .unwrap_or_else(|e| panic!("{}: {e:#}\n{}", self.name, self.diagnostics()));
-            }
-            let why = if self.stderr.lock().eof {
-                "its stderr closed (exited?)"
-            } else if Instant::now() >= deadline {
-                "timed out"
-            } else {
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            };
-            panic!(
-                "{}: waiting for its ready record {}: {why} after up to {timeout:?}\n{}",
-                self.name,
-                self.ready_file.display(),
-                self.diagnostics()
-            );
-        }
-    }
-
-    /// A name for messages: binary, subcommand and pid.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// Sends `signal` unless the process has already been reaped.
-    pub fn kill(&mut self, signal: Signal) {
-        if self.try_status().is_none() {
-            send_signal(self.pid, signal);
-        }
-    }
-
-    /// The exit status, if the process has exited (reaps it).
-    pub fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                self.reaped(s);
-            }
-        }
-        self.status
-    }
-
-    fn reaped(&mut self, s: ExitStatus) {
-        self.status = Some(s);
-        let pid = self.pid;
-        live().retain(|(_, p)| *p != pid);
-    }
-
-    /// Waits up to `timeout` for the process to exit and for its output to
-    /// be fully read.
-    ///
-    /// # Panics
-    /// If it is still running at the deadline (it is then killed).
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(s) = self.try_status() {
-                break s;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                if let Ok(s) = self.child.wait() {
-                    self.reaped(s);
-                }
-                panic!(
-                    "{} did not exit within {timeout:?} (killed it)\n{}",
-                    self.name,
-                    self.diagnostics()
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
-        self.stdout.wait_eof(Duration::from_secs(5));
-        self.stderr.wait_eof(Duration::from_secs(5));
-        status
-    }
-
-    /// Waits for exit (see [`Proc::wait_exit`]) and returns status and output,
-    /// one `\n`-terminated line per captured line.
-    pub fn output(&mut self, timeout: Duration) -> Output {
-        let status = self.wait_exit(timeout);
-        let join = |lines: Vec<String>| {
-            lines
-                .into_iter()
-                .flat_map(|l| [l, "\n".to_owned()])
-                .collect::<String>()
-                .into_bytes()
-        };
-        Output {
-            status,
-            stdout: join(self.stdout.lines()),
-            stderr: join(self.stderr.lines()),
-        }
-    }
-
-    /// Waits for a JSON log line (`LOG_FORMAT=json`) that carries the field
-    /// `field` and returns it parsed (a structured event found by its field,
-    /// never by the wording of its message).
-    ///
-    /// # Panics
-    /// If the process ends its stderr or the timeout passes first.
-    pub fn wait_for_json_field(&self, field: &str, timeout: Duration) -> Value {
-        self.wait_stderr(&format!("a log event with {field:?}"), timeout, |l| {
-            serde_json::from_str::<Value>(l)
-                .ok()
-                .filter(|v| v.get(field).is_some())
-        })
-    }
-
-    fn wait_stderr<T>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut f: impl FnMut(&str) -> Option<T>,
-    ) -> T {
-        let mut seen = 0;
-        let r = self.stderr.wait_for(Instant::now() + timeout, |lines| {
-            let found = lines[seen..].iter().find_map(|l| f(l));
-            seen = lines.len();
-            found
-        });
-        r.unwrap_or_else(|eof| {
-            let why = if eof {
-                "its stderr closed (exited?)"
-            } else {
-                "timed out"
-            };
-            panic!(
-                "{}: waiting for {what}: {why} after up to {timeout:?}\n{}",
-                self.name,
-                self.diagnostics()
-            )
-        })
-    }
-
-    /// Waits until stdout has at least `n` lines and returns them all.
-    ///
-    /// # Panics
-    /// If stdout ends or the timeout passes first.
-    pub fn wait_for_stdout_lines(&self, n: usize, timeout: Duration) -> Vec<String> {
-        self.stdout
-            .wait_for(Instant::now() + timeout, |lines| {
-                (lines.len() >= n).then(|| lines.to_vec())
-            })
-            .unwrap_or_else(|eof| {
-                let got = self.stdout.lock().lines.len();
-                let why = if eof { "stdout closed" } else { "timed out" };
-                panic!(
-                    "{}: waiting for {n} stdout lines, got {got}: {why}\n{}",
-                    self.name,
-                    self.diagnostics()
-                )
-            })
-    }
-
-    /// Captured stdout lines so far.
-    pub fn stdout_lines(&self) -> Vec<String> {
-        self.stdout.lines()
-    }
-
-    /// Number of stdout lines so far.
-    pub fn stdout_len(&self) -> usize {
-        self.stdout.lock().lines.len()
-    }
-
-    /// Captured stderr lines so far.
-    pub fn stderr_lines(&self) -> Vec<String> {
-        self.stderr.lines()
-    }
-
-    /// The exit status (if known) and the last stderr lines, for failure messages.
-    pub fn diagnostics(&self) -> String {
-        let mut s = format!(
-            "--- {} (exit: {:?}), last stderr lines:\n",
-            self.name, self.status
-        );
-        for l in self.stderr.tail(40) {
-            s.push_str("    ");
-            s.push_str(&l);
-            s.push('\n');
-        }
-        s
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.try_status().is_none() {
-            let _ = self.child.kill();
-            if let Ok(s) = self.child.wait() {
-                self.reaped(s);
-            }
-        }
-        // A service that stops cleanly removes it; a killed one does not.
-        let _ = std::fs::remove_file(&self.ready_file);
-        if thread::panicking() {
-            eprintln!("{}", self.diagnostics());
-        }
-    }
-}
-
-/// A fresh ready-file path for a `bin_name` process: unique in this test
-/// process, in a directory of the system temporary directory named after it.
-fn ready_file_path(bin_name: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!("mensageria-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("create the ready-file directory {}: {e}", dir.display()));
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let path = dir.join(format!("{bin_name}-{n}.json"));
-    let _ = std::fs::remove_file(&path);
-    path
+/// If the binary is missing or cannot be started.
+pub fn spawn(bin_name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let sub = args
+        .first()
+        .filter(|a| !a.starts_with('-'))
+        .map_or(String::new(), |a| format!(" {a}"));
+    ProcBuilder::new(format!("{bin_name}{sub}"), bin(bin_name))
+        .args(args)
+        .clean_env()
+        .ready_file()
+        .envs(env.iter().copied())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Runs a binary to completion with a time limit and returns its output.
@@ -650,7 +79,7 @@ fn ready_file_path(bin_name: &str) -> PathBuf {
 /// # Panics
 /// If it cannot start or overruns `timeout` (it is then killed).
 pub fn run_bin(bin_name: &str, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
-    Proc::spawn(bin_name, args, env).output(timeout)
+    spawn(bin_name, args, env).output(timeout)
 }
 
 /// Runs `client <args>` to completion with a time limit.
@@ -685,37 +114,7 @@ pub fn describe(o: &Output) -> String {
 // Waiting and observing
 // ---------------------------------------------------------------------------
 
-/// Polls `f` every 10 ms until it returns `Some`, for at most `timeout`.
-///
-/// # Panics
-/// At the deadline, naming `what`.
-pub fn wait_until<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
-    poll_until(timeout, f)
-        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
-}
-
-/// Polls `f` every 10 ms until it returns `Some`, for at most `timeout`;
-/// `None` at the deadline.
-pub fn poll_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// GET `path` on an ops server: status and body.
-///
-/// # Errors
-/// Connection failures and timeouts (2 s).
-pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    mensageria::ops::http_get(addr, path, Duration::from_secs(2))
-}
+pub use testkit::ops::http_get;
 
 /// Waits until `/readyz` answers 200.
 ///
@@ -823,7 +222,7 @@ fn spawn_service(bin_name: &str, args: &[String], env: &[(&str, &str)]) -> Proc 
     let mut all = SERVICE_ENV.to_vec();
     all.extend_from_slice(env);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Proc::spawn(bin_name, &args, &all)
+    spawn(bin_name, &args, &all)
 }
 
 /// Starts a service like [`spawn_service`] on a chosen ops port (`args` must
@@ -1261,7 +660,7 @@ impl Stack {
     pub fn spawn_bench(&self, extra: &[&str]) -> Proc {
         let mut args = vec!["bench", "--json", "--broker-endpoints", self.frontend()];
         args.extend(extra);
-        Proc::spawn("client", &args, &[])
+        spawn("client", &args, &[])
     }
 
     /// Runs a bench to completion (exit 0 required) and returns its summary.

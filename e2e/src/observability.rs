@@ -75,7 +75,7 @@ impl Drop for TempDir {
 }
 
 /// An external program (an absolute path, e.g. `/usr/bin/prometheus`) made
-/// runnable by [`Proc::spawn`], so it is registered with the watchdog and
+/// runnable by [`crate::spawn`], so it is registered with the watchdog and
 /// killed by PID like the services: [`External::path`] is a one-line `exec`
 /// wrapper (same PID as the program) in a temporary directory, removed when
 /// this is dropped. Being fresh, it does not trip the suite's stale-binary
@@ -111,7 +111,7 @@ impl External {
         }
     }
 
-    /// What to pass to [`Proc::spawn`] or [`run_bin`] as the binary.
+    /// What to pass to [`crate::spawn`] or [`run_bin`] as the binary.
     pub fn path(&self) -> &str {
         &self.path
     }
@@ -216,7 +216,7 @@ impl ClientRun {
             GRACE_ARG,
         ];
         args.extend(extra);
-        let proc = Proc::spawn("client", &args, env);
+        let proc = crate::spawn("client", &args, env);
         let http = proc.ready_record(START_TIMEOUT).http_addr;
         ClientRun { proc, http }
     }
@@ -441,7 +441,7 @@ impl Prometheus {
                 "--log.level=warn".to_owned(),
             ];
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut proc = Proc::spawn(program.path(), &args, &[]);
+            let mut proc = crate::spawn(program.path(), &args, &[]);
             let ready = poll_until(Duration::from_secs(30), || {
                 if proc.try_status().is_some() {
                     return Some(false);

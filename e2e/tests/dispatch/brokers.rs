@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use e2e::{
     broker_workers, plain_req, recv_within, req_roundtrip, wait_ready, wait_registered, wait_until,
-    with_timeout, BenchSummary, Broker, Proc, Proxy, Server, Signal, START_TIMEOUT,
+    with_timeout, BenchSummary, Broker, Proxy, Server, Signal, START_TIMEOUT,
 };
 
 #[test]
@@ -52,7 +52,7 @@ fn a_server_serves_two_brokers_without_head_of_line_waits_and_survives_losing_on
 
         // Load through broker 2 while broker 1 is killed: nothing is lost
         // or even retried there.
-        let mut bench = Proc::spawn(
+        let mut bench = e2e::spawn(
             "client",
             &[
                 "bench",

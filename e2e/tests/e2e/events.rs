@@ -8,7 +8,7 @@ use std::{
 
 use e2e::{
     decode_event, metric, metric_opt, plain_req, plain_sub, recv_within, req_roundtrip,
-    with_timeout, PlainEvent, Proc, Stack,
+    with_timeout, PlainEvent, Stack,
 };
 
 const PROXY_SUBS_REQUESTS: &str = r#"mensageria_proxy_subscriptions{topic="requests"}"#;
@@ -154,7 +154,7 @@ fn bench_of_20000_requests_and_subscriber_sees_all_its_events() {
             });
         }
 
-        let mut subscriber = Proc::spawn(
+        let mut subscriber = e2e::spawn(
             "client",
             &[
                 "subscribe",

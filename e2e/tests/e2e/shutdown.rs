@@ -156,7 +156,7 @@ fn client_gets_the_reply_forwarded_as_the_broker_exits() {
     with_timeout(Duration::from_secs(60), || {
         let mut stack = Stack::start(1);
         let b = stack.broker.http;
-        let mut request = Proc::spawn(
+        let mut request = e2e::spawn(
             "client",
             &[
                 "request",
@@ -212,7 +212,7 @@ fn sigterm_proxy_exits_0() {
 fn sigterm_client_run_exits_0_and_healthcheck_follows_it() {
     with_timeout(Duration::from_secs(60), || {
         let stack = Stack::start(1);
-        let mut run = Proc::spawn(
+        let mut run = e2e::spawn(
             "client",
             &[
                 "run",

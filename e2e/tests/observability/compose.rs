@@ -109,7 +109,7 @@ fn compose_services_run_locally_with_their_compose_environment() {
                 for _ in 0..s.replicas.max(1) {
                     let env = localize_env(&s.environment, &hosts, &mut ports, unused_port());
                     let args: Vec<&str> = s.command[1..].iter().map(String::as_str).collect();
-                    let proc = Proc::spawn(&s.command[0], &args, &env_pairs(&env));
+                    let proc = e2e::spawn(&s.command[0], &args, &env_pairs(&env));
                     running.push(Instance {
                         service: s.name.clone(),
                         env,

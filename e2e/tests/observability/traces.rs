@@ -10,7 +10,7 @@ use e2e::{
         start_stack_env, wait_proxy_subscriptions, wait_subscriptions_reach_servers, ExportedSpan,
         OtlpCollector, JSON_LOGS,
     },
-    run_bin, stdout, with_timeout, Proc, Signal, CLIENT_TIMEOUT, GRACE,
+    run_bin, stdout, with_timeout, Signal, CLIENT_TIMEOUT, GRACE,
 };
 
 const SERVER: u64 = 2;
@@ -87,7 +87,7 @@ fn one_request_is_one_trace_from_client_to_subscriber() {
         ]);
         let mut stack = start_stack_env(1, &env, &["--status-interval", "200ms"]);
 
-        let mut subscriber = Proc::spawn(
+        let mut subscriber = e2e::spawn(
             "client",
             &[
                 "subscribe",

@@ -11,7 +11,7 @@ use e2e::{
         assert_all_healthy, start_stack_env, subscribe_summary, ClientRun, EventLines, RssSampler,
         Scrape, StackSpec,
     },
-    metric, metric_opt, stderr, wait_until, with_timeout, BenchSummary, EventHeader, Header, Proc,
+    metric, metric_opt, stderr, wait_until, with_timeout, BenchSummary, EventHeader, Header,
     Signal, Stack, GRACE,
 };
 
@@ -109,7 +109,7 @@ fn slow_subscriber(slow_hwm: &'static str, delay: &'static str) {
                 )
             })
             .collect();
-        let mut slow = Proc::spawn(
+        let mut slow = e2e::spawn(
             "client",
             &[
                 "subscribe",

@@ -11,7 +11,7 @@ use e2e::{
     faults::{
         assert_all_healthy, keygen, socket_events, start_stack_env, ClientRun, KeyPair, StackSpec,
     },
-    http_get, run_bin, stderr, stdout, wait_until, with_timeout, Proc, Signal, GRACE,
+    http_get, run_bin, stderr, stdout, wait_until, with_timeout, Signal, GRACE,
 };
 
 const SECRET_PAYLOAD: &str = "PAYLOAD-c0ffee-7e57-do-not-leak";
@@ -68,7 +68,7 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
         );
         assert!(ok.status.success(), "{}", describe(&ok));
         assert_eq!(stdout(&ok), format!("{SECRET_PAYLOAD}\n"));
-        let mut subscriber = Proc::spawn(
+        let mut subscriber = e2e::spawn(
             "client",
             &[
                 "subscribe",
