@@ -1,9 +1,7 @@
 //! Helpers of the reliability and security suite (`e2e/tests/reliability`):
 //!
-//! - [`start_broker_env`], [`start_proxy_env`], [`start_server_env`],
-//!   [`start_stack_env`]: services started with extra environment (CURVE
-//!   keys) and flags, on ephemeral loopback ports or on given ones (restarts
-//!   on the same ports).
+//! - [`peers`], [`wait_peers`], [`socket_events`], [`assert_all_healthy`]:
+//!   what the services say about their peers and health.
 //! - [`ClientRun`]: the long-running `client run` load generator and
 //!   subscriber, observed through its `/metrics` ([`ClientStats`]).
 //! - [`Scrape`]: one `/metrics` scrape read many times; [`RssSampler`]:
@@ -31,7 +29,7 @@ use std::{
 
 use crate::{
     http_get, metric_opt, metrics_text, parse_metric, run_bin, stdout, wait_ready, wait_until,
-    Broker, Proc, Proxy, Server, Stack, GRACE_ARG, START_TIMEOUT,
+    Launcher, Proc, Server, Stack, GRACE_ARG, START_TIMEOUT,
 };
 
 /// Fast ZMTP heartbeats (`--heartbeat-ivl 200ms --heartbeat-timeout 1s`), so
@@ -42,122 +40,8 @@ pub const FAST_HEARTBEATS: [&str; 4] = ["--heartbeat-ivl", "200ms", "--heartbeat
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------
-// Services with extra environment
+// Peers and health
 // ---------------------------------------------------------------------------
-
-/// Starts a broker (ephemeral loopback ports unless `extra` binds others)
-/// with `env` added to its environment, and waits until it has bound.
-pub fn start_broker_env(extra: &[&str], env: &[(&str, &str)]) -> Broker {
-    Broker::start_env(extra, env)
-}
-
-/// A broker bound to the same endpoints as `old` (which must have exited):
-/// what a restarted broker pod looks like to its peers.
-pub fn restart_broker(old: &Broker, extra: &[&str]) -> Broker {
-    let mut args = vec![
-        "--frontend-bind",
-        old.frontend.as_str(),
-        "--backend-bind",
-        old.backend.as_str(),
-    ];
-    args.extend_from_slice(extra);
-    let b = start_broker_env(&args, &[]);
-    assert_eq!(
-        (&b.frontend, &b.backend),
-        (&old.frontend, &old.backend),
-        "the restarted broker must be on the same ports"
-    );
-    b
-}
-
-/// Starts a proxy (ephemeral loopback ports unless `extra` binds others) with
-/// `env` added, and waits until it has bound.
-pub fn start_proxy_env(extra: &[&str], env: &[(&str, &str)]) -> Proxy {
-    Proxy::start_env(extra, env)
-}
-
-/// A proxy bound to the same endpoints as `old` (which must have exited).
-pub fn restart_proxy(old: &Proxy, extra: &[&str]) -> Proxy {
-    let mut args = vec![
-        "--xsub-bind",
-        old.xsub.as_str(),
-        "--xpub-bind",
-        old.xpub.as_str(),
-    ];
-    args.extend_from_slice(extra);
-    let p = start_proxy_env(&args, &[]);
-    assert_eq!(
-        (&p.xsub, &p.xpub),
-        (&old.xsub, &old.xpub),
-        "the restarted proxy must be on the same ports"
-    );
-    p
-}
-
-/// Starts a server connected to `brokers` and `proxies` with `env` added
-/// (2 workers unless `extra` says otherwise); waits for its ready record.
-pub fn start_server_env(
-    brokers: &str,
-    proxies: &str,
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> Server {
-    Server::finish(Server::spawn_env(brokers, proxies, extra, env))
-}
-
-/// What [`start_stack_env`] starts.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct StackSpec<'a> {
-    /// Servers to start.
-    pub servers: usize,
-    /// Extra broker flags.
-    pub broker: &'a [&'a str],
-    /// Extra proxy flags.
-    pub proxy: &'a [&'a str],
-    /// Extra server flags.
-    pub server: &'a [&'a str],
-    /// Environment of broker and proxy (e.g. CURVE server keys).
-    pub bind_env: &'a [(&'a str, &'a str)],
-    /// Environment of the servers (e.g. CURVE client keys).
-    pub server_env: &'a [(&'a str, &'a str)],
-}
-
-/// Starts broker, proxy and servers as `spec` says and waits until all are
-/// ready and every server's sockets completed their handshakes.
-pub fn start_stack_env(spec: StackSpec<'_>) -> Stack {
-    let broker = start_broker_env(spec.broker, spec.bind_env);
-    let proxy = start_proxy_env(spec.proxy, spec.bind_env);
-    let servers: Vec<Server> = (0..spec.servers)
-        .map(|_| start_server_env(&broker.frontend, &proxy.xsub, spec.server, spec.server_env))
-        .collect();
-    wait_ready(broker.http, START_TIMEOUT);
-    wait_ready(proxy.http, START_TIMEOUT);
-    for s in &servers {
-        s.wait_ready();
-    }
-    let stack = Stack {
-        broker,
-        proxy,
-        servers,
-        rep: false,
-    };
-    wait_attached(&stack);
-    stack
-}
-
-/// Waits until every server is registered with the broker (one Majordomo
-/// worker per service) and the proxy has one XSUB peer per server.
-pub fn wait_attached(stack: &Stack) {
-    let registrations: usize = stack.servers.iter().map(Server::registrations).sum();
-    crate::wait_registered(stack.broker.http, registrations as f64);
-    let publishers = stack.servers.len() as f64;
-    wait_peers(
-        stack.proxy.http,
-        "xsub",
-        "every server publisher attached to the proxy",
-        |n| n == publishers,
-    );
-}
 
 /// `mensageria_zmq_peers{socket="<socket>"}`.
 pub fn peers(addr: SocketAddr, socket: &str) -> f64 {
@@ -213,22 +97,46 @@ pub struct ClientRun {
     pub http: SocketAddr,
 }
 
+/// `client run`'s flags against a broker frontend and a proxy XPUB.
+fn client_run_args(frontend: &str, xpub: &str, extra: &[&str]) -> Vec<String> {
+    [
+        "run",
+        "--broker-endpoints",
+        frontend,
+        "--proxy-endpoints",
+        xpub,
+        "--shutdown-grace",
+        GRACE_ARG,
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
 impl ClientRun {
     /// Starts `client run --broker-endpoints <frontend> --proxy-endpoints <xpub>`
-    /// with a free ops port, `extra` flags and `env`; waits until its ops
-    /// server is up (not until it is ready).
+    /// with a free ops port, `extra` flags and `env` (on top of JSON logs);
+    /// waits until its ops server is up, not until it is ready (broker or
+    /// proxy may be down): see [`ClientRun::ready`].
     pub fn start(frontend: &str, xpub: &str, extra: &[&str], env: &[(&str, &str)]) -> ClientRun {
-        let mut args = vec![
-            "run".to_owned(),
-            "--broker-endpoints".to_owned(),
-            frontend.to_owned(),
-            "--proxy-endpoints".to_owned(),
-            xpub.to_owned(),
-            "--shutdown-grace".to_owned(),
-            GRACE_ARG.to_owned(),
-        ];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let (proc, http) = crate::spawn_alive("client", &args, env);
+        let args = client_run_args(frontend, xpub, extra);
+        let (proc, http) = Launcher::default()
+            .spawn_alive("client run", "client", &args, env)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        ClientRun { proc, http }
+    }
+
+    /// Starts `client run` against `stack` with `extra` flags and `env`, and
+    /// waits for its ready record (connected to broker and proxy).
+    pub fn ready(stack: &Stack, extra: &[&str], env: &[(&str, &str)]) -> ClientRun {
+        let mut args = client_run_args(stack.frontend(), stack.xpub(), extra);
+        args.extend(["--http-addr".to_owned(), "127.0.0.1:0".to_owned()]);
+        let proc = stack
+            .launcher()
+            .spawn("client run", "client", &args, env)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let http = proc.ready_record(START_TIMEOUT).http_addr;
         ClientRun { proc, http }
     }
 

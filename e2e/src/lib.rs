@@ -2,18 +2,23 @@
 //! the real `broker`, `proxy`, `server` and `client` binaries on loopback
 //! with ephemeral ports.
 //!
+//! Processes and services come from the test kit (`testkit`), re-exported:
+//!
 //! - [`bin`]: where the binaries are (`MENSAGERIA_BIN_DIR`, default
 //!   `<workspace>/target/debug`; build them first with `cargo build --bins`).
-//! - [`Proc`]: a child process whose stdout and stderr lines are captured on
-//!   threads; waits with deadlines, signals, and SIGKILL + reap on drop.
-//! - [`Broker`], [`Proxy`], [`Server`], [`Stack`]: services started on
-//!   ephemeral ports (read back from their ready records) and waited for until
-//!   ready; servers are Majordomo workers on the broker's frontend unless a
-//!   test asks for plain REP ones ([`Stack::start_rep`], [`REP_ARGS`]).
+//! - [`Proc`], [`spawn`]: a child process whose stdout and stderr lines are
+//!   captured on threads; waits with deadlines, signals, and SIGKILL + reap
+//!   on drop.
+//! - [`Stack::builder`] and [`Broker`], [`Proxy`], [`Server`]: services
+//!   started on ephemeral ports (read back from their ready records) and
+//!   waited for until ready (one definition: `testkit::stack`); servers are
+//!   Majordomo workers on the broker's frontend unless a test asks for plain
+//!   REP ones ([`StackBuilder::rep`], [`REP_ARGS`]).
 //! - [`registered_workers`], [`service_workers`], [`broker_workers`],
 //!   [`wait_registered`]: the broker's view of its Majordomo workers.
 //! - [`metric`], [`http_get`], [`wait_until`]: observing services.
-//! - [`run_client`], [`BenchSummary`]: one-shot client subcommands.
+//! - [`run_client`], [`request`], [`bench`], [`BenchSummary`]: one-shot
+//!   client subcommands.
 //! - [`with_timeout`]: the watchdog every test body runs under.
 //!
 //! Nothing here sleeps to synchronise: every wait is for a condition, with a
@@ -30,16 +35,8 @@ pub use mensageria::header::{EventHeader, Header};
 pub use mensageria::ready::ReadyRecord;
 pub use serde_json::Value;
 
-/// The shutdown grace every service gets in the suite (`--shutdown-grace`).
-pub const GRACE: Duration = Duration::from_secs(3);
-/// [`GRACE`] as a command-line value.
-pub const GRACE_ARG: &str = "3s";
-/// Longest wait for a service to bind, log its addresses and become ready.
-pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default time limit of a one-shot client command.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Worker threads per server unless a test asks otherwise.
-pub const DEFAULT_WORKERS: u32 = 2;
 
 // ---------------------------------------------------------------------------
 // Binaries and processes (testkit)
@@ -194,479 +191,35 @@ pub fn wait_metric_at_least(addr: SocketAddr, series: &str, min: f64) -> f64 {
 pub use testkit::ports::unused_port;
 
 // ---------------------------------------------------------------------------
-// Services
+// Services (testkit)
 // ---------------------------------------------------------------------------
 
-/// Environment of the long-running services: JSON logs at info, for the
-/// diagnostics a failing test prints.
-const SERVICE_ENV: &[(&str, &str)] = &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")];
+pub use testkit::stack::{
+    broker_workers, registered_workers, service_workers, wait_registered, Broker, Launcher, Proxy,
+    Server, Stack, StackBuilder, UnreadyServer, DEFAULT_WORKERS, GRACE, GRACE_ARG, REP_ARGS,
+    START_TIMEOUT,
+};
 
-/// `defaults` (flag, value) pairs whose flag is not in `extra`, then `extra`.
-fn merge_args(defaults: &[(&str, &str)], extra: &[&str]) -> Vec<String> {
-    let mut args = Vec::new();
-    for (flag, value) in defaults {
-        let overridden = extra
-            .iter()
-            .any(|e| e == flag || e.starts_with(&format!("{flag}=")));
-        if !overridden {
-            args.push((*flag).to_owned());
-            args.push((*value).to_owned());
-        }
-    }
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
+/// Runs `client request <payload> --broker-endpoints <frontend> <extra…>`
+/// against `stack`.
+pub fn request(stack: &Stack, payload: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["request", payload, "--broker-endpoints", stack.frontend()];
+    args.extend(extra);
+    run_client(&args, CLIENT_TIMEOUT)
 }
 
-/// Starts a service with JSON logs at info ([`SERVICE_ENV`]) and `env` on top.
-fn spawn_service(bin_name: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
-    let mut all = SERVICE_ENV.to_vec();
-    all.extend_from_slice(env);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    spawn(bin_name, &args, &all)
+/// Starts `client bench --json --broker-endpoints <frontend> <extra…>`
+/// against `stack` in the background.
+pub fn spawn_bench(stack: &Stack, extra: &[&str]) -> Proc {
+    let mut args = vec!["bench", "--json", "--broker-endpoints", stack.frontend()];
+    args.extend(extra);
+    spawn("client", &args, &[])
 }
 
-/// Starts a service like [`spawn_service`] on a chosen ops port (`args` must
-/// not set `--http-addr`) and waits until its `/healthz` answers 200: for a
-/// service that may not become ready (no broker yet, bad keys), so has no
-/// ready record to wait for.
-pub fn spawn_alive(bin_name: &str, args: &[String], env: &[(&str, &str)]) -> (Proc, SocketAddr) {
-    let http: SocketAddr = ([127, 0, 0, 1], unused_port()).into();
-    let mut all = args.to_vec();
-    all.extend(["--http-addr".to_owned(), http.to_string()]);
-    let proc = spawn_service(bin_name, &all, env);
-    wait_alive(&proc, http);
-    (proc, http)
-}
-
-/// Waits until `proc`'s `/healthz` on `http` answers 200.
-fn wait_alive(proc: &Proc, http: SocketAddr) {
-    wait_until(
-        &format!("{} to answer /healthz on {http}", proc.name()),
-        START_TIMEOUT,
-        || matches!(http_get(http, "/healthz"), Ok((200, _))).then_some(()),
-    );
-}
-
-/// The first endpoint socket `socket` bound, from a ready record.
-fn bound(record: &ReadyRecord, socket: &str) -> String {
-    record
-        .bound_endpoint(socket)
-        .unwrap_or_else(|| panic!("no `{socket}` endpoint in the ready record {record:?}"))
-        .to_owned()
-}
-
-/// The detail `key` of a ready record.
-fn detail<'a>(record: &'a ReadyRecord, key: &str) -> &'a str {
-    record
-        .details
-        .get(key)
-        .unwrap_or_else(|| panic!("no detail `{key}` in the ready record {record:?}"))
-}
-
-/// A running broker.
-#[derive(Debug)]
-pub struct Broker {
-    /// The process.
-    pub proc: Proc,
-    /// Frontend endpoint (clients connect).
-    pub frontend: String,
-    /// Backend endpoint (servers connect).
-    pub backend: String,
-    /// Ops HTTP address.
-    pub http: SocketAddr,
-}
-
-impl Broker {
-    /// Starts a broker on ephemeral loopback ports; `extra` flags override the defaults.
-    pub fn start(extra: &[&str]) -> Broker {
-        Self::start_env(extra, &[])
-    }
-
-    /// [`Broker::start`] with `env` added to the environment.
-    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Broker {
-        Self::finish(Self::spawn(extra, env))
-    }
-
-    fn spawn(extra: &[&str], env: &[(&str, &str)]) -> Proc {
-        let args = merge_args(
-            &[
-                ("--http-addr", "127.0.0.1:0"),
-                ("--frontend-bind", "tcp://127.0.0.1:*"),
-                ("--backend-bind", "tcp://127.0.0.1:*"),
-                ("--shutdown-grace", GRACE_ARG),
-            ],
-            extra,
-        );
-        spawn_service("broker", &args, env)
-    }
-
-    fn finish(proc: Proc) -> Broker {
-        let ready = proc.ready_record(START_TIMEOUT);
-        Broker {
-            frontend: bound(&ready, "frontend"),
-            backend: bound(&ready, "backend"),
-            http: ready.http_addr,
-            proc,
-        }
-    }
-}
-
-/// A running proxy.
-#[derive(Debug)]
-pub struct Proxy {
-    /// The process.
-    pub proc: Proc,
-    /// XSUB endpoint (publishers connect).
-    pub xsub: String,
-    /// XPUB endpoint (subscribers connect).
-    pub xpub: String,
-    /// Ops HTTP address.
-    pub http: SocketAddr,
-}
-
-impl Proxy {
-    /// Starts a proxy on ephemeral loopback ports; `extra` flags override the defaults.
-    pub fn start(extra: &[&str]) -> Proxy {
-        Self::start_env(extra, &[])
-    }
-
-    /// [`Proxy::start`] with `env` added to the environment.
-    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Proxy {
-        Self::finish(Self::spawn(extra, env))
-    }
-
-    fn spawn(extra: &[&str], env: &[(&str, &str)]) -> Proc {
-        let args = merge_args(
-            &[
-                ("--http-addr", "127.0.0.1:0"),
-                ("--xsub-bind", "tcp://127.0.0.1:*"),
-                ("--xpub-bind", "tcp://127.0.0.1:*"),
-                ("--shutdown-grace", GRACE_ARG),
-            ],
-            extra,
-        );
-        spawn_service("proxy", &args, env)
-    }
-
-    fn finish(proc: Proc) -> Proxy {
-        let ready = proc.ready_record(START_TIMEOUT);
-        Proxy {
-            xsub: bound(&ready, "xsub"),
-            xpub: bound(&ready, "xpub"),
-            http: ready.http_addr,
-            proc,
-        }
-    }
-}
-
-/// A running server.
-#[derive(Debug)]
-pub struct Server {
-    /// The process.
-    pub proc: Proc,
-    /// Ops HTTP address.
-    pub http: SocketAddr,
-    /// Instance id (what `whoami` answers).
-    pub instance: String,
-    /// Worker threads.
-    pub workers: u32,
-    /// Services it registers (Majordomo), from its ready record.
-    pub services: Vec<String>,
-    /// Whether its workers are plain REP sockets (`--worker-protocol rep`).
-    pub rep: bool,
-}
-
-impl Server {
-    /// Starts a server connected to `brokers` (frontend endpoints, or backend
-    /// endpoints with `--worker-protocol rep` in `extra`) and `proxies` (XSUB
-    /// endpoints); `extra` flags override the defaults (2 workers). Waits for
-    /// its ready record (it is connected to a broker); see
-    /// [`Server::start_unready`] for a server whose broker is not up.
-    pub fn start(brokers: &str, proxies: &str, extra: &[&str]) -> Server {
-        Self::finish(Self::spawn(brokers, proxies, extra))
-    }
-
-    /// [`Server::start`] as a plain REP server on the brokers' `backends`.
-    pub fn start_rep(backends: &str, proxies: &str, extra: &[&str]) -> Server {
-        let mut args = REP_ARGS.to_vec();
-        args.extend_from_slice(extra);
-        Self::start(backends, proxies, &args)
-    }
-
-    fn spawn(brokers: &str, proxies: &str, extra: &[&str]) -> Proc {
-        Self::spawn_env(brokers, proxies, extra, &[])
-    }
-
-    /// Spawns a server as [`Server::start`] does, with `env` added to its
-    /// environment, without waiting (see [`Server::finish`]).
-    pub fn spawn_env(brokers: &str, proxies: &str, extra: &[&str], env: &[(&str, &str)]) -> Proc {
-        let workers = DEFAULT_WORKERS.to_string();
-        let args = merge_args(
-            &[
-                ("--http-addr", "127.0.0.1:0"),
-                ("--broker-endpoints", brokers),
-                ("--proxy-endpoints", proxies),
-                ("--workers", &workers),
-                ("--shutdown-grace", GRACE_ARG),
-            ],
-            extra,
-        );
-        spawn_service("server", &args, env)
-    }
-
-    /// Waits for the server's ready record (it is connected to a broker).
-    pub fn finish(proc: Proc) -> Server {
-        let ready = proc.ready_record(START_TIMEOUT);
-        Server {
-            instance: detail(&ready, "instance").to_owned(),
-            workers: detail(&ready, "workers")
-                .parse()
-                .expect("`workers` in the ready record is a number"),
-            services: detail(&ready, "services")
-                .split(',')
-                .map(str::to_owned)
-                .collect(),
-            rep: detail(&ready, "protocol") == "rep",
-            http: ready.http_addr,
-            proc,
-        }
-    }
-
-    /// Starts a server like [`Server::start`] without waiting for it to be
-    /// ready (its broker may not be up): its ops HTTP port is chosen here
-    /// ([`unused_port`]) and it is waited for until `/healthz` answers.
-    pub fn start_unready(brokers: &str, proxies: &str, extra: &[&str]) -> UnreadyServer {
-        let http: SocketAddr = ([127, 0, 0, 1], unused_port()).into();
-        let mut args = vec!["--http-addr".to_owned(), http.to_string()];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let proc = Self::spawn(brokers, proxies, &args);
-        wait_alive(&proc, http);
-        UnreadyServer { proc, http }
-    }
-
-    /// Broker registrations this server makes per broker: one per service
-    /// (none for REP workers, which the broker sees as backend peers).
-    pub fn registrations(&self) -> usize {
-        if self.rep {
-            0
-        } else {
-            self.services.len()
-        }
-    }
-
-    /// Waits until `/readyz` is 200 (connected to a broker).
-    pub fn wait_ready(&self) {
-        wait_ready(self.http, START_TIMEOUT);
-    }
-
-    /// `mensageria_server_requests_total{status="ok"}`.
-    pub fn handled_ok(&self) -> f64 {
-        metric(
-            self.http,
-            r#"mensageria_server_requests_total{status="ok"}"#,
-        )
-    }
-}
-
-/// A server started by [`Server::start_unready`]: alive, maybe not ready.
-#[derive(Debug)]
-pub struct UnreadyServer {
-    /// The process.
-    pub proc: Proc,
-    /// Ops HTTP address.
-    pub http: SocketAddr,
-}
-
-/// Broker, proxy and servers, all ready.
-#[derive(Debug)]
-pub struct Stack {
-    /// The broker.
-    pub broker: Broker,
-    /// The proxy.
-    pub proxy: Proxy,
-    /// The servers, in start order.
-    pub servers: Vec<Server>,
-    /// Whether the servers are plain REP servers on the broker's backend
-    /// ([`Stack::start_rep`]) rather than Majordomo workers on its frontend.
-    pub rep: bool,
-}
-
-/// Server flags of a plain REP server (the seed's way: round-robin from the
-/// broker's backend, default service only).
-pub const REP_ARGS: [&str; 2] = ["--worker-protocol", "rep"];
-
-const BACKEND_HANDSHAKES: &str =
-    r#"mensageria_zmq_socket_events_total{socket="backend",event="handshake_succeeded"}"#;
-const XSUB_HANDSHAKES: &str =
-    r#"mensageria_zmq_socket_events_total{socket="xsub",event="handshake_succeeded"}"#;
-
-/// Majordomo workers registered with a broker, over every service and state
-/// (the sum of `mensageria_broker_workers`).
-pub fn registered_workers(broker_http: SocketAddr) -> f64 {
-    broker_workers(broker_http, &[])
-}
-
-/// Majordomo workers registered with a broker for `service` (idle + busy).
-pub fn service_workers(broker_http: SocketAddr, service: &str) -> f64 {
-    broker_workers(broker_http, &[("service", service)])
-}
-
-/// The sum of `mensageria_broker_workers` samples whose labels include
-/// `matching` (e.g. `[("service", "echo"), ("state", "busy")]`).
-pub fn broker_workers(broker_http: SocketAddr, matching: &[(&str, &str)]) -> f64 {
-    const FAMILY: &str = "mensageria_broker_workers";
-    observability::families(&metrics_text(broker_http))
-        .get(FAMILY)
-        .map_or(0.0, |f| f.sum(FAMILY, matching))
-}
-
-/// Waits until `broker_http` has at least `min` Majordomo workers registered.
-///
-/// # Panics
-/// After [`START_TIMEOUT`].
-pub fn wait_registered(broker_http: SocketAddr, min: f64) {
-    let mut last = 0.0;
-    poll_until(START_TIMEOUT, || {
-        last = registered_workers(broker_http);
-        (last >= min).then_some(())
-    })
-    .unwrap_or_else(|| {
-        panic!("{min} Majordomo workers never registered with the broker at {broker_http}; last count {last}")
-    });
-}
-
-impl Stack {
-    /// Starts a broker, a proxy and `servers` servers (default options:
-    /// Majordomo workers on the broker's frontend) and waits until every one
-    /// is ready and every server is registered with the broker and attached
-    /// to the proxy.
-    pub fn start(servers: usize) -> Stack {
-        Self::start_with(servers, &[], &[])
-    }
-
-    /// [`Stack::start`] with extra broker and server flags.
-    pub fn start_with(servers: usize, broker_extra: &[&str], server_extra: &[&str]) -> Stack {
-        Self::launch(servers, broker_extra, server_extra, false)
-    }
-
-    /// [`Stack::start_with`] with plain REP servers on the broker's backend.
-    pub fn start_rep(servers: usize, broker_extra: &[&str], server_extra: &[&str]) -> Stack {
-        let mut extra = REP_ARGS.to_vec();
-        extra.extend_from_slice(server_extra);
-        Self::launch(servers, broker_extra, &extra, true)
-    }
-
-    fn launch(servers: usize, broker_extra: &[&str], server_extra: &[&str], rep: bool) -> Stack {
-        // Start broker and proxy side by side, then the servers side by side.
-        let (b, p) = (Broker::spawn(broker_extra, &[]), Proxy::spawn(&[], &[]));
-        let (broker, proxy) = (Broker::finish(b), Proxy::finish(p));
-        let endpoint = if rep {
-            &broker.backend
-        } else {
-            &broker.frontend
-        };
-        let procs: Vec<Proc> = (0..servers)
-            .map(|_| Server::spawn(endpoint, &proxy.xsub, server_extra))
-            .collect();
-        let servers: Vec<Server> = procs.into_iter().map(Server::finish).collect();
-        wait_ready(broker.http, START_TIMEOUT);
-        wait_ready(proxy.http, START_TIMEOUT);
-        let stack = Stack {
-            broker,
-            proxy,
-            servers,
-            rep,
-        };
-        for s in &stack.servers {
-            s.wait_ready();
-        }
-        stack.wait_attached(&stack.servers.iter().collect::<Vec<_>>(), 0.0, 0.0, 0.0);
-        stack
-    }
-
-    /// Waits until `servers` have attached to the broker (REP workers: backend
-    /// handshakes; Majordomo: registrations) and to the proxy, counting from
-    /// the given counter and gauge values.
-    fn wait_attached(
-        &self,
-        servers: &[&Server],
-        backend_before: f64,
-        registered_before: f64,
-        xsub_before: f64,
-    ) {
-        let (b, p) = (self.broker.http, self.proxy.http);
-        let rep_workers: u32 = servers.iter().filter(|s| s.rep).map(|s| s.workers).sum();
-        wait_until(
-            "servers' REP sockets to complete their handshakes with the broker",
-            START_TIMEOUT,
-            || {
-                (metric_opt(b, BACKEND_HANDSHAKES).unwrap_or(0.0)
-                    >= backend_before + f64::from(rep_workers))
-                .then_some(())
-            },
-        );
-        let registrations: usize = servers.iter().map(|s| s.registrations()).sum();
-        wait_registered(b, registered_before + registrations as f64);
-        wait_until(
-            "servers' PUB sockets to complete their handshakes with the proxy",
-            START_TIMEOUT,
-            || {
-                (metric_opt(p, XSUB_HANDSHAKES).unwrap_or(0.0)
-                    >= xsub_before + servers.len() as f64)
-                    .then_some(())
-            },
-        );
-    }
-
-    /// Starts one more server (`extra` flags; REP when the stack is), waits
-    /// until it is ready and attached, and returns its index in
-    /// [`Stack::servers`].
-    pub fn add_server(&mut self, extra: &[&str]) -> usize {
-        let backend_before = metric_opt(self.broker.http, BACKEND_HANDSHAKES).unwrap_or(0.0);
-        let xsub_before = metric_opt(self.proxy.http, XSUB_HANDSHAKES).unwrap_or(0.0);
-        let registered_before = registered_workers(self.broker.http);
-        let server = if self.rep {
-            Server::start_rep(&self.broker.backend, &self.proxy.xsub, extra)
-        } else {
-            Server::start(&self.broker.frontend, &self.proxy.xsub, extra)
-        };
-        server.wait_ready();
-        self.servers.push(server);
-        let new = self.servers.last().expect("just pushed");
-        self.wait_attached(&[new], backend_before, registered_before, xsub_before);
-        self.servers.len() - 1
-    }
-
-    /// The broker frontend endpoint.
-    pub fn frontend(&self) -> &str {
-        &self.broker.frontend
-    }
-
-    /// The proxy XPUB endpoint.
-    pub fn xpub(&self) -> &str {
-        &self.proxy.xpub
-    }
-
-    /// Runs `client request <payload> --broker-endpoints <frontend> <extra…>`.
-    pub fn request(&self, payload: &str, extra: &[&str]) -> Output {
-        let mut args = vec!["request", payload, "--broker-endpoints", self.frontend()];
-        args.extend(extra);
-        run_client(&args, CLIENT_TIMEOUT)
-    }
-
-    /// Starts `client bench --json --broker-endpoints <frontend> <extra…>` in
-    /// the background.
-    pub fn spawn_bench(&self, extra: &[&str]) -> Proc {
-        let mut args = vec!["bench", "--json", "--broker-endpoints", self.frontend()];
-        args.extend(extra);
-        spawn("client", &args, &[])
-    }
-
-    /// Runs a bench to completion (exit 0 required) and returns its summary.
-    pub fn bench(&self, extra: &[&str], timeout: Duration) -> BenchSummary {
-        BenchSummary::from_proc(self.spawn_bench(extra), timeout)
-    }
+/// Runs a bench against `stack` to completion (exit 0 required) and returns
+/// its summary.
+pub fn bench(stack: &Stack, extra: &[&str], timeout: Duration) -> BenchSummary {
+    BenchSummary::from_proc(spawn_bench(stack, extra), timeout)
 }
 
 /// The `--json` summary of `client bench`.

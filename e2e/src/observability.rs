@@ -1,6 +1,5 @@
 //! Helpers of the observability end-to-end tests (`e2e/tests/observability`):
-//! services started with a chosen environment (OTLP export), `client run` as
-//! a long-running service, priming of event subscriptions, a tiny OTLP/HTTP
+//! priming of event subscriptions, a tiny OTLP/HTTP
 //! JSON collector, a real Prometheus, exposition-format parsing, the README
 //! metrics table, and the compose file read through PyYAML.
 //!
@@ -18,17 +17,10 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    describe, metric_opt, plain_sub, poll_until, recv_within, run_bin, wait_ready, wait_until,
-    Broker, Proc, Proxy, Server, Stack, GRACE_ARG, START_TIMEOUT,
+    describe, metric_opt, plain_sub, poll_until, recv_within, run_bin, wait_until, Proc, Stack,
 };
 
-/// The workspace root (where README.md and docker-compose.yml are).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e lives inside the workspace")
-        .to_owned()
-}
+pub use testkit::bins::workspace_root;
 
 /// JSON logs at info: what every long-running service of the suite gets, so
 /// logs of a failing test are structured.
@@ -129,97 +121,6 @@ pub fn python3() -> String {
         .unwrap_or_else(|| panic!("python3 is not on PATH"))
         .to_string_lossy()
         .into_owned()
-}
-
-// ---------------------------------------------------------------------------
-// Services with a chosen environment
-// ---------------------------------------------------------------------------
-
-/// Starts a broker on ephemeral loopback ports with `env` and
-/// `extra` flags appended.
-pub fn start_broker(env: &[(&str, &str)], extra: &[&str]) -> Broker {
-    Broker::start_env(extra, env)
-}
-
-/// Starts a proxy on ephemeral loopback ports with `env`.
-pub fn start_proxy(env: &[(&str, &str)]) -> Proxy {
-    Proxy::start_env(&[], env)
-}
-
-/// Starts a server ([`DEFAULT_WORKERS`] workers) with `env` and `extra`
-/// flags appended, and waits for its ready record.
-pub fn start_server(brokers: &str, proxies: &str, env: &[(&str, &str)], extra: &[&str]) -> Server {
-    crate::faults::start_server_env(brokers, proxies, extra, env)
-}
-
-/// [`Stack::start_with`] with an environment for every service (e.g. OTLP
-/// export; must include [`JSON_LOGS`]): broker, proxy and `servers` servers,
-/// all ready, every server's sockets attached to broker and proxy.
-pub fn start_stack_env(servers: usize, env: &[(&str, &str)], server_extra: &[&str]) -> Stack {
-    let broker = start_broker(env, &[]);
-    let proxy = start_proxy(env);
-    let servers: Vec<Server> = (0..servers)
-        .map(|_| start_server(&broker.frontend, &proxy.xsub, env, server_extra))
-        .collect();
-    wait_ready(broker.http, START_TIMEOUT);
-    wait_ready(proxy.http, START_TIMEOUT);
-    for s in &servers {
-        s.wait_ready();
-    }
-    let registrations: usize = servers.iter().map(Server::registrations).sum();
-    crate::wait_registered(broker.http, registrations as f64);
-    let publishers = servers.len() as f64;
-    wait_counter(
-        proxy.http,
-        r#"mensageria_zmq_socket_events_total{socket="xsub",event="handshake_succeeded"}"#,
-        publishers,
-    );
-    Stack {
-        broker,
-        proxy,
-        servers,
-        rep: false,
-    }
-}
-
-fn wait_counter(addr: SocketAddr, series: &str, min: f64) {
-    wait_until(
-        &format!("{series} >= {min} on {addr}"),
-        START_TIMEOUT,
-        || (metric_opt(addr, series).unwrap_or(0.0) >= min).then_some(()),
-    );
-}
-
-/// A running `client run` (the long-running client service).
-#[derive(Debug)]
-pub struct ClientRun {
-    /// The process.
-    pub proc: Proc,
-    /// Ops HTTP address.
-    pub http: SocketAddr,
-}
-
-impl ClientRun {
-    /// Starts `client run` against `stack` with `extra` flags (e.g. `--rate`,
-    /// `--topics`) and `env`, and waits until it is
-    /// ready (connected to broker and proxy).
-    pub fn start(stack: &Stack, extra: &[&str], env: &[(&str, &str)]) -> ClientRun {
-        let mut args = vec![
-            "run",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--broker-endpoints",
-            stack.frontend(),
-            "--proxy-endpoints",
-            stack.xpub(),
-            "--shutdown-grace",
-            GRACE_ARG,
-        ];
-        args.extend(extra);
-        let proc = crate::spawn("client", &args, env);
-        let http = proc.ready_record(START_TIMEOUT).http_addr;
-        ClientRun { proc, http }
-    }
 }
 
 // ---------------------------------------------------------------------------

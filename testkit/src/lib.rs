@@ -5,6 +5,8 @@
 //! - [`process`]: the one supervisor of child processes (spawn, captured
 //!   logs, signals, stop by PID, CPU and memory accounting); [`signal`]: the
 //!   signals it sends; [`watchdog`]: the time limit of a test body.
+//! - [`stack`]: the one way to start broker, proxy, servers and clients, with
+//!   one definition of ready.
 //! - [`wait`]: polling for a condition with a deadline.
 //! - [`ops`]: a service's ops HTTP server seen from outside.
 //! - [`http`]: the one HTTP server of the test doubles, on hyper.
@@ -27,5 +29,6 @@ pub mod process;
 pub mod procfs;
 pub mod signal;
 pub mod sink;
+pub mod stack;
 pub mod wait;
 pub mod watchdog;

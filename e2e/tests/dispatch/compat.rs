@@ -61,7 +61,7 @@ fn plain_rep_workers_on_the_backend_serve_the_default_service() {
             req_roundtrip(&plain, &[b"hello"]),
             vec![b"rep:hello".to_vec()]
         );
-        let out = stack.request("hi", &["--plain"]);
+        let out = e2e::request(&stack, "hi", &["--plain"]);
         assert!(out.status.success(), "{}", describe(&out));
         assert_eq!(stdout(&out), "rep:hi\n");
         assert_eq!(

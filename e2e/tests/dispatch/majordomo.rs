@@ -55,7 +55,7 @@ fn rfc_clients_and_workers_work_beside_ours_and_plain_peers() {
         }
         // Our client, by name and by default.
         for extra in [&["--service", "echo"][..], &[]] {
-            let out = stack.request("ours", extra);
+            let out = e2e::request(&stack, "ours", extra);
             assert!(out.status.success(), "{}", describe(&out));
             assert_eq!(stdout(&out), "ours\n");
         }

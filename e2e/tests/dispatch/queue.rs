@@ -36,7 +36,10 @@ fn echo_workers(stack: &Stack, state: &str) -> f64 {
 fn a_slow_request_holds_no_quick_one_back() {
     with_timeout(Duration::from_secs(90), || {
         // Four workers: four servers of one worker (credit 1) each.
-        let stack = Stack::start_with(4, &[], &["--workers", "1"]);
+        let stack = Stack::builder()
+            .servers(4)
+            .server_args(&["--workers", "1"])
+            .start();
         let ctx = zmq::Context::new();
         let slow = plain_req(&ctx, stack.frontend());
         slow.send("work 2s".as_bytes(), 0)
@@ -68,7 +71,11 @@ fn a_slow_request_holds_no_quick_one_back() {
 #[test]
 fn requests_that_expire_in_the_queue_never_run() {
     with_timeout(Duration::from_secs(60), || {
-        let stack = Stack::start_with(1, &["--request-timeout", "1s"], &["--workers", "1"]);
+        let stack = Stack::builder()
+            .servers(1)
+            .broker_args(&["--request-timeout", "1s"])
+            .server_args(&["--workers", "1"])
+            .start();
         let ctx = zmq::Context::new();
         // Five requests of 800 ms at once, with our header (1 s budget), on
         // five DEALER sockets.

@@ -21,7 +21,7 @@ fn two_services_from_two_servers_route_correctly() {
 
         for (service, instance) in [("alpha", &alpha), ("beta", &beta), ("gamma", &beta)] {
             for _ in 0..5 {
-                let out = stack.request("whoami", &["--service", service]);
+                let out = e2e::request(&stack, "whoami", &["--service", service]);
                 assert!(out.status.success(), "{service}: {}", describe(&out));
                 assert_eq!(
                     stdout(&out).trim(),
@@ -34,7 +34,7 @@ fn two_services_from_two_servers_route_correctly() {
         for extra in [&["--service", "nosuch"][..], &[]] {
             let mut args = extra.to_vec();
             args.extend(["--retries", "0"]);
-            let out = stack.request("hello", &args);
+            let out = e2e::request(&stack, "hello", &args);
             assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", describe(&out));
             assert!(
                 stderr(&out).contains("request failed (unavailable)"),

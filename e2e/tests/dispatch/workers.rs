@@ -17,11 +17,11 @@ const REQUEST_TIMEOUT: &str = "30s";
 /// with `signal` while it runs the request, and checks the answer is
 /// `unavailable` long before REQUEST_TIMEOUT.
 fn lose_the_worker(signal: Signal) {
-    let mut stack = Stack::start_with(
-        1,
-        &["--request-timeout", REQUEST_TIMEOUT],
-        &["--workers", "1"],
-    );
+    let mut stack = Stack::builder()
+        .servers(1)
+        .broker_args(&["--request-timeout", REQUEST_TIMEOUT])
+        .server_args(&["--workers", "1"])
+        .start();
     let ctx = zmq::Context::new();
     let req = plain_req(&ctx, stack.frontend());
     req.send("work 8s".as_bytes(), 0).expect("send");
@@ -75,7 +75,10 @@ fn the_fast_worker_takes_nearly_all_the_work() {
     with_timeout(Duration::from_secs(90), || {
         // Fast: our server, one worker. Slow: an RFC 18 worker that takes
         // 100 ms per request. Both serve `echo` with credit 1.
-        let stack = Stack::start_with(1, &[], &["--workers", "1"]);
+        let stack = Stack::builder()
+            .servers(1)
+            .server_args(&["--workers", "1"])
+            .start();
         let slow = RfcWorker::start(
             stack.frontend(),
             Mdp::V2,

@@ -16,7 +16,10 @@ const PROXY_SUBS_REQUESTS: &str = r#"mensageria_proxy_subscriptions{topic="reque
 #[test]
 fn plain_sub_peer_receives_events_from_the_servers() {
     with_timeout(Duration::from_secs(60), || {
-        let stack = Stack::start_with(1, &[], &["--status-interval", "200ms"]);
+        let stack = Stack::builder()
+            .servers(1)
+            .server_args(&["--status-interval", "200ms"])
+            .start();
         let instance = stack.servers[0].instance.clone();
         let ctx = zmq::Context::new();
         let sub = plain_sub(&ctx, stack.xpub(), b"requests");
@@ -172,7 +175,8 @@ fn bench_of_20000_requests_and_subscriber_sees_all_its_events() {
             || (metric(stack.proxy.http, PROXY_SUBS_REQUESTS) >= 2.0).then_some(()),
         );
 
-        let s = stack.bench(
+        let s = e2e::bench(
+            &stack,
             &["--requests", &N.to_string(), "--concurrency", "16"],
             Duration::from_secs(90),
         );

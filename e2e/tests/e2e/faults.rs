@@ -8,14 +8,17 @@ use e2e::{metric, with_timeout, BenchSummary, Signal, Stack};
 fn sigkill_of_one_server_mid_bench_is_absorbed_by_retries() {
     with_timeout(Duration::from_secs(120), || {
         let mut stack = Stack::start(2);
-        let bench = stack.spawn_bench(&[
-            "--requests",
-            "20000",
-            "--concurrency",
-            "16",
-            "--timeout",
-            "1s",
-        ]);
+        let bench = e2e::spawn_bench(
+            &stack,
+            &[
+                "--requests",
+                "20000",
+                "--concurrency",
+                "16",
+                "--timeout",
+                "1s",
+            ],
+        );
         let mut bench = Some(bench);
 
         e2e::wait_until(

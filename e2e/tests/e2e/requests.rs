@@ -18,15 +18,15 @@ fn client_requests_are_answered_and_spread_over_both_servers() {
     with_timeout(Duration::from_secs(60), || {
         let stack = Stack::start(2);
 
-        let out = stack.request("hello e2e", &[]);
+        let out = e2e::request(&stack, "hello e2e", &[]);
         assert!(out.status.success(), "{}", describe(&out));
         assert_eq!(stdout(&out), "hello e2e\n");
 
-        let out = stack.request("work 5ms hi", &[]);
+        let out = e2e::request(&stack, "work 5ms hi", &[]);
         assert!(out.status.success(), "{}", describe(&out));
         assert_eq!(stdout(&out), "hi\n");
 
-        let out = stack.request("fail boom", &["--retries", "0"]);
+        let out = e2e::request(&stack, "fail boom", &["--retries", "0"]);
         assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
         assert!(
             stderr(&out).contains("request failed (error): boom"),
@@ -44,7 +44,7 @@ fn client_requests_are_answered_and_spread_over_both_servers() {
         assert_eq!(ids.len(), 2, "instance ids must differ per server: {ids:?}");
         let mut seen = HashSet::new();
         for _ in 0..40 {
-            let out = stack.request("whoami", &[]);
+            let out = e2e::request(&stack, "whoami", &[]);
             assert!(out.status.success(), "{}", describe(&out));
             let id = stdout(&out).trim_end().to_owned();
             assert!(
@@ -88,7 +88,8 @@ fn client_requests_are_answered_and_spread_over_both_servers() {
         }
 
         let before: Vec<f64> = stack.servers.iter().map(|s| s.handled_ok()).collect();
-        let s = stack.bench(
+        let s = e2e::bench(
+            &stack,
             &["--requests", "2000", "--concurrency", "8"],
             Duration::from_secs(45),
         );
@@ -187,7 +188,7 @@ fn no_server_connected_means_unavailable_at_once() {
 
         for retries in ["0", "3"] {
             let started = Instant::now();
-            let out = stack.request("hello", &["--retries", retries, "--timeout", "5s"]);
+            let out = e2e::request(&stack, "hello", &["--retries", retries, "--timeout", "5s"]);
             let took = started.elapsed();
             assert_eq!(
                 out.status.code(),

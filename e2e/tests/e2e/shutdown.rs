@@ -35,18 +35,21 @@ fn assert_clean_exit(proc: &Proc, status: std::process::ExitStatus, took: Durati
 /// Starts a bench of `work 200ms` requests at concurrency 4 against the only
 /// server of `stack` and waits until requests are in flight there.
 fn slow_bench_in_flight(stack: &Stack, timeout: &str) -> Proc {
-    let bench = stack.spawn_bench(&[
-        "--requests",
-        "24",
-        "--concurrency",
-        "4",
-        "--payload",
-        "work 200ms",
-        "--timeout",
-        timeout,
-        "--retries",
-        "30",
-    ]);
+    let bench = e2e::spawn_bench(
+        stack,
+        &[
+            "--requests",
+            "24",
+            "--concurrency",
+            "4",
+            "--payload",
+            "work 200ms",
+            "--timeout",
+            timeout,
+            "--retries",
+            "30",
+        ],
+    );
     let b = stack.broker.http;
     e2e::wait_until(
         "requests in flight at the only server",
@@ -97,7 +100,11 @@ fn sigterm_server_finishes_its_in_flight_work_and_exits_0() {
 #[test]
 fn sigterm_rep_server_answers_the_requests_queued_at_its_workers() {
     with_timeout(Duration::from_secs(90), || {
-        let mut stack = Stack::start_rep(1, &["--request-timeout", "3s"], &[]);
+        let mut stack = Stack::builder()
+            .servers(1)
+            .rep()
+            .broker_args(&["--request-timeout", "3s"])
+            .start();
         let b = stack.broker.http;
         let bench = slow_bench_in_flight(&stack, "20s");
         let (status, took) = terminate(&mut stack.servers[0].proc);

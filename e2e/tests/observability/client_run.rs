@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use e2e::{
+    faults::ClientRun,
     metrics_text,
-    observability::{families, ClientRun, JSON_LOGS},
+    observability::{families, JSON_LOGS},
     with_timeout, Stack,
 };
 
@@ -17,7 +18,7 @@ fn client_run_counts_every_reply_when_requests_are_slower_than_the_rate() {
         // 100 ms of work per request, a send due every 20 ms, at most 2
         // outstanding: the client is at its cap and behind its schedule all
         // the time, and runs at 20 requests/s.
-        let client = ClientRun::start(
+        let client = ClientRun::ready(
             &stack,
             &[
                 "--rate",

@@ -9,8 +9,9 @@
 use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddr, time::Duration};
 
 use e2e::{
+    faults::ClientRun,
     metrics_text,
-    observability::{families, wait_proxy_subscriptions, wait_status_from_all, ClientRun, Family},
+    observability::{families, wait_proxy_subscriptions, wait_status_from_all, Family},
     plain_sub, recv_within, with_timeout, Stack,
 };
 
@@ -241,12 +242,13 @@ fn bench_counts_are_exact_on_every_service() {
         // Long deadlines at broker and client: a request slowed down by a
         // loaded machine must not time out and be retried, or the counts
         // would be N + retries.
-        let stack = Stack::start_rep(
-            SERVERS,
-            &["--request-timeout", "30s"],
-            &["--status-interval", "200ms"],
-        );
-        let client = ClientRun::start(
+        let stack = Stack::builder()
+            .servers(SERVERS)
+            .rep()
+            .broker_args(&["--request-timeout", "30s"])
+            .server_args(&["--status-interval", "200ms"])
+            .start();
+        let client = ClientRun::ready(
             &stack,
             &["--rate", "0", "--topics", "requests"],
             e2e::observability::JSON_LOGS,
@@ -269,7 +271,8 @@ fn bench_counts_are_exact_on_every_service() {
             early.len()
         );
 
-        let s = stack.bench(
+        let s = e2e::bench(
+            &stack,
             &[
                 "--requests",
                 &N.to_string(),

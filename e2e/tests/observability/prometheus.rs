@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use e2e::{
     describe,
-    observability::{python3, workspace_root, ClientRun, External, Prometheus, JSON_LOGS},
+    faults::ClientRun,
+    observability::{python3, workspace_root, External, Prometheus, JSON_LOGS},
     run_bin, stderr, stdout, wait_until, with_timeout, Stack,
 };
 
@@ -30,7 +31,7 @@ fn prometheus_scrapes_every_service_and_every_dashboard_query_has_data() {
         let stack = Stack::start(2);
         // Concurrency 8: a request slower than the 5 ms between sends does not
         // hold up the next ones.
-        let client = ClientRun::start(&stack, &["--rate", "200", "--concurrency", "8"], JSON_LOGS);
+        let client = ClientRun::ready(&stack, &["--rate", "200", "--concurrency", "8"], JSON_LOGS);
 
         // The job names the dashboard and alerts select on
         // (deploy/prometheus/prometheus.yml: job = service name).

@@ -182,7 +182,11 @@ fn server_healthz_stays_200_through_a_broker_restart() {
         stack.broker = Broker::start(&["--frontend-bind", &frontend, "--backend-bind", &backend]);
         let body = wait_readyz(server, 200, START_TIMEOUT);
         assert_eq!(body["checks"]["broker_connected"], true, "{body}");
-        let out = stack.request("after the restart", &[]);
+        // Connected is not yet registered: wait for the broker to list the
+        // server's workers before asking it for one.
+        let registrations = stack.servers[0].registrations() as f64;
+        e2e::wait_registered(stack.broker.http, registrations);
+        let out = e2e::request(&stack, "after the restart", &[]);
         assert_eq!(
             stdout(&out),
             "after the restart\n",

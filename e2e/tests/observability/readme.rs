@@ -11,8 +11,9 @@ use std::{
 };
 
 use e2e::{
+    faults::ClientRun,
     metrics_text,
-    observability::{families, readme_metrics, workspace_root, ClientRun, Family, JSON_LOGS},
+    observability::{families, readme_metrics, workspace_root, Family, JSON_LOGS},
     with_timeout, Stack,
 };
 
@@ -24,9 +25,9 @@ fn readme_metrics_table_matches_what_the_services_expose() {
         let documented = readme_metrics(&readme);
 
         let stack = Stack::start(1);
-        let client = ClientRun::start(&stack, &["--rate", "20"], JSON_LOGS);
+        let client = ClientRun::ready(&stack, &["--rate", "20"], JSON_LOGS);
         // Traffic, so labelled families have samples to read labels from.
-        let out = stack.request("hello", &[]);
+        let out = e2e::request(&stack, "hello", &[]);
         assert!(out.status.success(), "{}", e2e::describe(&out));
         e2e::wait_metric_at_least(
             client.http,

@@ -7,10 +7,10 @@ use std::time::Duration;
 use e2e::{
     describe,
     observability::{
-        start_stack_env, wait_proxy_subscriptions, wait_subscriptions_reach_servers, ExportedSpan,
-        OtlpCollector, JSON_LOGS,
+        wait_proxy_subscriptions, wait_subscriptions_reach_servers, ExportedSpan, OtlpCollector,
+        JSON_LOGS,
     },
-    run_bin, stdout, with_timeout, Signal, CLIENT_TIMEOUT, GRACE,
+    run_bin, stdout, with_timeout, Signal, Stack, CLIENT_TIMEOUT, GRACE,
 };
 
 const SERVER: u64 = 2;
@@ -85,7 +85,11 @@ fn one_request_is_one_trace_from_client_to_subscriber() {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
         ]);
-        let mut stack = start_stack_env(1, &env, &["--status-interval", "200ms"]);
+        let mut stack = Stack::builder()
+            .servers(1)
+            .env(&env)
+            .server_args(&["--status-interval", "200ms"])
+            .start();
 
         let mut subscriber = e2e::spawn(
             "client",

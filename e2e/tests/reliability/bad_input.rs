@@ -25,7 +25,7 @@ fn refusals(addr: std::net::SocketAddr, socket: &str) -> (f64, f64) {
 
 /// A request still works end to end, and an event still reaches a subscriber.
 fn still_serving(stack: &Stack, ctx: &zmq::Context) {
-    let out = stack.request("still serving", &["--timeout", "2s"]);
+    let out = e2e::request(stack, "still serving", &["--timeout", "2s"]);
     assert!(out.status.success(), "{}", e2e::describe(&out));
     assert_eq!(stdout(&out), "still serving\n");
     let sub = plain_sub(ctx, stack.xpub(), b"requests");
@@ -123,7 +123,10 @@ fn garbage_on_every_zeromq_port_is_refused_and_counted() {
 #[test]
 fn oversized_message_drops_only_that_peer() {
     with_timeout(Duration::from_secs(60), || {
-        let stack = Stack::start_with(1, &["--max-msg-size", "64KiB"], &[]);
+        let stack = Stack::builder()
+            .servers(1)
+            .broker_args(&["--max-msg-size", "64KiB"])
+            .start();
         let b = stack.broker.http;
         let ctx = zmq::Context::new();
         let big = plain_dealer(&ctx, stack.frontend());
@@ -153,7 +156,7 @@ fn oversized_message_drops_only_that_peer() {
         );
         // Everyone else keeps working, on their existing connections and new ones.
         assert_eq!(req_roundtrip(&other, &[b"still"]), vec![b"still".to_vec()]);
-        let out = stack.request("new client", &["--timeout", "2s"]);
+        let out = e2e::request(&stack, "new client", &["--timeout", "2s"]);
         assert!(out.status.success(), "{}", e2e::describe(&out));
         // The dropped peer reconnects by itself and may send normal messages again.
         big.send_multipart([&b""[..], b"back"], 0).expect("send");
@@ -324,7 +327,7 @@ fn malformed_envelopes_and_corrupted_headers_are_refused_and_counted() {
         );
         // The same connection, and everyone else, still work.
         assert_eq!(show(&roundtrip(&[b"", b"pong"])), ["", "pong"]);
-        let out = stack.request("after the garbage", &["--timeout", "2s"]);
+        let out = e2e::request(&stack, "after the garbage", &["--timeout", "2s"]);
         assert!(out.status.success(), "{}", e2e::describe(&out));
         assert_all_healthy(&[("broker", b), ("server", stack.servers[0].http)]);
         eprintln!(

@@ -7,10 +7,7 @@ use std::{
 };
 
 use e2e::{
-    faults::{
-        assert_all_healthy, start_stack_env, subscribe_summary, ClientRun, EventLines, RssSampler,
-        Scrape, StackSpec,
-    },
+    faults::{assert_all_healthy, subscribe_summary, ClientRun, EventLines, RssSampler, Scrape},
     metric, metric_opt, stderr, wait_until, with_timeout, BenchSummary, EventHeader, Header,
     Signal, Stack, GRACE,
 };
@@ -90,11 +87,10 @@ fn slow_subscriber(slow_hwm: &'static str, delay: &'static str) {
         // the first drop (the HWMs plus a few MiB the kernel holds of a slow
         // reader's stream) must be consumed before the slow subscriber can
         // see the gap: with `--delay 10ms` and its HWM at 10, about 12 s.
-        let stack = start_stack_env(StackSpec {
-            servers: 1,
-            proxy: &["--hwm", "500"],
-            ..StackSpec::default()
-        });
+        let stack = Stack::builder()
+            .servers(1)
+            .proxy_args(&["--hwm", "500"])
+            .start();
         let (fe, xpub) = (stack.frontend().to_owned(), stack.xpub().to_owned());
         let p = stack.proxy.http;
         // Normal subscribers keep the default receive HWM (10000): room for
@@ -297,22 +293,28 @@ fn slow_subscriber(slow_hwm: &'static str, delay: &'static str) {
 #[test]
 fn overload_far_above_max_inflight_is_refused_bounded_and_recovers() {
     with_timeout(Duration::from_secs(100), || {
-        let stack = Stack::start_with(2, &["--max-inflight", "50"], &[]);
+        let stack = Stack::builder()
+            .servers(2)
+            .broker_args(&["--max-inflight", "50"])
+            .start();
         let b = stack.broker.http;
         let sampler = RssSampler::start(&[("broker", b)], Duration::from_millis(250));
         let baseline = e2e::faults::rss(b).expect("broker RSS");
-        let mut bench = Some(stack.spawn_bench(&[
-            "--duration",
-            "5s",
-            "--concurrency",
-            "500",
-            "--payload",
-            "work 5ms",
-            "--retries",
-            "0",
-            "--timeout",
-            "5s",
-        ]));
+        let mut bench = Some(e2e::spawn_bench(
+            &stack,
+            &[
+                "--duration",
+                "5s",
+                "--concurrency",
+                "500",
+                "--payload",
+                "work 5ms",
+                "--retries",
+                "0",
+                "--timeout",
+                "5s",
+            ],
+        ));
         let mut max_inflight: f64 = 0.0;
         while bench.as_mut().expect("bench").try_status().is_none() {
             if let Some(v) = metric_opt(b, "mensageria_broker_inflight_requests") {
@@ -347,7 +349,8 @@ fn overload_far_above_max_inflight_is_refused_bounded_and_recovers() {
         );
 
         // Full recovery once the load is normal again.
-        let after = stack.bench(
+        let after = e2e::bench(
+            &stack,
             &["--requests", "2000", "--concurrency", "16"],
             Duration::from_secs(60),
         );

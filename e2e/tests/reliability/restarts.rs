@@ -10,10 +10,7 @@ use std::{
 
 use e2e::{
     decode_event,
-    faults::{
-        assert_all_healthy, peers, published, restart_broker, restart_proxy, ClientRun,
-        FAST_HEARTBEATS,
-    },
+    faults::{assert_all_healthy, peers, published, ClientRun, FAST_HEARTBEATS},
     metric, metric_opt, plain_req, plain_sub, recv_within, req_roundtrip, wait_until, with_timeout,
     Signal, Stack, GRACE,
 };
@@ -23,7 +20,11 @@ const RATE: f64 = 300.0;
 #[test]
 fn broker_restarted_on_the_same_ports_recovers_within_seconds() {
     with_timeout(Duration::from_secs(110), || {
-        let mut stack = Stack::start_with(2, &FAST_HEARTBEATS, &FAST_HEARTBEATS);
+        let mut stack = Stack::builder()
+            .servers(2)
+            .broker_args(&FAST_HEARTBEATS)
+            .server_args(&FAST_HEARTBEATS)
+            .start();
         let registrations = stack
             .servers
             .iter()
@@ -60,7 +61,7 @@ fn broker_restarted_on_the_same_ports_recovers_within_seconds() {
                 assert!(status.success(), "broker drain must exit 0: {status:?}");
             }
             let exited = t0.elapsed();
-            let new = restart_broker(&stack.broker, &FAST_HEARTBEATS);
+            let new = stack.broker.restart(&FAST_HEARTBEATS);
             let bound = t0.elapsed();
             drop(std::mem::replace(&mut stack.broker, new));
             let ok_at_bind = client.stats().ok();
@@ -169,7 +170,10 @@ fn prime_subscriptions(stack: &Stack, ctx: &zmq::Context) -> zmq::Socket {
 #[test]
 fn proxy_restarted_on_the_same_ports_loses_exactly_what_subscribers_report() {
     with_timeout(Duration::from_secs(110), || {
-        let mut stack = Stack::start_with(2, &[], &FAST_HEARTBEATS);
+        let mut stack = Stack::builder()
+            .servers(2)
+            .server_args(&FAST_HEARTBEATS)
+            .start();
         let ctx = zmq::Context::new();
         let probe = prime_subscriptions(&stack, &ctx);
 
@@ -226,7 +230,7 @@ fn proxy_restarted_on_the_same_ports_loses_exactly_what_subscribers_report() {
                 || (peers(s.http, "pub") == 0.0).then_some(()),
             );
         }
-        let new = restart_proxy(&stack.proxy, &[]);
+        let new = stack.proxy.restart(&[]);
         let bound = t0.elapsed();
         drop(std::mem::replace(&mut stack.proxy, new));
         let received_at_bind = sub.stats().received("requests");

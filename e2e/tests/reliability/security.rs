@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use e2e::{
     describe,
-    faults::{
-        assert_all_healthy, keygen, socket_events, start_stack_env, ClientRun, KeyPair, StackSpec,
-    },
-    http_get, run_bin, stderr, stdout, wait_until, with_timeout, Signal, GRACE,
+    faults::{assert_all_healthy, keygen, socket_events, ClientRun, KeyPair},
+    http_get, run_bin, stderr, stdout, wait_until, with_timeout, Signal, Stack, GRACE,
 };
 
 const SECRET_PAYLOAD: &str = "PAYLOAD-c0ffee-7e57-do-not-leak";
@@ -41,12 +39,11 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
             ("CURVE_ALLOWED_CLIENTS", allowed.as_str()),
         ];
         let worker_env = client_env(&server_keys, &worker);
-        let stack = start_stack_env(StackSpec {
-            servers: 1,
-            bind_env: &bind_env,
-            server_env: &as_env(&worker_env),
-            ..StackSpec::default()
-        });
+        let stack = Stack::builder()
+            .servers(1)
+            .bind_env(&bind_env)
+            .server_env(&as_env(&worker_env))
+            .start();
         let (b, p) = (stack.broker.http, stack.proxy.http);
         let (fe, xpub) = (stack.frontend().to_owned(), stack.xpub().to_owned());
         let user_env = client_env(&server_keys, &user);
@@ -258,7 +255,7 @@ fn allow_list_starting_with_a_slash_key_is_not_taken_for_a_path() {
         let other = keygen();
         let server = keygen();
         let list = format!("{slashy},{}", other.public);
-        let broker = e2e::faults::start_broker_env(
+        let broker = e2e::Broker::start_env(
             &[],
             &[
                 ("CURVE_SERVER_SECRET", server.secret.as_str()),

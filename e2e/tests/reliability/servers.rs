@@ -68,7 +68,11 @@ fn healthy(stack: &Stack, client: &ClientRun, skip_server: Option<usize>) {
 #[test]
 fn sigkill_of_one_server_under_load_fails_no_request() {
     with_timeout(Duration::from_secs(100), || {
-        let mut stack = Stack::start_rep(2, &["--request-timeout", "1s"], &[]);
+        let mut stack = Stack::builder()
+            .servers(2)
+            .rep()
+            .broker_args(&["--request-timeout", "1s"])
+            .start();
         let client = load(&stack, "4");
         assert_eq!(metric(stack.broker.http, TIMEOUT_REPLIES), 0.0);
 
@@ -145,7 +149,12 @@ fn frozen_server_is_dropped_by_heartbeats_and_rejoins_after_sigcont() {
     with_timeout(Duration::from_secs(100), || {
         let mut broker_flags = vec!["--request-timeout", "1s"];
         broker_flags.extend(FAST_HEARTBEATS);
-        let mut stack = Stack::start_rep(2, &broker_flags, &FAST_HEARTBEATS);
+        let mut stack = Stack::builder()
+            .servers(2)
+            .rep()
+            .broker_args(&broker_flags)
+            .server_args(&FAST_HEARTBEATS)
+            .start();
         let all_workers = f64::from(stack.servers.iter().map(|s| s.workers).sum::<u32>());
         let survivor_workers = f64::from(stack.servers[1].workers);
         // Up to 7 attempts: one sent to the frozen server just before the
@@ -250,7 +259,11 @@ fn frozen_server_is_dropped_by_heartbeats_and_rejoins_after_sigcont() {
 #[test]
 fn sigterm_drains_one_server_under_load_without_losing_a_request() {
     with_timeout(Duration::from_secs(100), || {
-        let mut stack = Stack::start_rep(2, &["--request-timeout", "1s"], &[]);
+        let mut stack = Stack::builder()
+            .servers(2)
+            .rep()
+            .broker_args(&["--request-timeout", "1s"])
+            .start();
         let client = load(&stack, "3");
         let at_term = client.stats();
         let started = Instant::now();
