@@ -947,6 +947,55 @@ mod tests {
         assert_eq!(args, ["--workers", "8"]);
     }
 
+    /// A stand-in process for a service whose `/metrics` a test serves.
+    fn sleeper() -> Proc {
+        ProcBuilder::new("sleep", "sleep")
+            .args(["30"])
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn servers_are_attached_once_the_broker_counts_their_registrations_past_the_baseline() {
+        use std::sync::{
+            atomic::{AtomicU64, Ordering},
+            Arc,
+        };
+        let workers = Arc::new(AtomicU64::new(1));
+        let w = workers.clone();
+        let metrics =
+            crate::http::HttpServer::start("fake-broker", move |_| crate::http::Response {
+                status: 200,
+                content_type: "text/plain",
+                body: format!(
+                    "mensageria_broker_workers{{service=\"echo\",state=\"idle\"}} {}\n",
+                    w.load(Ordering::SeqCst)
+                )
+                .into_bytes(),
+            })
+            .unwrap();
+        let broker = Broker {
+            proc: sleeper(),
+            frontend: String::new(),
+            backend: String::new(),
+            http: metrics.addr(),
+        };
+        let server = Server {
+            proc: sleeper(),
+            http: metrics.addr(),
+            instance: "s1".into(),
+            workers: 2,
+            services: vec!["echo".into(), "other".into()],
+            rep: false,
+        };
+        let before = Baseline::take(&broker, None);
+        let short = Duration::from_millis(100);
+        let err = wait_attached(&broker, None, &[&server], before, short).unwrap_err();
+        assert!(err.to_string().contains("is 1, not yet 3"), "{err}");
+        workers.store(3, Ordering::SeqCst);
+        wait_attached(&broker, None, &[&server], before, Duration::from_secs(10)).unwrap();
+    }
+
     #[test]
     fn a_missing_binary_is_an_error_that_says_how_to_build_it() {
         let launcher = Launcher {
