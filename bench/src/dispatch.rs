@@ -19,8 +19,10 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{measure_rpc, start_broker, RpcStack, Sample, Settings, Workload, READY};
-use crate::{load, procs};
+use testkit::{ops, wait::poll_until};
+
+use super::{measure_rpc, RpcStack, Sample, Settings, Workload, READY};
+use crate::load;
 
 /// Requests each worker announces it takes at once (READY extension frame):
 /// the clients' 400 outstanding over the 4 workers, so the comparison with
@@ -44,20 +46,17 @@ const DISCONNECT: u8 = 0x06;
 /// # Errors
 /// If the broker fails to start, the workers never register, or the load fails.
 pub(super) fn run(s: &Settings, w: Workload) -> anyhow::Result<Sample> {
-    let (broker, frontend, _backend, http) = start_broker(s, &[], &[])?;
+    let broker = s.launcher().broker(&[], &[])?;
     let count = s.servers * s.workers;
-    let workers = Workers::start(&frontend, count)?;
-    let deadline = Instant::now() + READY;
-    while procs::scrape(http, "mensageria_broker_workers").unwrap_or(0.0) < count as f64 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{count} Majordomo workers did not register within {READY:?}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    let workers = Workers::start(&broker.frontend, count)?;
+    poll_until(READY, || {
+        (ops::scrape(broker.http, "mensageria_broker_workers").unwrap_or(0.0) >= count as f64)
+            .then_some(())
+    })
+    .with_context(|| format!("{count} Majordomo workers did not register within {READY:?}"))?;
     let mut stack = RpcStack {
-        procs: vec![broker],
-        frontend,
+        frontend: broker.frontend,
+        procs: vec![broker.proc],
     };
     let size = s.payload_size;
     let side = match w {

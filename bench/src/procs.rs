@@ -55,41 +55,6 @@ pub fn tcp(port: u16) -> String {
     format!("tcp://127.0.0.1:{port}")
 }
 
-/// `GET path` on a service's ops server (the services' own client,
-/// [`mensageria::ops::http_get`]); returns status code and body.
-///
-/// # Errors
-/// On connection or protocol errors.
-pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    mensageria::ops::http_get(addr, path, Duration::from_secs(2))
-}
-
-/// Waits until `GET /readyz` on `port` answers 200, failing early if the
-/// process exits.
-///
-/// # Errors
-/// Not ready in `timeout`, or the process died.
-pub fn wait_ready(p: &mut Proc, port: u16, timeout: Duration) -> anyhow::Result<()> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + timeout;
-    loop {
-        p.ensure_alive()?;
-        let last = match http_get(addr, "/readyz") {
-            Ok((200, _)) => return Ok(()),
-            Ok((code, body)) => format!("{code} {body}"),
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() >= deadline {
-            bail!(
-                "{} not ready within {timeout:?} (last /readyz: {last})\n{}",
-                p.name(),
-                p.diagnostics()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Waits until something accepts TCP connections on `port` (for the
 /// reference processes, which have no HTTP port).
 ///
@@ -108,12 +73,4 @@ pub fn wait_listening(p: &mut Proc, port: u16, timeout: Duration) -> anyhow::Res
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Reads one metric from a service's `/metrics` (sum over label sets).
-pub fn scrape(port: u16, name: &str) -> Option<f64> {
-    let (code, body) = http_get(SocketAddr::from(([127, 0, 0, 1], port)), "/metrics").ok()?;
-    (code == 200)
-        .then(|| testkit::metrics::value(&body, name))
-        .flatten()
 }

@@ -16,10 +16,14 @@ mod dispatch;
 
 use crate::{
     load::{self, RpcResult, Window},
-    procs::{self, free_port, stop_all, tcp, wait_listening, wait_ready, Proc, Usage},
+    procs::{self, free_port, stop_all, tcp, wait_listening, Proc, Usage},
     sink::Sink,
 };
-use testkit::signal::Signal;
+use testkit::{
+    ops,
+    signal::Signal,
+    stack::{wait_attached, Baseline, Launcher, Stack, REP_ARGS},
+};
 
 /// Which workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -179,6 +183,24 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// How mensageria's services are started in this run: the release
+    /// binaries of `bin_dir`, warnings-only logs in `log_dir`, the broker
+    /// under `broker_wrapper` (with a longer time to start and stop), and
+    /// the caller's environment (which a profiler may need).
+    fn launcher(&self) -> Launcher {
+        Launcher {
+            bin_dir: self.bin_dir.clone(),
+            env: vec![("RUST_LOG".into(), "warn".into())],
+            clean_env: false,
+            log_dir: Some(self.log_dir.clone()),
+            shutdown_grace: "1s".into(),
+            stop_grace: procs::STOP_GRACE,
+            ready_timeout: READY,
+            broker_wrapper: self.broker_wrapper.clone(),
+            wrapped_broker_time: Duration::from_secs(120),
+        }
+    }
+
     fn bin(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
     }
@@ -240,79 +262,19 @@ fn dur_arg(d: Duration) -> String {
 
 const READY: Duration = Duration::from_secs(10);
 
-fn service_args(http: u16) -> Vec<String> {
-    vec![
-        "--http-addr".into(),
-        format!("127.0.0.1:{http}"),
-        "--shutdown-grace".into(),
-        "1s".into(),
-    ]
-}
-
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `(key, value)` pairs as the launcher takes them.
+fn env_refs(envs: &[(String, String)]) -> Vec<(&str, &str)> {
+    envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 /// A started request/reply path.
 struct RpcStack {
     procs: Vec<Proc>,
     frontend: String,
-}
-
-fn start_broker(
-    s: &Settings,
-    extra: &[&str],
-    envs: &[(String, String)],
-) -> anyhow::Result<(Proc, String, String, u16)> {
-    let (f, b, http) = (free_port()?, free_port()?, free_port()?);
-    let mut a = service_args(http);
-    a.extend(args(&[
-        "--frontend-bind",
-        &tcp(f),
-        "--backend-bind",
-        &tcp(b),
-    ]));
-    a.extend(args(extra));
-    let mut p = match s.broker_wrapper.split_first() {
-        None => s.spawn_env("broker", "broker", &a, envs)?,
-        Some((program, rest)) => {
-            let mut wa = rest.to_vec();
-            wa.push(s.bin("broker").display().to_string());
-            wa.extend(a);
-            let mut p = procs::spawn("broker", program, &wa, envs, &s.log_dir)?;
-            p.set_grace(Duration::from_secs(60));
-            p
-        }
-    };
-    let ready = if s.broker_wrapper.is_empty() {
-        READY
-    } else {
-        Duration::from_secs(120)
-    };
-    wait_ready(&mut p, http, ready)?;
-    Ok((p, tcp(f), tcp(b), http))
-}
-
-fn start_proxy(
-    s: &Settings,
-    envs: &[(String, String)],
-) -> anyhow::Result<(Proc, String, String, u16)> {
-    let (x, p, http) = (free_port()?, free_port()?, free_port()?);
-    let mut a = service_args(http);
-    a.extend(args(&["--xsub-bind", &tcp(x), "--xpub-bind", &tcp(p)]));
-    let mut pr = s.spawn_env("proxy", "proxy", &a, envs)?;
-    wait_ready(&mut pr, http, READY)?;
-    Ok((pr, tcp(x), tcp(p), http))
-}
-
-/// How the servers' workers reach the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Workers {
-    /// REP workers on the broker's backend (round robin): the REP-path rows.
-    Rep,
-    /// Majordomo workers with credit on the broker's frontend: the server's
-    /// default, and what the full-system rows measure.
-    Majordomo,
 }
 
 /// The credit (prefetch) each full-system server announces. The server's
@@ -323,59 +285,40 @@ enum Workers {
 /// covers the sweep's 256 outstanding over 2 servers without a broker queue.
 const FULL_CREDIT: &str = "128";
 
-fn start_servers(
-    s: &Settings,
-    n: usize,
-    workers: Workers,
-    (frontend, backend): (&str, &str),
-    xsub: &str,
-    envs: &[(String, String)],
-) -> anyhow::Result<Vec<Proc>> {
-    let mut out = Vec::new();
-    let mut ports = Vec::new();
-    for i in 0..n {
-        let http = free_port()?;
-        let mut a = service_args(http);
-        let (protocol, endpoint, credit) = match workers {
-            Workers::Rep => ("rep", backend, None),
-            Workers::Majordomo => ("majordomo", frontend, Some(FULL_CREDIT)),
-        };
-        if let Some(c) = credit {
-            a.extend(args(&["--credit", c]));
-        }
-        a.extend(args(&[
-            "--worker-protocol",
-            protocol,
-            "--broker-endpoints",
-            endpoint,
-            "--proxy-endpoints",
-            xsub,
-            "--workers",
-            &s.workers.to_string(),
-        ]));
-        out.push(s.spawn_env(&format!("server#{}", i + 1), "server", &a, envs)?);
-        ports.push(http);
-    }
-    for (p, http) in out.iter_mut().zip(ports) {
-        wait_ready(p, http, READY)?;
-    }
-    Ok(out)
+/// Broker, proxy and `servers` Majordomo servers (credit [`FULL_CREDIT`])
+/// with `envs`, ready (the test kit's one definition).
+fn full_stack(s: &Settings, servers: usize, envs: &[(String, String)]) -> anyhow::Result<Stack> {
+    let workers = s.workers.to_string();
+    Stack::builder()
+        .launcher(s.launcher())
+        .servers(servers)
+        .server_args(&["--credit", FULL_CREDIT, "--workers", &workers])
+        .env(&env_refs(envs))
+        .try_start()
 }
 
+/// The broker and `s.servers` plain REP servers on its backend, without a
+/// proxy: the servers' PUB has nothing to connect to, so their events are
+/// built and dropped (ZMQ_IMMEDIATE).
 fn ours_rpc(s: &Settings) -> anyhow::Result<RpcStack> {
-    let (broker, frontend, backend, _) = start_broker(s, &[], &[])?;
-    // No proxy in these workloads: the servers' PUB has nothing to connect
-    // to, so their events are built and dropped (ZMQ_IMMEDIATE).
+    let launcher = s.launcher();
+    let broker = launcher.broker(&[], &[])?;
     let nowhere = tcp(free_port()?);
-    let mut procs = vec![broker];
-    procs.extend(start_servers(
-        s,
-        s.servers,
-        Workers::Rep,
-        (&frontend, &backend),
-        &nowhere,
-        &[],
-    )?);
+    let before = Baseline::take(&broker, None);
+    let mut args = REP_ARGS.to_vec();
+    let workers = s.workers.to_string();
+    args.extend(["--workers", &workers]);
+    let servers = launcher.servers((s.servers, 1), (&broker.backend, &nowhere), &args, &[])?;
+    wait_attached(
+        &broker,
+        None,
+        &servers.iter().collect::<Vec<_>>(),
+        before,
+        READY,
+    )?;
+    let frontend = broker.frontend.clone();
+    let mut procs = vec![broker.proc];
+    procs.extend(servers.into_iter().map(|s| s.proc));
     Ok(RpcStack { procs, frontend })
 }
 
@@ -535,8 +478,9 @@ fn fanout_side(
 
 fn fanout_pair(s: &Settings, rate: f64, reference_first: bool) -> anyhow::Result<Sample> {
     let ours = |s: &Settings| -> anyhow::Result<Side> {
-        let (p, xsub, xpub, _) = start_proxy(s, &[])?;
-        fanout_side(s, &mut [p], &xsub, &xpub, rate)
+        let p = s.launcher().proxy(&[], &[])?;
+        let (xsub, xpub) = (p.xsub, p.xpub);
+        fanout_side(s, &mut [p.proc], &xsub, &xpub, rate)
     };
     let refr = |s: &Settings| -> anyhow::Result<Side> {
         let (x, p) = (free_port()?, free_port()?);
@@ -685,17 +629,13 @@ fn full_ours(
         Tracing::Sampled => client_envs.push(("OTEL_TRACES_SAMPLER".into(), "always_on".into())),
     }
     let sink_before = sink.map(Sink::counts).unwrap_or_default();
-    let (broker, frontend, backend, _) = start_broker(s, &[], &envs)?;
-    let (proxy, xsub, xpub, proxy_http) = start_proxy(s, &envs)?;
-    let mut procs = vec![broker, proxy];
-    procs.extend(start_servers(
-        s,
-        s.full_servers,
-        Workers::Majordomo,
-        (&frontend, &backend),
-        &xsub,
-        &envs,
-    )?);
+    let stack = full_stack(s, s.full_servers, &envs)?;
+    let (frontend, xpub, proxy_http) = (
+        stack.frontend().to_owned(),
+        stack.xpub().to_owned(),
+        stack.proxy.http,
+    );
+    let mut procs = stack.into_procs();
     let c = concurrency.to_string();
 
     // Warm-up: connections, allocator, page cache.
@@ -729,7 +669,7 @@ fn full_ours(
         &envs,
     )?;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while procs::scrape(proxy_http, "mensageria_proxy_subscriptions").unwrap_or(0.0) < 1.0 {
+    while ops::scrape(proxy_http, "mensageria_proxy_subscriptions").unwrap_or(0.0) < 1.0 {
         sub.ensure_alive()?;
         if Instant::now() >= deadline {
             bail!("the subscriber's subscription did not reach the proxy in 5 s");
@@ -884,18 +824,9 @@ fn full_pair(
 }
 
 fn idle(s: &Settings) -> anyhow::Result<Sample> {
-    let (broker, frontend, backend, _) = start_broker(s, &[], &[])?;
-    let (proxy, xsub, xpub, _) = start_proxy(s, &[])?;
-    let mut ours = vec![broker, proxy];
-    ours.extend(start_servers(
-        s,
-        1,
-        Workers::Majordomo,
-        (&frontend, &backend),
-        &xsub,
-        &[],
-    )?);
-    let http = free_port()?;
+    let stack = full_stack(s, 1, &[])?;
+    let (frontend, xpub) = (stack.frontend().to_owned(), stack.xpub().to_owned());
+    let mut ours = stack.into_procs();
     // `client run` takes its options after the subcommand.
     let mut a = args(&[
         "run",
@@ -906,9 +837,14 @@ fn idle(s: &Settings) -> anyhow::Result<Sample> {
         "--proxy-endpoints",
         &xpub,
     ]);
-    a.extend(service_args(http));
-    let mut client = s.spawn("client", "client", &a)?;
-    wait_ready(&mut client, http, READY)?;
+    a.extend(args(&[
+        "--http-addr",
+        "127.0.0.1:0",
+        "--shutdown-grace",
+        "1s",
+    ]));
+    let client = s.launcher().spawn("client", "client", &a, &[])?;
+    client.try_ready_record(READY)?;
     ours.push(client);
 
     let (f, b, x, p) = (free_port()?, free_port()?, free_port()?, free_port()?);
@@ -960,18 +896,17 @@ fn idle(s: &Settings) -> anyhow::Result<Sample> {
 fn inflight(s: &Settings) -> anyhow::Result<Sample> {
     let n = s.inflight_requests;
     let max = (n * 2).to_string();
-    let (mut broker, frontend, backend, http) = start_broker(
-        s,
-        &["--request-timeout", "60s", "--max-inflight", &max],
-        &[],
-    )?;
+    let b = s
+        .launcher()
+        .broker(&["--request-timeout", "60s", "--max-inflight", &max], &[])?;
+    let (mut broker, frontend, backend, http) = (b.proc, b.frontend, b.backend, b.http);
     let (idle_rss, _) = broker.memory().context("read VmRSS")?;
     broker.mark();
     let flood = load::flood(&frontend, &backend, n, 4, Duration::from_secs(60))?;
     std::thread::sleep(Duration::from_millis(200));
     broker.ensure_alive()?;
     let (rss, hwm) = broker.memory().context("read VmRSS")?;
-    let gauge = procs::scrape(http, "mensageria_broker_inflight_requests").unwrap_or(f64::NAN);
+    let gauge = ops::scrape(http, "mensageria_broker_inflight_requests").unwrap_or(f64::NAN);
     let mut ours = Side::default();
     ours.set("idle_rss_mb", idle_rss);
     ours.set("rss_mb", rss);
