@@ -11,6 +11,8 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 
+#[path = "bare.rs"]
+mod bare;
 #[path = "dispatch.rs"]
 mod dispatch;
 
@@ -37,6 +39,10 @@ pub enum Workload {
     /// client bench with this many requests outstanding → broker → servers →
     /// proxy → one subscriber, no tracing; NATS with the same shape beside it.
     Full(u32),
+    /// The same shape in bare libzmq (`zmq::proxy` broker and proxy, REP
+    /// workers that publish, load and subscriber in the harness): the
+    /// ceiling libzmq puts on `Full` at this concurrency.
+    Bare(u32),
     /// Full system, OTLP endpoint set, client sampler always_off.
     TracingUnsampled,
     /// Full system, OTLP endpoint set, client sampler always_on.
@@ -82,7 +88,11 @@ impl Workload {
             Workload::Fanout,
             Workload::FanoutMax,
         ];
-        v.extend(sweep.iter().map(|&c| Workload::Full(c)));
+        v.extend(
+            sweep
+                .iter()
+                .flat_map(|&c| [Workload::Full(c), Workload::Bare(c)]),
+        );
         v.extend([
             Workload::TracingUnsampled,
             Workload::TracingSampled,
@@ -103,6 +113,7 @@ impl Workload {
             Workload::Fanout => "fanout".into(),
             Workload::FanoutMax => "fanout-max".into(),
             Workload::Full(c) => format!("full-c{c}"),
+            Workload::Bare(c) => format!("bare-c{c}"),
             Workload::TracingUnsampled => "tracing-unsampled".into(),
             Workload::TracingSampled => "tracing-sampled".into(),
             Workload::Idle => "idle".into(),
@@ -121,6 +132,7 @@ impl Workload {
             Workload::Fanout => "fan-out, 1 PUB → 4 SUB, paced".into(),
             Workload::FanoutMax => "fan-out, 1 PUB → 4 SUB, unpaced".into(),
             Workload::Full(c) => format!("full system, {c} outstanding (ref: NATS)"),
+            Workload::Bare(c) => format!("full-system shape in bare libzmq, {c} outstanding"),
             Workload::TracingUnsampled => "full system, tracing on, unsampled".into(),
             Workload::TracingSampled => "full system, tracing on, 100% sampled".into(),
             Workload::Idle => "idle RSS after start-up".into(),
@@ -1040,6 +1052,7 @@ pub fn run(
         Workload::Fanout => fanout_pair(s, s.fanout_rate, reference_first),
         Workload::FanoutMax => fanout_pair(s, 0.0, reference_first),
         Workload::Full(c) => full_pair(s, c, reference_first, sink),
+        Workload::Bare(_) => bare::run(s, w),
         Workload::TracingUnsampled | Workload::TracingSampled => {
             let tracing = if w == Workload::TracingUnsampled {
                 Tracing::Unsampled
@@ -1096,6 +1109,12 @@ mod tests {
             .map(|w| w.id())
             .collect();
         assert_eq!(full, ["full-c1", "full-c256"]);
+        let bare: Vec<String> = all
+            .iter()
+            .filter(|w| matches!(w, Workload::Bare(_)))
+            .map(|w| w.id())
+            .collect();
+        assert_eq!(bare, ["bare-c1", "bare-c256"]);
         assert!(all.contains(&Workload::TracingUnsampled) && all.contains(&Workload::Inflight));
         assert!(Workload::Full(16).is_full() && !Workload::Pipelined.is_full());
     }
