@@ -459,3 +459,27 @@ async fn drain_hands_back_new_work_finishes_held_work_then_disconnects() {
         .expect("server stops within its grace")
         .expect("server stops cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ready_record_lists_every_majordomo_link() {
+    let dir = std::env::temp_dir().join(format!("server-ready-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mdp-links.json");
+    let _ = std::fs::remove_file(&path);
+    let f = mensageria::ready::scope(
+        Some(path.clone()),
+        start(1, "echo,work", Duration::from_secs(1)),
+    )
+    .await;
+    let ep = f.broker.router.get_last_endpoint().unwrap().unwrap();
+    let record = tokio::task::spawn_blocking(move || {
+        mensageria::ready::ReadyRecord::wait(&path, Duration::from_secs(10))
+    })
+    .await
+    .unwrap()
+    .expect("the server writes its ready record");
+    // Two links (one per service) to the one broker: the endpoint once.
+    assert_eq!(record.connected.get("mdp"), Some(&vec![ep]), "{record:?}");
+    f.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
