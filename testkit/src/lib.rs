@@ -7,6 +7,8 @@
 //! - [`otlp`]: an OTLP/HTTP JSON trace collector.
 //! - [`ports`]: free loopback ports for services started on a fixed port.
 //! - [`procfs`]: the one reader of `/proc` (CPU time, memory).
+//! - [`prometheus`]: a real Prometheus scraping static jobs, and its
+//!   query API.
 //! - [`sink`]: an HTTP sink that counts what it receives (OTLP export
 //!   without a collector).
 
@@ -15,4 +17,5 @@ pub mod metrics;
 pub mod otlp;
 pub mod ports;
 pub mod procfs;
+pub mod prometheus;
 pub mod sink;
