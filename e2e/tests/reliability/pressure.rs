@@ -9,7 +9,7 @@ use std::{
 use e2e::{
     faults::{
         assert_all_healthy, start_stack_env, subscribe_summary, ClientRun, EventLines, RssSampler,
-        Scrape, StackSpec,
+        StackSpec,
     },
     metric, metric_opt, stderr, wait_until, with_timeout, BenchSummary, EventHeader, Header, Proc,
     Signal, Stack, GRACE,
@@ -331,9 +331,8 @@ fn overload_far_above_max_inflight_is_refused_bounded_and_recovers() {
             s.errors, overloaded,
             "only `overloaded` refusals are expected: {s}"
         );
-        let broker = Scrape::of(b);
         assert_eq!(
-            broker.get(r#"mensageria_broker_replies_total{status="overloaded"}"#),
+            metric(b, r#"mensageria_broker_replies_total{status="overloaded"}"#),
             overloaded as f64,
             "the broker counts every refusal"
         );
