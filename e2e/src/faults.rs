@@ -704,12 +704,45 @@ impl EventLines {
     }
 }
 
-/// Parses the `received N events, M lost` summary of `client subscribe`.
-pub fn subscribe_summary(stderr: &str) -> Option<(u64, u64)> {
-    stderr.lines().rev().find_map(|l| {
-        let rest = l.trim().strip_prefix("received ")?;
-        let (n, rest) = rest.split_once(" events, ")?;
-        let m = rest.strip_suffix(" lost")?;
-        Some((n.parse().ok()?, m.parse().ok()?))
-    })
+/// A `--summary-file` for `client subscribe`, in a temporary directory
+/// removed on drop, and the totals read back once the subscriber exited.
+#[derive(Debug)]
+pub struct SummaryFile {
+    path: String,
+    _dir: crate::observability::TempDir,
+}
+
+impl SummaryFile {
+    /// A fresh path (no file yet).
+    pub fn new() -> SummaryFile {
+        let dir = crate::observability::TempDir::new("summary");
+        SummaryFile {
+            path: dir
+                .path()
+                .join("summary.json")
+                .to_string_lossy()
+                .into_owned(),
+            _dir: dir,
+        }
+    }
+
+    /// `["--summary-file", PATH]`, to append to the subscriber's arguments.
+    pub fn args(&self) -> [&str; 2] {
+        ["--summary-file", &self.path]
+    }
+
+    /// The totals the exited subscriber wrote.
+    ///
+    /// # Panics
+    /// If there are none.
+    pub fn read(&self) -> client::SubscribeSummary {
+        client::SubscribeSummary::read(std::path::Path::new(&self.path))
+            .unwrap_or_else(|e| panic!("no subscriber totals: {e:#}"))
+    }
+}
+
+impl Default for SummaryFile {
+    fn default() -> Self {
+        SummaryFile::new()
+    }
 }

@@ -34,7 +34,9 @@ pub fn by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
             continue;
         };
         if sample == name {
-            *sums.entry(labels.remove(label).unwrap_or_default()).or_insert(0.0) += v;
+            *sums
+                .entry(labels.remove(label).unwrap_or_default())
+                .or_insert(0.0) += v;
         }
     }
     sums
