@@ -4,14 +4,9 @@
 use std::{thread, time::Duration};
 
 use broker::{Broker, Config};
-use mensageria::{
-    header::{is_header, Header},
-    ops::http_get,
-    ReplyHeader, RequestHeader, Status,
-};
+use mensageria::{header::is_header, ops::http_get, Status};
+use testkit::inproc::{self, reply_header};
 use tokio_util::sync::CancellationToken;
-
-const RECV_LIMIT_MS: i32 = 5_000;
 
 struct Fixture {
     broker: Broker,
@@ -37,42 +32,24 @@ async fn start(tweak: impl FnOnce(&mut Config)) -> Fixture {
 
 impl Fixture {
     fn socket(&self, kind: zmq::SocketType, endpoint: &str) -> zmq::Socket {
-        let s = self.ctx.socket(kind).unwrap();
-        s.set_linger(0).unwrap();
-        s.set_rcvtimeo(RECV_LIMIT_MS).unwrap();
-        s.set_sndtimeo(RECV_LIMIT_MS).unwrap();
-        s.connect(endpoint).unwrap();
-        s
-    }
-
-    fn metric(&self, series: &str) -> f64 {
-        let (code, body) =
-            http_get(self.broker.http_addr, "/metrics", Duration::from_secs(5)).unwrap();
-        assert_eq!(code, 200);
-        body.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("{series} not in metrics:\n{body}"))
-            .parse()
-            .unwrap()
+        inproc::connected(&self.ctx, kind, endpoint)
     }
 
     /// Waits (bounded) until `series` equals `want`, then asserts it: the
     /// broker counts a reply after sending it, so a test can see the reply
     /// a moment before the count.
     fn expect_metric(&self, series: &str, want: f64) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while self.metric(series) != want && std::time::Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(self.metric(series), want, "{series}");
+        inproc::expect_metric(self.broker.http_addr, series, want);
+    }
+
+    /// Waits (bounded) until `series` reaches `at_least`.
+    fn wait_metric(&self, series: &str, at_least: f64) {
+        inproc::wait_metric(self.broker.http_addr, series, "waiting", |v| v >= at_least);
     }
 
     async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.broker.wait())
-            .await
-            .expect("broker stops within its grace")
-            .expect("broker stops cleanly");
+        inproc::stopped("broker", self.broker.wait()).await;
     }
 }
 
@@ -83,10 +60,7 @@ fn rep_worker(
     n: usize,
     f: fn(Vec<Vec<u8>>) -> Vec<Vec<u8>>,
 ) -> thread::JoinHandle<()> {
-    let s = ctx.socket(zmq::REP).unwrap();
-    s.set_linger(0).unwrap();
-    s.set_rcvtimeo(RECV_LIMIT_MS).unwrap();
-    s.connect(backend).unwrap();
+    let s = inproc::connected(ctx, zmq::REP, backend);
     thread::spawn(move || {
         for _ in 0..n {
             let req = s.recv_multipart(0).expect("worker gets a request");
@@ -96,34 +70,12 @@ fn rep_worker(
 }
 
 fn header_request(id: u64) -> Vec<u8> {
-    Header::Request(RequestHeader {
-        budget_ms: None,
-        id,
-        sent_at_us: 1,
-        trace: None,
-        service: None,
-    })
-    .encode()
-}
-
-fn reply_header(frame: &[u8]) -> ReplyHeader {
-    match Header::decode(frame).expect("a header") {
-        Header::Reply(h) => h,
-        other => panic!("expected a reply header, got {other:?}"),
-    }
+    inproc::request_header(id, None, None)
 }
 
 /// Waits until the worker's connection is visible to the broker.
 fn wait_for_peers(f: &Fixture, socket: &str, n: f64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let series = format!("mensageria_zmq_peers{{socket=\"{socket}\"}}");
-    while f.metric(&series) < n {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{socket} peers never reached {n}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    f.wait_metric(&format!("mensageria_zmq_peers{{socket=\"{socket}\"}}"), n);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,14 +162,10 @@ async fn deadline_answers_timeout_and_late_reply_is_dropped() {
     let h = reply_header(&reply[1]);
     assert_eq!((h.id, h.status), (5, Status::Timeout));
     w.join().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while f.metric("mensageria_broker_dropped_total{reason=\"late_reply\"}") < 1.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "late reply never counted"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    f.wait_metric(
+        "mensageria_broker_dropped_total{reason=\"late_reply\"}",
+        1.0,
+    );
     assert_eq!(
         dealer.poll(zmq::POLLIN, 100).unwrap(),
         0,
@@ -241,11 +189,7 @@ async fn over_max_inflight_is_overloaded() {
     let first = f.socket(zmq::REQ, &f.broker.frontend);
     first.send("one", 0).unwrap();
     // Wait until the first is in flight, then the second must be refused.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while f.metric("mensageria_broker_inflight_requests") < 1.0 {
-        assert!(std::time::Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(5));
-    }
+    f.wait_metric("mensageria_broker_inflight_requests", 1.0);
     let second = f.socket(zmq::REQ, &f.broker.frontend);
     second.send("two", 0).unwrap();
     let r = second.recv_bytes(0).unwrap();
@@ -300,14 +244,7 @@ async fn malformed_input_is_counted_and_the_loop_goes_on() {
     req.send("still here", 0).unwrap();
     assert_eq!(req.recv_bytes(0).unwrap(), b"still here");
     w.join().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while f.metric("mensageria_broker_dropped_total{reason=\"malformed\"}") < 3.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "malformed messages not all counted"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    f.wait_metric("mensageria_broker_dropped_total{reason=\"malformed\"}", 3.0);
     f.expect_metric(
         "mensageria_broker_replies_total{service=\"other\",status=\"bad_request\"}",
         2.0,
@@ -358,11 +295,7 @@ async fn drain_answers_in_flight_requests() {
     wait_for_peers(&f, "backend", 1.0);
     let req = f.socket(zmq::REQ, &f.broker.frontend);
     req.send("in flight", 0).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while f.metric("mensageria_broker_inflight_requests") < 1.0 {
-        assert!(std::time::Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(5));
-    }
+    f.wait_metric("mensageria_broker_inflight_requests", 1.0);
     f.shutdown.cancel();
     // New requests during the drain are refused at once…
     let late = f.socket(zmq::REQ, &f.broker.frontend);
