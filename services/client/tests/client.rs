@@ -30,11 +30,7 @@ fn factory() -> SocketFactory {
 
 fn router() -> (zmq::Socket, String, zmq::Context) {
     let ctx = zmq::Context::new();
-    let s = ctx.socket(zmq::ROUTER).unwrap();
-    s.set_linger(0).unwrap();
-    s.set_rcvtimeo(5_000).unwrap();
-    s.bind("tcp://127.0.0.1:*").unwrap();
-    let ep = s.get_last_endpoint().unwrap().unwrap();
+    let (s, ep) = testkit::inproc::bound(&ctx, zmq::ROUTER);
     (s, ep, ctx)
 }
 
@@ -267,10 +263,7 @@ fn plain_mode_reopens_the_socket_after_a_timeout() {
 #[test]
 fn subscriber_counts_sequence_gaps_and_lag() {
     let ctx = zmq::Context::new();
-    let publisher = ctx.socket(zmq::PUB).unwrap();
-    publisher.set_linger(0).unwrap();
-    publisher.bind("tcp://127.0.0.1:*").unwrap();
-    let ep = publisher.get_last_endpoint().unwrap().unwrap();
+    let (publisher, ep) = testkit::inproc::bound(&ctx, zmq::PUB);
     let f = factory();
     let socket = f.socket(zmq::SUB, "sub").unwrap();
     f.connect_all(&socket, &ep.parse().unwrap()).unwrap();
