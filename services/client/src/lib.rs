@@ -71,22 +71,14 @@ pub async fn start_run(
     if !(args.rate.is_finite() && args.rate >= 0.0) {
         anyhow::bail!("--rate must be a number >= 0, got {}", args.rate);
     }
-    let (registry, socket_metrics, client_metrics) =
-        mensageria::metrics::service_registry("client", ClientMetrics::register);
-    let mut service = Service::new(
+    let (mut service, registry, client_metrics) = Service::with_metrics(
         "client",
         args.requests.transport.clone(),
-        socket_metrics.clone(),
         shutdown.clone(),
+        ClientMetrics::register,
     )?;
-    let peers = socket_metrics.clone();
-    service
-        .health
-        .check_with("broker_connected", move || peers.peer_count("req") > 0);
-    let peers = socket_metrics.clone();
-    service
-        .health
-        .check_with("proxy_connected", move || peers.peer_count("sub") > 0);
+    service.ready_when_connected("broker_connected", "req");
+    service.ready_when_connected("proxy_connected", "sub");
 
     let (sockets, metrics, sd) = (
         service.sockets.clone(),
