@@ -17,7 +17,7 @@ pub struct Fixture {
     pub frontend: String,
     pub backend: String,
     pub http: std::net::SocketAddr,
-    shutdown: CancellationToken,
+    pub shutdown: CancellationToken,
     pub ctx: zmq::Context,
 }
 
@@ -63,6 +63,11 @@ impl Fixture {
     /// Waits (bounded) until `series` equals `want`, then asserts it.
     pub fn expect_metric(&self, series: &str, want: f64) {
         inproc::expect_metric(self.http, series, want);
+    }
+
+    /// Waits (bounded) until `series` reaches `at_least`.
+    pub fn wait_metric(&self, series: &str, at_least: f64) {
+        inproc::wait_metric(self.http, series, "waiting", |v| v >= at_least);
     }
 
     /// The `/services` view.

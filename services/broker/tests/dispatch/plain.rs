@@ -1,57 +1,15 @@
-//! Broker integration tests: the real broker in-process on ephemeral
-//! endpoints, with plain zmq sockets as clients and workers.
+//! The plain path: REQ clients and our header clients through the broker
+//! to plain REP workers on its backend (the default service); deadlines,
+//! overload, malformed input, readiness, drain and bind errors.
 
 use std::{thread, time::Duration};
 
-use broker::{Broker, Config};
+use broker::Config;
 use mensageria::{header::is_header, ops::http_get, Status};
-use testkit::inproc::{self, reply_header};
+use testkit::inproc;
 use tokio_util::sync::CancellationToken;
 
-struct Fixture {
-    broker: Broker,
-    shutdown: CancellationToken,
-    ctx: zmq::Context,
-}
-
-async fn start(tweak: impl FnOnce(&mut Config)) -> Fixture {
-    mensageria::telemetry::init_for_tests();
-    let mut config = Config::for_tests();
-    config.common.shutdown_grace = Duration::from_secs(2);
-    tweak(&mut config);
-    let shutdown = CancellationToken::new();
-    let broker = broker::start(config, shutdown.clone())
-        .await
-        .expect("broker starts");
-    Fixture {
-        broker,
-        shutdown,
-        ctx: zmq::Context::new(),
-    }
-}
-
-impl Fixture {
-    fn socket(&self, kind: zmq::SocketType, endpoint: &str) -> zmq::Socket {
-        inproc::connected(&self.ctx, kind, endpoint)
-    }
-
-    /// Waits (bounded) until `series` equals `want`, then asserts it: the
-    /// broker counts a reply after sending it, so a test can see the reply
-    /// a moment before the count.
-    fn expect_metric(&self, series: &str, want: f64) {
-        inproc::expect_metric(self.broker.http_addr, series, want);
-    }
-
-    /// Waits (bounded) until `series` reaches `at_least`.
-    fn wait_metric(&self, series: &str, at_least: f64) {
-        inproc::wait_metric(self.broker.http_addr, series, "waiting", |v| v >= at_least);
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        inproc::stopped("broker", self.broker.wait()).await;
-    }
-}
+use crate::support::*;
 
 /// A plain REP worker on its own thread answering `n` requests with `f`.
 fn rep_worker(
@@ -69,10 +27,6 @@ fn rep_worker(
     })
 }
 
-fn header_request(id: u64) -> Vec<u8> {
-    inproc::request_header(id, None, None)
-}
-
 /// Waits until the worker's connection is visible to the broker.
 fn wait_for_peers(f: &Fixture, socket: &str, n: f64) {
     f.wait_metric(&format!("mensageria_zmq_peers{{socket=\"{socket}\"}}"), n);
@@ -81,20 +35,18 @@ fn wait_for_peers(f: &Fixture, socket: &str, n: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_req_rep_round_trip_is_transparent() {
     let f = start(|_| {}).await;
-    let w = rep_worker(&f.ctx, &f.broker.backend, 2, |req| {
-        req.into_iter().rev().collect()
-    });
+    let w = rep_worker(&f.ctx, &f.backend, 2, |req| req.into_iter().rev().collect());
     wait_for_peers(&f, "backend", 1.0);
-    let req = f.socket(zmq::REQ, &f.broker.frontend);
+    let req = f.socket(zmq::REQ);
     req.send_multipart([&b"a"[..], b"b"], 0).unwrap();
     assert_eq!(
         req.recv_multipart(0).unwrap(),
         vec![b"b".to_vec(), b"a".to_vec()]
     );
     // A header request gets its header back through the worker untouched.
-    let dealer = f.socket(zmq::DEALER, &f.broker.frontend);
+    let dealer = f.socket(zmq::DEALER);
     dealer
-        .send_multipart([&b""[..], &header_request(7), b"x"], 0)
+        .send_multipart([&b""[..], &header(7, None, None), b"x"], 0)
         .unwrap();
     let reply = dealer.recv_multipart(0).unwrap();
     assert_eq!(reply[0], b"");
@@ -117,7 +69,7 @@ async fn plain_req_rep_round_trip_is_transparent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_worker_means_unavailable_at_once() {
     let f = start(|_| {}).await;
-    let req = f.socket(zmq::REQ, &f.broker.frontend);
+    let req = f.socket(zmq::REQ);
     req.send("hello", 0).unwrap();
     let reply = req.recv_multipart(0).unwrap();
     assert_eq!(reply.len(), 1);
@@ -126,9 +78,9 @@ async fn no_worker_means_unavailable_at_once() {
         "{:?}",
         String::from_utf8_lossy(&reply[0])
     );
-    let dealer = f.socket(zmq::DEALER, &f.broker.frontend);
+    let dealer = f.socket(zmq::DEALER);
     dealer
-        .send_multipart([&b""[..], &header_request(42), b"x"], 0)
+        .send_multipart([&b""[..], &header(42, None, None), b"x"], 0)
         .unwrap();
     let reply = dealer.recv_multipart(0).unwrap();
     let h = reply_header(&reply[1]);
@@ -144,15 +96,15 @@ async fn no_worker_means_unavailable_at_once() {
 async fn deadline_answers_timeout_and_late_reply_is_dropped() {
     let f = start(|c| c.request_timeout = Duration::from_millis(200)).await;
     // A worker that answers only after the deadline.
-    let w = rep_worker(&f.ctx, &f.broker.backend, 1, |req| {
+    let w = rep_worker(&f.ctx, &f.backend, 1, |req| {
         thread::sleep(Duration::from_millis(600));
         req
     });
     wait_for_peers(&f, "backend", 1.0);
-    let dealer = f.socket(zmq::DEALER, &f.broker.frontend);
+    let dealer = f.socket(zmq::DEALER);
     let t = std::time::Instant::now();
     dealer
-        .send_multipart([&b""[..], &header_request(5), b"slow"], 0)
+        .send_multipart([&b""[..], &header(5, None, None), b"slow"], 0)
         .unwrap();
     let reply = dealer.recv_multipart(0).unwrap();
     assert!(
@@ -181,16 +133,16 @@ async fn deadline_answers_timeout_and_late_reply_is_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_max_inflight_is_overloaded() {
     let f = start(|c| c.max_inflight = 1).await;
-    let w = rep_worker(&f.ctx, &f.broker.backend, 1, |req| {
+    let w = rep_worker(&f.ctx, &f.backend, 1, |req| {
         thread::sleep(Duration::from_millis(300));
         req
     });
     wait_for_peers(&f, "backend", 1.0);
-    let first = f.socket(zmq::REQ, &f.broker.frontend);
+    let first = f.socket(zmq::REQ);
     first.send("one", 0).unwrap();
     // Wait until the first is in flight, then the second must be refused.
     f.wait_metric("mensageria_broker_inflight_requests", 1.0);
-    let second = f.socket(zmq::REQ, &f.broker.frontend);
+    let second = f.socket(zmq::REQ);
     second.send("two", 0).unwrap();
     let r = second.recv_bytes(0).unwrap();
     assert!(
@@ -210,14 +162,14 @@ async fn over_max_inflight_is_overloaded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_is_counted_and_the_loop_goes_on() {
     let f = start(|_| {}).await;
-    let w = rep_worker(&f.ctx, &f.broker.backend, 1, |req| req);
+    let w = rep_worker(&f.ctx, &f.backend, 1, |req| req);
     wait_for_peers(&f, "backend", 1.0);
-    let dealer = f.socket(zmq::DEALER, &f.broker.frontend);
+    let dealer = f.socket(zmq::DEALER);
     // No delimiter; delimiter but no body.
     dealer.send("no-delimiter", 0).unwrap();
     dealer.send_multipart([&b""[..]], 0).unwrap();
     // A corrupted header gets bad_request (plain form: no id to answer with).
-    let mut bad = header_request(9);
+    let mut bad = header(9, None, None);
     bad.truncate(bad.len() - 2);
     dealer.send_multipart([&b""[..], &bad], 0).unwrap();
     let reply = dealer.recv_multipart(0).unwrap();
@@ -227,7 +179,7 @@ async fn malformed_input_is_counted_and_the_loop_goes_on() {
         String::from_utf8_lossy(&reply[1])
     );
     // A wrong-version header likewise.
-    let mut wrong = header_request(9);
+    let mut wrong = header(9, None, None);
     wrong[3] = 99;
     dealer.send_multipart([&b""[..], &wrong], 0).unwrap();
     let reply = dealer.recv_multipart(0).unwrap();
@@ -237,10 +189,10 @@ async fn malformed_input_is_counted_and_the_loop_goes_on() {
         String::from_utf8_lossy(&reply[1])
     );
     // A worker sending garbage back (no correlation frame) is counted too.
-    let rogue = f.socket(zmq::DEALER, &f.broker.backend);
+    let rogue = inproc::connected(&f.ctx, zmq::DEALER, &f.backend);
     rogue.send("garbage", 0).unwrap();
     // And a good request still works.
-    let req = f.socket(zmq::REQ, &f.broker.frontend);
+    let req = f.socket(zmq::REQ);
     req.send("still here", 0).unwrap();
     assert_eq!(req.recv_bytes(0).unwrap(), b"still here");
     w.join().unwrap();
@@ -255,7 +207,7 @@ async fn malformed_input_is_counted_and_the_loop_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_and_ops_endpoints() {
     let f = start(|_| {}).await;
-    let addr = f.broker.http_addr;
+    let addr = f.http;
     let (code, body) = http_get(addr, "/readyz", Duration::from_secs(5)).unwrap();
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"sockets_bound\":true"));
@@ -288,17 +240,17 @@ async fn readiness_and_ops_endpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_answers_in_flight_requests() {
     let f = start(|_| {}).await;
-    let w = rep_worker(&f.ctx, &f.broker.backend, 1, |req| {
+    let w = rep_worker(&f.ctx, &f.backend, 1, |req| {
         thread::sleep(Duration::from_millis(300));
         req
     });
     wait_for_peers(&f, "backend", 1.0);
-    let req = f.socket(zmq::REQ, &f.broker.frontend);
+    let req = f.socket(zmq::REQ);
     req.send("in flight", 0).unwrap();
     f.wait_metric("mensageria_broker_inflight_requests", 1.0);
     f.shutdown.cancel();
     // New requests during the drain are refused at once…
-    let late = f.socket(zmq::REQ, &f.broker.frontend);
+    let late = f.socket(zmq::REQ);
     late.send("too late", 0).unwrap();
     let r = late.recv_bytes(0).unwrap();
     assert!(
@@ -316,7 +268,7 @@ async fn drain_answers_in_flight_requests() {
 async fn bind_conflict_is_a_clear_error() {
     let f = start(|_| {}).await;
     let mut c = Config::for_tests();
-    c.frontend_bind = f.broker.frontend.clone();
+    c.frontend_bind = f.frontend.clone();
     let err = broker::start(c, CancellationToken::new())
         .await
         .unwrap_err();
