@@ -236,6 +236,16 @@ pub use testkit::inproc::reply_header;
 /// Our request header for `service` with a budget.
 pub use testkit::inproc::request_header as header;
 
+/// Asserts that a reply frame is an error starting with `prefix`
+/// (`ERR <status> …`).
+pub fn assert_err(frame: &[u8], prefix: &str) {
+    assert!(
+        frame.starts_with(prefix.as_bytes()),
+        "expected {prefix:?}…, got {:?}",
+        String::from_utf8_lossy(frame)
+    );
+}
+
 /// Sends our header request on a DEALER: `["", header, payload]`; returns
 /// the reply frames after the empty delimiter.
 pub fn call_ours(s: &zmq::Socket, header: &[u8], payload: &[u8]) -> Vec<Vec<u8>> {
