@@ -447,6 +447,12 @@ mod tests {
         std::fs::write(&path, "").unwrap();
         let e = SubscribeSummary::read(&path).unwrap_err();
         assert!(format!("{e:#}").contains("parse the summary file"), "{e:#}");
+        let missing = dir.join("no-such-dir").join("summary.json");
+        let e = SubscribeSummary::prepare(&missing).unwrap_err();
+        assert!(
+            format!("{e:#}").contains(&missing.display().to_string()),
+            "a bad path is named before the run: {e:#}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
