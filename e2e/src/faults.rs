@@ -12,7 +12,8 @@
 //! - Raw-TCP probes ([`probe_tcp`], [`HTTP_GET`], [`tls_client_hello`],
 //!   [`pseudo_random_bytes`]), plain DEALER sockets ([`plain_dealer`]).
 //! - [`keygen`]: CURVE key pairs from `broker keygen`.
-//! - [`EventLines`]: per-stream accounting of `client subscribe` output.
+//! - [`EventLines`]: per-stream accounting of `client subscribe` output;
+//!   [`SummaryFile`]: its totals (`--summary-file`).
 //!
 //! As in the rest of the crate, every wait has a deadline; the only sleeps
 //! pace load or sampling, never synchronise.
