@@ -5,10 +5,12 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
+use client::SubscribeSummary;
 use serde::Serialize;
 
 #[path = "bare.rs"]
@@ -591,14 +593,38 @@ fn parse_summary(line: &str) -> Option<serde_json::Value> {
         .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
 }
 
-/// `(received, lost)` from a subscriber's last `received N events, M lost` line.
-fn parse_received_lost(log: &str) -> Option<(f64, f64)> {
-    log.lines().rev().find_map(|l| {
-        let rest = l.trim().strip_prefix("received ")?;
-        let (n, rest) = rest.split_once(" events, ")?;
-        let m = rest.strip_suffix(" lost")?;
-        Some((n.parse::<f64>().ok()?, m.parse::<f64>().ok()?))
-    })
+/// A fresh path in the log directory for a file a process writes for the
+/// harness (`--ready-file`, `--summary-file`).
+fn handoff_file(s: &Settings, what: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = s.log_dir.join(format!(
+        "{what}-{}.json",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// A subscriber whose totals are read from its `--summary-file` once it is
+/// stopped (`client subscribe` and `nats-bench subscriber` write the same
+/// [`SubscribeSummary`]).
+struct Subscriber {
+    proc: Proc,
+    summary_file: PathBuf,
+}
+
+impl Subscriber {
+    /// Stops it and reads its totals.
+    fn stop(mut self) -> anyhow::Result<SubscribeSummary> {
+        self.proc.stop();
+        SubscribeSummary::read(&self.summary_file).with_context(|| {
+            format!(
+                "no totals from {}; its log ends with:\n{}",
+                self.proc.name,
+                self.proc.log_tail(15)
+            )
+        })
+    }
 }
 
 /// Runs a load generator to completion, unmeasured (connections, allocator, page cache).
@@ -629,10 +655,10 @@ fn warmup_requests(s: &Settings) -> u64 {
 fn measure_full(
     s: &Settings,
     procs: &mut [Proc],
-    mut sub: Proc,
+    mut sub: Subscriber,
     (label, bin, load_args, envs): (&str, &str, Vec<String>, &[(String, String)]),
 ) -> anyhow::Result<Side> {
-    for p in procs.iter_mut().chain(std::iter::once(&mut sub)) {
+    for p in procs.iter_mut().chain(std::iter::once(&mut sub.proc)) {
         p.ensure_alive()?;
         p.mark();
     }
@@ -663,15 +689,13 @@ fn measure_full(
         p.ensure_alive()?;
         side.procs.push(p.usage());
     }
-    side.procs.push(sub.usage());
+    side.procs.push(sub.proc.usage());
     side.procs.push(load_usage);
     phase.finish(&mut side.procs);
-    sub.stop();
-    let log = sub.log_text();
-    let (received, lost) = parse_received_lost(&log)
-        .with_context(|| format!("no `received N events, M lost` from {}:\n{log}", sub.name))?;
+    let totals = sub.stop()?;
+    let received = totals.received as f64;
     side.set("events_received", received);
-    side.set("events_lost", lost);
+    side.set("events_lost", totals.lost as f64);
     side.set("events_missing", (ok - received).max(0.0));
     stop_all(procs);
     Ok(side)
@@ -727,7 +751,8 @@ fn full_ours(
         &client_envs,
     )?;
 
-    let mut sub = s.spawn_env(
+    let summary_file = handoff_file(s, "client-subscribe-summary");
+    let sub = s.spawn_env(
         "client subscribe",
         "client",
         // Counting only, as the NATS subscriber does.
@@ -737,13 +762,19 @@ fn full_ours(
             "--quiet",
             "--proxy-endpoints",
             &xpub,
+            "--summary-file",
+            &summary_file.to_string_lossy(),
         ]),
         &envs,
         false,
     )?;
+    let mut sub = Subscriber {
+        proc: sub,
+        summary_file,
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
     while procs::scrape(proxy_http, "mensageria_proxy_subscriptions").unwrap_or(0.0) < 1.0 {
-        sub.ensure_alive()?;
+        sub.proc.ensure_alive()?;
         if Instant::now() >= deadline {
             bail!("the subscriber's subscription did not reach the proxy in 5 s");
         }
@@ -777,13 +808,18 @@ fn full_ours(
     Ok(side)
 }
 
-/// Waits until `p` has written `marker` on a line of its log.
-fn wait_log_line(p: &mut Proc, marker: &str, timeout: Duration) -> anyhow::Result<()> {
+/// Waits until `p` has created its `--ready-file` `path` (a `nats-bench`
+/// role, once subscribed).
+fn wait_ready_file(p: &mut Proc, path: &Path, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    while !p.log_text().lines().any(|l| l.trim() == marker) {
+    while !path.exists() {
         p.ensure_alive()?;
         if Instant::now() >= deadline {
-            bail!("{} did not print {marker:?} within {timeout:?}", p.name);
+            bail!(
+                "{} did not create its ready file {} within {timeout:?}",
+                p.name,
+                path.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -807,6 +843,7 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
     let url = format!("nats://127.0.0.1:{port}");
     let mut procs = vec![nats];
     for i in 0..s.full_servers {
+        let ready = handoff_file(s, "nats-responder-ready");
         let mut r = s.spawn(
             &format!("nats responder#{}", i + 1),
             "nats-bench",
@@ -818,9 +855,11 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
                 &(i + 1).to_string(),
                 "--event-size",
                 &s.event_size.to_string(),
+                "--ready-file",
+                &ready.to_string_lossy(),
             ]),
         )?;
-        wait_log_line(&mut r, "subscribed", READY)?;
+        wait_ready_file(&mut r, &ready, READY)?;
         procs.push(r);
     }
     let (c, size) = (concurrency.to_string(), s.payload_size.to_string());
@@ -844,12 +883,24 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
         &client_args(["--requests", &warmup_requests(s).to_string()]),
         &[],
     )?;
+    let (ready, summary_file) = (
+        handoff_file(s, "nats-subscriber-ready"),
+        handoff_file(s, "nats-subscriber-summary"),
+    );
     let mut sub = s.spawn(
         "nats subscriber",
         "nats-bench",
-        &args(&["subscriber", "--url", &url]),
+        &args(&[
+            "subscriber",
+            "--url",
+            &url,
+            "--ready-file",
+            &ready.to_string_lossy(),
+            "--summary-file",
+            &summary_file.to_string_lossy(),
+        ]),
     )?;
-    wait_log_line(&mut sub, "subscribed", READY)?;
+    wait_ready_file(&mut sub, &ready, READY)?;
     let stop = match s.full_requests {
         Some(n) => ["--requests".to_owned(), n.to_string()],
         None => [
@@ -860,7 +911,10 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
     measure_full(
         s,
         &mut procs,
-        sub,
+        Subscriber {
+            proc: sub,
+            summary_file,
+        },
         (
             "nats client",
             "nats-bench",
@@ -1117,14 +1171,6 @@ mod tests {
         assert_eq!(bare, ["bare-c1", "bare-c256"]);
         assert!(all.contains(&Workload::TracingUnsampled) && all.contains(&Workload::Inflight));
         assert!(Workload::Full(16).is_full() && !Workload::Pipelined.is_full());
-    }
-
-    #[test]
-    fn subscriber_totals_are_read_from_the_last_line() {
-        let log = "subscribed\nreceived 3 events, 0 lost\nnoise\nreceived 12 events, 2 lost\n";
-        assert_eq!(parse_received_lost(log), Some((12.0, 2.0)));
-        assert_eq!(parse_received_lost("received many events, 0 lost"), None);
-        assert_eq!(parse_received_lost(""), None);
     }
 
     #[test]

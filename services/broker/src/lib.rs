@@ -72,14 +72,13 @@ impl Broker {
 /// # Errors
 /// If a socket or the ops server cannot be bound.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Broker> {
-    let (registry, socket_metrics, broker_metrics) =
-        mensageria::metrics::service_registry("broker", metrics::BrokerMetrics::register);
-    let mut service = Service::new(
+    let (mut service, registry, broker_metrics) = Service::with_metrics(
         "broker",
         config.transport.clone(),
-        socket_metrics.clone(),
         shutdown.clone(),
+        metrics::BrokerMetrics::register,
     )?;
+    let socket_metrics = service.socket_metrics.clone();
     let ready = service.health.check("sockets_bound");
     let heartbeat = service.health.heartbeat("broker-router");
     let sockets = service.sockets.clone();
