@@ -302,6 +302,37 @@ impl Header {
     }
 }
 
+/// The status of a reply header frame, or `None` if `frame` is not a valid
+/// reply header: always the same answer as [`Header::decode`], but the
+/// usual shape (the encoding [`Header::encode`] writes) is read in place,
+/// without a full decode. Anything else is decoded in full.
+pub fn reply_status(frame: &[u8]) -> Option<Status> {
+    /// Postcard's tag of [`Header::Reply`].
+    const REPLY_TAG: u8 = 1;
+    /// Trace id, span id, flags.
+    const TRACE_LEN: usize = 16 + 8 + 1;
+    let fast = || -> Option<Status> {
+        let body = frame.strip_prefix(&MAGIC)?.strip_prefix(&[VERSION])?;
+        let body = body.strip_prefix(&[REPLY_TAG])?;
+        // The id: a varint of at most ten bytes, the tenth holding one bit.
+        let id_len = body.iter().take(10).position(|b| b & 0x80 == 0)? + 1;
+        if id_len == 10 && body[9] > 1 {
+            return None;
+        }
+        let (&status, trace) = body[id_len..].split_first()?;
+        let status = *Status::ALL.get(usize::from(status))?;
+        match trace {
+            [0] => Some(status),
+            [1, rest @ ..] if rest.len() == TRACE_LEN => Some(status),
+            _ => None,
+        }
+    };
+    fast().or_else(|| match Header::decode(frame) {
+        Ok(Header::Reply(h)) => Some(h.status),
+        _ => None,
+    })
+}
+
 /// Whether a frame looks like a header (starts with [`MAGIC`]).
 pub fn is_header(frame: &[u8]) -> bool {
     frame.starts_with(&MAGIC)
@@ -556,6 +587,41 @@ mod tests {
             prop_assert!(set_request_budget(&mut frame, after));
             let want = RequestHeader { budget_ms: after.map(|b| b.min(u32::MAX - 1)), ..h };
             prop_assert_eq!(Header::decode(&frame), Ok(Header::Request(want)));
+        }
+
+        #[test]
+        fn reply_status_agrees_with_a_full_decode(id in any::<u64>(), status in 0usize..6, tid in any::<[u8; 16]>(), traced in any::<bool>(), cut in any::<proptest::sample::Index>(), extra in proptest::collection::vec(any::<u8>(), 0..3), flip in any::<proptest::sample::Index>()) {
+            let trace = traced.then_some(TraceContext { trace_id: tid, span_id: [7; 8], flags: 1 });
+            let h = Header::Reply(ReplyHeader { id, status: Status::ALL[status], trace });
+            let frame = h.encode();
+            prop_assert_eq!(reply_status(&frame), Some(Status::ALL[status]));
+            let expected = |f: &[u8]| match Header::decode(f) {
+                Ok(Header::Reply(r)) => Some(r.status),
+                _ => None,
+            };
+            // Truncated, extended and corrupted frames: the same answer as a decode.
+            let truncated = &frame[..cut.index(frame.len() + 1)];
+            prop_assert_eq!(reply_status(truncated), expected(truncated));
+            let mut longer = frame.clone();
+            longer.extend_from_slice(&extra);
+            prop_assert_eq!(reply_status(&longer), expected(&longer));
+            let mut corrupt = frame.clone();
+            let i = flip.index(corrupt.len());
+            corrupt[i] ^= 0x81;
+            prop_assert_eq!(reply_status(&corrupt), expected(&corrupt));
+        }
+
+        #[test]
+        fn reply_status_of_random_bodies_agrees_with_a_full_decode(body in proptest::collection::vec(any::<u8>(), 0..48)) {
+            let mut frame = MAGIC.to_vec();
+            frame.push(VERSION);
+            frame.push(1);
+            frame.extend_from_slice(&body);
+            let expected = match Header::decode(&frame) {
+                Ok(Header::Reply(r)) => Some(r.status),
+                _ => None,
+            };
+            prop_assert_eq!(reply_status(&frame), expected);
         }
     }
 }
