@@ -79,6 +79,7 @@ impl Router {
             return;
         };
         let reply = Reply::of(&views[delim + 1..]);
-        self.forward_reply(&pending, &mut frames[delim + 1..], reply, true);
+        let now = std::time::Instant::now();
+        self.forward_reply(&pending, &mut frames[delim + 1..], reply, true, now);
     }
 }

@@ -72,13 +72,15 @@ impl Reply {
 }
 
 impl Router {
-    /// Forwards a worker's reply body to the client of `p` in its protocol.
+    /// Forwards a worker's reply body to the client of `p` in its protocol;
+    /// `now` (when the reply arrived) ends the request's duration.
     pub(crate) fn forward_reply(
         &self,
         p: &Pending,
         body: &mut [zmq::Message],
         reply: Reply,
         final_: bool,
+        now: Instant,
     ) {
         let Reply { status, bytes } = reply;
         let s = self.services.get(p.service);
@@ -92,7 +94,10 @@ impl Router {
         match send_head_body(&self.frontend, head, body, zmq::DONTWAIT) {
             Ok(()) if final_ => {
                 self.metrics.frontend_out.count(bytes);
-                self.count_reply(&s.metrics, status, p.started);
+                s.metrics.reply(status);
+                s.metrics
+                    .duration
+                    .observe(now.saturating_duration_since(p.started));
                 if status != Status::Ok {
                     s.errors.set(s.errors.get() + 1);
                 }

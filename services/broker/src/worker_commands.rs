@@ -142,7 +142,7 @@ impl Router {
     pub(crate) fn on_addressed(&mut self, frames: &mut [zmq::Message], a: Addressed, now: Instant) {
         let body = &mut frames[a.body_at..];
         match a.command {
-            WorkerCommand::Partial => self.on_partial(a.corr, body, a.reply),
+            WorkerCommand::Partial => self.on_partial(a.corr, body, a.reply, now),
             WorkerCommand::Requeue => self.on_requeue(a.key, a.corr, body, a.reply.bytes, now),
             _ => self.on_final(a.key, a.corr, body, a.reply, now),
         }
@@ -207,7 +207,7 @@ impl Router {
         }
         match self.inflight.take(corr) {
             Some(p) => {
-                self.forward_reply(&p, body, reply, true);
+                self.forward_reply(&p, body, reply, true, now);
             }
             None => {
                 self.metrics.drop(DropReason::LateReply);
@@ -222,7 +222,7 @@ impl Router {
     }
 
     /// PARTIAL (0.2): forwarded to 0.2 clients; others take one reply only.
-    fn on_partial(&mut self, corr: u64, body: &mut [zmq::Message], reply: Reply) {
+    fn on_partial(&mut self, corr: u64, body: &mut [zmq::Message], reply: Reply, now: Instant) {
         let Some(p) = self.inflight.get(corr) else {
             return self.metrics.drop(DropReason::LateReply);
         };
@@ -234,7 +234,7 @@ impl Router {
             }
         );
         if streams {
-            self.forward_reply(p, body, reply, false);
+            self.forward_reply(p, body, reply, false, now);
         } else {
             self.metrics.drop(DropReason::PartialUnsupported);
         }
