@@ -457,15 +457,21 @@ mod tests {
         hub2.join().unwrap();
     }
 
-    #[test]
-    fn reused_buffers_receive_each_message_whole() {
+    /// A connected inproc PAIR (`a` sends, `b` receives), and its context.
+    fn pair(name: &str) -> (zmq::Context, zmq::Socket, zmq::Socket) {
         let ctx = zmq::Context::new();
         let (a, b) = (
             ctx.socket(zmq::PAIR).unwrap(),
             ctx.socket(zmq::PAIR).unwrap(),
         );
-        a.bind("inproc://recv-into").unwrap();
-        b.connect("inproc://recv-into").unwrap();
+        a.bind(&format!("inproc://{name}")).unwrap();
+        b.connect(&format!("inproc://{name}")).unwrap();
+        (ctx, a, b)
+    }
+
+    #[test]
+    fn reused_buffers_receive_each_message_whole() {
+        let (_ctx, a, b) = pair("recv-into");
         let mut buf = Vec::new();
         assert_eq!(
             recv_frames_into(&b, zmq::DONTWAIT, &mut buf),
@@ -487,13 +493,7 @@ mod tests {
 
     #[test]
     fn head_and_body_go_out_as_one_message() {
-        let ctx = zmq::Context::new();
-        let (a, b) = (
-            ctx.socket(zmq::PAIR).unwrap(),
-            ctx.socket(zmq::PAIR).unwrap(),
-        );
-        a.bind("inproc://head-body").unwrap();
-        b.connect("inproc://head-body").unwrap();
+        let (_ctx, a, b) = pair("head-body");
         b.set_rcvtimeo(5000).unwrap();
         let body = || {
             vec![

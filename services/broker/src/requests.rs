@@ -210,31 +210,21 @@ impl Router {
 
     /// Accepts a request: the REP backend, a ready worker, or the queue.
     fn accept(&mut self, frames: &mut [zmq::Message], a: Accepted, now: Instant) {
-        let Accepted {
-            pending,
-            id,
-            waiting,
-            to_rep,
-            route_end,
-            body_at,
-            body_bytes,
-            header,
-        } = a;
-        if let Some(h) = header {
+        let (id, body_at, body_bytes) = (a.id, a.body_at, a.body_bytes);
+        if let Some(h) = a.header {
             frames[body_at] = h.into();
         }
-        if to_rep {
-            let route_bytes = pending.route.byte_len();
-            let bytes = route_bytes + body_bytes;
-            return self.send_to_rep(frames, route_end, body_at, pending, bytes);
+        if a.to_rep {
+            let bytes = a.pending.route.byte_len() + body_bytes;
+            return self.send_to_rep(frames, a.route_end, body_at, a.pending, bytes);
         }
         let corr = self
             .inflight
-            .insert(now + self.settings.request_timeout, pending);
+            .insert(now + self.settings.request_timeout, a.pending);
         let mut body = self.spare.pop().unwrap_or_default();
         body.extend(frames[body_at..].iter_mut().map(take));
         let mut gone = None;
-        if waiting == 0 {
+        if a.waiting == 0 {
             if let Some(worker) = self.pop_ready(id) {
                 match self.send_request(worker, corr, &mut body, body_bytes, now, now) {
                     Sent::Ok => return self.recycle(body),
