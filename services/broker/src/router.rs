@@ -34,6 +34,9 @@ use crate::{
 /// Most messages handled from one socket per poll wake-up, so neither side
 /// can starve the other.
 const BATCH: usize = 512;
+/// Receive slots kept between messages: a Majordomo request or reply has
+/// at most 7 frames, more with a longer route.
+const KEEP_FRAMES: usize = 16;
 /// How long a drained broker keeps its connections open after the last
 /// reply, so clients can read it before the connection closes.
 const DRAIN_LINGER: Duration = Duration::from_millis(200);
@@ -267,6 +270,10 @@ impl Router {
                     return;
                 }
             }
+            // Frames that were not moved on keep their content until a later
+            // message reuses the slot; an unusually long message (a deep relay
+            // envelope, or junk) is not kept past this one.
+            frames.truncate(KEEP_FRAMES);
             self.frames = frames;
         }
     }
