@@ -17,6 +17,7 @@
 //! - [`snapshot`]: the `/services` view.
 //! - [`inflight`]: the table of accepted requests and their deadlines.
 //! - [`route`]: a request's envelope, kept without allocating in the common case.
+//! - [`view`]: a received message's frame bytes, looked up once.
 //! - [`metrics`]: the broker's Prometheus metrics.
 
 pub mod client;
@@ -32,6 +33,7 @@ pub mod route;
 pub mod router;
 pub mod services;
 pub mod snapshot;
+pub mod view;
 pub mod worker_commands;
 pub mod workers;
 
