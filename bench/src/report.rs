@@ -356,6 +356,8 @@ pub fn rows(workloads: &[WorkloadReport]) -> Vec<Row> {
                 b.add("lag_p50_us", "lag p50", "µs", None);
                 b.add("lag_p99_us", "lag p99", "µs", None);
             }
+            // In the sweep table only, beside the NATS rows.
+            Workload::Bare(_) => {}
             Workload::Full(c) => {
                 b.add("rps", "requests/s", "/s", Some(Target::RatioAtLeast(1.0)));
                 b.add(
@@ -489,10 +491,12 @@ pub fn proc_rows(workloads: &[WorkloadReport]) -> Vec<ProcRow> {
         } else {
             "reference"
         };
-        for (side, s) in [
-            ("mensageria", Some(&m.ours)),
-            (reference, m.reference.as_ref()),
-        ] {
+        let ours = if matches!(wr.workload, Workload::Bare(_)) {
+            "bare libzmq"
+        } else {
+            "mensageria"
+        };
+        for (side, s) in [(ours, Some(&m.ours)), (reference, m.reference.as_ref())] {
             let Some(s) = s else { continue };
             let ops = s.metrics.get("ops").copied().filter(|o| *o > 0.0);
             let started: Vec<&Usage> = s
@@ -714,9 +718,16 @@ fn cpu_per_op(side: &Side) -> (Vec<(String, f64)>, f64) {
 }
 
 impl Report {
-    /// The full-system sweep, mensageria and NATS side by side.
+    /// The full-system sweep, mensageria and NATS side by side, with the
+    /// same shape in bare libzmq where it ran.
     fn sweep_markdown(&self) -> String {
         let mut o = String::new();
+        let bare = |c: u32| {
+            self.workloads
+                .iter()
+                .find(|w| w.workload == Workload::Bare(c))
+                .and_then(|w| w.median.as_ref())
+        };
         let points: Vec<(u32, &Sample)> = self
             .workloads
             .iter()
@@ -741,7 +752,7 @@ impl Report {
             "| outstanding | system | req/s | p50 µs | p99 µs | errors | events received | events lost | CPU µs/request by process | Σ CPU µs/req |\n\
              |---:|---|---:|---:|---:|---:|---:|---:|---|---:|"
         );
-        for (c, m) in points {
+        for &(c, m) in &points {
             let mut line = |name: &str, side: &Side| {
                 let g = |k: &str| fmt_num(side.metrics.get(k).copied().unwrap_or(f64::NAN));
                 let (each, total) = cpu_per_op(side);
@@ -764,20 +775,41 @@ impl Report {
                 );
             };
             line("mensageria", &m.ours);
+            let bare = bare(c).map(|b| &b.ours);
+            if let Some(b) = bare {
+                line("bare libzmq", b);
+            }
             if let Some(r) = m.reference.as_ref() {
                 line("NATS", r);
-                let nan = |side: &Side, k: &str| side.metrics.get(k).copied().unwrap_or(f64::NAN);
-                let ratio = |k: &str| ratio_opt(nan(&m.ours, k), nan(r, k));
-                let cpu = ratio_opt(cpu_per_op(&m.ours).1, cpu_per_op(r).1);
-                let _ = writeln!(
-                    o,
-                    "| {c} | *ratio* | {} | {} | {} | | | | | {} |",
-                    ratio("rps"),
-                    ratio("p50_us"),
-                    ratio("p99_us"),
-                    cpu
-                );
+                let mut ratios = vec![("*ratio* (mensageria / NATS)", &m.ours, true)];
+                ratios.extend(bare.map(|b| ("*bare libzmq / NATS*", b, false)));
+                for (name, side, with_cpu) in ratios {
+                    let nan =
+                        |side: &Side, k: &str| side.metrics.get(k).copied().unwrap_or(f64::NAN);
+                    let ratio = |k: &str| ratio_opt(nan(side, k), nan(r, k));
+                    let cpu = if with_cpu {
+                        ratio_opt(cpu_per_op(side).1, cpu_per_op(r).1)
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(
+                        o,
+                        "| {c} | {name} | {} | {} | {} | | | | | {cpu} |",
+                        ratio("rps"),
+                        ratio("p50_us"),
+                        ratio("p99_us"),
+                    );
+                }
             }
+        }
+        if points.iter().any(|(c, _)| bare(*c).is_some()) {
+            let _ = writeln!(
+                o,
+                "\n*bare libzmq*: the same shape with `zmq::proxy` as broker and proxy and REP \
+                 workers that publish one event each; the load (one DEALER) and the subscriber \
+                 run inside the harness, so their CPU is not in its Σ. It is the ceiling libzmq's \
+                 own per-hop cost puts on mensageria."
+            );
         }
         o
     }

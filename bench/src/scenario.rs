@@ -5,12 +5,16 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
+use client::SubscribeSummary;
 use serde::Serialize;
 
+#[path = "bare.rs"]
+mod bare;
 #[path = "dispatch.rs"]
 mod dispatch;
 
@@ -42,6 +46,10 @@ pub enum Workload {
     /// client bench with this many requests outstanding → broker → servers →
     /// proxy → one subscriber, no tracing; NATS with the same shape beside it.
     Full(u32),
+    /// The same shape in bare libzmq (`zmq::proxy` broker and proxy, REP
+    /// workers that publish, load and subscriber in the harness): the
+    /// ceiling libzmq puts on `Full` at this concurrency.
+    Bare(u32),
     /// Full system, OTLP endpoint set, client sampler always_off.
     TracingUnsampled,
     /// Full system, OTLP endpoint set, client sampler always_on.
@@ -87,7 +95,11 @@ impl Workload {
             Workload::Fanout,
             Workload::FanoutMax,
         ];
-        v.extend(sweep.iter().map(|&c| Workload::Full(c)));
+        v.extend(
+            sweep
+                .iter()
+                .flat_map(|&c| [Workload::Full(c), Workload::Bare(c)]),
+        );
         v.extend([
             Workload::TracingUnsampled,
             Workload::TracingSampled,
@@ -108,6 +120,7 @@ impl Workload {
             Workload::Fanout => "fanout".into(),
             Workload::FanoutMax => "fanout-max".into(),
             Workload::Full(c) => format!("full-c{c}"),
+            Workload::Bare(c) => format!("bare-c{c}"),
             Workload::TracingUnsampled => "tracing-unsampled".into(),
             Workload::TracingSampled => "tracing-sampled".into(),
             Workload::Idle => "idle".into(),
@@ -126,6 +139,7 @@ impl Workload {
             Workload::Fanout => "fan-out, 1 PUB → 4 SUB, paced".into(),
             Workload::FanoutMax => "fan-out, 1 PUB → 4 SUB, unpaced".into(),
             Workload::Full(c) => format!("full system, {c} outstanding (ref: NATS)"),
+            Workload::Bare(c) => format!("full-system shape in bare libzmq, {c} outstanding"),
             Workload::TracingUnsampled => "full system, tracing on, unsampled".into(),
             Workload::TracingSampled => "full system, tracing on, 100% sampled".into(),
             Workload::Idle => "idle RSS after start-up".into(),
@@ -523,14 +537,38 @@ fn parse_summary(line: &str) -> Option<serde_json::Value> {
         .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
 }
 
-/// `(received, lost)` from a subscriber's last `received N events, M lost` line.
-fn parse_received_lost(log: &str) -> Option<(f64, f64)> {
-    log.lines().rev().find_map(|l| {
-        let rest = l.trim().strip_prefix("received ")?;
-        let (n, rest) = rest.split_once(" events, ")?;
-        let m = rest.strip_suffix(" lost")?;
-        Some((n.parse::<f64>().ok()?, m.parse::<f64>().ok()?))
-    })
+/// A fresh path in the log directory for a file a process writes for the
+/// harness (`--ready-file`, `--summary-file`).
+fn handoff_file(s: &Settings, what: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = s.log_dir.join(format!(
+        "{what}-{}.json",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// A subscriber whose totals are read from its `--summary-file` once it is
+/// stopped (`client subscribe` and `nats-bench subscriber` write the same
+/// [`SubscribeSummary`]).
+struct Subscriber {
+    proc: Proc,
+    summary_file: PathBuf,
+}
+
+impl Subscriber {
+    /// Stops it and reads its totals.
+    fn stop(mut self) -> anyhow::Result<SubscribeSummary> {
+        self.proc.stop();
+        SubscribeSummary::read(&self.summary_file).with_context(|| {
+            format!(
+                "no totals from {}\n{}",
+                self.proc.name(),
+                self.proc.diagnostics()
+            )
+        })
+    }
 }
 
 /// Runs a load generator to completion, unmeasured (connections, allocator, page cache).
@@ -561,10 +599,10 @@ fn warmup_requests(s: &Settings) -> u64 {
 fn measure_full(
     s: &Settings,
     procs: &mut [Proc],
-    mut sub: Proc,
+    mut sub: Subscriber,
     (label, bin, load_args, envs): (&str, &str, Vec<String>, &[(String, String)]),
 ) -> anyhow::Result<Side> {
-    for p in procs.iter_mut().chain(std::iter::once(&mut sub)) {
+    for p in procs.iter_mut().chain(std::iter::once(&mut sub.proc)) {
         p.ensure_alive()?;
         p.mark();
     }
@@ -595,15 +633,13 @@ fn measure_full(
         p.ensure_alive()?;
         side.procs.push(p.usage());
     }
-    side.procs.push(sub.usage());
+    side.procs.push(sub.proc.usage());
     side.procs.push(load_usage);
     phase.finish(&mut side.procs);
-    sub.stop();
-    let log = sub.log_text();
-    let (received, lost) = parse_received_lost(&log)
-        .with_context(|| format!("no `received N events, M lost` from {}:\n{log}", sub.name()))?;
+    let totals = sub.stop()?;
+    let received = totals.received as f64;
     side.set("events_received", received);
-    side.set("events_lost", lost);
+    side.set("events_lost", totals.lost as f64);
     side.set("events_missing", (ok - received).max(0.0));
     stop_all(procs);
     Ok(side)
@@ -655,7 +691,8 @@ fn full_ours(
         &client_envs,
     )?;
 
-    let mut sub = s.spawn_env(
+    let summary_file = handoff_file(s, "client-subscribe-summary");
+    let sub = s.spawn_env(
         "client subscribe",
         "client",
         // Counting only, as the NATS subscriber does.
@@ -665,12 +702,18 @@ fn full_ours(
             "--quiet",
             "--proxy-endpoints",
             &xpub,
+            "--summary-file",
+            &summary_file.to_string_lossy(),
         ]),
         &envs,
     )?;
+    let mut sub = Subscriber {
+        proc: sub,
+        summary_file,
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
     while ops::scrape(proxy_http, "mensageria_proxy_subscriptions").unwrap_or(0.0) < 1.0 {
-        sub.ensure_alive()?;
+        sub.proc.ensure_alive()?;
         if Instant::now() >= deadline {
             bail!("the subscriber's subscription did not reach the proxy in 5 s");
         }
@@ -704,13 +747,18 @@ fn full_ours(
     Ok(side)
 }
 
-/// Waits until `p` has written `marker` on a line of its log.
-fn wait_log_line(p: &mut Proc, marker: &str, timeout: Duration) -> anyhow::Result<()> {
+/// Waits until `p` has created its `--ready-file` `path` (a `nats-bench`
+/// role, once subscribed).
+fn wait_ready_file(p: &mut Proc, path: &Path, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    while !p.log_text().lines().any(|l| l.trim() == marker) {
+    while !path.exists() {
         p.ensure_alive()?;
         if Instant::now() >= deadline {
-            bail!("{} did not print {marker:?} within {timeout:?}", p.name());
+            bail!(
+                "{} did not create its ready file {} within {timeout:?}",
+                p.name(),
+                path.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -733,6 +781,7 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
     let url = format!("nats://127.0.0.1:{port}");
     let mut procs = vec![nats];
     for i in 0..s.full_servers {
+        let ready = handoff_file(s, "nats-responder-ready");
         let mut r = s.spawn(
             &format!("nats responder#{}", i + 1),
             "nats-bench",
@@ -744,9 +793,11 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
                 &(i + 1).to_string(),
                 "--event-size",
                 &s.event_size.to_string(),
+                "--ready-file",
+                &ready.to_string_lossy(),
             ]),
         )?;
-        wait_log_line(&mut r, "subscribed", READY)?;
+        wait_ready_file(&mut r, &ready, READY)?;
         procs.push(r);
     }
     let (c, size) = (concurrency.to_string(), s.payload_size.to_string());
@@ -770,12 +821,24 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
         &client_args(["--requests", &warmup_requests(s).to_string()]),
         &[],
     )?;
+    let (ready, summary_file) = (
+        handoff_file(s, "nats-subscriber-ready"),
+        handoff_file(s, "nats-subscriber-summary"),
+    );
     let mut sub = s.spawn(
         "nats subscriber",
         "nats-bench",
-        &args(&["subscriber", "--url", &url]),
+        &args(&[
+            "subscriber",
+            "--url",
+            &url,
+            "--ready-file",
+            &ready.to_string_lossy(),
+            "--summary-file",
+            &summary_file.to_string_lossy(),
+        ]),
     )?;
-    wait_log_line(&mut sub, "subscribed", READY)?;
+    wait_ready_file(&mut sub, &ready, READY)?;
     let stop = match s.full_requests {
         Some(n) => ["--requests".to_owned(), n.to_string()],
         None => [
@@ -786,7 +849,10 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
     measure_full(
         s,
         &mut procs,
-        sub,
+        Subscriber {
+            proc: sub,
+            summary_file,
+        },
         (
             "nats client",
             "nats-bench",
@@ -973,6 +1039,7 @@ pub fn run(
         Workload::Fanout => fanout_pair(s, s.fanout_rate, reference_first),
         Workload::FanoutMax => fanout_pair(s, 0.0, reference_first),
         Workload::Full(c) => full_pair(s, c, reference_first, sink),
+        Workload::Bare(_) => bare::run(s, w),
         Workload::TracingUnsampled | Workload::TracingSampled => {
             let tracing = if w == Workload::TracingUnsampled {
                 Tracing::Unsampled
@@ -1029,16 +1096,14 @@ mod tests {
             .map(|w| w.id())
             .collect();
         assert_eq!(full, ["full-c1", "full-c256"]);
+        let bare: Vec<String> = all
+            .iter()
+            .filter(|w| matches!(w, Workload::Bare(_)))
+            .map(|w| w.id())
+            .collect();
+        assert_eq!(bare, ["bare-c1", "bare-c256"]);
         assert!(all.contains(&Workload::TracingUnsampled) && all.contains(&Workload::Inflight));
         assert!(Workload::Full(16).is_full() && !Workload::Pipelined.is_full());
-    }
-
-    #[test]
-    fn subscriber_totals_are_read_from_the_last_line() {
-        let log = "subscribed\nreceived 3 events, 0 lost\nnoise\nreceived 12 events, 2 lost\n";
-        assert_eq!(parse_received_lost(log), Some((12.0, 2.0)));
-        assert_eq!(parse_received_lost("received many events, 0 lost"), None);
-        assert_eq!(parse_received_lost(""), None);
     }
 
     #[test]

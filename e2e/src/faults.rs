@@ -4,13 +4,14 @@
 //!   what the services say about their peers and health.
 //! - [`ClientRun`]: the long-running `client run` load generator and
 //!   subscriber, observed through its `/metrics` ([`ClientStats`]).
-//! - [`Scrape`]: one `/metrics` scrape read many times; [`RssSampler`]:
+//! - [`RssSampler`]:
 //!   `process_resident_memory_bytes` of several services sampled on a
 //!   background thread.
 //! - Raw-TCP probes ([`probe_tcp`], [`HTTP_GET`], [`tls_client_hello`],
 //!   [`pseudo_random_bytes`]), plain DEALER sockets ([`plain_dealer`]).
 //! - [`keygen`]: CURVE key pairs from `broker keygen`.
-//! - [`EventLines`]: per-stream accounting of `client subscribe` output.
+//! - [`EventLines`]: per-stream accounting of `client subscribe` output;
+//!   [`SummaryFile`]: its totals (`--summary-file`).
 //!
 //! As in the rest of the crate, every wait has a deadline; the only sleeps
 //! pace load or sampling, never synchronise.
@@ -189,18 +190,20 @@ pub struct ClientStats {
 impl ClientStats {
     /// Reads the counters from exposition text.
     pub fn parse(text: &str) -> ClientStats {
-        let mut s = ClientStats {
+        ClientStats {
+            requests: testkit::metrics::by_label(
+                text,
+                "mensageria_client_requests_total",
+                "status",
+            ),
             retries: parse_metric(text, "mensageria_client_retries_total").unwrap_or(0.0),
+            received: testkit::metrics::by_label(
+                text,
+                "mensageria_client_events_received_total",
+                "topic",
+            ),
             lost: parse_metric(text, "mensageria_client_events_lost_total").unwrap_or(0.0),
-            ..ClientStats::default()
-        };
-        for (labels, v) in family(text, "mensageria_client_requests_total") {
-            s.requests.insert(label(&labels, "status"), v);
         }
-        for (labels, v) in family(text, "mensageria_client_events_received_total") {
-            s.received.insert(label(&labels, "topic"), v);
-        }
-        s
     }
 
     /// Requests finished `ok`.
@@ -230,61 +233,6 @@ impl ClientStats {
     /// Events received on topics whose first segment is `topic`.
     pub fn received(&self, topic: &str) -> f64 {
         self.received.get(topic).copied().unwrap_or(0.0)
-    }
-}
-
-/// The series of one metric family: (label text inside the braces, value).
-pub fn family(text: &str, name: &str) -> Vec<(String, f64)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let (labels, value) = if let Some(r) = rest.strip_prefix('{') {
-                let (labels, v) = r.split_once("} ")?;
-                (labels.to_owned(), v)
-            } else {
-                (String::new(), rest.strip_prefix(' ')?)
-            };
-            let v = value.split_whitespace().next()?.parse().ok()?;
-            Some((labels, v))
-        })
-        .collect()
-}
-
-/// The value of `name` in a label text such as `status="ok",topic="x"`.
-pub fn label(labels: &str, name: &str) -> String {
-    labels
-        .split(',')
-        .find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (k.trim() == name).then(|| v.trim().trim_matches('"').to_owned())
-        })
-        .unwrap_or_default()
-}
-
-/// One `/metrics` scrape, read many times.
-#[derive(Debug, Clone)]
-pub struct Scrape(pub String);
-
-impl Scrape {
-    /// Scrapes `addr`.
-    pub fn of(addr: SocketAddr) -> Scrape {
-        Scrape(metrics_text(addr))
-    }
-
-    /// A series' value, 0 when not exposed.
-    pub fn get(&self, series: &str) -> f64 {
-        parse_metric(&self.0, series).unwrap_or(0.0)
-    }
-
-    /// Sum over a family's series whose labels contain every `filters` item
-    /// (e.g. `status="ok"`).
-    pub fn sum(&self, name: &str, filters: &[&str]) -> f64 {
-        family(&self.0, name)
-            .into_iter()
-            .filter(|(l, _)| filters.iter().all(|f| l.contains(f)))
-            .map(|(_, v)| v)
-            .sum()
     }
 }
 
@@ -665,12 +613,45 @@ impl EventLines {
     }
 }
 
-/// Parses the `received N events, M lost` summary of `client subscribe`.
-pub fn subscribe_summary(stderr: &str) -> Option<(u64, u64)> {
-    stderr.lines().rev().find_map(|l| {
-        let rest = l.trim().strip_prefix("received ")?;
-        let (n, rest) = rest.split_once(" events, ")?;
-        let m = rest.strip_suffix(" lost")?;
-        Some((n.parse().ok()?, m.parse().ok()?))
-    })
+/// A `--summary-file` for `client subscribe`, in a temporary directory
+/// removed on drop, and the totals read back once the subscriber exited.
+#[derive(Debug)]
+pub struct SummaryFile {
+    path: String,
+    _dir: crate::observability::TempDir,
+}
+
+impl SummaryFile {
+    /// A fresh path (no file yet).
+    pub fn new() -> SummaryFile {
+        let dir = crate::observability::TempDir::new("summary");
+        SummaryFile {
+            path: dir
+                .path()
+                .join("summary.json")
+                .to_string_lossy()
+                .into_owned(),
+            _dir: dir,
+        }
+    }
+
+    /// `["--summary-file", PATH]`, to append to the subscriber's arguments.
+    pub fn args(&self) -> [&str; 2] {
+        ["--summary-file", &self.path]
+    }
+
+    /// The totals the exited subscriber wrote.
+    ///
+    /// # Panics
+    /// If there are none.
+    pub fn read(&self) -> client::SubscribeSummary {
+        client::SubscribeSummary::read(std::path::Path::new(&self.path))
+            .unwrap_or_else(|e| panic!("no subscriber totals: {e:#}"))
+    }
+}
+
+impl Default for SummaryFile {
+    fn default() -> Self {
+        SummaryFile::new()
+    }
 }

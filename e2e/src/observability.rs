@@ -16,9 +16,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{
-    describe, metric_opt, plain_sub, poll_until, recv_within, run_bin, wait_until, Proc, Stack,
-};
+use crate::{describe, metric_opt, plain_sub, recv_within, run_bin, wait_until, Proc, Stack};
 
 pub use testkit::bins::workspace_root;
 
@@ -293,134 +291,40 @@ pub use testkit::otlp::{flatten_spans, ExportedSpan, OtlpCollector};
 // A real Prometheus
 // ---------------------------------------------------------------------------
 
-/// Debian's Prometheus binary.
-pub const PROMETHEUS: &str = "/usr/bin/prometheus";
-
-/// A Prometheus server on 127.0.0.1 scraping the given jobs every second.
+/// A Prometheus run by [`Proc`] (watchdog, stop by PID) and the directory
+/// of its configuration and data, removed when this is dropped.
 #[derive(Debug)]
 pub struct Prometheus {
-    /// The process.
-    pub proc: Proc,
-    /// Its HTTP address.
-    pub addr: SocketAddr,
+    /// The runner: address and query API.
+    pub run: testkit::prometheus::Prometheus<Proc>,
     _program: External,
     _dir: TempDir,
 }
 
 impl Prometheus {
-    /// Writes a configuration with one static job per `(job, targets)` and
-    /// starts Prometheus on a free port (retrying with another port if the
-    /// one picked was taken meanwhile); waits until `/-/ready`.
+    /// Starts Prometheus scraping one static job per `(job, targets)`
+    /// every second; waits until it is ready.
     ///
     /// # Panics
     /// If it does not become ready.
     pub fn start(jobs: &[(&str, Vec<SocketAddr>)]) -> Prometheus {
         let dir = TempDir::new("prometheus");
-        let mut config = String::from(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n",
+        let program = External::new(testkit::prometheus::BINARY);
+        let run = testkit::prometheus::Prometheus::start(
+            dir.path(),
+            jobs,
+            |args| {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                crate::spawn(program.path(), &args, &[])
+            },
+            |p| p.try_status().map(|_| p.diagnostics()),
         );
-        for (job, targets) in jobs {
-            let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-            config.push_str(&format!(
-                "  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
-                list.join(", ")
-            ));
-        }
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, &config).expect("write prometheus.yml");
-        let program = External::new(PROMETHEUS);
-        let mut last = String::new();
-        for attempt in 0..3 {
-            let port = crate::unused_port();
-            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-            let data = dir.path().join(format!("data-{attempt}"));
-            let args = [
-                format!("--config.file={}", config_path.display()),
-                format!("--storage.tsdb.path={}", data.display()),
-                format!("--web.listen-address={addr}"),
-                "--log.level=warn".to_owned(),
-            ];
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut proc = crate::spawn(program.path(), &args, &[]);
-            let ready = poll_until(Duration::from_secs(30), || {
-                if proc.try_status().is_some() {
-                    return Some(false);
-                }
-                matches!(crate::http_get(addr, "/-/ready"), Ok((200, _))).then_some(true)
-            });
-            match ready {
-                Some(true) => {
-                    return Prometheus {
-                        proc,
-                        addr,
-                        _program: program,
-                        _dir: dir,
-                    }
-                }
-                _ => {
-                    last = proc.diagnostics();
-                    proc.kill(crate::Signal::Kill);
-                }
-            }
-        }
-        panic!("Prometheus did not become ready (3 attempts)\nconfig:\n{config}\n{last}");
-    }
-
-    /// `http://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// An instant query: the `data.result` array.
-    ///
-    /// # Errors
-    /// A transport failure, an HTTP error or a Prometheus error, as text.
-    pub fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
-        let path = format!("/api/v1/query?query={}", percent_encode(expr));
-        let (code, body) = mensageria::ops::http_get(self.addr, &path, Duration::from_secs(5))
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let json: Value = serde_json::from_str(&body)
-            .map_err(|e| format!("HTTP {code}, body is not JSON ({e}): {body}"))?;
-        if code != 200 || json["status"] != "success" {
-            return Err(format!("HTTP {code}: {body}"));
-        }
-        Ok(json["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default())
-    }
-
-    /// The values of an instant vector query, with each series' labels.
-    ///
-    /// # Errors
-    /// As [`Prometheus::query`].
-    pub fn vector(&self, expr: &str) -> Result<Vec<(Value, f64)>, String> {
-        Ok(self
-            .query(expr)?
-            .into_iter()
-            .map(|s| {
-                let v = s["value"][1]
-                    .as_str()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(f64::NAN);
-                (s["metric"].clone(), v)
-            })
-            .collect())
-    }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+        Prometheus {
+            run,
+            _program: program,
+            _dir: dir,
         }
     }
-    out
 }
 
 // ---------------------------------------------------------------------------

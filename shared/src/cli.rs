@@ -37,6 +37,21 @@ pub struct ServiceCli<C: Args> {
     pub config: C,
 }
 
+impl<C: Args> ServiceCli<C> {
+    /// A service's options for tests: `name --http-addr 127.0.0.1:0` (the
+    /// ops server on an ephemeral loopback port) followed by `args`.
+    ///
+    /// # Panics
+    /// If `args` are not valid options.
+    pub fn for_tests(name: &str, args: &[&str]) -> C {
+        let mut all = vec![name, "--http-addr", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Self::try_parse_from(all)
+            .unwrap_or_else(|e| panic!("test arguments {args:?}: {e}"))
+            .config
+    }
+}
+
 /// What a service binary says about itself.
 #[derive(Debug, Clone, Copy)]
 pub struct ServiceInfo {

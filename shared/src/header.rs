@@ -294,12 +294,110 @@ impl Header {
         if version != VERSION {
             return Err(HeaderError::UnsupportedVersion(version));
         }
-        let (header, rest) = postcard::take_from_bytes::<Header>(body)?;
-        if !rest.is_empty() {
-            return Err(HeaderError::TrailingBytes(rest.len()));
+        // Requests (the broker decodes one per request) are read in place
+        // when they have the shape `encode` writes; anything else, and every
+        // error, goes through postcard.
+        if let Some(request) = decode_request_in_place(body) {
+            return Ok(Header::Request(request));
         }
-        Ok(header)
+        decode_body(body)
     }
+}
+
+/// The postcard decode of a header body (after magic and version).
+fn decode_body(body: &[u8]) -> Result<Header, HeaderError> {
+    let (header, rest) = postcard::take_from_bytes::<Header>(body)?;
+    if !rest.is_empty() {
+        return Err(HeaderError::TrailingBytes(rest.len()));
+    }
+    Ok(header)
+}
+
+/// A postcard varint `u64`: at most ten bytes, the tenth holding one bit.
+fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().take(10).enumerate() {
+        value |= u64::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            return (i < 9 || b <= 1).then_some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+/// A request header body read field by field, exactly as postcard reads it
+/// (tag, budget, id, sent-at, trace, service, nothing after); `None` for
+/// anything else, which [`decode_body`] then decodes or refuses.
+fn decode_request_in_place(body: &[u8]) -> Option<RequestHeader> {
+    let body = body.strip_prefix(&[0])?;
+    let (budget, rest) = body.split_first_chunk::<4>()?;
+    let budget = u32::from_le_bytes(*budget);
+    let (id, rest) = take_varint(rest)?;
+    let (sent_at_us, rest) = take_varint(rest)?;
+    let (trace, rest) = match rest.split_first()? {
+        (0, rest) => (None, rest),
+        (1, rest) => {
+            let (trace_id, rest) = rest.split_first_chunk::<16>()?;
+            let (span_id, rest) = rest.split_first_chunk::<8>()?;
+            let (&flags, rest) = rest.split_first()?;
+            let t = TraceContext {
+                trace_id: *trace_id,
+                span_id: *span_id,
+                flags,
+            };
+            (Some(t), rest)
+        }
+        _ => return None,
+    };
+    let service = match rest.split_first()? {
+        (0, []) => None,
+        (1, rest) => {
+            let (len, name) = take_varint(rest)?;
+            if name.len() as u64 != len {
+                return None;
+            }
+            Some(ServiceName::new(name).ok()?)
+        }
+        _ => return None,
+    };
+    Some(RequestHeader {
+        budget_ms: (budget != NO_BUDGET).then_some(budget),
+        id,
+        sent_at_us,
+        trace,
+        service,
+    })
+}
+
+/// The status of a reply header frame, or `None` if `frame` is not a valid
+/// reply header: always the same answer as [`Header::decode`], but the
+/// usual shape (the encoding [`Header::encode`] writes) is read in place,
+/// without a full decode. Anything else is decoded in full.
+pub fn reply_status(frame: &[u8]) -> Option<Status> {
+    /// Postcard's tag of [`Header::Reply`].
+    const REPLY_TAG: u8 = 1;
+    /// Trace id, span id, flags.
+    const TRACE_LEN: usize = 16 + 8 + 1;
+    let fast = || -> Option<Status> {
+        let body = frame.strip_prefix(&MAGIC)?.strip_prefix(&[VERSION])?;
+        let body = body.strip_prefix(&[REPLY_TAG])?;
+        // The id: a varint of at most ten bytes, the tenth holding one bit.
+        let id_len = body.iter().take(10).position(|b| b & 0x80 == 0)? + 1;
+        if id_len == 10 && body[9] > 1 {
+            return None;
+        }
+        let (&status, trace) = body[id_len..].split_first()?;
+        let status = *Status::ALL.get(usize::from(status))?;
+        match trace {
+            [0] => Some(status),
+            [1, rest @ ..] if rest.len() == TRACE_LEN => Some(status),
+            _ => None,
+        }
+    };
+    fast().or_else(|| match Header::decode(frame) {
+        Ok(Header::Reply(h)) => Some(h.status),
+        _ => None,
+    })
 }
 
 /// Whether a frame looks like a header (starts with [`MAGIC`]).
@@ -556,6 +654,74 @@ mod tests {
             prop_assert!(set_request_budget(&mut frame, after));
             let want = RequestHeader { budget_ms: after.map(|b| b.min(u32::MAX - 1)), ..h };
             prop_assert_eq!(Header::decode(&frame), Ok(Header::Request(want)));
+        }
+
+        #[test]
+        fn reply_status_agrees_with_a_full_decode(id in any::<u64>(), status in 0usize..6, tid in any::<[u8; 16]>(), traced in any::<bool>(), cut in any::<proptest::sample::Index>(), extra in proptest::collection::vec(any::<u8>(), 0..3), flip in any::<proptest::sample::Index>()) {
+            let trace = traced.then_some(TraceContext { trace_id: tid, span_id: [7; 8], flags: 1 });
+            let h = Header::Reply(ReplyHeader { id, status: Status::ALL[status], trace });
+            let frame = h.encode();
+            prop_assert_eq!(reply_status(&frame), Some(Status::ALL[status]));
+            let expected = |f: &[u8]| match Header::decode(f) {
+                Ok(Header::Reply(r)) => Some(r.status),
+                _ => None,
+            };
+            // Truncated, extended and corrupted frames: the same answer as a decode.
+            let truncated = &frame[..cut.index(frame.len() + 1)];
+            prop_assert_eq!(reply_status(truncated), expected(truncated));
+            let mut longer = frame.clone();
+            longer.extend_from_slice(&extra);
+            prop_assert_eq!(reply_status(&longer), expected(&longer));
+            let mut corrupt = frame.clone();
+            let i = flip.index(corrupt.len());
+            corrupt[i] ^= 0x81;
+            prop_assert_eq!(reply_status(&corrupt), expected(&corrupt));
+        }
+
+        #[test]
+        fn requests_read_in_place_agree_with_postcard(id in any::<u64>(), at in any::<u64>(), budget in proptest::option::of(any::<u32>()), traced in any::<bool>(), name in proptest::option::of("[a-z.]{1,20}"), cut in any::<proptest::sample::Index>(), extra in proptest::collection::vec(any::<u8>(), 0..3), flip in any::<proptest::sample::Index>(), mask in 1u8..) {
+            let trace = traced.then_some(TraceContext { trace_id: [3; 16], span_id: [7; 8], flags: 1 });
+            let h = RequestHeader { budget_ms: budget, id, sent_at_us: at, trace, service: name.map(|n| n.parse().unwrap()) };
+            let frame = Header::Request(h).encode();
+            let body = &frame[MAGIC.len() + 1..];
+            prop_assert!(decode_request_in_place(body).is_some());
+            prop_assert_eq!(decode_body(body), Ok(Header::Request(RequestHeader { budget_ms: budget.map(|b| b.min(u32::MAX - 1)), ..h })));
+            // Whatever the fast path reads, postcard reads the same.
+            let agrees = |b: &[u8]| match decode_request_in_place(b) {
+                Some(r) => decode_body(b) == Ok(Header::Request(r)),
+                None => true,
+            };
+            prop_assert!(agrees(body));
+            prop_assert!(agrees(&body[..cut.index(body.len() + 1)]));
+            let mut longer = body.to_vec();
+            longer.extend_from_slice(&extra);
+            prop_assert!(agrees(&longer));
+            let mut corrupt = body.to_vec();
+            let i = flip.index(corrupt.len());
+            corrupt[i] ^= mask;
+            prop_assert!(agrees(&corrupt));
+        }
+
+        #[test]
+        fn requests_read_in_place_from_random_bodies_agree_with_postcard(rest in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut body = vec![0];
+            body.extend_from_slice(&rest);
+            if let Some(r) = decode_request_in_place(&body) {
+                prop_assert_eq!(decode_body(&body), Ok(Header::Request(r)));
+            }
+        }
+
+        #[test]
+        fn reply_status_of_random_bodies_agrees_with_a_full_decode(body in proptest::collection::vec(any::<u8>(), 0..48)) {
+            let mut frame = MAGIC.to_vec();
+            frame.push(VERSION);
+            frame.push(1);
+            frame.extend_from_slice(&body);
+            let expected = match Header::decode(&frame) {
+                Ok(Header::Reply(r)) => Some(r.status),
+                _ => None,
+            };
+            prop_assert_eq!(reply_status(&frame), expected);
         }
     }
 }

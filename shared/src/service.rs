@@ -37,6 +37,8 @@ pub struct Service {
     pub health: Health,
     /// Creates configured, monitored sockets.
     pub sockets: SocketFactory,
+    /// The metrics of those sockets (peers, connection events).
+    pub socket_metrics: SocketMetrics,
     /// Cancelled when shutdown starts.
     pub shutdown: CancellationToken,
     hub_cancel: CancellationToken,
@@ -74,8 +76,9 @@ impl Service {
         }
         let health = Health::new();
         let hub_cancel = CancellationToken::new();
-        let (sockets, hub) = SocketFactory::new(transport, socket_metrics, hub_cancel.clone())
-            .context("spawn the socket monitor thread")?;
+        let (sockets, hub) =
+            SocketFactory::new(transport, socket_metrics.clone(), hub_cancel.clone())
+                .context("spawn the socket monitor thread")?;
         let h = health.clone();
         let s = shutdown.clone();
         tokio::spawn(async move {
@@ -100,6 +103,7 @@ impl Service {
             ready_file,
             health,
             sockets,
+            socket_metrics,
             shutdown,
             hub_cancel,
             hub: Some(hub),
@@ -108,6 +112,32 @@ impl Service {
             ops: None,
             routes: Vec::new(),
         })
+    }
+
+    /// [`Service::new`] for a service with its own metrics: builds the
+    /// registry the ops server serves ([`crate::metrics::service_registry`]:
+    /// the socket metrics and the service's, registered by `register`).
+    /// Returns the service, that registry and the service's metrics.
+    ///
+    /// # Errors
+    /// As [`Service::new`].
+    pub fn with_metrics<M>(
+        name: &'static str,
+        transport: TransportArgs,
+        shutdown: CancellationToken,
+        register: impl FnOnce(&mut Registry) -> M,
+    ) -> anyhow::Result<(Self, Registry, M)> {
+        let (registry, socket_metrics, own) = crate::metrics::service_registry(name, register);
+        let service = Service::new(name, transport, socket_metrics, shutdown)?;
+        Ok((service, registry, own))
+    }
+
+    /// Adds the readiness check `check`: it holds while the socket named
+    /// `socket` has at least one connected peer.
+    pub fn ready_when_connected(&self, check: &str, socket: &'static str) {
+        let peers = self.socket_metrics.clone();
+        self.health
+            .check_with(check, move || peers.peer_count(socket) > 0);
     }
 
     /// Spawns a named OS thread that owns sockets: `setup` runs on the thread
@@ -332,5 +362,43 @@ where
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connected_check_holds_once_the_socket_has_a_peer() {
+        let shutdown = CancellationToken::new();
+        let (service, _registry, own) =
+            Service::with_metrics("test", TransportArgs::default(), shutdown.clone(), |_| 7)
+                .unwrap();
+        assert_eq!(own, 7, "the service's own metrics are returned");
+        service.ready_when_connected("peer_connected", "sub");
+        assert!(!service.health.readiness().0, "no peer yet");
+
+        let ctx = zmq::Context::new();
+        let publisher = ctx.socket(zmq::PUB).unwrap();
+        publisher.set_linger(0).unwrap();
+        publisher.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = publisher.get_last_endpoint().unwrap().unwrap();
+        let sub = service.sockets.socket(zmq::SUB, "sub").unwrap();
+        sub.connect(&endpoint).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !service.health.readiness().0 {
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                service.health.readiness().1
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(sub);
+        shutdown.cancel();
+        service.join().await.unwrap();
     }
 }

@@ -1,7 +1,8 @@
 //! One parser of the Prometheus/OpenMetrics text exposition (`/metrics`):
 //! [`value`] answers "what is this series now" (summing the samples a
 //! query matches), [`families`] gives every family with its type, label
-//! names and samples (for contract checks).
+//! names and samples (for contract checks), [`by_label`] splits one
+//! series by a label.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,6 +23,23 @@ pub fn value(text: &str, series: &str) -> Option<f64> {
         }
     }
     sum
+}
+
+/// The samples named `name` summed by the value of their label `label`
+/// (samples without it under `""`), e.g. a client's requests by `status`.
+pub fn by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
+    let mut sums = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((sample, mut labels, v)) = parse_sample(line) else {
+            continue;
+        };
+        if sample == name {
+            *sums
+                .entry(labels.remove(label).unwrap_or_default())
+                .or_insert(0.0) += v;
+        }
+    }
+    sums
 }
 
 /// One metric family of an exposition.
@@ -195,6 +213,26 @@ mod tests {
         );
         assert_eq!(q("mensageria_nothing"), None);
         assert_eq!(q("mensageria_broker_replies_total_extra"), Some(100.0));
+    }
+
+    #[test]
+    fn a_series_is_split_by_one_label() {
+        let text = "# TYPE c counter\n\
+            c_total{status=\"ok\",topic=\"a\"} 3\n\
+            c_total{status=\"ok\",topic=\"b\"} 4\n\
+            c_total{status=\"timeout\"} 1\n\
+            c_total_other{status=\"ok\"} 100\n\
+            c_total 2\n";
+        let by = by_label(text, "c_total", "status");
+        assert_eq!(
+            by.into_iter().collect::<Vec<_>>(),
+            [
+                (String::new(), 2.0),
+                ("ok".to_owned(), 7.0),
+                ("timeout".to_owned(), 1.0)
+            ]
+        );
+        assert!(by_label(text, "nothing_total", "status").is_empty());
     }
 
     #[test]

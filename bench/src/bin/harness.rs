@@ -26,6 +26,10 @@ broker → 2 servers × 2 workers → reply, one event per request through the p
 subscribe; beside it NATS with the same shape (nats-server on loopback, the `nats-bench` client \
 with N outstanding on one connection, 2 responders in a queue group publishing one event per \
 request, 1 subscriber), skipped with a message when nats-server is not installed
+  bare-cN (or bare)     the same shape in bare libzmq, for each N of --sweep (the ceiling libzmq's \
+own per-hop cost puts on full-cN): reference broker and proxy, 2 reference workers × 2 REP threads \
+that publish one event per request, one DEALER in this harness with N outstanding, one SUB in this \
+harness counting; shown in the sweep table beside mensageria and NATS (`full` selects both)
   tracing-unsampled     full at the largest --sweep concurrency, OTLP endpoint set (local sink), \
 client sampler always_off
   tracing-sampled       the same, client sampler always_on
@@ -155,12 +159,16 @@ fn run(mut cli: Cli) -> anyhow::Result<bool> {
             let found: Vec<Workload> = all
                 .iter()
                 .copied()
-                .filter(|w| w.id() == id || (id == "full" && matches!(w, Workload::Full(_))))
+                .filter(|w| {
+                    w.id() == id
+                        || (id == "full" && matches!(w, Workload::Full(_) | Workload::Bare(_)))
+                        || (id == "bare" && matches!(w, Workload::Bare(_)))
+                })
                 .collect();
             if found.is_empty() {
                 let ids: Vec<_> = all.iter().map(|w| w.id()).collect();
                 anyhow::bail!(
-                    "unknown workload {id:?}; known: full, {} (full-cN for N in --sweep)",
+                    "unknown workload {id:?}; known: full, bare, {} (full-cN and bare-cN for N in --sweep)",
                     ids.join(", ")
                 );
             }
@@ -310,7 +318,10 @@ fn headline(w: Workload, s: &scenario::Sample) -> String {
             pair("deliveries_per_s", "deliveries/s"),
             pair("lost", "")
         ),
-        Workload::Full(_) | Workload::TracingUnsampled | Workload::TracingSampled => {
+        Workload::Full(_)
+        | Workload::Bare(_)
+        | Workload::TracingUnsampled
+        | Workload::TracingSampled => {
             let one = |side: &scenario::Side| {
                 format!(
                     "{} req/s, p50 {} µs, events {} received / {} lost",
@@ -349,9 +360,10 @@ fn validate(w: Workload, s: &scenario::Sample) -> anyhow::Result<()> {
             | Workload::DispatchLockstep1
             | Workload::DispatchPipelined => get("rps") <= 0.0,
             Workload::Fanout | Workload::FanoutMax => get("delivered") <= 0.0,
-            Workload::Full(_) | Workload::TracingUnsampled | Workload::TracingSampled => {
-                get("ok") <= 0.0 || get("events_received") <= 0.0
-            }
+            Workload::Full(_)
+            | Workload::Bare(_)
+            | Workload::TracingUnsampled
+            | Workload::TracingSampled => get("ok") <= 0.0 || get("events_received") <= 0.0,
             Workload::Idle => false,
             Workload::Inflight => get("rss_mb") <= 0.0,
         };

@@ -5,19 +5,25 @@
 //! - `nats-bench client --url URL --concurrency N (--duration D | --requests N) --json`:
 //!   one connection with N requests outstanding on subject `requests`;
 //!   prints the same JSON summary as `client bench --json` (its `Summary`).
-//! - `nats-bench responder --url URL --id K`: queue group `workers` on
-//!   `requests`; echoes each request and publishes one event (responder id,
-//!   sequence number, timestamp, padding) on `events` per request.
-//! - `nats-bench subscriber --url URL`: counts events on `events`, with
-//!   sequence gaps per responder as losses; prints `subscribed` on stderr
-//!   once the server has its subscription, and `received N events, M lost`
-//!   when SIGTERM ends it.
+//! - `nats-bench responder --url URL --id K [--ready-file PATH]`: queue
+//!   group `workers` on `requests`; echoes each request and publishes one
+//!   event (responder id, sequence number, timestamp, padding) on `events`
+//!   per request.
+//! - `nats-bench subscriber --url URL [--ready-file PATH] [--summary-file PATH]`:
+//!   counts events on `events`, with sequence gaps per responder as losses;
+//!   when SIGTERM ends it, prints `received N events, M lost` on stderr and
+//!   writes the same totals to the summary file in `client subscribe
+//!   --summary-file`'s format ([`client::SubscribeSummary`]).
+//!
+//! `--ready-file` is created (holding the process id) once the server has
+//! the role's subscription: a starter waits for the file, not for a log line.
 //!
 //! The server is Debian's `nats-server`, started by the harness.
 
 use std::{
     cell::RefCell,
     collections::BTreeMap,
+    path::{Path, PathBuf},
     rc::Rc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -25,7 +31,7 @@ use std::{
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use client::bench::Summary;
+use client::{bench::Summary, SubscribeSummary};
 use futures_util::StreamExt as _;
 use hdrhistogram::Histogram;
 
@@ -82,9 +88,28 @@ enum Role {
         /// Event size, bytes (at least 24).
         #[arg(long, default_value_t = 100)]
         event_size: usize,
+        /// Created once subscribed.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
     },
     /// Counts events and sequence gaps until SIGTERM.
-    Subscriber,
+    Subscriber {
+        /// Created once subscribed.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
+        /// The totals at exit, as one JSON object (`client subscribe --summary-file`).
+        #[arg(long, value_name = "PATH")]
+        summary_file: Option<PathBuf>,
+    },
+}
+
+/// Creates the ready file, if asked for, holding the process id.
+fn subscribed(ready_file: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(path) = ready_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("write the ready file {}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -160,14 +185,19 @@ async fn client(
     ))
 }
 
-async fn responder(url: &str, id: u64, event_size: usize) -> anyhow::Result<()> {
+async fn responder(
+    url: &str,
+    id: u64,
+    event_size: usize,
+    ready_file: Option<&Path>,
+) -> anyhow::Result<()> {
     let nats = connect(url, Duration::from_secs(10)).await?;
     let mut sub = nats
         .queue_subscribe(REQUESTS, "workers".to_owned())
         .await
         .context("subscribe")?;
     nats.flush().await.context("flush")?;
-    eprintln!("subscribed");
+    subscribed(ready_file)?;
     let mut event = vec![0u8; event_size.max(EVENT_HEAD)];
     event[..8].copy_from_slice(&id.to_le_bytes());
     let mut seq = 0u64;
@@ -185,7 +215,7 @@ async fn responder(url: &str, id: u64, event_size: usize) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn subscriber(url: &str) -> anyhow::Result<()> {
+async fn subscriber(url: &str, ready_file: Option<&Path>) -> anyhow::Result<SubscribeSummary> {
     let nats = async_nats::ConnectOptions::new()
         .subscription_capacity(1 << 20)
         .connect(url)
@@ -193,7 +223,7 @@ async fn subscriber(url: &str) -> anyhow::Result<()> {
         .with_context(|| format!("connect to {url}"))?;
     let mut sub = nats.subscribe(EVENTS).await.context("subscribe")?;
     nats.flush().await.context("flush")?;
-    eprintln!("subscribed");
+    subscribed(ready_file)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let (mut received, mut lost) = (0u64, 0u64);
     let mut last: BTreeMap<u64, u64> = BTreeMap::new();
@@ -220,8 +250,7 @@ async fn subscriber(url: &str) -> anyhow::Result<()> {
             }
         }
     }
-    eprintln!("received {received} events, {lost} lost");
-    Ok(())
+    Ok(SubscribeSummary { received, lost })
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -250,8 +279,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ))?;
             println!("{}", serde_json::to_string(&s)?);
         }
-        Role::Responder { id, event_size } => rt.block_on(responder(&cli.url, id, event_size))?,
-        Role::Subscriber => rt.block_on(subscriber(&cli.url))?,
+        Role::Responder {
+            id,
+            event_size,
+            ready_file,
+        } => rt.block_on(responder(&cli.url, id, event_size, ready_file.as_deref()))?,
+        Role::Subscriber {
+            ready_file,
+            summary_file,
+        } => {
+            if let Some(path) = &summary_file {
+                SubscribeSummary::prepare(path)?;
+            }
+            let totals = rt.block_on(subscriber(&cli.url, ready_file.as_deref()))?;
+            eprintln!("{totals}");
+            if let Some(path) = &summary_file {
+                totals.write(path)?;
+            }
+        }
     }
     Ok(())
 }

@@ -3,7 +3,9 @@
 //!
 //! - `reference broker --frontend EP --backend EP`: `zmq::proxy(ROUTER, DEALER)`, both bound;
 //! - `reference proxy --xsub EP --xpub EP`: `zmq::proxy(XSUB, XPUB)`, both bound;
-//! - `reference worker --connect EP [--threads N]`: N trivial REP sockets that echo every request.
+//! - `reference worker --connect EP [--threads N] [--publish EP]`: N trivial REP sockets that
+//!   echo every request and, with `--publish`, then publish one event each on their own PUB
+//!   socket (the full-system shape of `make bench`, in bare libzmq).
 //!
 //! Sockets get the same high-water marks as the services' default (`--hwm`,
 //! 10000) and nothing else: no heartbeats, monitors, metrics or tracing.
@@ -54,6 +56,14 @@ enum Role {
         /// REP sockets, one thread each.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Also publish one event per request to this XSUB endpoint: topic
+        /// `requests`, payload = publisher id and sequence number (two
+        /// little-endian u64), padded to `--event-size`.
+        #[arg(long, value_name = "EP")]
+        publish: Option<String>,
+        /// Event payload size, bytes (at least 16).
+        #[arg(long, default_value_t = 100)]
+        event_size: usize,
     },
 }
 
@@ -84,32 +94,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("reference proxy: xsub={xsub} xpub={xpub}");
             zmq::proxy(&s, &p)?;
         }
-        Role::Worker { connect, threads } => {
+        Role::Worker {
+            connect,
+            threads,
+            publish,
+            event_size,
+        } => {
             let handles: Vec<_> = (0..threads.max(1))
-                .map(|_| {
-                    let ctx = ctx.clone();
-                    let connect = connect.clone();
+                .map(|i| {
+                    let (ctx, connect, publish) = (ctx.clone(), connect.clone(), publish.clone());
                     let hwm = cli.hwm;
-                    std::thread::spawn(move || -> zmq::Result<()> {
-                        let s = socket(&ctx, zmq::REP, hwm)?;
-                        s.connect(&connect)?;
-                        let mut frames: Vec<zmq::Message> = Vec::with_capacity(4);
-                        loop {
-                            frames.clear();
-                            loop {
-                                let m = s.recv_msg(0)?;
-                                let more = m.get_more();
-                                frames.push(m);
-                                if !more {
-                                    break;
-                                }
-                            }
-                            let n = frames.len();
-                            for (i, m) in frames.drain(..).enumerate() {
-                                s.send(m, if i + 1 < n { zmq::SNDMORE } else { 0 })?;
-                            }
-                        }
-                    })
+                    // Unique per thread across processes: pid and thread index.
+                    let id = (u64::from(std::process::id()) << 16) | i as u64;
+                    std::thread::spawn(move || echo(&ctx, hwm, &connect, publish, id, event_size))
                 })
                 .collect();
             eprintln!("reference worker: {threads} REP socket(s) connected to {connect}");
@@ -120,6 +117,53 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One REP worker: echoes every request; with `publish`, then publishes one
+/// event (`[requests, id ‖ seq ‖ padding]`).
+fn echo(
+    ctx: &zmq::Context,
+    hwm: i32,
+    connect: &str,
+    publish: Option<String>,
+    id: u64,
+    event_size: usize,
+) -> zmq::Result<()> {
+    let s = socket(ctx, zmq::REP, hwm)?;
+    s.connect(connect)?;
+    let publisher = match publish {
+        Some(ep) => {
+            let p = socket(ctx, zmq::PUB, hwm)?;
+            p.connect(&ep)?;
+            Some(p)
+        }
+        None => None,
+    };
+    let mut event = vec![b'.'; event_size.max(16)];
+    event[0..8].copy_from_slice(&id.to_le_bytes());
+    let mut seq = 0u64;
+    let mut frames: Vec<zmq::Message> = Vec::with_capacity(4);
+    loop {
+        frames.clear();
+        loop {
+            let m = s.recv_msg(0)?;
+            let more = m.get_more();
+            frames.push(m);
+            if !more {
+                break;
+            }
+        }
+        let n = frames.len();
+        for (i, m) in frames.drain(..).enumerate() {
+            s.send(m, if i + 1 < n { zmq::SNDMORE } else { 0 })?;
+        }
+        if let Some(p) = &publisher {
+            event[8..16].copy_from_slice(&seq.to_le_bytes());
+            seq += 1;
+            p.send(&b"requests"[..], zmq::SNDMORE)?;
+            p.send(&event[..], 0)?;
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {

@@ -6,10 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use client::SubscribeSummary;
 use e2e::{
-    faults::{assert_all_healthy, subscribe_summary, ClientRun, EventLines, RssSampler, Scrape},
-    metric, metric_opt, stderr, wait_until, with_timeout, BenchSummary, EventHeader, Header,
-    Signal, Stack, GRACE,
+    faults::{assert_all_healthy, ClientRun, EventLines, RssSampler, SummaryFile},
+    metric, metric_opt, wait_until, with_timeout, BenchSummary, EventHeader, Header, Signal, Stack,
+    GRACE,
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -105,19 +106,15 @@ fn slow_subscriber(slow_hwm: &'static str, delay: &'static str) {
                 )
             })
             .collect();
+        let slow_totals = SummaryFile::new();
         let mut slow = e2e::spawn(
             "client",
             &[
-                "subscribe",
-                "requests",
-                "bulk",
-                "--delay",
-                delay,
-                "--hwm",
-                slow_hwm,
-                "--proxy-endpoints",
-                &xpub,
-            ],
+                &["subscribe", "requests", "bulk", "--delay", delay][..],
+                &["--hwm", slow_hwm, "--proxy-endpoints", &xpub],
+                &slow_totals.args(),
+            ]
+            .concat(),
             &[],
         );
         for f in &fast {
@@ -226,8 +223,10 @@ fn slow_subscriber(slow_hwm: &'static str, delay: &'static str) {
         slow.kill(Signal::Term);
         let out = slow.output(GRACE + Duration::from_secs(10));
         assert!(out.status.success(), "{}", e2e::describe(&out));
-        let (n, m) = subscribe_summary(&stderr(&out))
-            .unwrap_or_else(|| panic!("no summary line\n{}", e2e::describe(&out)));
+        let SubscribeSummary {
+            received: n,
+            lost: m,
+        } = slow_totals.read();
         let lines = EventLines::parse(&slow.stdout_lines());
         assert_eq!(lines.other, 0, "lines that are not events");
         assert_eq!(lines.out_of_order, 0, "events out of order");
@@ -333,9 +332,8 @@ fn overload_far_above_max_inflight_is_refused_bounded_and_recovers() {
             s.errors, overloaded,
             "only `overloaded` refusals are expected: {s}"
         );
-        let broker = Scrape::of(b);
         assert_eq!(
-            broker.get(r#"mensageria_broker_replies_total{status="overloaded"}"#),
+            metric(b, r#"mensageria_broker_replies_total{status="overloaded"}"#),
             overloaded as f64,
             "the broker counts every refusal"
         );

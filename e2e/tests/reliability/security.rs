@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
+use client::SubscribeSummary;
 use e2e::{
     describe,
-    faults::{assert_all_healthy, keygen, socket_events, ClientRun, KeyPair},
+    faults::{assert_all_healthy, keygen, socket_events, ClientRun, KeyPair, SummaryFile},
     http_get, run_bin, stderr, stdout, wait_until, with_timeout, Signal, Stack, GRACE,
 };
 
@@ -65,16 +66,15 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
         );
         assert!(ok.status.success(), "{}", describe(&ok));
         assert_eq!(stdout(&ok), format!("{SECRET_PAYLOAD}\n"));
+        let totals = SummaryFile::new();
         let mut subscriber = e2e::spawn(
             "client",
             &[
-                "subscribe",
-                "requests",
-                "--count",
-                "3",
-                "--proxy-endpoints",
-                &xpub,
-            ],
+                &["subscribe", "requests", "--count", "3"][..],
+                &["--proxy-endpoints", &xpub],
+                &totals.args(),
+            ]
+            .concat(),
             &as_env(&user_env),
         );
         let payload = format!("work 1ms {SECRET_PAYLOAD}");
@@ -95,8 +95,12 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
         let out = subscriber.output(Duration::from_secs(30));
         assert!(out.status.success(), "{}", describe(&out));
         assert_eq!(stdout(&out).lines().count(), 3, "{}", describe(&out));
-        assert!(
-            stderr(&out).contains("received 3 events, 0 lost"),
+        assert_eq!(
+            totals.read(),
+            SubscribeSummary {
+                received: 3,
+                lost: 0
+            },
             "{}",
             describe(&out)
         );
@@ -136,19 +140,20 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
                 "{who}: {}",
                 describe(&out)
             );
+            let totals = SummaryFile::new();
             let out = run_bin(
                 "client",
-                &["subscribe", "--duration", "2s", "--proxy-endpoints", &xpub],
+                &[
+                    &["subscribe", "--duration", "2s", "--proxy-endpoints", &xpub][..],
+                    &totals.args(),
+                ]
+                .concat(),
                 &env,
                 Duration::from_secs(30),
             );
             assert!(out.status.success(), "{who}: {}", describe(&out));
             assert_eq!(stdout(&out), "", "{who} got events: {}", describe(&out));
-            assert!(
-                stderr(&out).contains("received 0 events"),
-                "{who}: {}",
-                describe(&out)
-            );
+            assert_eq!(totals.read().received, 0, "{who}: {}", describe(&out));
             let fe_after = wait_until(
                 &format!("the broker to count the {who} refusal as {event}"),
                 Duration::from_secs(10),

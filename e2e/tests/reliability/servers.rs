@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use e2e::{
     faults::{
-        assert_all_healthy, peers, plain_dealer, ClientRun, Scrape, FAST_HEARTBEATS,
-        HEARTBEAT_TIMEOUT,
+        assert_all_healthy, peers, plain_dealer, ClientRun, FAST_HEARTBEATS, HEARTBEAT_TIMEOUT,
     },
-    metric, recv_within, show, wait_until, with_timeout, Signal, Stack, GRACE,
+    metric, metrics_text, parse_metric, recv_within, show, wait_until, with_timeout, Signal, Stack,
+    GRACE,
 };
 
 const TIMEOUT_REPLIES: &str = r#"mensageria_broker_replies_total{status="timeout"}"#;
@@ -119,12 +119,13 @@ fn sigkill_of_one_server_under_load_fails_no_request() {
             Duration::from_secs(30),
             |s| s.ok() >= at_kill.ok() + 900.0,
         );
-        let broker = Scrape::of(stack.broker.http);
+        let broker = metrics_text(stack.broker.http);
+        let broker = |series| parse_metric(&broker, series).unwrap_or(0.0);
         let survivor_workers = f64::from(stack.servers[1].workers);
         assert_eq!(after.failed(), 0.0, "failed requests: {after:?}");
         assert!(after.retries > at_kill.retries, "no retry: {after:?}");
         assert!(
-            broker.get(TIMEOUT_REPLIES) >= f64::from(timed_out),
+            broker(TIMEOUT_REPLIES) >= f64::from(timed_out),
             "the broker counts its expired entries as `timeout` replies"
         );
         assert_eq!(peers(stack.broker.http, "backend"), survivor_workers);
@@ -137,8 +138,8 @@ fn sigkill_of_one_server_under_load_fails_no_request() {
             after.failed(),
             after.retries,
             after.retries - at_kill.retries,
-            broker.get(TIMEOUT_REPLIES),
-            broker.get(r#"mensageria_broker_dropped_total{reason="late_reply"}"#),
+            broker(TIMEOUT_REPLIES),
+            broker(r#"mensageria_broker_dropped_total{reason="late_reply"}"#),
             killed.elapsed().as_secs_f64()
         );
     });

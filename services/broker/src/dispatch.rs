@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use mensageria::{header::set_request_budget, mdp::WorkerCommand, socket::send_frames, Status};
+use mensageria::{header::set_request_budget, mdp::WorkerCommand, socket::send_head_body, Status};
 use tracing::debug;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -41,7 +41,7 @@ impl Router {
                 self.put_back_ready(id, worker);
                 return;
             };
-            match self.send_request(worker, q.corr, &mut q.body, q.since, now) {
+            match self.send_request(worker, q.corr, &mut q.body, q.bytes, q.since, now) {
                 Sent::Ok => self.recycle(q.body),
                 Sent::Expired => {
                     self.put_back_ready(id, worker);
@@ -60,7 +60,6 @@ impl Router {
     /// worker got it (it never runs anywhere).
     pub(crate) fn expire_unsent(&mut self, id: ServiceId, corr: u64) {
         if let Some(p) = self.inflight.take(corr) {
-            self.metrics.inflight.set(self.inflight.len() as i64);
             let s = self.services.get_mut(id);
             s.expired += 1;
             s.metrics.expired_in_queue.inc();
@@ -105,12 +104,14 @@ impl Router {
     }
 
     /// Sends `[identity, (""), proto, REQUEST, corr, "", body…]` to a worker
-    /// with the header budget rewritten to what is left.
+    /// with the header budget rewritten to what is left (`body_bytes`: the
+    /// body's size, for the traffic metrics).
     pub(crate) fn send_request(
         &mut self,
         key: WorkerKey,
         corr: u64,
         body: &mut Vec<zmq::Message>,
+        body_bytes: usize,
         since: Instant,
         now: Instant,
     ) -> Sent {
@@ -139,14 +140,12 @@ impl Router {
         {
             return Sent::WorkerGone;
         }
-        let bytes = w.identity.len() + 8 + body.iter().map(|f| f.len()).sum::<usize>();
+        let bytes = w.identity.len() + 8 + body_bytes;
         let corr_bytes = corr.to_le_bytes();
         let head =
             mensageria::mdp::worker_prefix(w.version, WorkerCommand::Request, w.leading_empty)
-                .map(zmq::Message::from)
-                .chain([zmq::Message::from(&corr_bytes[..]), zmq::Message::new()]);
-        let frames = head.chain(body.drain(..));
-        if let Err(e) = send_frames(&self.frontend, frames, zmq::DONTWAIT) {
+                .chain([&corr_bytes[..], b""]);
+        if let Err(e) = send_head_body(&self.frontend, head, body.drain(..), zmq::DONTWAIT) {
             // libzmq queues a multipart message atomically once its first
             // frame is accepted, so only a terminating context gets here; the
             // request's deadline answers the client then.

@@ -17,6 +17,7 @@
 //! - [`snapshot`]: the `/services` view.
 //! - [`inflight`]: the table of accepted requests and their deadlines.
 //! - [`route`]: a request's envelope, kept without allocating in the common case.
+//! - [`view`]: a received message's frame bytes, looked up once.
 //! - [`metrics`]: the broker's Prometheus metrics.
 
 pub mod client;
@@ -32,6 +33,7 @@ pub mod route;
 pub mod router;
 pub mod services;
 pub mod snapshot;
+pub mod view;
 pub mod worker_commands;
 pub mod workers;
 
@@ -72,14 +74,13 @@ impl Broker {
 /// # Errors
 /// If a socket or the ops server cannot be bound.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Broker> {
-    let (registry, socket_metrics, broker_metrics) =
-        mensageria::metrics::service_registry("broker", metrics::BrokerMetrics::register);
-    let mut service = Service::new(
+    let (mut service, registry, broker_metrics) = Service::with_metrics(
         "broker",
         config.transport.clone(),
-        socket_metrics.clone(),
         shutdown.clone(),
+        metrics::BrokerMetrics::register,
     )?;
+    let socket_metrics = service.socket_metrics.clone();
     let ready = service.health.check("sockets_bound");
     let heartbeat = service.health.heartbeat("broker-router");
     let sockets = service.sockets.clone();

@@ -12,7 +12,7 @@ use crate::router::Router;
 
 impl Router {
     /// The reply body of an MMI request to `service` with `body`.
-    pub(crate) fn mmi(&self, service: &[u8], body: &[zmq::Message]) -> Vec<u8> {
+    pub(crate) fn mmi(&self, service: &[u8], body: &[&[u8]]) -> Vec<u8> {
         match service {
             b"mmi.service" => {
                 let found = body.first().is_some_and(|name| self.worker_count(name) > 0);

@@ -9,25 +9,29 @@ use tracing::debug;
 
 use crate::{
     metrics::DropReason,
+    replies::Reply,
     requests::take,
     router::{Pending, Router, State},
+    view::Views,
 };
 
 impl Router {
     /// Sends a request of the default service to the REP backend:
     /// `[corr, route…, "", body…]`; REP workers echo the envelope.
+    /// `bytes` is the size of its route and body frames.
     pub(crate) fn send_to_rep(
         &mut self,
         frames: &mut [zmq::Message],
         route_end: usize,
         body_at: usize,
         mut pending: Pending,
+        bytes: usize,
     ) {
         pending.state = State::Rep;
         let corr = self
             .inflight
             .insert(pending.started + self.settings.request_timeout, pending);
-        let bytes = 8 + frames.iter().map(|f| f.len()).sum::<usize>();
+        let bytes = 8 + bytes;
         let corr_frame = zmq::Message::from(&corr.to_le_bytes()[..]);
         let (route, rest) = frames.split_at_mut(route_end);
         let out = std::iter::once(corr_frame)
@@ -37,7 +41,6 @@ impl Router {
         match send_frames(&self.backend, out, zmq::DONTWAIT) {
             Ok(()) => {
                 self.metrics.backend_out.count(bytes);
-                self.metrics.inflight.set(self.inflight.len() as i64);
             }
             Err(e) => {
                 // Nothing was queued: the first frame is where DEALER refuses.
@@ -54,13 +57,13 @@ impl Router {
 
     /// Handles a reply from the REP backend: `[corr, route…, "", reply…]`.
     pub(crate) fn on_rep_reply(&mut self, frames: &mut [zmq::Message]) {
-        let bytes: usize = frames.iter().map(|f| f.len()).sum();
-        self.metrics.backend_in.count(bytes);
-        let corr = frames
+        let views = Views::of(frames);
+        self.metrics.backend_in.count(views.bytes());
+        let corr = views
             .first()
-            .and_then(|f| <[u8; 8]>::try_from(&f[..]).ok())
+            .and_then(|f| <[u8; 8]>::try_from(*f).ok())
             .map(u64::from_le_bytes);
-        let delim = frames
+        let delim = views
             .iter()
             .skip(1)
             .position(|f| f.is_empty())
@@ -75,7 +78,8 @@ impl Router {
             debug!(corr, "Late or unknown reply dropped.");
             return;
         };
-        self.metrics.inflight.set(self.inflight.len() as i64);
-        self.forward_reply(&pending, &mut frames[delim + 1..], true);
+        let reply = Reply::of(&views[delim + 1..]);
+        let now = std::time::Instant::now();
+        self.forward_reply(&pending, &mut frames[delim + 1..], reply, true, now);
     }
 }

@@ -3,7 +3,12 @@
 
 use std::time::Instant;
 
-use mensageria::{header::Header, otel, socket::send_frames, Status};
+use mensageria::{
+    header::{is_header, reply_status},
+    otel,
+    socket::{send_frames, send_head_body},
+    Status,
+};
 use tracing::debug;
 
 use crate::{
@@ -11,6 +16,7 @@ use crate::{
     metrics::{DropReason, ServiceMetrics},
     requests::take,
     router::{Pending, Router},
+    view::byte_len,
 };
 
 /// An answer the broker makes itself.
@@ -41,30 +47,57 @@ impl<'a> Answer<'a> {
     }
 }
 
-impl Router {
-    /// Forwards a worker's reply body to the client of `p` in its protocol.
-    pub(crate) fn forward_reply(&self, p: &Pending, body: &mut [zmq::Message], final_: bool) {
+/// What the broker needs to know of a reply body it forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reply {
+    /// The status in its reply header; `ok` without one (a foreign worker).
+    pub status: Status,
+    /// Bytes of its frames.
+    pub bytes: usize,
+}
+
+impl Reply {
+    /// Reads the status and size of a reply body from its frames' views.
+    pub(crate) fn of(body: &[&[u8]]) -> Self {
         let status = body
             .first()
-            .filter(|f| mensageria::header::is_header(f))
-            .and_then(|f| match Header::decode(f) {
-                Ok(Header::Reply(h)) => Some(h.status),
-                _ => None,
-            })
+            .filter(|f| is_header(f))
+            .and_then(|f| reply_status(f))
             .unwrap_or(Status::Ok);
+        Reply {
+            status,
+            bytes: byte_len(body),
+        }
+    }
+}
+
+impl Router {
+    /// Forwards a worker's reply body to the client of `p` in its protocol;
+    /// `now` (when the reply arrived) ends the request's duration.
+    pub(crate) fn forward_reply(
+        &self,
+        p: &Pending,
+        body: &mut [zmq::Message],
+        reply: Reply,
+        final_: bool,
+        now: Instant,
+    ) {
+        let Reply { status, bytes } = reply;
         let s = self.services.get(p.service);
         let service = s.name.as_bytes();
-        let bytes = p.route.byte_len() + body.iter().map(|f| f.len()).sum::<usize>();
-        let frames = p
+        let bytes = p.route.byte_len() + bytes;
+        let head = p
             .route
             .frames()
-            .chain(client::reply_prefix(p.client, service, final_))
-            .map(zmq::Message::from)
-            .chain(body.iter_mut().map(take));
-        match send_frames(&self.frontend, frames, zmq::DONTWAIT) {
+            .chain(client::reply_prefix(p.client, service, final_));
+        let body = body.iter_mut().map(take);
+        match send_head_body(&self.frontend, head, body, zmq::DONTWAIT) {
             Ok(()) if final_ => {
                 self.metrics.frontend_out.count(bytes);
-                self.count_reply(&s.metrics, status, p.started);
+                s.metrics.reply(status);
+                s.metrics
+                    .duration
+                    .observe(now.saturating_duration_since(p.started));
                 if status != Status::Ok {
                     s.errors.set(s.errors.get() + 1);
                 }
@@ -94,14 +127,14 @@ impl Router {
 
     /// Answers a request the broker did not accept (no pending entry), or an
     /// MMI request; counted under the `other` service label.
-    pub(crate) fn answer_now(&self, route: &[zmq::Message], answer: &Answer<'_>, body: &[Vec<u8>]) {
+    pub(crate) fn answer_now(&self, route: &[&[u8]], answer: &Answer<'_>, body: &[Vec<u8>]) {
         let other = &self.metrics.services.other;
         other.requests.inc();
-        self.send_answer(route.iter().map(|f| &f[..]), answer, body, other);
+        self.send_answer(route.iter().copied(), answer, body, other);
     }
 
     /// [`Router::answer_now`] with an error body.
-    pub(crate) fn error_now(&self, route: &[zmq::Message], answer: Answer<'_>, why: &str) {
+    pub(crate) fn error_now(&self, route: &[&[u8]], answer: Answer<'_>, why: &str) {
         let body = client::error_body(answer.kind, answer.status, why);
         self.answer_now(route, &answer, &body);
     }

@@ -16,7 +16,7 @@ use mensageria::{
     health::Heartbeat,
     mdp::{ServiceName, WorkerCommand},
     metrics::SocketMetrics,
-    socket::recv_frames,
+    socket::recv_frames_into,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -34,6 +34,9 @@ use crate::{
 /// Most messages handled from one socket per poll wake-up, so neither side
 /// can starve the other.
 const BATCH: usize = 512;
+/// Receive slots kept between messages: a Majordomo request or reply has
+/// at most 7 frames, more with a longer route.
+const KEEP_FRAMES: usize = 16;
 /// How long a drained broker keeps its connections open after the last
 /// reply, so clients can read it before the connection closes.
 const DRAIN_LINGER: Duration = Duration::from_millis(200);
@@ -132,6 +135,7 @@ pub struct Router {
     pub(crate) default_service: ServiceId,
     /// Spare body buffers for queued requests (no allocation per request).
     pub(crate) spare: Vec<Vec<zmq::Message>>,
+    /// Receive buffer, reused message by message.
     frames: Vec<zmq::Message>,
 }
 
@@ -219,6 +223,9 @@ impl Router {
             .map_or(POLL_MS, |d| {
                 d.saturating_duration_since(now).as_millis() as i64 + 1
             });
+            // Everything this wake-up did is visible to a scrape before the
+            // loop sleeps.
+            self.metrics.flush(self.inflight.len());
             let mut items = [
                 self.frontend.as_poll_item(zmq::POLLIN),
                 self.backend.as_poll_item(zmq::POLLIN),
@@ -237,6 +244,7 @@ impl Router {
             }
         }
         self.disconnect_all_workers();
+        self.metrics.flush(self.inflight.len());
         info!("Broker loop stopped.");
         Ok(())
     }
@@ -250,10 +258,10 @@ impl Router {
             } else {
                 &self.backend
             };
-            let received = recv_frames(socket, zmq::DONTWAIT, &mut frames);
+            let received = recv_frames_into(socket, zmq::DONTWAIT, &mut frames);
             match received {
-                Ok(()) if frontend => self.on_frontend(&mut frames, draining),
-                Ok(()) => self.on_rep_reply(&mut frames),
+                Ok(n) if frontend => self.on_frontend(&mut frames[..n], draining),
+                Ok(n) => self.on_rep_reply(&mut frames[..n]),
                 Err(e) => {
                     if e != zmq::Error::EAGAIN {
                         debug!(frontend, error.message = %e, "Receive failed.");
@@ -262,7 +270,10 @@ impl Router {
                     return;
                 }
             }
-            frames.clear();
+            // Frames that were not moved on keep their content until a later
+            // message reuses the slot; an unusually long message (a deep relay
+            // envelope, or junk) is not kept past this one.
+            frames.truncate(KEEP_FRAMES);
             self.frames = frames;
         }
     }
@@ -282,7 +293,6 @@ impl Router {
             n += 1;
         }
         if n > 0 {
-            self.metrics.inflight.set(self.inflight.len() as i64);
             debug!(expired = n, "Requests timed out.");
         }
     }
@@ -336,7 +346,6 @@ impl Router {
                 "broker stopped before the reply arrived",
             );
         }
-        self.metrics.inflight.set(0);
         warn!(
             abandoned = left,
             "Drain grace period over; answered the rest `unavailable`."

@@ -6,11 +6,9 @@
 //! oldest first, and an expired request's queue entry is dropped from the
 //! front of its queue (or skipped when it reaches the front), never searched.
 
-use std::{
-    cell::Cell,
-    collections::{HashMap, VecDeque},
-    time::Instant,
-};
+use std::{cell::Cell, collections::VecDeque, time::Instant};
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use mensageria::mdp::ServiceName;
 
@@ -35,6 +33,8 @@ pub struct Queued {
     pub corr: u64,
     /// The body frames to hand to a worker.
     pub body: Vec<zmq::Message>,
+    /// Their total size in bytes.
+    pub bytes: usize,
     /// When it entered the queue.
     pub since: Instant,
 }
@@ -126,6 +126,7 @@ pub struct TooManyServices(pub usize);
 pub struct Registry {
     slots: Vec<Option<Service>>,
     free: Vec<u32>,
+    /// By name (looked up per request: a fast seeded hash, not SipHash).
     by_name: HashMap<Box<[u8]>, ServiceId>,
     cap: usize,
 }
@@ -253,6 +254,7 @@ mod tests {
         Queued {
             corr,
             body: Vec::new(),
+            bytes: 0,
             since: Instant::now(),
         }
     }

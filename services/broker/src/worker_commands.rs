@@ -21,16 +21,32 @@ use tracing::{debug, info, warn};
 
 use crate::{
     metrics::DropReason,
+    replies::Reply,
     requests::take,
     router::{hex, Router, State},
     services::{Queued, ServiceId},
     workers::{Worker, WorkerKey},
 };
 
+/// A reply, PARTIAL or REQUEUE from a worker for a request it holds: what
+/// the broker does with the frames once their views are no longer borrowed.
+pub(crate) struct Addressed {
+    key: WorkerKey,
+    corr: u64,
+    command: WorkerCommand,
+    /// Index of the first body frame.
+    body_at: usize,
+    /// The body's status and size.
+    reply: Reply,
+}
+
 impl Router {
-    /// Handles `[identity, command…]` from a worker.
-    pub(crate) fn on_worker(&mut self, frames: &mut [zmq::Message], now: Instant) {
-        let key = self.workers.find(&frames[0]);
+    /// Handles `[identity, command…]` from a worker, given its frames'
+    /// views; a reply (or PARTIAL, REQUEUE) for a held request is returned
+    /// for [`Router::on_addressed`] to move its body.
+    pub(crate) fn on_worker(&mut self, frames: &[&[u8]], now: Instant) -> Option<Addressed> {
+        let identity = frames[0];
+        let key = self.workers.find(identity);
         if let Some(w) = key.and_then(|k| self.workers.get_mut(k)) {
             w.last_heard = now;
         }
@@ -39,9 +55,9 @@ impl Router {
             Err(e) => {
                 let (v, empty) = guess_version(&frames[1..]);
                 let why = format!("invalid worker message: {e}");
-                return self.refuse(
+                self.refuse(
                     &Peer {
-                        identity: &frames[0],
+                        identity,
                         version: v,
                         leading_empty: empty,
                     },
@@ -50,16 +66,17 @@ impl Router {
                     &why,
                     now,
                 );
+                return None;
             }
         };
         let (version, empty, command) = (msg.version, msg.leading_empty, msg.command);
         let peer = Peer {
-            identity: &frames[0],
+            identity,
             version,
             leading_empty: empty,
         };
         let Some(key) = key else {
-            return match msg.body {
+            match msg.body {
                 WorkerBody::Ready { service, options } => {
                     self.register(&peer, service, options, now)
                 }
@@ -69,15 +86,16 @@ impl Router {
                     // A worker the broker does not know (lost, or from before a
                     // restart): DISCONNECT makes it reconnect and register again.
                     self.metrics.drop(DropReason::UnknownWorker);
-                    debug!(worker = %hex(&frames[0]), command = command.name(), "Command from an unregistered worker; sent DISCONNECT.");
+                    debug!(worker = %hex(identity), command = command.name(), "Command from an unregistered worker; sent DISCONNECT.");
                     self.send_raw(&peer, WorkerCommand::Disconnect);
                 }
-            };
+            }
+            return None;
         };
         match (command, msg.body) {
             (WorkerCommand::Heartbeat, _) => {}
             (WorkerCommand::Disconnect, _) => {
-                info!(worker = %hex(&frames[0]), "Worker disconnected.");
+                info!(worker = %hex(identity), "Worker disconnected.");
                 self.remove_worker(key, now, false, "worker disconnected");
             }
             (WorkerCommand::Credit, WorkerBody::Credit { options }) => {
@@ -101,19 +119,32 @@ impl Router {
                     .is_some_and(|c| self.workers.get(key).is_some_and(|w| w.held.contains(&c)));
                 let Some(corr) = corr.filter(|_| holds) else {
                     let why = format!("{} for a request this worker does not hold", c.name());
-                    return self.refuse(&peer, Some(key), DropReason::WorkerProtocol, &why, now);
+                    self.refuse(&peer, Some(key), DropReason::WorkerProtocol, &why, now);
+                    return None;
                 };
-                let body_at = frames.len() - body.len();
-                match c {
-                    WorkerCommand::Partial => self.on_partial(corr, &mut frames[body_at..]),
-                    WorkerCommand::Requeue => self.on_requeue(key, corr, frames, body_at, now),
-                    _ => self.on_final(key, corr, &mut frames[body_at..], now),
-                }
+                return Some(Addressed {
+                    key,
+                    corr,
+                    command: c,
+                    body_at: frames.len() - body.len(),
+                    reply: Reply::of(body),
+                });
             }
             (c, _) => {
                 let why = format!("unexpected {} from a registered worker", c.name());
                 self.refuse(&peer, Some(key), DropReason::WorkerProtocol, &why, now);
             }
+        }
+        None
+    }
+
+    /// Moves the body of a reply, PARTIAL or REQUEUE on.
+    pub(crate) fn on_addressed(&mut self, frames: &mut [zmq::Message], a: Addressed, now: Instant) {
+        let body = &mut frames[a.body_at..];
+        match a.command {
+            WorkerCommand::Partial => self.on_partial(a.corr, body, a.reply, now),
+            WorkerCommand::Requeue => self.on_requeue(a.key, a.corr, body, a.reply.bytes, now),
+            _ => self.on_final(a.key, a.corr, body, a.reply, now),
         }
     }
 
@@ -161,7 +192,14 @@ impl Router {
     }
 
     /// FINAL (0.2) or REPLY (0.1): the worker is done with `corr`.
-    fn on_final(&mut self, key: WorkerKey, corr: u64, body: &mut [zmq::Message], now: Instant) {
+    fn on_final(
+        &mut self,
+        key: WorkerKey,
+        corr: u64,
+        body: &mut [zmq::Message],
+        reply: Reply,
+        now: Instant,
+    ) {
         let service = self.release(key, corr);
         if let Some(w) = self.workers.get_mut(key) {
             w.served += 1;
@@ -169,8 +207,7 @@ impl Router {
         }
         match self.inflight.take(corr) {
             Some(p) => {
-                self.metrics.inflight.set(self.inflight.len() as i64);
-                self.forward_reply(&p, body, true);
+                self.forward_reply(&p, body, reply, true, now);
             }
             None => {
                 self.metrics.drop(DropReason::LateReply);
@@ -185,7 +222,7 @@ impl Router {
     }
 
     /// PARTIAL (0.2): forwarded to 0.2 clients; others take one reply only.
-    fn on_partial(&mut self, corr: u64, body: &mut [zmq::Message]) {
+    fn on_partial(&mut self, corr: u64, body: &mut [zmq::Message], reply: Reply, now: Instant) {
         let Some(p) = self.inflight.get(corr) else {
             return self.metrics.drop(DropReason::LateReply);
         };
@@ -197,7 +234,7 @@ impl Router {
             }
         );
         if streams {
-            self.forward_reply(p, body, false);
+            self.forward_reply(p, body, reply, false, now);
         } else {
             self.metrics.drop(DropReason::PartialUnsupported);
         }
@@ -210,8 +247,8 @@ impl Router {
         &mut self,
         key: WorkerKey,
         corr: u64,
-        frames: &mut [zmq::Message],
-        body_at: usize,
+        body: &mut [zmq::Message],
+        bytes: usize,
         now: Instant,
     ) {
         let service = self.release(key, corr);
@@ -222,11 +259,12 @@ impl Router {
             return self.metrics.drop(DropReason::LateReply);
         };
         p.state = State::Queued;
-        let mut body = self.spare.pop().unwrap_or_default();
-        body.extend(frames[body_at..].iter_mut().map(take));
+        let mut frames = self.spare.pop().unwrap_or_default();
+        frames.extend(body.iter_mut().map(take));
         self.services.get_mut(service).requeue_front(Queued {
             corr,
-            body,
+            body: frames,
+            bytes,
             since: now,
         });
         self.dispatch(service, now);
@@ -276,7 +314,6 @@ impl Router {
                 self.reply_error(&p, Status::Unavailable, why);
             }
         }
-        self.metrics.inflight.set(self.inflight.len() as i64);
         if self.services.get(w.service).workers == 0 && self.settings.no_worker_grace.is_zero() {
             self.flush_queue(w.service, "no worker for this service");
         }
@@ -299,7 +336,6 @@ impl Router {
             }
             self.recycle(q.body);
         }
-        self.metrics.inflight.set(self.inflight.len() as i64);
     }
 
     /// Refuses a worker: DISCONNECT, removal, a counted and logged drop.
@@ -348,9 +384,9 @@ struct Peer<'a> {
 }
 
 /// The version and form to answer an unparsable worker message in.
-fn guess_version(frames: &[zmq::Message]) -> (Version, bool) {
+fn guess_version(frames: &[&[u8]]) -> (Version, bool) {
     let empty = frames.first().is_some_and(|f| f.is_empty());
-    let proto = frames.get(usize::from(empty)).map(|f| &f[..]);
+    let proto = frames.get(usize::from(empty)).copied();
     match proto.and_then(Version::of_worker) {
         Some(v) => (v, empty && v == Version::V2),
         None => (Version::V2, empty),

@@ -6,7 +6,9 @@
 //! that are gone since: they are skipped when popped ([`WorkerTable::get`]
 //! returns `None`), which keeps removal O(1) instead of a scan of the ring.
 
-use std::{collections::HashMap, time::Instant};
+use std::time::Instant;
+
+use foldhash::HashMap;
 
 use mensageria::mdp::Version;
 
@@ -75,6 +77,7 @@ impl Worker {
 pub struct WorkerTable {
     slots: Vec<(u32, Option<Worker>)>,
     free: Vec<u32>,
+    /// By identity (looked up per message: a fast seeded hash, not SipHash).
     by_identity: HashMap<Box<[u8]>, WorkerKey>,
 }
 

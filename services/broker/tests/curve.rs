@@ -10,7 +10,7 @@ use std::{
 };
 
 use broker::Config;
-use mensageria::{curve::parse_key, ops::http_get};
+use mensageria::curve::parse_key;
 use tokio_util::sync::CancellationToken;
 
 struct Keys {
@@ -43,12 +43,7 @@ fn client_socket(
 }
 
 fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
-    let body = http_get(addr, "/metrics", Duration::from_secs(5))
-        .unwrap()
-        .1;
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .map_or(0.0, |v| v.parse().unwrap())
+    testkit::inproc::metric(addr, series).unwrap_or(0.0)
 }
 
 /// A TCP relay that records every byte the client sends.
@@ -162,9 +157,7 @@ async fn only_allowed_clients_get_through_encrypted() {
     );
     assert!(auth >= 1.0, "auth failure not counted");
     assert!(handshake >= 1.0, "handshake failure not counted");
-    let metrics = http_get(b.http_addr, "/metrics", Duration::from_secs(5))
-        .unwrap()
-        .1;
+    let metrics = testkit::inproc::metrics(b.http_addr);
     assert!(
         !metrics.contains(&keys.server_secret),
         "no secret in /metrics"

@@ -141,6 +141,10 @@ pub struct SubscribeArgs {
     /// benchmark's subscriber does).
     #[arg(long)]
     pub quiet: bool,
+    /// Also write the totals at exit to this file, as one JSON object
+    /// (`{"received":N,"lost":M}`, see `SubscribeSummary`), for programs.
+    #[arg(long, value_name = "PATH")]
+    pub summary_file: Option<std::path::PathBuf>,
     /// ZeroMQ transport options.
     #[command(flatten)]
     pub transport: TransportArgs,

@@ -71,22 +71,14 @@ pub async fn start_run(
     if !(args.rate.is_finite() && args.rate >= 0.0) {
         anyhow::bail!("--rate must be a number >= 0, got {}", args.rate);
     }
-    let (registry, socket_metrics, client_metrics) =
-        mensageria::metrics::service_registry("client", ClientMetrics::register);
-    let mut service = Service::new(
+    let (mut service, registry, client_metrics) = Service::with_metrics(
         "client",
         args.requests.transport.clone(),
-        socket_metrics.clone(),
         shutdown.clone(),
+        ClientMetrics::register,
     )?;
-    let peers = socket_metrics.clone();
-    service
-        .health
-        .check_with("broker_connected", move || peers.peer_count("req") > 0);
-    let peers = socket_metrics.clone();
-    service
-        .health
-        .check_with("proxy_connected", move || peers.peer_count("sub") > 0);
+    service.ready_when_connected("broker_connected", "req");
+    service.ready_when_connected("proxy_connected", "sub");
 
     let (sockets, metrics, sd) = (
         service.sockets.clone(),
@@ -302,16 +294,75 @@ pub async fn bench(
     .await
 }
 
+/// The totals of a `client subscribe` run: printed on stderr at exit for
+/// people (`received N events, M lost`, its [`Display`](std::fmt::Display))
+/// and written as one JSON object to `--summary-file` for programs. These
+/// field names are the file's format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SubscribeSummary {
+    /// Events received.
+    pub received: u64,
+    /// Events lost: sequence gaps per publisher and topic.
+    pub lost: u64,
+}
+
+impl std::fmt::Display for SubscribeSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "received {} events, {} lost", self.received, self.lost)
+    }
+}
+
+impl SubscribeSummary {
+    /// Creates (empties) the summary file before the run, so a bad path is
+    /// an error at once rather than after it.
+    ///
+    /// # Errors
+    /// If the file cannot be created.
+    pub fn prepare(path: &std::path::Path) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        std::fs::File::create(path)
+            .with_context(|| format!("create the summary file {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Writes the summary to `path` as one JSON object.
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn write(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let json = serde_json::to_string(self)?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("write the summary file {}", path.display()))
+    }
+
+    /// Reads a summary file.
+    ///
+    /// # Errors
+    /// If it cannot be read or is not a summary.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<SubscribeSummary> {
+        use anyhow::Context as _;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read the summary file {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("parse the summary file {}: {text:?}", path.display()))
+    }
+}
+
 /// `client subscribe`: prints events to stdout until `--count`, `--duration`
-/// or shutdown; returns (received, lost).
+/// or shutdown; returns the totals, written to `--summary-file` if given.
 ///
 /// # Errors
-/// If the socket cannot be set up.
+/// If the socket cannot be set up or the summary file cannot be written.
 pub async fn subscribe(
     args: SubscribeArgs,
     shutdown: CancellationToken,
-) -> anyhow::Result<(u64, u64)> {
-    one_shot(
+) -> anyhow::Result<SubscribeSummary> {
+    let summary_file = args.summary_file.clone();
+    if let Some(path) = &summary_file {
+        SubscribeSummary::prepare(path)?;
+    }
+    let summary = one_shot(
         "client-subscribe",
         args.transport.clone(),
         shutdown,
@@ -362,8 +413,46 @@ pub async fn subscribe(
                     break; // stdout closed (e.g. piped into head)
                 }
             }
-            Ok((received, lost))
+            Ok(SubscribeSummary { received, lost })
         },
     )
-    .await
+    .await?;
+    if let Some(path) = summary_file {
+        summary.write(&path)?;
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SubscribeSummary;
+
+    #[test]
+    fn the_subscribe_summary_reads_back_what_it_writes_and_prints_for_people() {
+        let dir = std::env::temp_dir().join(format!("client-summary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("summary.json");
+        let s = SubscribeSummary {
+            received: 12,
+            lost: 2,
+        };
+        s.write(&path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"received\":12,\"lost\":2}\n",
+            "the documented format"
+        );
+        assert_eq!(SubscribeSummary::read(&path).unwrap(), s);
+        assert_eq!(s.to_string(), "received 12 events, 2 lost");
+        std::fs::write(&path, "").unwrap();
+        let e = SubscribeSummary::read(&path).unwrap_err();
+        assert!(format!("{e:#}").contains("parse the summary file"), "{e:#}");
+        let missing = dir.join("no-such-dir").join("summary.json");
+        let e = SubscribeSummary::prepare(&missing).unwrap_err();
+        assert!(
+            format!("{e:#}").contains(&missing.display().to_string()),
+            "a bad path is named before the run: {e:#}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -64,8 +64,7 @@ fn main() -> ExitCode {
             let _telemetry =
                 telemetry::init_or_exit("client", &cli_logging(&args.log_filter, &args.otel));
             run_main(|sd| async move {
-                let (received, lost) = client::subscribe(args, sd).await?;
-                eprintln!("received {received} events, {lost} lost");
+                eprintln!("{}", client::subscribe(args, sd).await?);
                 Ok(())
             })
         }

@@ -30,11 +30,7 @@ fn factory() -> SocketFactory {
 
 fn router() -> (zmq::Socket, String, zmq::Context) {
     let ctx = zmq::Context::new();
-    let s = ctx.socket(zmq::ROUTER).unwrap();
-    s.set_linger(0).unwrap();
-    s.set_rcvtimeo(5_000).unwrap();
-    s.bind("tcp://127.0.0.1:*").unwrap();
-    let ep = s.get_last_endpoint().unwrap().unwrap();
+    let (s, ep) = testkit::inproc::bound(&ctx, zmq::ROUTER);
     (s, ep, ctx)
 }
 
@@ -47,6 +43,16 @@ fn config(endpoint: &str, plain: bool, timeout_ms: u64, retries: u32) -> Request
         concurrency: 4,
         service: None,
     }
+}
+
+/// A requester on [`factory`] with [`config`] and unregistered metrics.
+fn requester(endpoint: &str, plain: bool, timeout_ms: u64, retries: u32) -> Requester {
+    Requester::new(
+        factory(),
+        config(endpoint, plain, timeout_ms, retries),
+        ClientMetrics::unregistered(),
+    )
+    .unwrap()
 }
 
 /// Drives the requester until the fake broker has a request, then receives
@@ -107,12 +113,7 @@ fn wait_one(req: &mut Requester) -> Outcome {
 #[test]
 fn header_request_round_trip() {
     let (router, ep, _ctx) = router();
-    let mut req = Requester::new(
-        factory(),
-        config(&ep, false, 2000, 0),
-        ClientMetrics::unregistered(),
-    )
-    .unwrap();
+    let mut req = requester(&ep, false, 2000, 0);
     let id = req.submit(vec![b"ping".to_vec()]);
     let (route, got_id, payload) = take(&router, &mut req);
     assert_eq!((got_id, payload), (Some(id), vec![b"ping".to_vec()]));
@@ -178,12 +179,7 @@ fn lost_reply_is_retried_and_a_stale_reply_ignored() {
 #[test]
 fn unavailable_is_retried_with_backoff_then_reported() {
     let (router, ep, _ctx) = router();
-    let mut req = Requester::new(
-        factory(),
-        config(&ep, false, 2000, 2),
-        ClientMetrics::unregistered(),
-    )
-    .unwrap();
+    let mut req = requester(&ep, false, 2000, 2);
     req.submit(vec![b"x".to_vec()]);
     for _ in 0..3 {
         let (route, id, _) = take(&router, &mut req);
@@ -197,12 +193,7 @@ fn unavailable_is_retried_with_backoff_then_reported() {
 #[test]
 fn every_attempt_timing_out_ends_in_timeout() {
     let (router, ep, _ctx) = router();
-    let mut req = Requester::new(
-        factory(),
-        config(&ep, false, 100, 1),
-        ClientMetrics::unregistered(),
-    )
-    .unwrap();
+    let mut req = requester(&ep, false, 100, 1);
     let t = Instant::now();
     req.submit(vec![b"x".to_vec()]);
     // Both attempts reach the broker, which never answers.
@@ -218,12 +209,7 @@ fn no_broker_at_all_is_a_timeout_not_a_hang() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let ep = format!("tcp://{}", free.local_addr().unwrap());
     drop(free);
-    let mut req = Requester::new(
-        factory(),
-        config(&ep, false, 100, 1),
-        ClientMetrics::unregistered(),
-    )
-    .unwrap();
+    let mut req = requester(&ep, false, 100, 1);
     req.submit(vec![b"x".to_vec()]);
     let o = wait_one(&mut req);
     assert_eq!(o.status, Status::Timeout);
@@ -237,12 +223,7 @@ fn no_broker_at_all_is_a_timeout_not_a_hang() {
 #[test]
 fn plain_mode_reopens_the_socket_after_a_timeout() {
     let (router, ep, _ctx) = router();
-    let mut req = Requester::new(
-        factory(),
-        config(&ep, true, 150, 1),
-        ClientMetrics::unregistered(),
-    )
-    .unwrap();
+    let mut req = requester(&ep, true, 150, 1);
     req.submit(vec![b"plain".to_vec()]);
     let (route1, id, payload) = take(&router, &mut req);
     assert_eq!(
@@ -267,10 +248,7 @@ fn plain_mode_reopens_the_socket_after_a_timeout() {
 #[test]
 fn subscriber_counts_sequence_gaps_and_lag() {
     let ctx = zmq::Context::new();
-    let publisher = ctx.socket(zmq::PUB).unwrap();
-    publisher.set_linger(0).unwrap();
-    publisher.bind("tcp://127.0.0.1:*").unwrap();
-    let ep = publisher.get_last_endpoint().unwrap().unwrap();
+    let (publisher, ep) = testkit::inproc::bound(&ctx, zmq::PUB);
     let f = factory();
     let socket = f.socket(zmq::SUB, "sub").unwrap();
     f.connect_all(&socket, &ep.parse().unwrap()).unwrap();

@@ -1,6 +1,6 @@
 //! Proxy configuration (docs/design.md §2).
 
-use clap::{Args, Parser};
+use clap::Args;
 use mensageria::cli::{ServiceCli, ServiceConfig, ServiceInfo};
 use mensageria::config::{parse_endpoint, CommonArgs, TransportArgs};
 
@@ -43,22 +43,22 @@ impl ServiceConfig for Config {
 impl Config {
     /// A configuration for tests: loopback, ephemeral ports everywhere.
     pub fn for_tests() -> Self {
-        Cli::try_parse_from([
+        Cli::for_tests(
             "proxy",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--xsub-bind",
-            "tcp://127.0.0.1:*",
-            "--xpub-bind",
-            "tcp://127.0.0.1:*",
-        ])
-        .expect("test arguments are valid")
-        .config
+            &[
+                "--xsub-bind",
+                "tcp://127.0.0.1:*",
+                "--xpub-bind",
+                "tcp://127.0.0.1:*",
+            ],
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
 
     #[test]

@@ -47,13 +47,11 @@ impl Proxy {
 /// # Errors
 /// If a socket or the ops server cannot be bound.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Proxy> {
-    let (registry, socket_metrics, proxy_metrics) =
-        mensageria::metrics::service_registry("proxy", metrics::ProxyMetrics::register);
-    let mut service = Service::new(
+    let (mut service, registry, proxy_metrics) = Service::with_metrics(
         "proxy",
         config.transport.clone(),
-        socket_metrics,
         shutdown.clone(),
+        metrics::ProxyMetrics::register,
     )?;
     let ready = service.health.check("sockets_bound");
     let heartbeat = service.health.heartbeat("proxy-forwarder");

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use mensageria::ops::http_get;
 use proxy::{Config, Proxy};
+use testkit::inproc;
 use tokio_util::sync::CancellationToken;
 
 struct Fixture {
@@ -28,9 +28,7 @@ async fn start() -> Fixture {
 
 impl Fixture {
     fn socket(&self, kind: zmq::SocketType, endpoint: &str) -> zmq::Socket {
-        let s = self.ctx.socket(kind).unwrap();
-        s.set_linger(0).unwrap();
-        s.set_rcvtimeo(5_000).unwrap();
+        let s = inproc::socket(&self.ctx, kind);
         // Unbounded queues on the test side: only the proxy's limits are under test.
         s.set_sndhwm(0).unwrap();
         s.set_rcvhwm(0).unwrap();
@@ -38,31 +36,13 @@ impl Fixture {
         s
     }
 
-    fn metrics(&self) -> String {
-        http_get(self.proxy.http_addr, "/metrics", Duration::from_secs(5))
-            .unwrap()
-            .1
-    }
-
     fn value(&self, series: &str) -> Option<f64> {
-        self.metrics().lines().find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|v| v.strip_prefix(' '))
-                .and_then(|v| v.parse().ok())
-        })
+        inproc::metric(self.proxy.http_addr, series)
     }
 
-    /// Waits until `series` reaches `want`.
+    /// Waits until `series` reaches `want` (0 while not exposed).
     fn wait_for(&self, series: &str, want: f64) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.value(series) != Some(want) {
-            assert!(
-                Instant::now() < deadline,
-                "{series} never reached {want}: {:?}",
-                self.value(series)
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        inproc::expect_metric(self.proxy.http_addr, series, want);
     }
 
     /// Publishes `topic` until `sub` receives one (the subscription has
@@ -88,10 +68,7 @@ impl Fixture {
 
     async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.proxy.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        inproc::stopped("proxy", self.proxy.wait()).await;
     }
 }
 
@@ -175,20 +152,19 @@ async fn ten_thousand_topics_keep_label_cardinality_bounded() {
     let total = 10_000.0;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let m = f.metrics();
-        let series: Vec<f64> = m
-            .lines()
-            .filter(|l| l.starts_with("mensageria_proxy_events_in_total{"))
-            .filter(|l| !l.contains("topic=\"warmup\""))
-            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
-            .collect();
-        if series.iter().sum::<f64>() == total {
+        let mut by_topic = testkit::metrics::by_label(
+            &inproc::metrics(f.proxy.http_addr),
+            "mensageria_proxy_events_in_total",
+            "topic",
+        );
+        by_topic.remove("warmup");
+        if by_topic.values().sum::<f64>() == total {
             assert!(
-                series.len() <= mensageria::metrics::TOPIC_LABEL_CAP,
+                by_topic.len() <= mensageria::metrics::TOPIC_LABEL_CAP,
                 "{} series",
-                series.len()
+                by_topic.len()
             );
-            assert!(m.contains("mensageria_proxy_events_in_total{topic=\"other\"}"));
+            assert!(by_topic.contains_key("other"), "{by_topic:?}");
             break;
         }
         assert!(Instant::now() < deadline, "events not all counted");
@@ -200,9 +176,8 @@ async fn ten_thousand_topics_keep_label_cardinality_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_once_bound_and_stops_on_shutdown() {
     let f = start().await;
-    let (code, body) = http_get(f.proxy.http_addr, "/readyz", Duration::from_secs(5)).unwrap();
-    assert_eq!(code, 200, "{body}");
-    let (code, _) = http_get(f.proxy.http_addr, "/metrics", Duration::from_secs(5)).unwrap();
-    assert_eq!(code, 200);
+    // Both answer 200 (`get` asserts it).
+    inproc::get(f.proxy.http_addr, "/readyz");
+    inproc::metrics(f.proxy.http_addr);
     f.stop().await;
 }

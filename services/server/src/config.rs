@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::Args;
 use mensageria::{
     cli::{ServiceCli, ServiceConfig, ServiceInfo},
     config::{parse_duration, CommonArgs, TransportArgs},
@@ -136,24 +136,24 @@ impl Config {
 
     /// A configuration for tests: loopback ops port 0, the given endpoints.
     pub fn for_tests(broker: &str, proxy: &str, workers: u16) -> Self {
-        Cli::try_parse_from([
+        Cli::for_tests(
             "server",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--broker-endpoints",
-            broker,
-            "--proxy-endpoints",
-            proxy,
-            "--workers",
-            &workers.to_string(),
-        ])
-        .expect("test arguments are valid")
-        .config
+            &[
+                "--broker-endpoints",
+                broker,
+                "--proxy-endpoints",
+                proxy,
+                "--workers",
+                &workers.to_string(),
+            ],
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
 
     #[test]

@@ -501,6 +501,9 @@ fn open(sockets: &SocketFactory, endpoint: &str) -> anyhow::Result<zmq::Socket> 
         .map_err(|e| anyhow::anyhow!("CURVE client keys: {e}"))?;
     s.connect(endpoint)
         .map_err(|e| anyhow::anyhow!("connect {endpoint}: {e}"))?;
+    // In the ready record with the factory's other connects (a reconnect
+    // records nothing new: the record keeps each endpoint once).
+    sockets.ready_log().connected(LINK_SOCKET, endpoint);
     Ok(s)
 }
 

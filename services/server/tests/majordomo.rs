@@ -11,15 +11,14 @@ use std::{
 };
 
 use mensageria::{
-    header::{Header, RequestHeader},
     mdp::{self, Version, WorkerBody, WorkerCommand},
-    ops::http_get,
     Status,
 };
 use server::{
     handler::{DemoHandler, Handler, Request, Response},
     Config, Server,
 };
+use testkit::inproc;
 use tokio_util::sync::CancellationToken;
 
 /// The fake broker: a bound ROUTER.
@@ -42,11 +41,7 @@ struct Cmd {
 impl Broker {
     fn bind() -> (Broker, String) {
         let ctx = zmq::Context::new();
-        let router = ctx.socket(zmq::ROUTER).unwrap();
-        router.set_linger(0).unwrap();
-        router.set_sndtimeo(5_000).unwrap();
-        router.bind("tcp://127.0.0.1:*").unwrap();
-        let ep = router.get_last_endpoint().unwrap().unwrap();
+        let (router, ep) = inproc::bound(&ctx, zmq::ROUTER);
         (Broker { router, _ctx: ctx }, ep)
     }
 
@@ -132,21 +127,12 @@ impl Broker {
 }
 
 fn header(id: u64, budget_ms: Option<u32>) -> Vec<u8> {
-    Header::Request(RequestHeader {
-        budget_ms,
-        id,
-        sent_at_us: 1,
-        trace: None,
-        service: None,
-    })
-    .encode()
+    inproc::request_header(id, None, budget_ms)
 }
 
 fn reply_status(frame: &[u8]) -> (u64, Status) {
-    match Header::decode(frame).unwrap() {
-        Header::Reply(h) => (h.id, h.status),
-        other => panic!("{other:?}"),
-    }
+    let h = inproc::reply_header(frame);
+    (h.id, h.status)
 }
 
 /// Counts handled requests, then behaves as the demo handler; with
@@ -231,21 +217,13 @@ impl Fixture {
     }
 
     fn metric(&self, series: &str) -> f64 {
-        let text = http_get(self.server.http_addr, "/metrics", Duration::from_secs(5))
-            .unwrap()
-            .1;
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        inproc::metric(self.server.http_addr, series)
+            .unwrap_or_else(|| panic!("{series} is not exposed"))
     }
 
     async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.server.wait())
-            .await
-            .expect("server stops within its grace")
-            .expect("server stops cleanly");
+        inproc::stopped("server", self.server.wait()).await;
     }
 }
 
@@ -458,4 +436,28 @@ async fn drain_hands_back_new_work_finishes_held_work_then_disconnects() {
         .await
         .expect("server stops within its grace")
         .expect("server stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ready_record_lists_every_majordomo_link() {
+    let dir = std::env::temp_dir().join(format!("server-ready-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mdp-links.json");
+    let _ = std::fs::remove_file(&path);
+    let f = mensageria::ready::scope(
+        Some(path.clone()),
+        start(1, "echo,work", Duration::from_secs(1)),
+    )
+    .await;
+    let ep = f.broker.router.get_last_endpoint().unwrap().unwrap();
+    let record = tokio::task::spawn_blocking(move || {
+        mensageria::ready::ReadyRecord::wait(&path, Duration::from_secs(10))
+    })
+    .await
+    .unwrap()
+    .expect("the server writes its ready record");
+    // Two links (one per service) to the one broker: the endpoint once.
+    assert_eq!(record.connected.get("mdp"), Some(&vec![ep]), "{record:?}");
+    f.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,12 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use mensageria::{
-    header::{Header, RequestHeader},
-    ops::http_get,
-    EventHeader, Status,
-};
+use mensageria::{header::Header, ops::http_get, EventHeader, Status};
 use server::{config::WorkerProtocol, Config, Server};
+use testkit::inproc;
 use tokio_util::sync::CancellationToken;
 
 struct Fixture {
@@ -23,21 +20,11 @@ struct Fixture {
     _ctx: zmq::Context,
 }
 
-fn bound(ctx: &zmq::Context, kind: zmq::SocketType) -> (zmq::Socket, String) {
-    let s = ctx.socket(kind).unwrap();
-    s.set_linger(0).unwrap();
-    s.set_rcvtimeo(5_000).unwrap();
-    s.set_sndtimeo(5_000).unwrap();
-    s.bind("tcp://127.0.0.1:*").unwrap();
-    let ep = s.get_last_endpoint().unwrap().unwrap();
-    (s, ep)
-}
-
 async fn start() -> Fixture {
     mensageria::telemetry::init_for_tests();
     let ctx = zmq::Context::new();
-    let (backend, b) = bound(&ctx, zmq::DEALER);
-    let (events, e) = bound(&ctx, zmq::SUB);
+    let (backend, b) = inproc::bound(&ctx, zmq::DEALER);
+    let (events, e) = inproc::bound(&ctx, zmq::SUB);
     events.set_subscribe(b"").unwrap();
     let mut config = Config::for_tests(&b, &e, 2);
     config.worker_protocol = WorkerProtocol::Rep;
@@ -78,30 +65,19 @@ impl Fixture {
         http_get(self.server.http_addr, "/readyz", Duration::from_secs(5)).unwrap()
     }
 
-    fn metrics(&self) -> String {
-        http_get(self.server.http_addr, "/metrics", Duration::from_secs(5))
-            .unwrap()
-            .1
+    /// The value of `series` now, if exposed.
+    fn metric(&self, series: &str) -> Option<f64> {
+        inproc::metric(self.server.http_addr, series)
     }
 
     async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.server.wait())
-            .await
-            .expect("server stops within its grace")
-            .expect("server stops cleanly");
+        inproc::stopped("server", self.server.wait()).await;
     }
 }
 
 fn request_header(id: u64) -> Vec<u8> {
-    Header::Request(RequestHeader {
-        budget_ms: None,
-        id,
-        sent_at_us: 1,
-        trace: None,
-        service: None,
-    })
-    .encode()
+    inproc::request_header(id, None, None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,47 +109,33 @@ async fn header_and_plain_requests_get_matching_replies() {
         "{:?}",
         String::from_utf8_lossy(&reply[0])
     );
-    let m = f.metrics();
-    assert!(
-        m.contains("mensageria_server_requests_total{status=\"ok\"} 3"),
-        "{m}"
-    );
-    assert!(
-        m.contains("mensageria_server_requests_total{status=\"bad_request\"} 2"),
-        "{m}"
-    );
-    assert!(
-        m.contains("mensageria_server_requests_total{status=\"error\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("mensageria_server_request_duration_seconds_count 6"),
-        "{m}"
-    );
+    for (series, want) in [
+        (r#"mensageria_server_requests_total{status="ok"}"#, 3.0),
+        (
+            r#"mensageria_server_requests_total{status="bad_request"}"#,
+            2.0,
+        ),
+        (r#"mensageria_server_requests_total{status="error"}"#, 1.0),
+        ("mensageria_server_request_duration_seconds_count", 6.0),
+    ] {
+        assert_eq!(f.metric(series), Some(want), "{series}");
+    }
     f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_budget_is_skipped_and_counted() {
     let f = start().await;
-    let late = Header::Request(RequestHeader {
-        budget_ms: Some(0),
-        id: 21,
-        sent_at_us: 1,
-        trace: None,
-        service: None,
-    })
-    .encode();
+    let late = inproc::request_header(21, None, Some(0));
     let reply = f.call(&[&late, b"work 1ms"]);
     match Header::decode(&reply[0]).unwrap() {
         Header::Reply(h) => assert_eq!((h.id, h.status), (21, Status::Timeout)),
         other => panic!("{other:?}"),
     }
-    let m = f.metrics();
-    assert!(m.contains("mensageria_server_late_skipped_total 1"), "{m}");
-    assert!(
-        m.contains("mensageria_server_requests_total{status=\"ok\"} 0"),
-        "{m}"
+    assert_eq!(f.metric("mensageria_server_late_skipped_total"), Some(1.0));
+    assert_eq!(
+        f.metric(r#"mensageria_server_requests_total{status="ok"}"#),
+        Some(0.0)
     );
     f.stop().await;
 }
@@ -218,9 +180,10 @@ async fn every_request_publishes_a_completed_event_in_sequence() {
     // Two workers may queue their events in either order.
     ids.sort_unstable();
     assert_eq!(ids, vec![100, 101, 102]);
-    assert!(f
-        .metrics()
-        .contains("mensageria_server_events_published_total{topic=\"requests\"} 3"));
+    assert_eq!(
+        f.metric(r#"mensageria_server_events_published_total{topic="requests"}"#),
+        Some(3.0)
+    );
     f.stop().await;
 }
 
@@ -244,10 +207,7 @@ async fn not_ready_without_a_broker_and_not_while_draining() {
         200
     );
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), s.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    inproc::stopped("server", s.wait()).await;
 
     let f = start().await;
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -282,8 +242,8 @@ impl server::handler::Handler for Gate {
 async fn drain_finishes_the_request_in_progress() {
     mensageria::telemetry::init_for_tests();
     let ctx = zmq::Context::new();
-    let (backend, b) = bound(&ctx, zmq::DEALER);
-    let (_events, e) = bound(&ctx, zmq::SUB);
+    let (backend, b) = inproc::bound(&ctx, zmq::DEALER);
+    let (_events, e) = inproc::bound(&ctx, zmq::SUB);
     let (tx, started) = std::sync::mpsc::channel();
     let shutdown = CancellationToken::new();
     let mut config = Config::for_tests(&b, &e, 1);
@@ -305,10 +265,7 @@ async fn drain_finishes_the_request_in_progress() {
         .recv_multipart(0)
         .expect("the in-flight request is answered");
     assert_eq!(reply[2], b"finished");
-    tokio::time::timeout(Duration::from_secs(10), s.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    inproc::stopped("server", s.wait()).await;
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "stopped well within the grace"

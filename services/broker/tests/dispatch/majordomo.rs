@@ -96,10 +96,7 @@ async fn our_header_client_and_a_plain_req_client_reach_majordomo_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_rep_workers_still_serve_the_default_service() {
     let f = start(|_| {}).await;
-    let rep = f.ctx.socket(zmq::REP).unwrap();
-    rep.set_linger(0).unwrap();
-    rep.set_rcvtimeo(RECV_LIMIT_MS).unwrap();
-    rep.connect(&f.backend).unwrap();
+    let rep = testkit::inproc::connected(&f.ctx, zmq::REP, &f.backend);
     let t = thread::spawn(move || {
         let m = rep.recv_multipart(0).unwrap();
         rep.send_multipart(m, 0).unwrap();

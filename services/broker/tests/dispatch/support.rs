@@ -9,21 +9,15 @@ use std::{
 };
 
 use broker::{Broker, Config};
-use mensageria::{
-    header::{Header, ReplyHeader, RequestHeader},
-    ops::http_get,
-};
+use testkit::inproc;
 use tokio_util::sync::CancellationToken;
-
-/// Longest a test socket waits for a message.
-pub const RECV_LIMIT_MS: i32 = 5_000;
 
 pub struct Fixture {
     pub broker: Option<Broker>,
     pub frontend: String,
     pub backend: String,
     pub http: std::net::SocketAddr,
-    shutdown: CancellationToken,
+    pub shutdown: CancellationToken,
     pub ctx: zmq::Context,
 }
 
@@ -58,40 +52,27 @@ impl Drop for Fixture {
 
 impl Fixture {
     pub fn socket(&self, kind: zmq::SocketType) -> zmq::Socket {
-        let s = self.ctx.socket(kind).unwrap();
-        s.set_linger(0).unwrap();
-        s.set_rcvtimeo(RECV_LIMIT_MS).unwrap();
-        s.set_sndtimeo(RECV_LIMIT_MS).unwrap();
-        s.connect(&self.frontend).unwrap();
-        s
-    }
-
-    pub fn get(&self, path: &str) -> String {
-        let (code, body) = http_get(self.http, path, Duration::from_secs(5)).unwrap();
-        assert_eq!(code, 200, "{path}: {body}");
-        body
+        inproc::connected(&self.ctx, kind, &self.frontend)
     }
 
     /// The value of one series in `/metrics` (0 if absent).
     pub fn metric(&self, series: &str) -> f64 {
-        self.get("/metrics")
-            .lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-            .map_or(0.0, |v| v.parse().unwrap())
+        inproc::metric(self.http, series).unwrap_or(0.0)
     }
 
     /// Waits (bounded) until `series` equals `want`, then asserts it.
     pub fn expect_metric(&self, series: &str, want: f64) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.metric(series) != want && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(self.metric(series), want, "{series}");
+        inproc::expect_metric(self.http, series, want);
+    }
+
+    /// Waits (bounded) until `series` reaches `at_least`.
+    pub fn wait_metric(&self, series: &str, at_least: f64) {
+        inproc::wait_metric(self.http, series, "waiting", |v| v >= at_least);
     }
 
     /// The `/services` view.
     pub fn services(&self) -> serde_json::Value {
-        serde_json::from_str(&self.get("/services")).unwrap()
+        serde_json::from_str(&inproc::get(self.http, "/services")).unwrap()
     }
 
     /// Waits (bounded) until the `/services` view, refreshed every 250 ms,
@@ -121,22 +102,15 @@ impl Fixture {
 
     /// Waits until `service` has `n` registered workers (per `/metrics`).
     pub fn wait_workers(&self, service: &str, n: f64) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let idle = format!("mensageria_broker_workers{{service=\"{service}\",state=\"idle\"}}");
-        let busy = format!("mensageria_broker_workers{{service=\"{service}\",state=\"busy\"}}");
-        while self.metric(&idle) + self.metric(&busy) != n {
-            assert!(Instant::now() < deadline, "{service} never had {n} workers");
-            thread::sleep(Duration::from_millis(5));
-        }
+        // Idle and busy.
+        let workers = format!("mensageria_broker_workers{{service=\"{service}\"}}");
+        inproc::wait_metric(self.http, &workers, "registered workers", |v| v == n);
     }
 
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         let broker = self.broker.take().expect("stopped once");
-        tokio::time::timeout(Duration::from_secs(10), broker.wait())
-            .await
-            .expect("broker stops within its grace")
-            .expect("broker stops cleanly");
+        inproc::stopped("broker", broker.wait()).await;
     }
 }
 
@@ -258,23 +232,18 @@ pub fn call_v2(s: &zmq::Socket, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
     r
 }
 
+pub use testkit::inproc::reply_header;
 /// Our request header for `service` with a budget.
-pub fn header(id: u64, service: Option<&str>, budget_ms: Option<u32>) -> Vec<u8> {
-    Header::Request(RequestHeader {
-        budget_ms,
-        id,
-        sent_at_us: 1,
-        trace: None,
-        service: service.map(|s| s.parse().unwrap()),
-    })
-    .encode()
-}
+pub use testkit::inproc::request_header as header;
 
-pub fn reply_header(frame: &[u8]) -> ReplyHeader {
-    match Header::decode(frame).expect("a header") {
-        Header::Reply(h) => h,
-        other => panic!("expected a reply header, got {other:?}"),
-    }
+/// Asserts that a reply frame is an error starting with `prefix`
+/// (`ERR <status> …`).
+pub fn assert_err(frame: &[u8], prefix: &str) {
+    assert!(
+        frame.starts_with(prefix.as_bytes()),
+        "expected {prefix:?}…, got {:?}",
+        String::from_utf8_lossy(frame)
+    );
 }
 
 /// Sends our header request on a DEALER: `["", header, payload]`; returns

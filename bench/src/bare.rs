@@ -1,0 +1,99 @@
+//! The full-system shape in bare libzmq: the ceiling that libzmq itself puts
+//! on mensageria's sweep, measured in the same run as the NATS rows.
+//!
+//! `reference broker` (`zmq::proxy` ROUTER/DEALER), `reference proxy`
+//! (`zmq::proxy` XSUB/XPUB), `full_servers` × `reference worker --publish`
+//! (REP threads that echo each request and publish one event), one DEALER in
+//! the harness keeping `c` requests outstanding, and one SUB in the harness
+//! counting the events. No headers, deadlines, credit, heartbeats, metrics
+//! or traces: what is left is libzmq's own cost per hop. The load and the
+//! subscriber run inside the harness, so their CPU is not in the Σ column.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::{args, measure_rpc, RpcStack, Sample, Settings, Workload, READY};
+use crate::{
+    load::{self, EventCounter},
+    procs::{free_port, tcp, wait_listening},
+};
+
+/// Runs `Workload::Bare(c)`.
+///
+/// # Errors
+/// If a reference process fails to start or dies, or the load fails.
+pub(super) fn run(s: &Settings, w: Workload) -> anyhow::Result<Sample> {
+    let Workload::Bare(c) = w else {
+        anyhow::bail!("not a bare-libzmq workload: {}", w.id());
+    };
+    let (f, b, xsub, xpub) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let mut broker = s.spawn(
+        "ref-broker",
+        "reference",
+        &args(&["broker", "--frontend", &tcp(f), "--backend", &tcp(b)]),
+    )?;
+    let mut proxy = s.spawn(
+        "ref-proxy",
+        "reference",
+        &args(&["proxy", "--xsub", &tcp(xsub), "--xpub", &tcp(xpub)]),
+    )?;
+    for port in [f, b] {
+        wait_listening(&mut broker, port, READY)?;
+    }
+    for port in [xsub, xpub] {
+        wait_listening(&mut proxy, port, READY)?;
+    }
+    let mut procs = vec![broker, proxy];
+    for i in 0..s.full_servers {
+        procs.push(s.spawn(
+            &format!("ref-worker#{}", i + 1),
+            "reference",
+            &args(&[
+                "worker",
+                "--connect",
+                &tcp(b),
+                "--threads",
+                &s.workers.to_string(),
+                "--publish",
+                &tcp(xsub),
+                "--event-size",
+                &s.event_size.to_string(),
+            ]),
+        )?);
+    }
+    // Connected before the warm-up, so the subscription reaches the
+    // workers' PUB sockets while it runs.
+    let events = EventCounter::start(&tcp(xpub), b"requests")?;
+    let at_start = std::cell::Cell::new(events.count());
+    let size = s.payload_size;
+    let depth = usize::try_from(c).context("concurrency")?;
+    let mut stack = RpcStack {
+        procs,
+        frontend: tcp(f),
+    };
+    let mut side = measure_rpc(s, &mut stack, &|ep, win| {
+        at_start.set(events.count());
+        load::pipelined(ep, 1, depth, win, size)
+    })?;
+    // The last events are on their way: wait until the count holds still.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last = events.count();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = events.count();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let end = events.stop()?;
+    let start = at_start.get();
+    side.set("events_received", (end.received - start.received) as f64);
+    side.set("events_lost", (end.lost - start.lost) as f64);
+    side.set("concurrency", f64::from(c));
+    Ok(Sample {
+        ours: side,
+        reference: None,
+    })
+}

@@ -1,0 +1,198 @@
+//! Fixtures of the services' own integration tests (`services/*/tests`),
+//! which start a service in-process, drive it through plain ZeroMQ sockets
+//! and read it through its ops HTTP server. Nothing here knows a service
+//! crate: a test passes the ops address, and the service's `wait()` future
+//! to [`stopped`].
+//!
+//! Every wait has a deadline ([`WAIT_LIMIT`], [`RECV_LIMIT`], [`STOP_LIMIT`]).
+
+use std::{
+    fmt::Debug,
+    future::Future,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use mensageria::header::{Header, ReplyHeader, RequestHeader};
+
+/// Longest a test socket waits to send or receive one message.
+pub const RECV_LIMIT: Duration = Duration::from_secs(5);
+
+/// Longest [`expect_metric`] and [`wait_metric`] wait for a series.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// Longest a service may take to stop once its shutdown is cancelled.
+pub const STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// A test-side socket of `kind`: no linger, [`RECV_LIMIT`] send and receive
+/// timeouts, not yet bound or connected.
+///
+/// # Panics
+/// If libzmq refuses the socket or an option.
+pub fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> zmq::Socket {
+    let s = ctx.socket(kind).expect("create a test socket");
+    let limit = RECV_LIMIT.as_millis() as i32;
+    s.set_linger(0).expect("set linger");
+    s.set_rcvtimeo(limit).expect("set the receive timeout");
+    s.set_sndtimeo(limit).expect("set the send timeout");
+    s
+}
+
+/// A [`socket`] connected to `endpoint`.
+///
+/// # Panics
+/// If the socket cannot be created or connected.
+pub fn connected(ctx: &zmq::Context, kind: zmq::SocketType, endpoint: &str) -> zmq::Socket {
+    let s = socket(ctx, kind);
+    s.connect(endpoint)
+        .unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"));
+    s
+}
+
+/// A [`socket`] bound to an ephemeral loopback port (playing a peer the
+/// service connects to), and the endpoint it bound.
+///
+/// # Panics
+/// If the socket cannot be created or bound.
+pub fn bound(ctx: &zmq::Context, kind: zmq::SocketType) -> (zmq::Socket, String) {
+    let s = socket(ctx, kind);
+    s.bind("tcp://127.0.0.1:*").expect("bind a loopback port");
+    let endpoint = s
+        .get_last_endpoint()
+        .expect("the bound endpoint")
+        .expect("a UTF-8 endpoint");
+    (s, endpoint)
+}
+
+/// `GET path` on a service's ops server; the body of a 200.
+///
+/// # Panics
+/// If the request fails or the status is not 200.
+pub fn get(ops: SocketAddr, path: &str) -> String {
+    match mensageria::ops::http_get(ops, path, RECV_LIMIT) {
+        Ok((200, body)) => body,
+        Ok((code, body)) => panic!("GET http://{ops}{path}: HTTP {code}: {body}"),
+        Err(e) => panic!("GET http://{ops}{path}: {e}"),
+    }
+}
+
+/// The service's `/metrics` text.
+///
+/// # Panics
+/// As [`get`].
+pub fn metrics(ops: SocketAddr) -> String {
+    get(ops, "/metrics")
+}
+
+/// The value of `series` now ([`crate::metrics::value`]: the samples whose
+/// labels include the given ones, summed), `None` when not exposed.
+///
+/// # Panics
+/// As [`get`].
+pub fn metric(ops: SocketAddr, series: &str) -> Option<f64> {
+    crate::metrics::value(&metrics(ops), series)
+}
+
+/// Waits until `ok` holds for the value of `series` (0 while not exposed:
+/// a counter not yet incremented) and returns it.
+///
+/// # Panics
+/// If it does not within [`WAIT_LIMIT`] (saying `what` and the last value).
+pub fn wait_metric(ops: SocketAddr, series: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        let v = metric(ops, series).unwrap_or(0.0);
+        if ok(v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {series} is {v} after {WAIT_LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until `series` is `want` (a service counts some things a moment
+/// after the reply the test has already seen), then asserts it.
+///
+/// # Panics
+/// If it is not within [`WAIT_LIMIT`].
+pub fn expect_metric(ops: SocketAddr, series: &str, want: f64) {
+    wait_metric(ops, series, &format!("expected {want}"), |v| v == want);
+}
+
+/// Awaits a service's `wait()` once its shutdown token is cancelled.
+///
+/// # Panics
+/// If it takes longer than [`STOP_LIMIT`] or ends with an error.
+pub async fn stopped<E: Debug>(service: &str, wait: impl Future<Output = Result<(), E>>) {
+    tokio::time::timeout(STOP_LIMIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("{service} did not stop within {STOP_LIMIT:?}"))
+        .unwrap_or_else(|e| panic!("{service} did not stop cleanly: {e:?}"));
+}
+
+/// The header frame of request `id`, sent a moment after the epoch (so any
+/// lag computed from it is large but harmless), for `service` (`None`: the
+/// broker's default) with an optional budget.
+pub fn request_header(id: u64, service: Option<&str>, budget_ms: Option<u32>) -> Vec<u8> {
+    Header::Request(RequestHeader {
+        budget_ms,
+        id,
+        sent_at_us: 1,
+        trace: None,
+        service: service.map(|s| s.parse().expect("a valid service name")),
+    })
+    .encode()
+}
+
+/// The reply header in `frame`.
+///
+/// # Panics
+/// If `frame` is not a reply header.
+pub fn reply_header(frame: &[u8]) -> ReplyHeader {
+    match Header::decode(frame) {
+        Ok(Header::Reply(h)) => h,
+        other => panic!("expected a reply header, got {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_header_decodes_to_what_was_asked() {
+        let frame = request_header(42, Some("echo"), Some(250));
+        match Header::decode(&frame).unwrap() {
+            Header::Request(h) => {
+                assert_eq!((h.id, h.budget_ms, h.sent_at_us), (42, Some(250), 1));
+                assert_eq!(
+                    h.service.map(|s| s.as_str().to_owned()),
+                    Some("echo".into())
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match Header::decode(&request_header(7, None, None)).unwrap() {
+            Header::Request(h) => assert_eq!((h.id, h.service, h.budget_ms), (7, None, None)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bound_sockets_report_the_port_they_got() {
+        let ctx = zmq::Context::new();
+        let (_s, endpoint) = bound(&ctx, zmq::ROUTER);
+        let port: u16 = endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            endpoint.starts_with("tcp://127.0.0.1:") && port > 0,
+            "{endpoint}"
+        );
+    }
+}
