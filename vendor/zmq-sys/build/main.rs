@@ -21,16 +21,39 @@ fn main() {
             )
         })
     };
-    quiet_third_party_warnings();
+    let mut extra = String::from("-w");
+    if linux() {
+        extra.push_str(LINUX_DEFINES);
+    }
+    append_compiler_flags(&extra);
     let sodium = zeromq_src::LibLocation::new(dep("DEP_SODIUM_LIB"), dep("DEP_SODIUM_INCLUDE"));
     zeromq_src::Build::new().with_libsodium(Some(sodium)).build();
 }
 
-/// Compiles libzmq without compiler warnings (`-w`). They are upstream's and
-/// not ours to fix; cargo hides a registry crate's, but shows every one of a
-/// path dependency's like this crate on each fresh build. Flags the user set
-/// are kept: `-w` is appended to the variable the `cc` crate would read.
-fn quiet_third_party_warnings() {
+/// What upstream's CMake build detects on Linux and zeromq-src leaves out
+/// (its Linux branch defines only the poller and IPC): eventfd for the
+/// mailboxes that wake libzmq's threads (instead of a socketpair, so a
+/// wake-up is one 8-byte write and read), close-on-exec sockets, `accept4`,
+/// the TCP keepalive options (without them `ZMQ_TCP_KEEPALIVE*` are silently
+/// ignored), named I/O threads (`ZMQbg/IO/0` in `top -H`) and aligned
+/// allocation. Debian's libzmq5 is built with all of them.
+const LINUX_DEFINES: &str = " -DZMQ_HAVE_EVENTFD=1 -DZMQ_HAVE_EVENTFD_CLOEXEC=1 \
+    -DZMQ_HAVE_SOCK_CLOEXEC=1 -DZMQ_HAVE_O_CLOEXEC=1 -DZMQ_HAVE_ACCEPT4=1 \
+    -DZMQ_HAVE_SO_KEEPALIVE=1 -DZMQ_HAVE_TCP_KEEPCNT=1 -DZMQ_HAVE_TCP_KEEPIDLE=1 \
+    -DZMQ_HAVE_TCP_KEEPINTVL=1 -DZMQ_HAVE_PTHREAD_SETNAME_2=1 -DZMQ_HAVE_POSIX_MEMALIGN=1";
+
+/// Linux with glibc or musl (not Android, whose libc lacks some of these).
+fn linux() -> bool {
+    env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux")
+        && env::var("CARGO_CFG_TARGET_ENV").is_ok_and(|e| e == "gnu" || e == "musl")
+}
+
+/// Appends `extra` to the C and C++ flags the `cc` crate will read for
+/// libzmq: `-w` (upstream's compiler warnings are not ours to fix; cargo
+/// hides a registry crate's, but shows every one of a path dependency's like
+/// this crate on each fresh build) and the Linux defines. Flags the user set
+/// are kept.
+fn append_compiler_flags(extra: &str) {
     let target = env::var("TARGET").unwrap_or_default();
     for kind in ["CFLAGS", "CXXFLAGS"] {
         let names = [
@@ -44,6 +67,6 @@ fn quiet_third_party_warnings() {
             .find_map(|n| env::var(n).ok().map(|v| (n.clone(), v)))
             .unwrap_or_else(|| (names[0].clone(), String::new()));
         println!("cargo:rerun-if-env-changed={}", name);
-        env::set_var(&name, format!("{} -w", flags).trim());
+        env::set_var(&name, format!("{} {}", flags, extra).trim());
     }
 }
