@@ -42,7 +42,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     metrics::ServerMetrics,
-    worker::{Processor, Reply, WorkerSettings},
+    worker::{with_slices, Processor, Reply, WorkerSettings},
 };
 
 /// The `socket` metrics label of a link's DEALER.
@@ -328,34 +328,43 @@ impl Dispatcher {
         draining: bool,
         received: Instant,
     ) {
-        let parsed = match mdp::parse_worker(frames) {
-            Ok(m) => {
-                let body_len = match m.body {
-                    WorkerBody::Addressed { body, .. } => Some(body.len()),
-                    _ => None,
-                };
-                (m.command, body_len)
+        let parsed = with_slices(frames, |views| {
+            let (command, body_len) = match mdp::parse_worker(views) {
+                Ok(m) => match m.body {
+                    WorkerBody::Addressed { body, .. } => (m.command, Some(body.len())),
+                    _ => (m.command, None),
+                },
+                Err(e) => {
+                    warn!(endpoint = %self.links[i].endpoint, error.message = %e, "Invalid message from a broker dropped.");
+                    return None;
+                }
+            };
+            if let (WorkerCommand::Request, Some(n)) = (command, body_len) {
+                if !draining && self.held < self.s.credit {
+                    let body = &views[views.len() - n..];
+                    if let Some(reply) = self.inline.process_quick(body, received) {
+                        return Some(Err((reply, n)));
+                    }
+                }
             }
-            Err(e) => {
-                warn!(endpoint = %self.links[i].endpoint, error.message = %e, "Invalid message from a broker dropped.");
+            Some(Ok((command, body_len)))
+        });
+        let parsed = match parsed {
+            None => return,
+            Some(Ok(parsed)) => parsed,
+            Some(Err((reply, n))) => {
+                // […, address, "", body…]: the address is two before the body.
+                let at = frames.len() - n - 2;
+                self.final_inline(i, &mut frames[at..at + 2], &reply, received);
+                self.inline.completed(&reply);
                 return;
             }
         };
         match parsed {
             (WorkerCommand::Request, Some(n)) => {
-                // [proto, cmd, address, "", body…]: take the body, the
-                // delimiter and the address off the end, without copying.
+                // Not quick, or no room: take the body, the delimiter and
+                // the address off the end, without copying.
                 let full = draining || self.held >= self.s.credit;
-                if !full {
-                    // […, address, "", body…]
-                    let (head, body) = frames.split_at(frames.len() - n);
-                    if let Some(reply) = self.inline.process_quick(body, received) {
-                        let address = &head[head.len() - 2];
-                        self.final_inline(i, address, &reply);
-                        self.inline.completed(&reply);
-                        return;
-                    }
-                }
                 let body = frames.split_off(frames.len() - n);
                 let _delimiter = frames.pop();
                 let Some(address) = frames.pop() else { return };
@@ -384,17 +393,26 @@ impl Dispatcher {
         }
     }
 
-    /// FINAL for a request run on this thread.
-    fn final_inline(&mut self, i: usize, address: &[u8], reply: &Reply) {
+    /// FINAL for a request run on this thread. `envelope` is the REQUEST's
+    /// `[address, ""]`: those frames go back as they came, without copies.
+    /// `received` was a few microseconds ago: close enough for the
+    /// heartbeat schedule.
+    fn final_inline(
+        &mut self,
+        i: usize,
+        envelope: &mut [zmq::Message],
+        reply: &Reply,
+        received: Instant,
+    ) {
         let l = &mut self.links[i];
-        let rest = [address, &[][..]]
-            .into_iter()
-            .chain(reply.frames.iter().map(Vec::as_slice))
-            .map(zmq::Message::from);
+        let rest = envelope
+            .iter_mut()
+            .map(|m| std::mem::replace(m, zmq::Message::new()))
+            .chain(reply.frames.iter().map(|f| zmq::Message::from(&f[..])));
         if let Err(e) = send_command(&l.socket, WorkerCommand::Final, rest) {
             debug!(endpoint = %l.endpoint, error.message = %e, "Reply not sent; the broker answers it.");
         }
-        l.sent = Instant::now();
+        l.sent = received;
     }
 
     fn dispatch(&mut self, i: usize, job: Job) {
