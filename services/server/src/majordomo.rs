@@ -265,8 +265,14 @@ impl Dispatcher {
             .min()
             .unwrap_or(now + MAX_POLL);
         let wait = next_beat.saturating_duration_since(now).min(MAX_POLL);
+        // With no request at a handler thread no reply can come: leaving the
+        // PULL out spares a look into its mailbox (often a system call) on
+        // every pass of zmq_poll.
+        let with_replies = self.held > 0;
         let mut items: Vec<zmq::PollItem<'_>> = Vec::with_capacity(self.links.len() + 1);
-        items.push(self.replies.as_poll_item(zmq::POLLIN));
+        if with_replies {
+            items.push(self.replies.as_poll_item(zmq::POLLIN));
+        }
         items.extend(
             self.links
                 .iter()
@@ -276,8 +282,9 @@ impl Dispatcher {
             Ok(_) | Err(zmq::Error::EINTR) => {}
             Err(e) => return Err(anyhow::anyhow!("majordomo poll failed: {e}")),
         }
-        self.replies_readable = items[0].is_readable();
-        for (r, item) in self.readable.iter_mut().zip(&items[1..]) {
+        self.replies_readable = with_replies && items[0].is_readable();
+        let links = &items[usize::from(with_replies)..];
+        for (r, item) in self.readable.iter_mut().zip(links) {
             *r = item.is_readable();
         }
         Ok(())
