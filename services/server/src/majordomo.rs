@@ -415,7 +415,7 @@ impl Dispatcher {
         let rest = envelope
             .iter_mut()
             .map(|m| std::mem::replace(m, zmq::Message::new()))
-            .chain(reply.frames.iter().map(|f| zmq::Message::from(&f[..])));
+            .chain(reply.frames().map(zmq::Message::from));
         if let Err(e) = send_command(&l.socket, WorkerCommand::Final, rest) {
             debug!(endpoint = %l.endpoint, error.message = %e, "Reply not sent; the broker answers it.");
         }
@@ -571,7 +571,7 @@ pub fn run_handler(s: HandlerSettings) -> anyhow::Result<()> {
             &s.replies,
             [zmq::Message::from(&job.tag[..]), job.address]
                 .into_iter()
-                .chain(reply.frames.iter().map(|f| zmq::Message::from(&f[..]))),
+                .chain(reply.frames().map(zmq::Message::from)),
             0,
         )
         .map_err(|e| anyhow::anyhow!("hand a reply to the I/O thread: {e}"))?;

@@ -39,8 +39,10 @@ pub struct WorkerSettings {
 /// A processed request: the reply body to send, and what the event says.
 #[derive(Debug)]
 pub struct Reply {
-    /// Reply body frames (header first when the request had one).
-    pub frames: Vec<Vec<u8>>,
+    /// The reply header, when the request had one.
+    head: Option<Vec<u8>>,
+    /// The handler's frames (for a plain error, `ERR <status> <message>`).
+    body: Vec<Vec<u8>>,
     status: Status,
     id: Option<u64>,
     trace: Option<TraceContext>,
@@ -48,6 +50,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The reply body frames, header first when the request had one.
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> {
+        self.head.iter().chain(&self.body).map(Vec::as_slice)
+    }
+
     /// The outcome.
     pub fn status(&self) -> Status {
         self.status
@@ -212,25 +219,25 @@ impl Processor {
         self.settings.metrics.request(status);
         self.settings.metrics.duration.observe(elapsed);
         let id = header.as_ref().map(|h| h.id);
-        let frames = match id {
-            Some(id) => {
-                let mut frames = Vec::with_capacity(1 + response.frames.len());
-                frames.push(Header::Reply(ReplyHeader { id, status, trace }).encode());
-                frames.extend(response.frames);
-                frames
-            }
-            None if status == Status::Ok => response.frames,
+        // The header stays a frame of its own: no vector to build around it.
+        let (head, body) = match id {
+            Some(id) => (
+                Some(Header::Reply(ReplyHeader { id, status, trace }).encode()),
+                response.frames,
+            ),
+            None if status == Status::Ok => (None, response.frames),
             None => {
                 let msg = response
                     .frames
                     .first()
                     .map(|f| String::from_utf8_lossy(f).into_owned())
                     .unwrap_or_default();
-                vec![format!("ERR {status} {msg}").into_bytes()]
+                (None, vec![format!("ERR {status} {msg}").into_bytes()])
             }
         };
         Reply {
-            frames,
+            head,
+            body,
             status,
             id,
             trace,
