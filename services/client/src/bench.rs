@@ -305,6 +305,8 @@ pub fn sweep(
         }
         let cfg = crate::requester_config(&args.requests, c as usize);
         let mut req = Requester::new(sockets.clone(), cfg, ClientMetrics::unregistered())?;
+        // Only statuses and latencies are counted.
+        req.discard_payloads();
         let before = match &events {
             Some(e) if all.is_empty() => Some(e.first_event(&mut req, payload)?),
             Some(e) => Some(e.counts()),

@@ -389,7 +389,7 @@ pub async fn subscribe(
                 if args.quiet {
                     continue;
                 }
-                let topic = String::from_utf8_lossy(&ev.topic);
+                let topic = String::from_utf8_lossy(ev.topic);
                 let payload: Vec<_> = ev
                     .payload
                     .iter()

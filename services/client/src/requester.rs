@@ -237,6 +237,8 @@ pub struct Requester {
     unsent: VecDeque<(u64, u32)>,
     metrics: ClientMetrics,
     frames: Vec<zmq::Message>,
+    /// Whether successful outcomes carry the reply payload.
+    keep_payloads: bool,
 }
 
 impl Requester {
@@ -270,6 +272,7 @@ impl Requester {
             unsent: VecDeque::new(),
             metrics,
             frames: Vec::new(),
+            keep_payloads: true,
             cfg,
         };
         for _ in 0..lanes {
@@ -283,6 +286,13 @@ impl Requester {
         let s = self.factory.socket(zmq::DEALER, "req")?;
         self.factory.connect_all(&s, &self.cfg.endpoints)?;
         Ok(s)
+    }
+
+    /// Successful outcomes from now on come without their payload (empty
+    /// `frames`), saving a copy per reply for a caller that only counts
+    /// them; error outcomes keep their message.
+    pub fn discard_payloads(&mut self) {
+        self.keep_payloads = false;
     }
 
     /// Requests outstanding.
@@ -601,11 +611,14 @@ impl Requester {
                     .filter(|f| is_header(f))
                     .map(|f| Header::decode(f))
                 {
-                    Some(Ok(Header::Reply(h))) => (
-                        h.id,
-                        h.status,
-                        body[1..].iter().map(|f| f.to_vec()).collect(),
-                    ),
+                    Some(Ok(Header::Reply(h))) => {
+                        let payload = if self.keep_payloads || h.status != Status::Ok {
+                            body[1..].iter().map(|f| f.to_vec()).collect()
+                        } else {
+                            Vec::new()
+                        };
+                        (h.id, h.status, payload)
+                    }
                     _ => {
                         debug!("Reply without a valid reply header ignored.");
                         continue;

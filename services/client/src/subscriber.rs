@@ -19,15 +19,16 @@ use crate::metrics::ClientMetrics;
 /// tracked for loss (bounded memory against a flood of publishers × topics).
 const MAX_STREAMS: usize = 100_000;
 
-/// One received event.
+/// One received event, borrowed from the subscriber until the next one
+/// (nothing is copied for a caller that only counts).
 #[derive(Debug)]
-pub struct Received {
+pub struct Received<'a> {
     /// Topic frame.
-    pub topic: Vec<u8>,
+    pub topic: &'a [u8],
     /// Header, when the publisher sent one.
     pub header: Option<EventHeader>,
     /// Payload frames (after the header, if any).
-    pub payload: Vec<Vec<u8>>,
+    pub payload: &'a [zmq::Message],
     /// Events missed just before this one in its stream.
     pub gap: u64,
     /// Publish-to-receive lag, when known.
@@ -36,31 +37,77 @@ pub struct Received {
 
 /// Loss and lag bookkeeping, independent of sockets (unit-testable).
 ///
-/// Streams are kept per publisher, then per topic, so an event is looked up
-/// by reference (no key is built or allocated per event).
+/// Streams live in a list, found through a map keyed by (publisher, topic)
+/// only when they are not among the few used last: a subscriber mostly sees
+/// the same handful of streams in turn, so most events cost a short scan and
+/// no hashing.
 #[derive(Debug, Default)]
 pub struct SequenceTracker {
-    last: HashMap<u64, HashMap<Vec<u8>, u64>>,
-    streams: usize,
+    streams: Vec<Stream>,
+    /// Per publisher, per topic: the index in `streams` (looked up by
+    /// reference, no key built).
+    index: HashMap<u64, HashMap<Vec<u8>, usize>>,
+    /// Indices into `streams`, most recently used first.
+    recent: [Option<usize>; RECENT],
 }
+
+#[derive(Debug)]
+struct Stream {
+    publisher: u64,
+    topic: Vec<u8>,
+    last: u64,
+}
+
+/// Streams remembered as recently used.
+const RECENT: usize = 4;
 
 impl SequenceTracker {
     /// Records `seq` of `(publisher, topic)`; returns how many events were
     /// skipped since the previous one of that stream.
     pub fn observe(&mut self, publisher: u64, topic: &[u8], seq: u64) -> u64 {
-        if let Some(last) = self.last.get_mut(&publisher).and_then(|t| t.get_mut(topic)) {
-            let gap = seq.saturating_sub(*last + 1);
-            *last = (*last).max(seq);
-            return gap;
-        }
-        if self.streams < MAX_STREAMS {
-            self.streams += 1;
-            self.last
-                .entry(publisher)
-                .or_default()
-                .insert(topic.to_vec(), seq);
-        }
-        0
+        let found = self
+            .recent
+            .iter()
+            .position(|r| {
+                r.is_some_and(|i| {
+                    let s = &self.streams[i];
+                    s.publisher == publisher && s.topic == topic
+                })
+            })
+            .map(|pos| (pos, self.recent[pos]))
+            .or_else(|| {
+                self.index
+                    .get(&publisher)
+                    .and_then(|t| t.get(topic))
+                    .map(|&i| (RECENT - 1, Some(i)))
+            });
+        let (pos, i) = match found {
+            Some((pos, Some(i))) => (pos, i),
+            _ => {
+                if self.streams.len() < MAX_STREAMS {
+                    let i = self.streams.len();
+                    self.streams.push(Stream {
+                        publisher,
+                        topic: topic.to_vec(),
+                        last: seq,
+                    });
+                    self.index
+                        .entry(publisher)
+                        .or_default()
+                        .insert(topic.to_vec(), i);
+                    self.recent.rotate_right(1);
+                    self.recent[0] = Some(i);
+                }
+                return 0;
+            }
+        };
+        // Move to the front of the recent list.
+        self.recent[..=pos].rotate_right(1);
+        self.recent[0] = Some(i);
+        let last = &mut self.streams[i].last;
+        let gap = seq.saturating_sub(*last + 1);
+        *last = (*last).max(seq);
+        gap
     }
 }
 
@@ -108,22 +155,8 @@ impl Subscriber {
             .is_ok_and(|e| e.contains(zmq::POLLIN))
     }
 
-    /// Counts an event of `topic`.
-    fn count(&mut self, topic: &[u8]) {
-        match &self.last_topic {
-            Some((t, c)) if t.as_slice() == topic => {
-                c.inc();
-            }
-            _ => {
-                let c = self.received.get(topic).clone();
-                c.inc();
-                self.last_topic = Some((topic.to_vec(), c));
-            }
-        }
-    }
-
     /// Waits up to `timeout` for one event.
-    pub fn next(&mut self, timeout: Duration) -> Option<Received> {
+    pub fn next(&mut self, timeout: Duration) -> Option<Received<'_>> {
         if recv_frames(&self.socket, zmq::DONTWAIT, &mut self.frames).is_err() {
             let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
             if self.socket.poll(zmq::POLLIN, ms).ok()? == 0 {
@@ -131,22 +164,19 @@ impl Subscriber {
             }
             recv_frames(&self.socket, zmq::DONTWAIT, &mut self.frames).ok()?;
         }
-        let topic = self.frames.first()?.to_vec();
-        self.count(&topic);
-        let rest = &self.frames[1..];
-        let header = rest
-            .first()
+        let (topic, rest) = self.frames.split_first()?;
+        let topic: &[u8] = topic;
+        count(&mut self.last_topic, &mut self.received, topic);
+        let first: Option<&[u8]> = rest.first().map(|f| &f[..]);
+        let header = first
             .filter(|f| is_header(f))
             .and_then(|f| match Header::decode(f) {
                 Ok(Header::Event(h)) => Some(h),
                 _ => None,
             });
-        let skip = usize::from(header.is_some() || rest.first().is_some_and(|f| is_header(f)));
+        let skip = usize::from(first.is_some_and(is_header));
         let mut r = Received {
-            payload: rest[skip.min(rest.len())..]
-                .iter()
-                .map(|f| f.to_vec())
-                .collect(),
+            payload: &rest[skip..],
             topic,
             header,
             gap: 0,
@@ -157,12 +187,12 @@ impl Subscriber {
                 let span = otel::child_span(
                     "consumer",
                     "receive",
-                    &String::from_utf8_lossy(&r.topic),
+                    &String::from_utf8_lossy(topic),
                     Some(t),
                 );
                 otel::add_link(&span, t);
             }
-            r.gap = self.tracker.observe(h.publisher, &r.topic, h.seq);
+            r.gap = self.tracker.observe(h.publisher, topic, h.seq);
             if r.gap > 0 {
                 self.metrics.events_lost.inc_by(r.gap);
             }
@@ -171,6 +201,25 @@ impl Subscriber {
             r.lag = Some(lag);
         }
         Some(r)
+    }
+}
+
+/// Counts an event of `topic` (the last topic's counter is kept: events
+/// mostly come in runs of one topic).
+fn count(
+    last: &mut Option<(Vec<u8>, Counter)>,
+    counters: &mut TopicCounters<Counter>,
+    topic: &[u8],
+) {
+    match last {
+        Some((t, c)) if t.as_slice() == topic => {
+            c.inc();
+        }
+        _ => {
+            let c = counters.get(topic).clone();
+            c.inc();
+            *last = Some((topic.to_vec(), c));
+        }
     }
 }
 
@@ -196,5 +245,25 @@ mod tests {
         );
         assert_eq!(t.observe(1, b"a", 6), 0);
         assert_eq!(t.observe(1, b"a", 3), 0, "an old number is not a gap");
+    }
+
+    #[test]
+    fn gaps_are_exact_with_more_streams_than_the_recent_list() {
+        let mut t = SequenceTracker::default();
+        let streams = 3 * RECENT as u64;
+        for round in 1..=5u64 {
+            for p in 0..streams {
+                // Stream p skips one number in round 3 when p is odd.
+                let seq = if p % 2 == 1 && round >= 3 {
+                    round + 1
+                } else {
+                    round
+                };
+                let want = u64::from(p % 2 == 1 && round == 3);
+                let topic: &[u8] = if p % 3 == 0 { b"a" } else { b"b" };
+                assert_eq!(t.observe(p, topic, seq), want, "stream {p}, round {round}");
+            }
+        }
+        assert_eq!(t.streams.len(), streams as usize);
     }
 }

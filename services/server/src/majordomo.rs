@@ -42,7 +42,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     metrics::ServerMetrics,
-    worker::{Processor, Reply, WorkerSettings},
+    worker::{with_slices, Processor, Reply, WorkerSettings},
 };
 
 /// The `socket` metrics label of a link's DEALER.
@@ -265,8 +265,14 @@ impl Dispatcher {
             .min()
             .unwrap_or(now + MAX_POLL);
         let wait = next_beat.saturating_duration_since(now).min(MAX_POLL);
+        // With no request at a handler thread no reply can come: leaving the
+        // PULL out spares a look into its mailbox (often a system call) on
+        // every pass of zmq_poll.
+        let with_replies = self.held > 0;
         let mut items: Vec<zmq::PollItem<'_>> = Vec::with_capacity(self.links.len() + 1);
-        items.push(self.replies.as_poll_item(zmq::POLLIN));
+        if with_replies {
+            items.push(self.replies.as_poll_item(zmq::POLLIN));
+        }
         items.extend(
             self.links
                 .iter()
@@ -276,8 +282,9 @@ impl Dispatcher {
             Ok(_) | Err(zmq::Error::EINTR) => {}
             Err(e) => return Err(anyhow::anyhow!("majordomo poll failed: {e}")),
         }
-        self.replies_readable = items[0].is_readable();
-        for (r, item) in self.readable.iter_mut().zip(&items[1..]) {
+        self.replies_readable = with_replies && items[0].is_readable();
+        let links = &items[usize::from(with_replies)..];
+        for (r, item) in self.readable.iter_mut().zip(links) {
             *r = item.is_readable();
         }
         Ok(())
@@ -328,34 +335,43 @@ impl Dispatcher {
         draining: bool,
         received: Instant,
     ) {
-        let parsed = match mdp::parse_worker(frames) {
-            Ok(m) => {
-                let body_len = match m.body {
-                    WorkerBody::Addressed { body, .. } => Some(body.len()),
-                    _ => None,
-                };
-                (m.command, body_len)
+        let parsed = with_slices(frames, |views| {
+            let (command, body_len) = match mdp::parse_worker(views) {
+                Ok(m) => match m.body {
+                    WorkerBody::Addressed { body, .. } => (m.command, Some(body.len())),
+                    _ => (m.command, None),
+                },
+                Err(e) => {
+                    warn!(endpoint = %self.links[i].endpoint, error.message = %e, "Invalid message from a broker dropped.");
+                    return None;
+                }
+            };
+            if let (WorkerCommand::Request, Some(n)) = (command, body_len) {
+                if !draining && self.held < self.s.credit {
+                    let body = &views[views.len() - n..];
+                    if let Some(reply) = self.inline.process_quick(body, received) {
+                        return Some(Err((reply, n)));
+                    }
+                }
             }
-            Err(e) => {
-                warn!(endpoint = %self.links[i].endpoint, error.message = %e, "Invalid message from a broker dropped.");
+            Some(Ok((command, body_len)))
+        });
+        let parsed = match parsed {
+            None => return,
+            Some(Ok(parsed)) => parsed,
+            Some(Err((reply, n))) => {
+                // […, address, "", body…]: the address is two before the body.
+                let at = frames.len() - n - 2;
+                self.final_inline(i, &mut frames[at..at + 2], &reply, received);
+                self.inline.completed(&reply);
                 return;
             }
         };
         match parsed {
             (WorkerCommand::Request, Some(n)) => {
-                // [proto, cmd, address, "", body…]: take the body, the
-                // delimiter and the address off the end, without copying.
+                // Not quick, or no room: take the body, the delimiter and
+                // the address off the end, without copying.
                 let full = draining || self.held >= self.s.credit;
-                if !full {
-                    // […, address, "", body…]
-                    let (head, body) = frames.split_at(frames.len() - n);
-                    if let Some(reply) = self.inline.process_quick(body, received) {
-                        let address = &head[head.len() - 2];
-                        self.final_inline(i, address, &reply);
-                        self.inline.completed(&reply);
-                        return;
-                    }
-                }
                 let body = frames.split_off(frames.len() - n);
                 let _delimiter = frames.pop();
                 let Some(address) = frames.pop() else { return };
@@ -384,17 +400,26 @@ impl Dispatcher {
         }
     }
 
-    /// FINAL for a request run on this thread.
-    fn final_inline(&mut self, i: usize, address: &[u8], reply: &Reply) {
+    /// FINAL for a request run on this thread. `envelope` is the REQUEST's
+    /// `[address, ""]`: those frames go back as they came, without copies.
+    /// `received` was a few microseconds ago: close enough for the
+    /// heartbeat schedule.
+    fn final_inline(
+        &mut self,
+        i: usize,
+        envelope: &mut [zmq::Message],
+        reply: &Reply,
+        received: Instant,
+    ) {
         let l = &mut self.links[i];
-        let rest = [address, &[][..]]
-            .into_iter()
-            .chain(reply.frames.iter().map(Vec::as_slice))
-            .map(zmq::Message::from);
+        let rest = envelope
+            .iter_mut()
+            .map(|m| std::mem::replace(m, zmq::Message::new()))
+            .chain(reply.frames().map(zmq::Message::from));
         if let Err(e) = send_command(&l.socket, WorkerCommand::Final, rest) {
             debug!(endpoint = %l.endpoint, error.message = %e, "Reply not sent; the broker answers it.");
         }
-        l.sent = Instant::now();
+        l.sent = received;
     }
 
     fn dispatch(&mut self, i: usize, job: Job) {
@@ -549,7 +574,7 @@ pub fn run_handler(s: HandlerSettings) -> anyhow::Result<()> {
             &s.replies,
             [zmq::Message::from(&job.tag[..]), job.address]
                 .into_iter()
-                .chain(reply.frames.iter().map(|f| zmq::Message::from(&f[..]))),
+                .chain(reply.frames().map(zmq::Message::from)),
             0,
         )
         .map_err(|e| anyhow::anyhow!("hand a reply to the I/O thread: {e}"))?;

@@ -138,7 +138,7 @@ impl Worker {
 
     fn send(&self, reply: &crate::worker::Reply) -> anyhow::Result<()> {
         // REP cannot go on without sending its reply; a failure is fatal for the socket.
-        send_frames(&self.socket, reply.frames.iter().map(Vec::as_slice), 0)
+        send_frames(&self.socket, reply.frames(), 0)
             .map_err(|e| anyhow::anyhow!("worker reply failed: {e}"))
     }
 }

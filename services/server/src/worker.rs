@@ -7,7 +7,6 @@
 //! plain request gets a plain reply, with errors as `ERR <status> <message>`.
 
 use std::{
-    fmt::Write as _,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -40,8 +39,10 @@ pub struct WorkerSettings {
 /// A processed request: the reply body to send, and what the event says.
 #[derive(Debug)]
 pub struct Reply {
-    /// Reply body frames (header first when the request had one).
-    pub frames: Vec<Vec<u8>>,
+    /// The reply header, when the request had one.
+    head: Option<Vec<u8>>,
+    /// The handler's frames (for a plain error, `ERR <status> <message>`).
+    body: Vec<Vec<u8>>,
     status: Status,
     id: Option<u64>,
     trace: Option<TraceContext>,
@@ -49,6 +50,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The reply body frames, header first when the request had one.
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> {
+        self.head.iter().chain(&self.body).map(Vec::as_slice)
+    }
+
     /// The outcome.
     pub fn status(&self) -> Status {
         self.status
@@ -62,6 +68,37 @@ pub struct Processor {
     payload: String,
     /// The instance id as a JSON string body (escaped once).
     instance_json: String,
+}
+
+/// Calls `f` with the frames as byte slices, each looked at once (every
+/// `Deref` of a `zmq::Message` is two calls into libzmq): on the stack for
+/// the usual few frames.
+pub fn with_slices<R>(frames: &[zmq::Message], f: impl FnOnce(&[&[u8]]) -> R) -> R {
+    let mut few: [&[u8]; 8] = [&[]; 8];
+    if frames.len() <= few.len() {
+        for (s, m) in few.iter_mut().zip(frames) {
+            *s = m;
+        }
+        f(&few[..frames.len()])
+    } else {
+        f(&frames.iter().map(|m| &m[..]).collect::<Vec<_>>())
+    }
+}
+
+/// Appends `v` in decimal.
+fn push_u64(out: &mut String, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // ASCII digits only.
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
 }
 
 /// The remaining time budget a request header carries, if any.
@@ -83,23 +120,19 @@ impl Processor {
     /// Handles one request body (everything after the envelope). `received`
     /// is when this server read it: the header's time budget counts from then.
     pub fn process(&mut self, body: &[zmq::Message], received: Instant) -> Reply {
-        self.process_if(body, received, false)
+        with_slices(body, |body| self.process_if(body, received, false))
             .expect("every request is processed when not only quick ones")
     }
 
     /// [`Processor::process`] for a request that is quick
     /// ([`Handler::is_quick`], or answered without the handler: a bad
     /// header, a passed deadline); `None`, with nothing done, for the others.
-    pub fn process_quick(&mut self, body: &[zmq::Message], received: Instant) -> Option<Reply> {
+    /// Takes the frames as slices: the caller has looked at them already.
+    pub fn process_quick(&mut self, body: &[&[u8]], received: Instant) -> Option<Reply> {
         self.process_if(body, received, true)
     }
 
-    fn process_if(
-        &mut self,
-        body: &[zmq::Message],
-        received: Instant,
-        quick_only: bool,
-    ) -> Option<Reply> {
+    fn process_if(&mut self, body: &[&[u8]], received: Instant, quick_only: bool) -> Option<Reply> {
         let (header, payload) = match body.first() {
             Some(f) if is_header(f) => match Header::decode(f) {
                 Ok(Header::Request(h)) => (Some(h), &body[1..]),
@@ -123,20 +156,8 @@ impl Processor {
             _ => (None, body),
         };
         let deadline = header.as_ref().and_then(budget).map(|b| received + b);
-        // Payload frames as slices: on the stack for the usual few frames.
-        let mut few: [&[u8]; 4] = [&[]; 4];
-        let many: Vec<&[u8]>;
-        let slices: &[&[u8]] = if payload.len() <= few.len() {
-            for (s, m) in few.iter_mut().zip(payload) {
-                *s = m;
-            }
-            &few[..payload.len()]
-        } else {
-            many = payload.iter().map(|m| &m[..]).collect();
-            &many
-        };
         let request = Request {
-            frames: slices,
+            frames: payload,
             deadline,
         };
         if quick_only && !self.settings.handler.is_quick(&request) {
@@ -198,23 +219,25 @@ impl Processor {
         self.settings.metrics.request(status);
         self.settings.metrics.duration.observe(elapsed);
         let id = header.as_ref().map(|h| h.id);
-        let frames = match id {
-            Some(id) => {
-                let head = Header::Reply(ReplyHeader { id, status, trace }).encode();
-                std::iter::once(head).chain(response.frames).collect()
-            }
-            None if status == Status::Ok => response.frames,
+        // The header stays a frame of its own: no vector to build around it.
+        let (head, body) = match id {
+            Some(id) => (
+                Some(Header::Reply(ReplyHeader { id, status, trace }).encode()),
+                response.frames,
+            ),
+            None if status == Status::Ok => (None, response.frames),
             None => {
                 let msg = response
                     .frames
                     .first()
                     .map(|f| String::from_utf8_lossy(f).into_owned())
                     .unwrap_or_default();
-                vec![format!("ERR {status} {msg}").into_bytes()]
+                (None, vec![format!("ERR {status} {msg}").into_bytes()])
             }
         };
         Reply {
-            frames,
+            head,
+            body,
             status,
             id,
             trace,
@@ -224,20 +247,25 @@ impl Processor {
 
     /// Publishes the `requests.completed` event of a reply that has left.
     pub fn completed(&mut self, reply: &Reply) {
-        // The payload is written by hand into a reused buffer: this runs once per request.
-        self.payload.clear();
-        self.payload.push_str(r#"{"request_id":"#);
-        let _ = match reply.id {
-            Some(id) => write!(self.payload, "{id}"),
-            None => write!(self.payload, "null"),
-        };
-        let _ = write!(
-            self.payload,
-            r#","status":"{}","duration_us":{},"server":"{}"}}"#,
-            reply.status.as_str(),
-            reply.elapsed.as_micros(),
-            self.instance_json,
+        // The payload is written by hand into a reused buffer, numbers
+        // without `core::fmt`: this runs once per request.
+        let p = &mut self.payload;
+        p.clear();
+        p.push_str(r#"{"request_id":"#);
+        match reply.id {
+            Some(id) => push_u64(p, id),
+            None => p.push_str("null"),
+        }
+        p.push_str(r#","status":""#);
+        p.push_str(reply.status.as_str());
+        p.push_str(r#"","duration_us":"#);
+        push_u64(
+            p,
+            u64::try_from(reply.elapsed.as_micros()).unwrap_or(u64::MAX),
         );
+        p.push_str(r#","server":""#);
+        p.push_str(&self.instance_json);
+        p.push_str(r#""}"#);
         let publish = otel::child_span(
             "producer",
             "publish",
@@ -250,5 +278,34 @@ impl Processor {
             self.payload.as_bytes(),
             event_trace,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        let mut s = String::from("x=");
+        for v in [0, 7, 10, 1_234_567_890, u64::MAX] {
+            s.truncate(2);
+            push_u64(&mut s, v);
+            assert_eq!(s, format!("x={v}"));
+        }
+    }
+
+    #[test]
+    fn frames_are_seen_as_slices_beyond_the_stack_array_too() {
+        for n in [0, 1, 8, 9, 20] {
+            let frames: Vec<zmq::Message> = (0..n)
+                .map(|i: u8| zmq::Message::from(&[i, i][..]))
+                .collect();
+            let seen = with_slices(&frames, |s| {
+                s.iter().map(|f| f.to_vec()).collect::<Vec<_>>()
+            });
+            let want: Vec<Vec<u8>> = (0..n).map(|i: u8| vec![i, i]).collect();
+            assert_eq!(seen, want, "{n} frames");
+        }
     }
 }
