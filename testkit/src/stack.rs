@@ -351,7 +351,7 @@ fn or_panic<T>(r: anyhow::Result<T>) -> T {
 fn restarted<T>(
     binds: [(&str, &str); 2],
     extra: &[&str],
-    start: fn(&[&str]) -> T,
+    start: impl FnOnce(&[&str]) -> T,
     bound: fn(&T) -> [&str; 2],
 ) -> T {
     let mut args = vec![binds[0].0, binds[0].1, binds[1].0, binds[1].1];
@@ -379,20 +379,12 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts a broker with the default [`Launcher`]; `extra` flags override
-    /// the defaults.
+    /// Starts a broker with the default [`Launcher`]: `extra` flags override
+    /// the defaults, `env` is added to the environment.
     ///
     /// # Panics
     /// If it cannot start or is not ready in time.
-    pub fn start(extra: &[&str]) -> Broker {
-        Broker::start_env(extra, &[])
-    }
-
-    /// [`Broker::start`] with `env` added to the environment.
-    ///
-    /// # Panics
-    /// As [`Broker::start`].
-    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Broker {
+    pub fn start(extra: &[&str], env: &[(&str, &str)]) -> Broker {
         or_panic(Launcher::default().broker(extra, env))
     }
 
@@ -406,7 +398,7 @@ impl Broker {
             ("--frontend-bind", self.frontend.as_str()),
             ("--backend-bind", self.backend.as_str()),
         ];
-        restarted(binds, extra, Broker::start, Broker::endpoints)
+        restarted(binds, extra, |a| Broker::start(a, &[]), Broker::endpoints)
     }
 
     fn endpoints(&self) -> [&str; 2] {
@@ -428,20 +420,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts a proxy with the default [`Launcher`]; `extra` flags override
-    /// the defaults.
+    /// Starts a proxy with the default [`Launcher`] (as [`Broker::start`]).
     ///
     /// # Panics
     /// If it cannot start or is not ready in time.
-    pub fn start(extra: &[&str]) -> Proxy {
-        Proxy::start_env(extra, &[])
-    }
-
-    /// [`Proxy::start`] with `env` added to the environment.
-    ///
-    /// # Panics
-    /// As [`Proxy::start`].
-    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Proxy {
+    pub fn start(extra: &[&str], env: &[(&str, &str)]) -> Proxy {
         or_panic(Launcher::default().proxy(extra, env))
     }
 
@@ -454,7 +437,7 @@ impl Proxy {
             ("--xsub-bind", self.xsub.as_str()),
             ("--xpub-bind", self.xpub.as_str()),
         ];
-        restarted(binds, extra, Proxy::start, Proxy::endpoints)
+        restarted(binds, extra, |a| Proxy::start(a, &[]), Proxy::endpoints)
     }
 
     fn endpoints(&self) -> [&str; 2] {
@@ -492,31 +475,14 @@ impl Server {
     /// Starts a server with the default [`Launcher`] connected to `brokers`
     /// (frontend endpoints, or backend endpoints with [`REP_ARGS`] in
     /// `extra`) and `proxies` (XSUB endpoints); `extra` flags override the
-    /// defaults. Waits for its ready record (it is connected to a broker);
-    /// see [`Server::start_unready`] for a server whose broker is not up.
+    /// defaults, `env` is added to the environment. Waits for its ready
+    /// record (it is connected to a broker); see [`Server::start_unready`]
+    /// for a server whose broker is not up.
     ///
     /// # Panics
     /// If it cannot start or is not ready in time.
-    pub fn start(brokers: &str, proxies: &str, extra: &[&str]) -> Server {
-        Server::start_env(brokers, proxies, extra, &[])
-    }
-
-    /// [`Server::start`] with `env` added to the environment.
-    ///
-    /// # Panics
-    /// As [`Server::start`].
-    pub fn start_env(brokers: &str, proxies: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    pub fn start(brokers: &str, proxies: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         or_panic(Launcher::default().server(brokers, proxies, extra, env))
-    }
-
-    /// [`Server::start`] as a plain REP server on the brokers' `backends`.
-    ///
-    /// # Panics
-    /// As [`Server::start`].
-    pub fn start_rep(backends: &str, proxies: &str, extra: &[&str]) -> Server {
-        let mut args = REP_ARGS.to_vec();
-        args.extend_from_slice(extra);
-        Server::start(backends, proxies, &args)
     }
 
     /// Starts a server like [`Server::start`] without waiting for it to be
@@ -818,7 +784,7 @@ impl StackBuilder {
     /// # Panics
     /// If a service cannot start or is not ready in time.
     pub fn start(self) -> Stack {
-        self.try_start().unwrap_or_else(|e| panic!("{e:#}"))
+        or_panic(self.try_start())
     }
 }
 
@@ -895,8 +861,7 @@ impl Stack {
     /// # Panics
     /// If it cannot start or is not ready in time.
     pub fn add_server(&mut self, extra: &[&str]) -> usize {
-        self.add_servers(1, extra)
-            .unwrap_or_else(|e| panic!("{e:#}"));
+        or_panic(self.add_servers(1, extra));
         self.servers.len() - 1
     }
 
