@@ -618,13 +618,13 @@ impl EventLines {
 #[derive(Debug)]
 pub struct SummaryFile {
     path: String,
-    _dir: crate::observability::TempDir,
+    _dir: testkit::tempdir::TempDir,
 }
 
 impl SummaryFile {
     /// A fresh path (no file yet).
     pub fn new() -> SummaryFile {
-        let dir = crate::observability::TempDir::new("summary");
+        let dir = testkit::tempdir::TempDir::new("summary");
         SummaryFile {
             path: dir
                 .path()
