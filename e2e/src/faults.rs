@@ -317,10 +317,7 @@ impl RssSampler {
 
 /// `process_resident_memory_bytes` of one service, if it answers.
 pub fn rss(addr: SocketAddr) -> Option<f64> {
-    match http_get(addr, "/metrics") {
-        Ok((200, body)) => parse_metric(&body, "process_resident_memory_bytes"),
-        _ => None,
-    }
+    testkit::ops::scrape(addr, "process_resident_memory_bytes")
 }
 
 /// What an [`RssSampler`] collected.

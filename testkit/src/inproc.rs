@@ -1,7 +1,7 @@
 //! Fixtures of the services' own integration tests (`services/*/tests`),
 //! which start a service in-process, drive it through plain ZeroMQ sockets
 //! and read it through its ops HTTP server. Nothing here knows a service
-//! crate: a test passes the ops address, and the service's `wait()` future
+//! crate: a test passes the ops address (read with [`crate::ops`]), and the service's `wait()` future
 //! to [`stopped`].
 //!
 //! Every wait has a deadline ([`WAIT_LIMIT`], [`RECV_LIMIT`], [`STOP_LIMIT`]).
@@ -64,35 +64,6 @@ pub fn bound(ctx: &zmq::Context, kind: zmq::SocketType) -> (zmq::Socket, String)
     (s, endpoint)
 }
 
-/// `GET path` on a service's ops server; the body of a 200.
-///
-/// # Panics
-/// If the request fails or the status is not 200.
-pub fn get(ops: SocketAddr, path: &str) -> String {
-    match mensageria::ops::http_get(ops, path, RECV_LIMIT) {
-        Ok((200, body)) => body,
-        Ok((code, body)) => panic!("GET http://{ops}{path}: HTTP {code}: {body}"),
-        Err(e) => panic!("GET http://{ops}{path}: {e}"),
-    }
-}
-
-/// The service's `/metrics` text.
-///
-/// # Panics
-/// As [`get`].
-pub fn metrics(ops: SocketAddr) -> String {
-    get(ops, "/metrics")
-}
-
-/// The value of `series` now ([`crate::metrics::value`]: the samples whose
-/// labels include the given ones, summed), `None` when not exposed.
-///
-/// # Panics
-/// As [`get`].
-pub fn metric(ops: SocketAddr, series: &str) -> Option<f64> {
-    crate::metrics::value(&metrics(ops), series)
-}
-
 /// Waits until `ok` holds for the value of `series` (0 while not exposed:
 /// a counter not yet incremented) and returns it.
 ///
@@ -101,7 +72,7 @@ pub fn metric(ops: SocketAddr, series: &str) -> Option<f64> {
 pub fn wait_metric(ops: SocketAddr, series: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
     let deadline = Instant::now() + WAIT_LIMIT;
     loop {
-        let v = metric(ops, series).unwrap_or(0.0);
+        let v = crate::ops::metric_opt(ops, series).unwrap_or(0.0);
         if ok(v) {
             return v;
         }

@@ -512,15 +512,7 @@ impl Server {
     /// # Panics
     /// After the default ready timeout.
     pub fn wait_ready(&self) {
-        crate::wait::wait_until(
-            &format!(
-                "{} /readyz on {} to answer 200",
-                self.proc.name(),
-                self.http
-            ),
-            START_TIMEOUT,
-            || ops::answers_ok(self.http, "/readyz").then_some(()),
-        );
+        ops::wait_ready(self.http, START_TIMEOUT);
     }
 
     /// `mensageria_server_requests_total{status="ok"}`.
@@ -529,9 +521,7 @@ impl Server {
     /// If the scrape fails or the series is not exposed.
     pub fn handled_ok(&self) -> f64 {
         const SERIES: &str = r#"mensageria_server_requests_total{status="ok"}"#;
-        let text = ops::try_metrics_text(self.http).unwrap_or_else(|e| panic!("{e}"));
-        crate::metrics::value(&text, SERIES)
-            .unwrap_or_else(|| panic!("no series {SERIES} on http://{}/metrics", self.http))
+        ops::metric(self.http, SERIES)
     }
 
     /// Broker registrations this server makes per broker: one per service
@@ -553,7 +543,7 @@ impl Server {
 /// If the scrape fails.
 pub fn broker_workers(broker_http: SocketAddr, matching: &[(&str, &str)]) -> f64 {
     const FAMILY: &str = "mensageria_broker_workers";
-    let text = ops::try_metrics_text(broker_http).unwrap_or_else(|e| panic!("{e}"));
+    let text = ops::metrics_text(broker_http);
     families(&text)
         .get(FAMILY)
         .map_or(0.0, |f| f.sum(FAMILY, matching))

@@ -57,7 +57,7 @@ impl Fixture {
 
     /// The value of one series in `/metrics` (0 if absent).
     pub fn metric(&self, series: &str) -> f64 {
-        inproc::metric(self.http, series).unwrap_or(0.0)
+        testkit::ops::metric_opt(self.http, series).unwrap_or(0.0)
     }
 
     /// Waits (bounded) until `series` equals `want`, then asserts it.
@@ -72,7 +72,7 @@ impl Fixture {
 
     /// The `/services` view.
     pub fn services(&self) -> serde_json::Value {
-        serde_json::from_str(&inproc::get(self.http, "/services")).unwrap()
+        serde_json::from_str(&testkit::ops::get(self.http, "/services")).unwrap()
     }
 
     /// Waits (bounded) until the `/services` view, refreshed every 250 ms,
