@@ -1,6 +1,6 @@
 //! Helpers of the reliability and security suite (`e2e/tests/reliability`):
 //!
-//! - [`peers`], [`wait_peers`], [`socket_events`], [`assert_all_healthy`]:
+//! - [`peers`], [`socket_events`], [`assert_all_healthy`]:
 //!   what the services say about their peers and health.
 //! - [`ClientRun`]: the long-running `client run` load generator and
 //!   subscriber, observed through its `/metrics` ([`ClientStats`]).
@@ -29,8 +29,8 @@ use std::{
 };
 
 use crate::{
-    http_get, metric_opt, metrics_text, parse_metric, run_bin, stdout, wait_ready, wait_until,
-    Launcher, Proc, Server, Stack, GRACE_ARG, START_TIMEOUT,
+    http_get, metric_opt, metrics_text, parse_metric, run_bin, stdout, wait_ready, Launcher, Proc,
+    Server, Stack, GRACE_ARG, START_TIMEOUT,
 };
 
 /// Fast ZMTP heartbeats (`--heartbeat-ivl 200ms --heartbeat-timeout 1s`), so
@@ -51,15 +51,6 @@ pub fn peers(addr: SocketAddr, socket: &str) -> f64 {
         &format!(r#"mensageria_zmq_peers{{socket="{socket}"}}"#),
     )
     .unwrap_or(0.0)
-}
-
-/// Waits (up to [`START_TIMEOUT`]) until the peer count of `socket` on
-/// `addr` satisfies `ok`; returns it.
-pub fn wait_peers(addr: SocketAddr, socket: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
-    wait_until(what, START_TIMEOUT, || {
-        let n = peers(addr, socket);
-        ok(n).then_some(n)
-    })
 }
 
 /// `mensageria_zmq_socket_events_total{socket,event}` (0 when not exposed yet).
@@ -378,11 +369,6 @@ pub fn tcp_addr(endpoint: &str) -> SocketAddr {
         .strip_prefix("tcp://")
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("not a tcp://ip:port endpoint: {endpoint}"))
-}
-
-/// The port of a `tcp://host:port` endpoint.
-pub fn port_of(endpoint: &str) -> u16 {
-    tcp_addr(endpoint).port()
 }
 
 /// An HTTP/1.1 request, as a confused client would send it.
