@@ -8,7 +8,7 @@
 //!   `process_resident_memory_bytes` of several services sampled on a
 //!   background thread.
 //! - Raw-TCP probes ([`probe_tcp`], [`HTTP_GET`], [`tls_client_hello`],
-//!   [`pseudo_random_bytes`]), plain DEALER sockets ([`plain_dealer`]).
+//!   [`pseudo_random_bytes`]).
 //! - [`keygen`]: CURVE key pairs from `broker keygen`.
 //! - [`EventLines`]: per-stream accounting of `client subscribe` output;
 //!   [`SummaryFile`]: its totals (`--summary-file`).
@@ -472,17 +472,6 @@ pub fn probe_tcp(addr: SocketAddr, bytes: &[u8], read_for: Duration) -> (Vec<u8>
         }
     };
     (got, closed)
-}
-
-/// A plain DEALER socket connected to `endpoint`, with bounded linger and
-/// 5 s send/receive timeouts.
-pub fn plain_dealer(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
-    let s = ctx.socket(zmq::DEALER).expect("create a DEALER socket");
-    s.set_linger(0).expect("set linger");
-    s.set_rcvtimeo(5000).expect("set receive timeout");
-    s.set_sndtimeo(5000).expect("set send timeout");
-    s.connect(endpoint).expect("connect DEALER");
-    s
 }
 
 // ---------------------------------------------------------------------------

@@ -242,15 +242,12 @@ impl std::fmt::Display for BenchSummary {
 // Plain ZeroMQ peers
 // ---------------------------------------------------------------------------
 
-/// A plain REQ socket connected to `endpoint`, with 5 s send/receive
-/// timeouts so a test can never block forever.
+pub use testkit::inproc::connected;
+
+/// A plain REQ socket connected to `endpoint` ([`connected`]: 5 s send and
+/// receive timeouts, so a test can never block forever).
 pub fn plain_req(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
-    let s = ctx.socket(zmq::REQ).expect("create a REQ socket");
-    s.set_linger(0).expect("set linger");
-    s.set_rcvtimeo(5000).expect("set receive timeout");
-    s.set_sndtimeo(5000).expect("set send timeout");
-    s.connect(endpoint).expect("connect REQ");
-    s
+    connected(ctx, zmq::REQ, endpoint)
 }
 
 /// Sends `frames` on a REQ socket and returns the reply frames.

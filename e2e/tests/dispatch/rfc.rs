@@ -225,10 +225,7 @@ pub fn call_v1(ctx: &zmq::Context, endpoint: &str, service: &str, body: &[&[u8]]
 /// MDP/0.2 client over DEALER (RFC 18): REQUEST `["MDPC02", 0x01, service,
 /// body…]`; skips PARTIALs and returns the FINAL's body.
 pub fn call_v2(ctx: &zmq::Context, endpoint: &str, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
-    let dealer = ctx.socket(zmq::DEALER).expect("DEALER");
-    dealer.set_linger(0).expect("linger");
-    dealer.set_sndtimeo(5000).expect("send timeout");
-    dealer.connect(endpoint).expect("connect");
+    let dealer = e2e::connected(ctx, zmq::DEALER, endpoint);
     let mut frames: Vec<&[u8]> = vec![b"MDPC02", &[0x01], service.as_bytes()];
     frames.extend_from_slice(body);
     dealer.send_multipart(frames, 0).expect("send");
