@@ -108,23 +108,8 @@ pub fn describe(o: &Output) -> String {
 
 pub use testkit::{
     metrics::value as parse_metric,
-    ops::{http_get, metric, metric_opt, metrics_text, wait_ready},
+    ops::{http_get, metric, metric_opt, metrics_text, wait_metric, wait_ready},
 };
-
-/// Waits until the series `series` on `addr` satisfies `ok` (counters are
-/// updated just after the reply or event they count leaves, so a test that
-/// has just seen the reply must wait for them) and returns its value.
-///
-/// # Panics
-/// After 10 s, with the last value.
-pub fn wait_metric(addr: SocketAddr, series: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
-    let mut last = None;
-    poll_until(Duration::from_secs(10), || {
-        last = metric_opt(addr, series);
-        last.filter(|v| ok(*v))
-    })
-    .unwrap_or_else(|| panic!("{series} on {addr} never became {what}; last value {last:?}"))
-}
 
 /// [`wait_metric`] until the value is at least `min`.
 pub fn wait_metric_at_least(addr: SocketAddr, series: &str, min: f64) -> f64 {

@@ -4,22 +4,15 @@
 //! crate: a test passes the ops address (read with [`crate::ops`]), and the service's `wait()` future
 //! to [`stopped`].
 //!
-//! Every wait has a deadline ([`WAIT_LIMIT`], [`RECV_LIMIT`], [`STOP_LIMIT`]).
+//! Every wait has a deadline ([`crate::ops::WAIT_LIMIT`], [`RECV_LIMIT`],
+//! [`STOP_LIMIT`]).
 
-use std::{
-    fmt::Debug,
-    future::Future,
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::{fmt::Debug, future::Future, time::Duration};
 
 use mensageria::header::{Header, ReplyHeader, RequestHeader};
 
 /// Longest a test socket waits to send or receive one message.
 pub const RECV_LIMIT: Duration = Duration::from_secs(5);
-
-/// Longest [`expect_metric`] and [`wait_metric`] wait for a series.
-pub const WAIT_LIMIT: Duration = Duration::from_secs(5);
 
 /// Longest a service may take to stop once its shutdown is cancelled.
 pub const STOP_LIMIT: Duration = Duration::from_secs(10);
@@ -62,35 +55,6 @@ pub fn bound(ctx: &zmq::Context, kind: zmq::SocketType) -> (zmq::Socket, String)
         .expect("the bound endpoint")
         .expect("a UTF-8 endpoint");
     (s, endpoint)
-}
-
-/// Waits until `ok` holds for the value of `series` (0 while not exposed:
-/// a counter not yet incremented) and returns it.
-///
-/// # Panics
-/// If it does not within [`WAIT_LIMIT`] (saying `what` and the last value).
-pub fn wait_metric(ops: SocketAddr, series: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + WAIT_LIMIT;
-    loop {
-        let v = crate::ops::metric_opt(ops, series).unwrap_or(0.0);
-        if ok(v) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {series} is {v} after {WAIT_LIMIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Waits until `series` is `want` (a service counts some things a moment
-/// after the reply the test has already seen), then asserts it.
-///
-/// # Panics
-/// If it is not within [`WAIT_LIMIT`].
-pub fn expect_metric(ops: SocketAddr, series: &str, want: f64) {
-    wait_metric(ops, series, &format!("expected {want}"), |v| v == want);
 }
 
 /// Awaits a service's `wait()` once its shutdown token is cancelled.

@@ -8,6 +8,9 @@ use std::{net::SocketAddr, time::Duration};
 /// How long one ops request may take.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Longest [`wait_metric`] and [`expect_metric`] wait for a series.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(10);
+
 /// `GET path` on an ops server (the services' own client,
 /// [`mensageria::ops::http_get`]): status and body.
 ///
@@ -74,6 +77,26 @@ pub fn metric(addr: SocketAddr, series: &str) -> f64 {
             similar.join("\n")
         )
     })
+}
+
+/// Waits until `ok` holds for the value of `series` on `addr` (0 while not
+/// exposed: a counter not yet incremented; services count some things a
+/// moment after the reply the test has already seen) and returns it.
+///
+/// # Panics
+/// If it does not within [`WAIT_LIMIT`] (saying `what` and the last value).
+pub fn wait_metric(addr: SocketAddr, series: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let mut last = 0.0;
+    crate::wait::poll_until(WAIT_LIMIT, || {
+        last = metric_opt(addr, series).unwrap_or(0.0);
+        ok(last).then_some(last)
+    })
+    .unwrap_or_else(|| panic!("{series} on {addr} never became {what}; last value {last}"))
+}
+
+/// [`wait_metric`] until `series` is `want`.
+pub fn expect_metric(addr: SocketAddr, series: &str, want: f64) {
+    wait_metric(addr, series, &format!("{want}"), |v| v == want);
 }
 
 /// Whether `GET path` answers 200 now.

@@ -42,7 +42,7 @@ impl Fixture {
 
     /// Waits until `series` reaches `want` (0 while not exposed).
     fn wait_for(&self, series: &str, want: f64) {
-        inproc::expect_metric(self.proxy.http_addr, series, want);
+        testkit::ops::expect_metric(self.proxy.http_addr, series, want);
     }
 
     /// Publishes `topic` until `sub` receives one (the subscription has

@@ -62,12 +62,12 @@ impl Fixture {
 
     /// Waits (bounded) until `series` equals `want`, then asserts it.
     pub fn expect_metric(&self, series: &str, want: f64) {
-        inproc::expect_metric(self.http, series, want);
+        testkit::ops::expect_metric(self.http, series, want);
     }
 
     /// Waits (bounded) until `series` reaches `at_least`.
     pub fn wait_metric(&self, series: &str, at_least: f64) {
-        inproc::wait_metric(self.http, series, "waiting", |v| v >= at_least);
+        testkit::ops::wait_metric(self.http, series, "waiting", |v| v >= at_least);
     }
 
     /// The `/services` view.
@@ -104,7 +104,7 @@ impl Fixture {
     pub fn wait_workers(&self, service: &str, n: f64) {
         // Idle and busy.
         let workers = format!("mensageria_broker_workers{{service=\"{service}\"}}");
-        inproc::wait_metric(self.http, &workers, "registered workers", |v| v == n);
+        testkit::ops::wait_metric(self.http, &workers, "registered workers", |v| v == n);
     }
 
     pub async fn stop(mut self) {
