@@ -93,6 +93,24 @@ pub fn reply_header(frame: &[u8]) -> ReplyHeader {
     }
 }
 
+/// A Majordomo 0.1 client request on a REQ socket (RFC 7):
+/// `["MDPC01", service, body…]`; returns the reply body after checking its
+/// `["MDPC01", service]` head.
+///
+/// # Panics
+/// On a send or receive failure, or a reply of another shape.
+pub fn call_v1(s: &zmq::Socket, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
+    let mut frames: Vec<&[u8]> = vec![b"MDPC01", service.as_bytes()];
+    frames.extend_from_slice(body);
+    s.send_multipart(frames, 0)
+        .expect("send the MDPC01 request");
+    let mut r = s.recv_multipart(0).expect("an MDPC01 reply");
+    assert!(r.len() >= 2, "MDPC01 reply too short: {r:?}");
+    assert_eq!(r.remove(0), b"MDPC01");
+    assert_eq!(r.remove(0), service.as_bytes());
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

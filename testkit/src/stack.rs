@@ -201,18 +201,30 @@ impl Launcher {
         }
     }
 
-    /// Starts a broker without waiting (see [`Launcher::finish_broker`]).
-    fn spawn_broker(&self, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Proc> {
+    /// Starts `bin` (broker or proxy) with its two `binds` flags on
+    /// ephemeral loopback ports, without waiting.
+    fn spawn_bound(
+        &self,
+        bin: &str,
+        binds: [&str; 2],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
+        let any = "tcp://127.0.0.1:*";
         let args = merge_args(
             &[
                 ("--http-addr", "127.0.0.1:0"),
-                ("--frontend-bind", "tcp://127.0.0.1:*"),
-                ("--backend-bind", "tcp://127.0.0.1:*"),
+                (binds[0], any),
+                (binds[1], any),
                 ("--shutdown-grace", &self.shutdown_grace),
             ],
             extra,
         );
-        self.spawn("broker", "broker", &args, env)
+        self.spawn(bin, bin, &args, env)
+    }
+
+    fn spawn_broker(&self, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Proc> {
+        self.spawn_bound("broker", ["--frontend-bind", "--backend-bind"], extra, env)
     }
 
     fn finish_broker(&self, proc: Proc) -> anyhow::Result<Broker> {
@@ -235,16 +247,7 @@ impl Launcher {
     }
 
     fn spawn_proxy(&self, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Proc> {
-        let args = merge_args(
-            &[
-                ("--http-addr", "127.0.0.1:0"),
-                ("--xsub-bind", "tcp://127.0.0.1:*"),
-                ("--xpub-bind", "tcp://127.0.0.1:*"),
-                ("--shutdown-grace", &self.shutdown_grace),
-            ],
-            extra,
-        );
-        self.spawn("proxy", "proxy", &args, env)
+        self.spawn_bound("proxy", ["--xsub-bind", "--xpub-bind"], extra, env)
     }
 
     fn finish_proxy(&self, proc: Proc) -> anyhow::Result<Proxy> {

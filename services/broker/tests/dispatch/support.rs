@@ -207,17 +207,7 @@ impl RfcWorker {
     }
 }
 
-/// A Majordomo 0.1 client (REQ): `["MDPC01", service, body…]` after REQ's
-/// empty frame; the reply is `["MDPC01", service, reply…]`.
-pub fn call_v1(s: &zmq::Socket, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
-    let mut frames: Vec<&[u8]> = vec![b"MDPC01", service.as_bytes()];
-    frames.extend_from_slice(body);
-    s.send_multipart(frames, 0).unwrap();
-    let mut r = s.recv_multipart(0).expect("a reply");
-    assert_eq!(r.remove(0), b"MDPC01");
-    assert_eq!(r.remove(0), service.as_bytes());
-    r
-}
+pub use testkit::inproc::call_v1;
 
 /// A Majordomo 0.2 client (DEALER): `["MDPC02", 0x01, service, body…]`;
 /// the reply is `["MDPC02", 0x03 FINAL, service, reply…]`.
