@@ -310,22 +310,6 @@ impl Launcher {
         })
     }
 
-    /// Starts a server ([`DEFAULT_WORKERS`] workers unless `extra` says
-    /// otherwise) and waits for its ready record (it is connected to a broker).
-    ///
-    /// # Errors
-    /// If it cannot start or does not become ready in time.
-    pub fn server(
-        &self,
-        brokers: &str,
-        proxies: &str,
-        extra: &[&str],
-        env: &[(&str, &str)],
-    ) -> anyhow::Result<Server> {
-        let proc = self.spawn_server("server", (brokers, proxies), extra, env)?;
-        self.finish_server(proc)
-    }
-
     /// Starts `n` servers side by side, named `server#<first>`,
     /// `server#<first + 1>`…, and waits for their ready records.
     ///
@@ -485,7 +469,9 @@ impl Server {
     /// # Panics
     /// If it cannot start or is not ready in time.
     pub fn start(brokers: &str, proxies: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        or_panic(Launcher::default().server(brokers, proxies, extra, env))
+        let l = Launcher::default();
+        let proc = l.spawn_server("server", (brokers, proxies), extra, env);
+        or_panic(proc.and_then(|p| l.finish_server(p)))
     }
 
     /// Starts a server like [`Server::start`] without waiting for it to be
@@ -496,17 +482,12 @@ impl Server {
     /// If it cannot start or does not answer in time.
     pub fn start_unready(brokers: &str, proxies: &str, extra: &[&str]) -> UnreadyServer {
         let launcher = Launcher::default();
-        let workers = DEFAULT_WORKERS.to_string();
-        let args = merge_args(
-            &[
-                ("--broker-endpoints", brokers),
-                ("--proxy-endpoints", proxies),
-                ("--workers", &workers),
-                ("--shutdown-grace", &launcher.shutdown_grace),
-            ],
-            extra,
-        );
-        let (proc, http) = or_panic(launcher.spawn_alive("server", "server", &args, &[]));
+        let http: SocketAddr = ([127, 0, 0, 1], crate::ports::unused_port()).into();
+        let addr = http.to_string();
+        let mut args = vec!["--http-addr", &addr];
+        args.extend_from_slice(extra);
+        let mut proc = or_panic(launcher.spawn_server("server", (brokers, proxies), &args, &[]));
+        or_panic(proc.try_wait_alive(http, launcher.ready_timeout));
         UnreadyServer { proc, http }
     }
 
