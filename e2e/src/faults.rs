@@ -1,6 +1,6 @@
 //! Helpers of the reliability and security suite (`e2e/tests/reliability`):
 //!
-//! - [`peers`], [`wait_peers`], [`socket_events`], [`assert_all_healthy`]:
+//! - [`peers`], [`socket_events`], [`assert_all_healthy`]:
 //!   what the services say about their peers and health.
 //! - [`ClientRun`]: the long-running `client run` load generator and
 //!   subscriber, observed through its `/metrics` ([`ClientStats`]).
@@ -8,7 +8,7 @@
 //!   `process_resident_memory_bytes` of several services sampled on a
 //!   background thread.
 //! - Raw-TCP probes ([`probe_tcp`], [`HTTP_GET`], [`tls_client_hello`],
-//!   [`pseudo_random_bytes`]), plain DEALER sockets ([`plain_dealer`]).
+//!   [`pseudo_random_bytes`]).
 //! - [`keygen`]: CURVE key pairs from `broker keygen`.
 //! - [`EventLines`]: per-stream accounting of `client subscribe` output;
 //!   [`SummaryFile`]: its totals (`--summary-file`).
@@ -29,8 +29,8 @@ use std::{
 };
 
 use crate::{
-    http_get, metric_opt, metrics_text, parse_metric, run_bin, stdout, wait_ready, wait_until,
-    Launcher, Proc, Server, Stack, GRACE_ARG, START_TIMEOUT,
+    http_get, metric_opt, metrics_text, parse_metric, run_bin, stdout, wait_ready, Launcher, Proc,
+    Server, Stack, GRACE_ARG, START_TIMEOUT,
 };
 
 /// Fast ZMTP heartbeats (`--heartbeat-ivl 200ms --heartbeat-timeout 1s`), so
@@ -51,15 +51,6 @@ pub fn peers(addr: SocketAddr, socket: &str) -> f64 {
         &format!(r#"mensageria_zmq_peers{{socket="{socket}"}}"#),
     )
     .unwrap_or(0.0)
-}
-
-/// Waits (up to [`START_TIMEOUT`]) until the peer count of `socket` on
-/// `addr` satisfies `ok`; returns it.
-pub fn wait_peers(addr: SocketAddr, socket: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
-    wait_until(what, START_TIMEOUT, || {
-        let n = peers(addr, socket);
-        ok(n).then_some(n)
-    })
 }
 
 /// `mensageria_zmq_socket_events_total{socket,event}` (0 when not exposed yet).
@@ -317,10 +308,7 @@ impl RssSampler {
 
 /// `process_resident_memory_bytes` of one service, if it answers.
 pub fn rss(addr: SocketAddr) -> Option<f64> {
-    match http_get(addr, "/metrics") {
-        Ok((200, body)) => parse_metric(&body, "process_resident_memory_bytes"),
-        _ => None,
-    }
+    testkit::ops::scrape(addr, "process_resident_memory_bytes")
 }
 
 /// What an [`RssSampler`] collected.
@@ -381,11 +369,6 @@ pub fn tcp_addr(endpoint: &str) -> SocketAddr {
         .strip_prefix("tcp://")
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("not a tcp://ip:port endpoint: {endpoint}"))
-}
-
-/// The port of a `tcp://host:port` endpoint.
-pub fn port_of(endpoint: &str) -> u16 {
-    tcp_addr(endpoint).port()
 }
 
 /// An HTTP/1.1 request, as a confused client would send it.
@@ -489,17 +472,6 @@ pub fn probe_tcp(addr: SocketAddr, bytes: &[u8], read_for: Duration) -> (Vec<u8>
         }
     };
     (got, closed)
-}
-
-/// A plain DEALER socket connected to `endpoint`, with bounded linger and
-/// 5 s send/receive timeouts.
-pub fn plain_dealer(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
-    let s = ctx.socket(zmq::DEALER).expect("create a DEALER socket");
-    s.set_linger(0).expect("set linger");
-    s.set_rcvtimeo(5000).expect("set receive timeout");
-    s.set_sndtimeo(5000).expect("set send timeout");
-    s.connect(endpoint).expect("connect DEALER");
-    s
 }
 
 // ---------------------------------------------------------------------------
@@ -618,13 +590,13 @@ impl EventLines {
 #[derive(Debug)]
 pub struct SummaryFile {
     path: String,
-    _dir: crate::observability::TempDir,
+    _dir: testkit::tempdir::TempDir,
 }
 
 impl SummaryFile {
     /// A fresh path (no file yet).
     pub fn new() -> SummaryFile {
-        let dir = crate::observability::TempDir::new("summary");
+        let dir = testkit::tempdir::TempDir::new("summary");
         SummaryFile {
             path: dir
                 .path()

@@ -24,12 +24,7 @@
 //! Nothing here sleeps to synchronise: every wait is for a condition, with a
 //! deadline, and fails with the captured logs when the deadline passes.
 
-use std::{
-    net::SocketAddr,
-    process::Output,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, process::Output, time::Duration};
 
 pub use mensageria::header::{EventHeader, Header};
 pub use mensageria::ready::ReadyRecord;
@@ -111,77 +106,10 @@ pub fn describe(o: &Output) -> String {
 // Waiting and observing
 // ---------------------------------------------------------------------------
 
-pub use testkit::ops::http_get;
-
-/// Waits until `/readyz` answers 200.
-///
-/// # Panics
-/// At the deadline, with the last answer.
-pub fn wait_ready(addr: SocketAddr, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match http_get(addr, "/readyz") {
-            Ok((200, _)) => return,
-            Ok((code, body)) => format!("HTTP {code}: {}", body.trim()),
-            Err(e) => e.to_string(),
-        };
-        assert!(
-            Instant::now() < deadline,
-            "{addr} not ready within {timeout:?}; last /readyz: {last}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The `/metrics` text of an ops server.
-///
-/// # Panics
-/// If the scrape fails or is not HTTP 200.
-pub fn metrics_text(addr: SocketAddr) -> String {
-    match http_get(addr, "/metrics") {
-        Ok((200, body)) => body,
-        Ok((code, body)) => panic!("GET http://{addr}/metrics: HTTP {code}: {body}"),
-        Err(e) => panic!("GET http://{addr}/metrics: {e}"),
-    }
-}
-
-pub use testkit::metrics::value as parse_metric;
-
-/// The value of one series on `addr`, if exposed.
-pub fn metric_opt(addr: SocketAddr, series: &str) -> Option<f64> {
-    parse_metric(&metrics_text(addr), series)
-}
-
-/// The value of one series on `addr`.
-///
-/// # Panics
-/// If the series is not exposed (listing the series of that family).
-pub fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let text = metrics_text(addr);
-    parse_metric(&text, series).unwrap_or_else(|| {
-        let family = series.split('{').next().unwrap_or(series);
-        let similar: Vec<&str> = text.lines().filter(|l| l.starts_with(family)).collect();
-        panic!(
-            "no series {series} on http://{addr}/metrics; the family has:\n{}",
-            similar.join("\n")
-        )
-    })
-}
-
-/// Waits until the series `series` on `addr` satisfies `ok` (counters are
-/// updated just after the reply or event they count leaves, so a test that
-/// has just seen the reply must wait for them) and returns its value.
-///
-/// # Panics
-/// After 10 s, with the last value.
-pub fn wait_metric(addr: SocketAddr, series: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
-    let mut last = None;
-    poll_until(Duration::from_secs(10), || {
-        last = metric_opt(addr, series);
-        last.filter(|v| ok(*v))
-    })
-    .unwrap_or_else(|| panic!("{series} on {addr} never became {what}; last value {last:?}"))
-}
+pub use testkit::{
+    metrics::value as parse_metric,
+    ops::{http_get, metric, metric_opt, metrics_text, wait_metric, wait_ready},
+};
 
 /// [`wait_metric`] until the value is at least `min`.
 pub fn wait_metric_at_least(addr: SocketAddr, series: &str, min: f64) -> f64 {
@@ -299,15 +227,12 @@ impl std::fmt::Display for BenchSummary {
 // Plain ZeroMQ peers
 // ---------------------------------------------------------------------------
 
-/// A plain REQ socket connected to `endpoint`, with 5 s send/receive
-/// timeouts so a test can never block forever.
+pub use testkit::inproc::connected;
+
+/// A plain REQ socket connected to `endpoint` ([`connected`]: 5 s send and
+/// receive timeouts, so a test can never block forever).
 pub fn plain_req(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
-    let s = ctx.socket(zmq::REQ).expect("create a REQ socket");
-    s.set_linger(0).expect("set linger");
-    s.set_rcvtimeo(5000).expect("set receive timeout");
-    s.set_sndtimeo(5000).expect("set send timeout");
-    s.connect(endpoint).expect("connect REQ");
-    s
+    connected(ctx, zmq::REQ, endpoint)
 }
 
 /// Sends `frames` on a REQ socket and returns the reply frames.

@@ -1,6 +1,6 @@
 //! Helpers of the observability end-to-end tests (`e2e/tests/observability`):
 //! priming of event subscriptions, a tiny OTLP/HTTP
-//! JSON collector, a real Prometheus, exposition-format parsing, the README
+//! JSON collector, a real Prometheus (from `testkit`), exposition-format parsing, the README
 //! metrics table, and the compose file read through PyYAML.
 //!
 //! As in the rest of the suite, nothing here sleeps to synchronise: every
@@ -9,14 +9,14 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
+    path::Path,
+    process::Output,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
-use crate::{describe, metric_opt, plain_sub, recv_within, run_bin, wait_until, Proc, Stack};
+use crate::{describe, metric_opt, plain_sub, recv_within, wait_until, ProcBuilder, Stack};
 
 pub use testkit::bins::workspace_root;
 
@@ -28,97 +28,18 @@ pub const JSON_LOGS: &[(&str, &str)] = &[("LOG_FORMAT", "json"), ("RUST_LOG", "i
 // Temporary directories and external programs
 // ---------------------------------------------------------------------------
 
-/// A directory under the system temp dir, removed on drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
+pub use testkit::{prometheus::Prometheus, tempdir::TempDir};
 
-impl TempDir {
-    /// Creates a fresh, uniquely named directory.
-    ///
-    /// # Panics
-    /// If it cannot be created.
-    pub fn new(prefix: &str) -> TempDir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "mensageria-e2e-{prefix}-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-        TempDir(path)
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// An external program (an absolute path, e.g. `/usr/bin/prometheus`) made
-/// runnable by [`crate::spawn`], so it is registered with the watchdog and
-/// killed by PID like the services: [`External::path`] is a one-line `exec`
-/// wrapper (same PID as the program) in a temporary directory, removed when
-/// this is dropped. Being fresh, it does not trip the suite's stale-binary
-/// warning. Keep it alive while the program runs.
-#[derive(Debug)]
-pub struct External {
-    path: String,
-    _dir: TempDir,
-}
-
-impl External {
-    /// Writes the wrapper for `program`.
-    ///
-    /// # Panics
-    /// If `program` does not exist or the wrapper cannot be written.
-    pub fn new(program: &str) -> External {
-        use std::os::unix::fs::PermissionsExt;
-        assert!(
-            Path::new(program).is_file(),
-            "{program} is missing (see .ci/run for what the tests need installed)"
-        );
-        let dir = TempDir::new("ext");
-        let name = Path::new(program)
-            .file_name()
-            .map_or("program".into(), |n| n.to_string_lossy().into_owned());
-        let path = dir.path().join(name);
-        std::fs::write(&path, format!("#!/bin/sh\nexec '{program}' \"$@\"\n"))
-            .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)))
-            .unwrap_or_else(|e| panic!("cannot write the wrapper {}: {e}", path.display()));
-        External {
-            path: path.to_string_lossy().into_owned(),
-            _dir: dir,
-        }
-    }
-
-    /// What to pass to [`crate::spawn`] or [`run_bin`] as the binary.
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-}
-
-/// The `python3` on `PATH`, as an absolute path.
+/// Runs `python3 <args>` (from `PATH`) to completion within `timeout`.
 ///
 /// # Panics
-/// If there is none.
-pub fn python3() -> String {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("python3"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("python3 is not on PATH"))
-        .to_string_lossy()
-        .into_owned()
+/// If python3 cannot be started or overruns `timeout` (it is then killed).
+pub fn python3(args: &[&str], timeout: Duration) -> Output {
+    ProcBuilder::new("python3", "python3")
+        .args(args)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e:#} (see .ci/run for what the tests need installed)"))
+        .output(timeout)
 }
 
 // ---------------------------------------------------------------------------
@@ -288,46 +209,6 @@ fn strip_parens(s: &str) -> String {
 pub use testkit::otlp::{flatten_spans, ExportedSpan, OtlpCollector};
 
 // ---------------------------------------------------------------------------
-// A real Prometheus
-// ---------------------------------------------------------------------------
-
-/// A Prometheus run by [`Proc`] (watchdog, stop by PID) and the directory
-/// of its configuration and data, removed when this is dropped.
-#[derive(Debug)]
-pub struct Prometheus {
-    /// The runner: address and query API.
-    pub run: testkit::prometheus::Prometheus<Proc>,
-    _program: External,
-    _dir: TempDir,
-}
-
-impl Prometheus {
-    /// Starts Prometheus scraping one static job per `(job, targets)`
-    /// every second; waits until it is ready.
-    ///
-    /// # Panics
-    /// If it does not become ready.
-    pub fn start(jobs: &[(&str, Vec<SocketAddr>)]) -> Prometheus {
-        let dir = TempDir::new("prometheus");
-        let program = External::new(testkit::prometheus::BINARY);
-        let run = testkit::prometheus::Prometheus::start(
-            dir.path(),
-            jobs,
-            |args| {
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                crate::spawn(program.path(), &args, &[])
-            },
-            |p| p.try_status().map(|_| p.diagnostics()),
-        );
-        Prometheus {
-            run,
-            _program: program,
-            _dir: dir,
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
 // docker-compose.yml
 // ---------------------------------------------------------------------------
 
@@ -357,11 +238,8 @@ pub fn read_compose(path: &Path) -> Vec<ComposeService> {
     const SCRIPT: &str = "import json, sys, yaml\n\
         doc = yaml.safe_load(open(sys.argv[1]))\n\
         print(json.dumps(doc.get('services') or {}))\n";
-    let python = External::new(&python3());
-    let out = run_bin(
-        python.path(),
+    let out = python3(
         &["-c", SCRIPT, &path.to_string_lossy()],
-        &[],
         Duration::from_secs(30),
     );
     assert!(

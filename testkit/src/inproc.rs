@@ -1,25 +1,18 @@
 //! Fixtures of the services' own integration tests (`services/*/tests`),
 //! which start a service in-process, drive it through plain ZeroMQ sockets
 //! and read it through its ops HTTP server. Nothing here knows a service
-//! crate: a test passes the ops address, and the service's `wait()` future
+//! crate: a test passes the ops address (read with [`crate::ops`]), and the service's `wait()` future
 //! to [`stopped`].
 //!
-//! Every wait has a deadline ([`WAIT_LIMIT`], [`RECV_LIMIT`], [`STOP_LIMIT`]).
+//! Every wait has a deadline ([`crate::ops::WAIT_LIMIT`], [`RECV_LIMIT`],
+//! [`STOP_LIMIT`]).
 
-use std::{
-    fmt::Debug,
-    future::Future,
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::{fmt::Debug, future::Future, time::Duration};
 
 use mensageria::header::{Header, ReplyHeader, RequestHeader};
 
 /// Longest a test socket waits to send or receive one message.
 pub const RECV_LIMIT: Duration = Duration::from_secs(5);
-
-/// Longest [`expect_metric`] and [`wait_metric`] wait for a series.
-pub const WAIT_LIMIT: Duration = Duration::from_secs(5);
 
 /// Longest a service may take to stop once its shutdown is cancelled.
 pub const STOP_LIMIT: Duration = Duration::from_secs(10);
@@ -64,64 +57,6 @@ pub fn bound(ctx: &zmq::Context, kind: zmq::SocketType) -> (zmq::Socket, String)
     (s, endpoint)
 }
 
-/// `GET path` on a service's ops server; the body of a 200.
-///
-/// # Panics
-/// If the request fails or the status is not 200.
-pub fn get(ops: SocketAddr, path: &str) -> String {
-    match mensageria::ops::http_get(ops, path, RECV_LIMIT) {
-        Ok((200, body)) => body,
-        Ok((code, body)) => panic!("GET http://{ops}{path}: HTTP {code}: {body}"),
-        Err(e) => panic!("GET http://{ops}{path}: {e}"),
-    }
-}
-
-/// The service's `/metrics` text.
-///
-/// # Panics
-/// As [`get`].
-pub fn metrics(ops: SocketAddr) -> String {
-    get(ops, "/metrics")
-}
-
-/// The value of `series` now ([`crate::metrics::value`]: the samples whose
-/// labels include the given ones, summed), `None` when not exposed.
-///
-/// # Panics
-/// As [`get`].
-pub fn metric(ops: SocketAddr, series: &str) -> Option<f64> {
-    crate::metrics::value(&metrics(ops), series)
-}
-
-/// Waits until `ok` holds for the value of `series` (0 while not exposed:
-/// a counter not yet incremented) and returns it.
-///
-/// # Panics
-/// If it does not within [`WAIT_LIMIT`] (saying `what` and the last value).
-pub fn wait_metric(ops: SocketAddr, series: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + WAIT_LIMIT;
-    loop {
-        let v = metric(ops, series).unwrap_or(0.0);
-        if ok(v) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {series} is {v} after {WAIT_LIMIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Waits until `series` is `want` (a service counts some things a moment
-/// after the reply the test has already seen), then asserts it.
-///
-/// # Panics
-/// If it is not within [`WAIT_LIMIT`].
-pub fn expect_metric(ops: SocketAddr, series: &str, want: f64) {
-    wait_metric(ops, series, &format!("expected {want}"), |v| v == want);
-}
-
 /// Awaits a service's `wait()` once its shutdown token is cancelled.
 ///
 /// # Panics
@@ -156,6 +91,24 @@ pub fn reply_header(frame: &[u8]) -> ReplyHeader {
         Ok(Header::Reply(h)) => h,
         other => panic!("expected a reply header, got {other:?}"),
     }
+}
+
+/// A Majordomo 0.1 client request on a REQ socket (RFC 7):
+/// `["MDPC01", service, body…]`; returns the reply body after checking its
+/// `["MDPC01", service]` head.
+///
+/// # Panics
+/// On a send or receive failure, or a reply of another shape.
+pub fn call_v1(s: &zmq::Socket, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
+    let mut frames: Vec<&[u8]> = vec![b"MDPC01", service.as_bytes()];
+    frames.extend_from_slice(body);
+    s.send_multipart(frames, 0)
+        .expect("send the MDPC01 request");
+    let mut r = s.recv_multipart(0).expect("an MDPC01 reply");
+    assert!(r.len() >= 2, "MDPC01 reply too short: {r:?}");
+    assert_eq!(r.remove(0), b"MDPC01");
+    assert_eq!(r.remove(0), service.as_bytes());
+    r
 }
 
 #[cfg(test)]

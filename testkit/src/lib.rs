@@ -21,6 +21,7 @@
 //!   query API.
 //! - [`sink`]: an HTTP sink that counts what it receives (OTLP export
 //!   without a collector).
+//! - [`tempdir`]: temporary directories removed on drop.
 
 pub mod bins;
 mod capture;
@@ -36,5 +37,6 @@ pub mod prometheus;
 pub mod signal;
 pub mod sink;
 pub mod stack;
+pub mod tempdir;
 pub mod wait;
 pub mod watchdog;

@@ -278,11 +278,6 @@ impl Proc {
         self.pid
     }
 
-    /// Sets how long [`Proc::stop`] waits after SIGTERM (e.g. longer under valgrind).
-    pub fn set_grace(&mut self, grace: Duration) {
-        self.grace = grace;
-    }
-
     /// Sends `signal` unless the process has already been reaped.
     pub fn kill(&mut self, signal: Signal) {
         if self.try_status().is_none() {

@@ -1,18 +1,18 @@
 //! A real Prometheus (Debian's `/usr/bin/prometheus`) on 127.0.0.1, scraping
-//! static jobs every second, and its instant-query API.
-//!
-//! The process itself is the caller's: [`Prometheus::start`] hands the
-//! command line to a `launch` closure, so the program runs under the
-//! caller's supervisor (registered with its watchdog, stopped by PID) and
-//! this module knows nothing of it but "has it exited, and why".
+//! static jobs every second, run by the one supervisor
+//! ([`crate::process`]), and its instant-query API.
 
 use std::{
     net::SocketAddr,
-    path::Path,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
+
+use crate::{
+    process::{Proc, ProcBuilder},
+    tempdir::TempDir,
+};
 
 /// Debian's Prometheus binary.
 pub const BINARY: &str = "/usr/bin/prometheus";
@@ -23,13 +23,15 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Start attempts (a port picked free may be taken before Prometheus binds it).
 const ATTEMPTS: usize = 3;
 
-/// A running Prometheus and its HTTP address.
+/// A running Prometheus, its HTTP address, and the directory of its
+/// configuration and data (removed when this is dropped).
 #[derive(Debug)]
-pub struct Prometheus<P> {
-    /// The process, as the caller's `launch` returned it.
-    pub proc: P,
+pub struct Prometheus {
+    /// The process.
+    pub proc: Proc,
     /// Its HTTP address.
     pub addr: SocketAddr,
+    _dir: TempDir,
 }
 
 /// The configuration of [`Prometheus::start`]: scrape and evaluate every
@@ -49,46 +51,46 @@ pub fn config(jobs: &[(&str, Vec<SocketAddr>)]) -> String {
     config
 }
 
-impl<P> Prometheus<P> {
-    /// Writes [`config`]`(jobs)` into `dir` (which the caller keeps until
-    /// Prometheus is stopped) and starts Prometheus on a free port: `launch`
-    /// gets the arguments for [`BINARY`] and starts it; `exited` returns the
-    /// process's diagnostics once it has exited, `None` while it runs. Retries
-    /// with another port (the one picked may be taken meanwhile; the failed
-    /// process is dropped) and waits until `/-/ready` answers 200.
+impl Prometheus {
+    /// Writes [`config`]`(jobs)` into a temporary directory and starts
+    /// Prometheus on a free port, retrying with another port (the one picked
+    /// may be taken meanwhile), and waits until `/-/ready` answers 200.
     ///
     /// # Panics
     /// If the configuration cannot be written or Prometheus does not become
     /// ready.
-    pub fn start(
-        dir: &Path,
-        jobs: &[(&str, Vec<SocketAddr>)],
-        mut launch: impl FnMut(&[String]) -> P,
-        exited: impl Fn(&mut P) -> Option<String>,
-    ) -> Prometheus<P> {
+    pub fn start(jobs: &[(&str, Vec<SocketAddr>)]) -> Prometheus {
+        let dir = TempDir::new("prometheus");
         let config = config(jobs);
-        let config_path = dir.join("prometheus.yml");
+        let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, &config)
             .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
             let addr: SocketAddr = ([127, 0, 0, 1], crate::ports::unused_port()).into();
-            let data = dir.join(format!("data-{attempt}"));
+            let data = dir.path().join(format!("data-{attempt}"));
             let args = [
                 format!("--config.file={}", config_path.display()),
                 format!("--storage.tsdb.path={}", data.display()),
                 format!("--web.listen-address={addr}"),
                 "--log.level=warn".to_owned(),
             ];
-            let mut proc = launch(&args);
+            let mut proc = match ProcBuilder::new("prometheus", BINARY).args(args).spawn() {
+                Ok(proc) => proc,
+                Err(e) => panic!("{e:#} (see .ci/run for what the tests need installed)"),
+            };
             let deadline = Instant::now() + READY_TIMEOUT;
             loop {
-                if let Some(diagnostics) = exited(&mut proc) {
-                    last = diagnostics;
+                if proc.try_status().is_some() {
+                    last = proc.diagnostics();
                     break;
                 }
                 if matches!(get(addr, "/-/ready"), Ok((200, _))) {
-                    return Prometheus { proc, addr };
+                    return Prometheus {
+                        proc,
+                        addr,
+                        _dir: dir,
+                    };
                 }
                 if Instant::now() >= deadline {
                     last = format!("not ready within {READY_TIMEOUT:?}");

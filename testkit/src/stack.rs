@@ -201,18 +201,30 @@ impl Launcher {
         }
     }
 
-    /// Starts a broker without waiting (see [`Launcher::finish_broker`]).
-    fn spawn_broker(&self, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Proc> {
+    /// Starts `bin` (broker or proxy) with its two `binds` flags on
+    /// ephemeral loopback ports, without waiting.
+    fn spawn_bound(
+        &self,
+        bin: &str,
+        binds: [&str; 2],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
+        let any = "tcp://127.0.0.1:*";
         let args = merge_args(
             &[
                 ("--http-addr", "127.0.0.1:0"),
-                ("--frontend-bind", "tcp://127.0.0.1:*"),
-                ("--backend-bind", "tcp://127.0.0.1:*"),
+                (binds[0], any),
+                (binds[1], any),
                 ("--shutdown-grace", &self.shutdown_grace),
             ],
             extra,
         );
-        self.spawn("broker", "broker", &args, env)
+        self.spawn(bin, bin, &args, env)
+    }
+
+    fn spawn_broker(&self, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Proc> {
+        self.spawn_bound("broker", ["--frontend-bind", "--backend-bind"], extra, env)
     }
 
     fn finish_broker(&self, proc: Proc) -> anyhow::Result<Broker> {
@@ -235,16 +247,7 @@ impl Launcher {
     }
 
     fn spawn_proxy(&self, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Proc> {
-        let args = merge_args(
-            &[
-                ("--http-addr", "127.0.0.1:0"),
-                ("--xsub-bind", "tcp://127.0.0.1:*"),
-                ("--xpub-bind", "tcp://127.0.0.1:*"),
-                ("--shutdown-grace", &self.shutdown_grace),
-            ],
-            extra,
-        );
-        self.spawn("proxy", "proxy", &args, env)
+        self.spawn_bound("proxy", ["--xsub-bind", "--xpub-bind"], extra, env)
     }
 
     fn finish_proxy(&self, proc: Proc) -> anyhow::Result<Proxy> {
@@ -307,22 +310,6 @@ impl Launcher {
         })
     }
 
-    /// Starts a server ([`DEFAULT_WORKERS`] workers unless `extra` says
-    /// otherwise) and waits for its ready record (it is connected to a broker).
-    ///
-    /// # Errors
-    /// If it cannot start or does not become ready in time.
-    pub fn server(
-        &self,
-        brokers: &str,
-        proxies: &str,
-        extra: &[&str],
-        env: &[(&str, &str)],
-    ) -> anyhow::Result<Server> {
-        let proc = self.spawn_server("server", (brokers, proxies), extra, env)?;
-        self.finish_server(proc)
-    }
-
     /// Starts `n` servers side by side, named `server#<first>`,
     /// `server#<first + 1>`…, and waits for their ready records.
     ///
@@ -351,7 +338,7 @@ fn or_panic<T>(r: anyhow::Result<T>) -> T {
 fn restarted<T>(
     binds: [(&str, &str); 2],
     extra: &[&str],
-    start: fn(&[&str]) -> T,
+    start: impl FnOnce(&[&str]) -> T,
     bound: fn(&T) -> [&str; 2],
 ) -> T {
     let mut args = vec![binds[0].0, binds[0].1, binds[1].0, binds[1].1];
@@ -379,20 +366,12 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts a broker with the default [`Launcher`]; `extra` flags override
-    /// the defaults.
+    /// Starts a broker with the default [`Launcher`]: `extra` flags override
+    /// the defaults, `env` is added to the environment.
     ///
     /// # Panics
     /// If it cannot start or is not ready in time.
-    pub fn start(extra: &[&str]) -> Broker {
-        Broker::start_env(extra, &[])
-    }
-
-    /// [`Broker::start`] with `env` added to the environment.
-    ///
-    /// # Panics
-    /// As [`Broker::start`].
-    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Broker {
+    pub fn start(extra: &[&str], env: &[(&str, &str)]) -> Broker {
         or_panic(Launcher::default().broker(extra, env))
     }
 
@@ -406,7 +385,7 @@ impl Broker {
             ("--frontend-bind", self.frontend.as_str()),
             ("--backend-bind", self.backend.as_str()),
         ];
-        restarted(binds, extra, Broker::start, Broker::endpoints)
+        restarted(binds, extra, |a| Broker::start(a, &[]), Broker::endpoints)
     }
 
     fn endpoints(&self) -> [&str; 2] {
@@ -428,20 +407,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts a proxy with the default [`Launcher`]; `extra` flags override
-    /// the defaults.
+    /// Starts a proxy with the default [`Launcher`] (as [`Broker::start`]).
     ///
     /// # Panics
     /// If it cannot start or is not ready in time.
-    pub fn start(extra: &[&str]) -> Proxy {
-        Proxy::start_env(extra, &[])
-    }
-
-    /// [`Proxy::start`] with `env` added to the environment.
-    ///
-    /// # Panics
-    /// As [`Proxy::start`].
-    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Proxy {
+    pub fn start(extra: &[&str], env: &[(&str, &str)]) -> Proxy {
         or_panic(Launcher::default().proxy(extra, env))
     }
 
@@ -454,7 +424,7 @@ impl Proxy {
             ("--xsub-bind", self.xsub.as_str()),
             ("--xpub-bind", self.xpub.as_str()),
         ];
-        restarted(binds, extra, Proxy::start, Proxy::endpoints)
+        restarted(binds, extra, |a| Proxy::start(a, &[]), Proxy::endpoints)
     }
 
     fn endpoints(&self) -> [&str; 2] {
@@ -492,31 +462,16 @@ impl Server {
     /// Starts a server with the default [`Launcher`] connected to `brokers`
     /// (frontend endpoints, or backend endpoints with [`REP_ARGS`] in
     /// `extra`) and `proxies` (XSUB endpoints); `extra` flags override the
-    /// defaults. Waits for its ready record (it is connected to a broker);
-    /// see [`Server::start_unready`] for a server whose broker is not up.
+    /// defaults, `env` is added to the environment. Waits for its ready
+    /// record (it is connected to a broker); see [`Server::start_unready`]
+    /// for a server whose broker is not up.
     ///
     /// # Panics
     /// If it cannot start or is not ready in time.
-    pub fn start(brokers: &str, proxies: &str, extra: &[&str]) -> Server {
-        Server::start_env(brokers, proxies, extra, &[])
-    }
-
-    /// [`Server::start`] with `env` added to the environment.
-    ///
-    /// # Panics
-    /// As [`Server::start`].
-    pub fn start_env(brokers: &str, proxies: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        or_panic(Launcher::default().server(brokers, proxies, extra, env))
-    }
-
-    /// [`Server::start`] as a plain REP server on the brokers' `backends`.
-    ///
-    /// # Panics
-    /// As [`Server::start`].
-    pub fn start_rep(backends: &str, proxies: &str, extra: &[&str]) -> Server {
-        let mut args = REP_ARGS.to_vec();
-        args.extend_from_slice(extra);
-        Server::start(backends, proxies, &args)
+    pub fn start(brokers: &str, proxies: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let l = Launcher::default();
+        let proc = l.spawn_server("server", (brokers, proxies), extra, env);
+        or_panic(proc.and_then(|p| l.finish_server(p)))
     }
 
     /// Starts a server like [`Server::start`] without waiting for it to be
@@ -527,17 +482,12 @@ impl Server {
     /// If it cannot start or does not answer in time.
     pub fn start_unready(brokers: &str, proxies: &str, extra: &[&str]) -> UnreadyServer {
         let launcher = Launcher::default();
-        let workers = DEFAULT_WORKERS.to_string();
-        let args = merge_args(
-            &[
-                ("--broker-endpoints", brokers),
-                ("--proxy-endpoints", proxies),
-                ("--workers", &workers),
-                ("--shutdown-grace", &launcher.shutdown_grace),
-            ],
-            extra,
-        );
-        let (proc, http) = or_panic(launcher.spawn_alive("server", "server", &args, &[]));
+        let http: SocketAddr = ([127, 0, 0, 1], crate::ports::unused_port()).into();
+        let addr = http.to_string();
+        let mut args = vec!["--http-addr", &addr];
+        args.extend_from_slice(extra);
+        let mut proc = or_panic(launcher.spawn_server("server", (brokers, proxies), &args, &[]));
+        or_panic(proc.try_wait_alive(http, launcher.ready_timeout));
         UnreadyServer { proc, http }
     }
 
@@ -546,15 +496,7 @@ impl Server {
     /// # Panics
     /// After the default ready timeout.
     pub fn wait_ready(&self) {
-        crate::wait::wait_until(
-            &format!(
-                "{} /readyz on {} to answer 200",
-                self.proc.name(),
-                self.http
-            ),
-            START_TIMEOUT,
-            || ops::answers_ok(self.http, "/readyz").then_some(()),
-        );
+        ops::wait_ready(self.http, START_TIMEOUT);
     }
 
     /// `mensageria_server_requests_total{status="ok"}`.
@@ -563,9 +505,7 @@ impl Server {
     /// If the scrape fails or the series is not exposed.
     pub fn handled_ok(&self) -> f64 {
         const SERIES: &str = r#"mensageria_server_requests_total{status="ok"}"#;
-        let text = ops::try_metrics_text(self.http).unwrap_or_else(|e| panic!("{e}"));
-        crate::metrics::value(&text, SERIES)
-            .unwrap_or_else(|| panic!("no series {SERIES} on http://{}/metrics", self.http))
+        ops::metric(self.http, SERIES)
     }
 
     /// Broker registrations this server makes per broker: one per service
@@ -587,7 +527,7 @@ impl Server {
 /// If the scrape fails.
 pub fn broker_workers(broker_http: SocketAddr, matching: &[(&str, &str)]) -> f64 {
     const FAMILY: &str = "mensageria_broker_workers";
-    let text = ops::try_metrics_text(broker_http).unwrap_or_else(|e| panic!("{e}"));
+    let text = ops::metrics_text(broker_http);
     families(&text)
         .get(FAMILY)
         .map_or(0.0, |f| f.sum(FAMILY, matching))
@@ -818,7 +758,7 @@ impl StackBuilder {
     /// # Panics
     /// If a service cannot start or is not ready in time.
     pub fn start(self) -> Stack {
-        self.try_start().unwrap_or_else(|e| panic!("{e:#}"))
+        or_panic(self.try_start())
     }
 }
 
@@ -895,8 +835,7 @@ impl Stack {
     /// # Panics
     /// If it cannot start or is not ready in time.
     pub fn add_server(&mut self, extra: &[&str]) -> usize {
-        self.add_servers(1, extra)
-            .unwrap_or_else(|e| panic!("{e:#}"));
+        or_panic(self.add_servers(1, extra));
         self.servers.len() - 1
     }
 

@@ -8,15 +8,6 @@ use std::time::Duration;
 
 use e2e::{plain_req, recv_within, req_roundtrip, show, with_timeout, Stack};
 
-/// A raw MDP/0.2 worker connection.
-fn dealer(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
-    let s = ctx.socket(zmq::DEALER).expect("DEALER");
-    s.set_linger(0).expect("linger");
-    s.set_sndtimeo(5000).expect("send timeout");
-    s.connect(endpoint).expect("connect");
-    s
-}
-
 fn send(s: &zmq::Socket, frames: &[&[u8]]) {
     s.send_multipart(frames, 0).expect("send");
 }
@@ -75,7 +66,7 @@ fn bad_worker_commands_are_refused_counted_and_harm_nothing_else() {
         ];
         let long = vec![b's'; 256];
         for (what, frames) in &cases {
-            let s = dealer(&ctx, front);
+            let s = e2e::connected(&ctx, zmq::DEALER, front);
             if frames.is_empty() {
                 send(&s, &[b"MDPW02", &[0x01], &long]);
             } else {

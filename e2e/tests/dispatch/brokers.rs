@@ -12,11 +12,11 @@ use e2e::{
 #[test]
 fn a_server_serves_two_brokers_without_head_of_line_waits_and_survives_losing_one() {
     with_timeout(Duration::from_secs(120), || {
-        let (mut b1, b2) = (Broker::start(&[]), Broker::start(&[]));
-        let proxy = Proxy::start(&[]);
+        let (mut b1, b2) = (Broker::start(&[], &[]), Broker::start(&[], &[]));
+        let proxy = Proxy::start(&[], &[]);
         let both = format!("{},{}", b1.frontend, b2.frontend);
         // Two workers: credit 2, announced to each broker.
-        let server = Server::start(&both, &proxy.xsub, &["--workers", "2"]);
+        let server = Server::start(&both, &proxy.xsub, &["--workers", "2"], &[]);
         server.wait_ready();
         for b in [&b1, &b2] {
             wait_ready(b.http, START_TIMEOUT);

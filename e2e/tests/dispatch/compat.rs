@@ -70,10 +70,11 @@ fn plain_rep_workers_on_the_backend_serve_the_default_service() {
         );
 
         // Our server in REP mode beside it: round-robin between the two.
-        let rep = Server::start_rep(
+        let rep = Server::start(
             &stack.broker.backend,
             &stack.proxy.xsub,
-            &["--workers", "1"],
+            &["--worker-protocol", "rep", "--workers", "1"],
+            &[],
         );
         rep.wait_ready();
         wait_until("both REP peers connected", Duration::from_secs(10), || {

@@ -205,30 +205,16 @@ fn run_worker(st: &WorkerState) {
     send(v.worker_head(c.disconnect));
 }
 
-/// MDP/0.1 client over REQ (RFC 7): `["MDPC01", service, body…]`; returns
-/// the reply body after checking the `["MDPC01", service]` head.
+/// MDP/0.1 client over REQ (RFC 7): [`testkit::inproc::call_v1`] on a
+/// fresh REQ socket.
 pub fn call_v1(ctx: &zmq::Context, endpoint: &str, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
-    let req = e2e::plain_req(ctx, endpoint);
-    let mut frames: Vec<&[u8]> = vec![b"MDPC01", service.as_bytes()];
-    frames.extend_from_slice(body);
-    let reply = e2e::req_roundtrip(&req, &frames);
-    assert!(
-        reply.len() >= 3,
-        "MDPC01 reply too short: {:?}",
-        e2e::show(&reply)
-    );
-    assert_eq!(reply[0], b"MDPC01", "{:?}", e2e::show(&reply));
-    assert_eq!(reply[1], service.as_bytes(), "{:?}", e2e::show(&reply));
-    reply[2..].to_vec()
+    testkit::inproc::call_v1(&e2e::plain_req(ctx, endpoint), service, body)
 }
 
 /// MDP/0.2 client over DEALER (RFC 18): REQUEST `["MDPC02", 0x01, service,
 /// body…]`; skips PARTIALs and returns the FINAL's body.
 pub fn call_v2(ctx: &zmq::Context, endpoint: &str, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
-    let dealer = ctx.socket(zmq::DEALER).expect("DEALER");
-    dealer.set_linger(0).expect("linger");
-    dealer.set_sndtimeo(5000).expect("send timeout");
-    dealer.connect(endpoint).expect("connect");
+    let dealer = e2e::connected(ctx, zmq::DEALER, endpoint);
     let mut frames: Vec<&[u8]> = vec![b"MDPC02", &[0x01], service.as_bytes()];
     frames.extend_from_slice(body);
     dealer.send_multipart(frames, 0).expect("send");

@@ -197,7 +197,7 @@ fn client_gets_the_reply_forwarded_as_the_broker_exits() {
 #[test]
 fn sigterm_proxy_exits_0() {
     with_timeout(Duration::from_secs(60), || {
-        let mut proxy = Proxy::start(&[]);
+        let mut proxy = Proxy::start(&[], &[]);
         wait_ready(proxy.http, e2e::START_TIMEOUT);
         let ctx = zmq::Context::new();
         let _sub = e2e::plain_sub(&ctx, &proxy.xpub, b"");

@@ -8,8 +8,8 @@ use std::time::Duration;
 use e2e::{
     describe,
     faults::ClientRun,
-    observability::{python3, workspace_root, External, Prometheus, JSON_LOGS},
-    run_bin, stderr, stdout, wait_until, with_timeout, Stack,
+    observability::{python3, workspace_root, Prometheus, JSON_LOGS},
+    stderr, stdout, wait_until, with_timeout, Stack,
 };
 
 /// Rate queries the dashboard relies on, by the family they read: each must
@@ -54,7 +54,7 @@ fn prometheus_scrapes_every_service_and_every_dashboard_query_has_data() {
         // Every target up.
         let mut last = Err(String::new());
         let up = e2e::poll_until(Duration::from_secs(20), || {
-            last = prom.run.vector("up");
+            last = prom.vector("up");
             let series = last.as_ref().ok()?;
             let mut jobs: Vec<String> = series
                 .iter()
@@ -73,7 +73,6 @@ fn prometheus_scrapes_every_service_and_every_dashboard_query_has_data() {
             Duration::from_secs(20),
             || {
                 let v = prom
-                    .run
                     .vector("sum(rate(mensageria_broker_requests_total[30s]))")
                     .ok()?;
                 v.first().is_some_and(|(_, r)| *r > 0.0).then_some(())
@@ -83,18 +82,14 @@ fn prometheus_scrapes_every_service_and_every_dashboard_query_has_data() {
             wait_until(
                 &format!("data for {probe}"),
                 Duration::from_secs(20),
-                || prom.run.vector(probe).ok().filter(|v| !v.is_empty()),
+                || prom.vector(probe).ok().filter(|v| !v.is_empty()),
             );
         }
 
         // Every panel expression of the Grafana dashboard returns data.
-        let python = External::new(&python3());
         let checker = workspace_root().join("deploy/validate/dashboard_queries.py");
-        let url = prom.run.url();
-        let out = run_bin(
-            python.path(),
-            &[&checker.to_string_lossy(), &url],
-            &[],
+        let out = python3(
+            &[&checker.to_string_lossy(), &prom.url()],
             Duration::from_secs(60),
         );
         assert!(

@@ -79,7 +79,7 @@ fn server_readyz_is_503_until_a_broker_is_up_and_while_draining() {
     with_timeout(Duration::from_secs(60), || {
         // A broker frontend endpoint where nothing listens yet.
         let frontend = format!("tcp://127.0.0.1:{}", unused_port());
-        let proxy = Proxy::start(&[]);
+        let proxy = Proxy::start(&[], &[]);
         let mut server = Server::start_unready(&frontend, &proxy.xsub, &[]);
 
         let (code, body) = readyz(server.http);
@@ -94,7 +94,7 @@ fn server_readyz_is_503_until_a_broker_is_up_and_while_draining() {
         );
 
         // The broker comes up on that endpoint: the server becomes ready.
-        let broker = Broker::start(&["--frontend-bind", &frontend]);
+        let broker = Broker::start(&["--frontend-bind", &frontend], &[]);
         let body = wait_readyz(server.http, 200, START_TIMEOUT);
         e2e::wait_registered(broker.http, 1.0);
         assert_eq!(body["ready"], true, "{body}");
@@ -140,7 +140,7 @@ fn server_healthz_stays_200_through_a_broker_restart() {
     with_timeout(Duration::from_secs(60), || {
         let mut stack = Stack::start(1);
         let server = stack.servers[0].http;
-        let (frontend, backend) = (stack.broker.frontend.clone(), stack.broker.backend.clone());
+        let frontend = stack.broker.frontend.clone();
 
         // Poll the server's /healthz every 10 ms from now until the end.
         let stop = Arc::new(AtomicBool::new(false));
@@ -179,7 +179,7 @@ fn server_healthz_stays_200_through_a_broker_restart() {
         assert_eq!(body["checks"]["broker_connected"], false, "{body}");
 
         // A new broker on the same ports: the server reconnects by itself.
-        stack.broker = Broker::start(&["--frontend-bind", &frontend, "--backend-bind", &backend]);
+        stack.broker = stack.broker.restart(&[]);
         let body = wait_readyz(server, 200, START_TIMEOUT);
         assert_eq!(body["checks"]["broker_connected"], true, "{body}");
         // Connected is not yet registered: wait for the broker to list the

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use e2e::{
     decode_event,
     faults::{
-        assert_all_healthy, plain_dealer, probe_tcp, pseudo_random_bytes, socket_events, tcp_addr,
+        assert_all_healthy, probe_tcp, pseudo_random_bytes, socket_events, tcp_addr,
         tls_client_hello, HTTP_GET,
     },
     metric, plain_req, plain_sub, recv_within, req_roundtrip, show, stdout, wait_until,
@@ -129,7 +129,7 @@ fn oversized_message_drops_only_that_peer() {
             .start();
         let b = stack.broker.http;
         let ctx = zmq::Context::new();
-        let big = plain_dealer(&ctx, stack.frontend());
+        let big = e2e::connected(&ctx, zmq::DEALER, stack.frontend());
         big.send_multipart([&b""[..], b"hello"], 0).expect("send");
         let reply = recv_within(&big, Duration::from_secs(5)).expect("a normal reply first");
         assert_eq!(show(&reply), ["", "hello"]);
@@ -257,7 +257,7 @@ fn malformed_envelopes_and_corrupted_headers_are_refused_and_counted() {
         let stack = Stack::start(1);
         let b = stack.broker.http;
         let ctx = zmq::Context::new();
-        let dealer = plain_dealer(&ctx, stack.frontend());
+        let dealer = e2e::connected(&ctx, zmq::DEALER, stack.frontend());
         let roundtrip = |frames: &[&[u8]]| -> Vec<Vec<u8>> {
             dealer
                 .send_multipart(frames.iter().copied(), 0)

@@ -260,7 +260,7 @@ fn allow_list_starting_with_a_slash_key_is_not_taken_for_a_path() {
         let other = keygen();
         let server = keygen();
         let list = format!("{slashy},{}", other.public);
-        let broker = e2e::Broker::start_env(
+        let broker = e2e::Broker::start(
             &[],
             &[
                 ("CURVE_SERVER_SECRET", server.secret.as_str()),

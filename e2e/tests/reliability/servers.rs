@@ -8,9 +8,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    faults::{
-        assert_all_healthy, peers, plain_dealer, ClientRun, FAST_HEARTBEATS, HEARTBEAT_TIMEOUT,
-    },
+    faults::{assert_all_healthy, peers, ClientRun, FAST_HEARTBEATS, HEARTBEAT_TIMEOUT},
     metric, metrics_text, parse_metric, recv_within, show, wait_until, with_timeout, Signal, Stack,
     GRACE,
 };
@@ -80,7 +78,7 @@ fn sigkill_of_one_server_under_load_fails_no_request() {
         // workers, so the victim surely holds requests when it dies: the
         // broker's entries for them must expire as `timeout`.
         let ctx = zmq::Context::new();
-        let pinned = plain_dealer(&ctx, stack.frontend());
+        let pinned = e2e::connected(&ctx, zmq::DEALER, stack.frontend());
         for _ in 0..8 {
             pinned
                 .send_multipart([&b""[..], b"work 300ms pinned"], 0)

@@ -43,7 +43,7 @@ fn client_socket(
 }
 
 fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
-    testkit::inproc::metric(addr, series).unwrap_or(0.0)
+    testkit::ops::metric_opt(addr, series).unwrap_or(0.0)
 }
 
 /// A TCP relay that records every byte the client sends.
@@ -157,7 +157,7 @@ async fn only_allowed_clients_get_through_encrypted() {
     );
     assert!(auth >= 1.0, "auth failure not counted");
     assert!(handshake >= 1.0, "handshake failure not counted");
-    let metrics = testkit::inproc::metrics(b.http_addr);
+    let metrics = testkit::ops::metrics_text(b.http_addr);
     assert!(
         !metrics.contains(&keys.server_secret),
         "no secret in /metrics"

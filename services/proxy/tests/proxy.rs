@@ -37,12 +37,12 @@ impl Fixture {
     }
 
     fn value(&self, series: &str) -> Option<f64> {
-        inproc::metric(self.proxy.http_addr, series)
+        testkit::ops::metric_opt(self.proxy.http_addr, series)
     }
 
     /// Waits until `series` reaches `want` (0 while not exposed).
     fn wait_for(&self, series: &str, want: f64) {
-        inproc::expect_metric(self.proxy.http_addr, series, want);
+        testkit::ops::expect_metric(self.proxy.http_addr, series, want);
     }
 
     /// Publishes `topic` until `sub` receives one (the subscription has
@@ -153,7 +153,7 @@ async fn ten_thousand_topics_keep_label_cardinality_bounded() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut by_topic = testkit::metrics::by_label(
-            &inproc::metrics(f.proxy.http_addr),
+            &testkit::ops::metrics_text(f.proxy.http_addr),
             "mensageria_proxy_events_in_total",
             "topic",
         );
@@ -177,7 +177,7 @@ async fn ten_thousand_topics_keep_label_cardinality_bounded() {
 async fn ready_once_bound_and_stops_on_shutdown() {
     let f = start().await;
     // Both answer 200 (`get` asserts it).
-    inproc::get(f.proxy.http_addr, "/readyz");
-    inproc::metrics(f.proxy.http_addr);
+    testkit::ops::get(f.proxy.http_addr, "/readyz");
+    testkit::ops::metrics_text(f.proxy.http_addr);
     f.stop().await;
 }

@@ -217,8 +217,7 @@ impl Fixture {
     }
 
     fn metric(&self, series: &str) -> f64 {
-        inproc::metric(self.server.http_addr, series)
-            .unwrap_or_else(|| panic!("{series} is not exposed"))
+        testkit::ops::metric(self.server.http_addr, series)
     }
 
     async fn stop(self) {

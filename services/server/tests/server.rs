@@ -67,7 +67,7 @@ impl Fixture {
 
     /// The value of `series` now, if exposed.
     fn metric(&self, series: &str) -> Option<f64> {
-        inproc::metric(self.server.http_addr, series)
+        testkit::ops::metric_opt(self.server.http_addr, series)
     }
 
     async fn stop(self) {

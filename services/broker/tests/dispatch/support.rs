@@ -57,22 +57,22 @@ impl Fixture {
 
     /// The value of one series in `/metrics` (0 if absent).
     pub fn metric(&self, series: &str) -> f64 {
-        inproc::metric(self.http, series).unwrap_or(0.0)
+        testkit::ops::metric_opt(self.http, series).unwrap_or(0.0)
     }
 
     /// Waits (bounded) until `series` equals `want`, then asserts it.
     pub fn expect_metric(&self, series: &str, want: f64) {
-        inproc::expect_metric(self.http, series, want);
+        testkit::ops::expect_metric(self.http, series, want);
     }
 
     /// Waits (bounded) until `series` reaches `at_least`.
     pub fn wait_metric(&self, series: &str, at_least: f64) {
-        inproc::wait_metric(self.http, series, "waiting", |v| v >= at_least);
+        testkit::ops::wait_metric(self.http, series, "waiting", |v| v >= at_least);
     }
 
     /// The `/services` view.
     pub fn services(&self) -> serde_json::Value {
-        serde_json::from_str(&inproc::get(self.http, "/services")).unwrap()
+        serde_json::from_str(&testkit::ops::get(self.http, "/services")).unwrap()
     }
 
     /// Waits (bounded) until the `/services` view, refreshed every 250 ms,
@@ -104,7 +104,7 @@ impl Fixture {
     pub fn wait_workers(&self, service: &str, n: f64) {
         // Idle and busy.
         let workers = format!("mensageria_broker_workers{{service=\"{service}\"}}");
-        inproc::wait_metric(self.http, &workers, "registered workers", |v| v == n);
+        testkit::ops::wait_metric(self.http, &workers, "registered workers", |v| v == n);
     }
 
     pub async fn stop(mut self) {
@@ -207,17 +207,7 @@ impl RfcWorker {
     }
 }
 
-/// A Majordomo 0.1 client (REQ): `["MDPC01", service, body…]` after REQ's
-/// empty frame; the reply is `["MDPC01", service, reply…]`.
-pub fn call_v1(s: &zmq::Socket, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
-    let mut frames: Vec<&[u8]> = vec![b"MDPC01", service.as_bytes()];
-    frames.extend_from_slice(body);
-    s.send_multipart(frames, 0).unwrap();
-    let mut r = s.recv_multipart(0).expect("a reply");
-    assert_eq!(r.remove(0), b"MDPC01");
-    assert_eq!(r.remove(0), service.as_bytes());
-    r
-}
+pub use testkit::inproc::call_v1;
 
 /// A Majordomo 0.2 client (DEALER): `["MDPC02", 0x01, service, body…]`;
 /// the reply is `["MDPC02", 0x03 FINAL, service, reply…]`.
