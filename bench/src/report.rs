@@ -807,8 +807,10 @@ impl Report {
                 o,
                 "\n*bare libzmq*: the same shape with `zmq::proxy` as broker and proxy and REP \
                  workers that publish one event each; the load (one DEALER) and the subscriber \
-                 run inside the harness, so their CPU is not in its Σ. It is the ceiling libzmq's \
-                 own per-hop cost puts on mensageria."
+                 run inside the harness, so their CPU is not in its Σ. At 1 outstanding it bounds \
+                 the latency any libzmq system of this shape can reach, at 256 the CPU per \
+                 request; at 16–64 its REP workers, which hold one request at a time, are the \
+                 limit, so it can fall below mensageria's credit-based workers there."
             );
         }
         o
