@@ -13,11 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::{args, measure_rpc, RpcStack, Sample, Settings, Workload, READY};
-use crate::{
-    load::{self, EventCounter},
-    procs::{free_port, tcp, wait_listening},
-};
+use super::{args, measure_rpc, RpcStack, Sample, Settings, Workload};
+use crate::load::{self, EventCounter};
 
 /// Runs `Workload::Bare(c)`.
 ///
@@ -27,23 +24,8 @@ pub(super) fn run(s: &Settings, w: Workload) -> anyhow::Result<Sample> {
     let Workload::Bare(c) = w else {
         anyhow::bail!("not a bare-libzmq workload: {}", w.id());
     };
-    let (f, b, xsub, xpub) = (free_port()?, free_port()?, free_port()?, free_port()?);
-    let mut broker = s.spawn(
-        "ref-broker",
-        "reference",
-        &args(&["broker", "--frontend", &tcp(f), "--backend", &tcp(b)]),
-    )?;
-    let mut proxy = s.spawn(
-        "ref-proxy",
-        "reference",
-        &args(&["proxy", "--xsub", &tcp(xsub), "--xpub", &tcp(xpub)]),
-    )?;
-    for port in [f, b] {
-        wait_listening(&mut broker, port, READY)?;
-    }
-    for port in [xsub, xpub] {
-        wait_listening(&mut proxy, port, READY)?;
-    }
+    let (broker, frontend, backend) = super::ref_broker(s)?;
+    let (proxy, xsub, xpub) = super::ref_proxy(s)?;
     let mut procs = vec![broker, proxy];
     for i in 0..s.full_servers {
         procs.push(s.spawn(
@@ -52,11 +34,11 @@ pub(super) fn run(s: &Settings, w: Workload) -> anyhow::Result<Sample> {
             &args(&[
                 "worker",
                 "--connect",
-                &tcp(b),
+                &backend,
                 "--threads",
                 &s.workers.to_string(),
                 "--publish",
-                &tcp(xsub),
+                &xsub,
                 "--event-size",
                 &s.event_size.to_string(),
             ]),
@@ -64,14 +46,11 @@ pub(super) fn run(s: &Settings, w: Workload) -> anyhow::Result<Sample> {
     }
     // Connected before the warm-up, so the subscription reaches the
     // workers' PUB sockets while it runs.
-    let events = EventCounter::start(&tcp(xpub), b"requests")?;
+    let events = EventCounter::start(&xpub, b"requests")?;
     let at_start = std::cell::Cell::new(events.count());
     let size = s.payload_size;
     let depth = usize::try_from(c).context("concurrency")?;
-    let mut stack = RpcStack {
-        procs,
-        frontend: tcp(f),
-    };
+    let mut stack = RpcStack { procs, frontend };
     let mut side = measure_rpc(s, &mut stack, &|ep, win| {
         at_start.set(events.count());
         load::pipelined(ep, 1, depth, win, size)

@@ -336,7 +336,8 @@ fn ours_rpc(s: &Settings) -> anyhow::Result<RpcStack> {
     Ok(RpcStack { procs, frontend })
 }
 
-fn ref_rpc(s: &Settings) -> anyhow::Result<RpcStack> {
+/// A `reference broker` on two free ports, listening: (process, frontend, backend).
+fn ref_broker(s: &Settings) -> anyhow::Result<(Proc, String, String)> {
     let (f, b) = (free_port()?, free_port()?);
     let mut broker = s.spawn(
         "ref-broker",
@@ -345,6 +346,24 @@ fn ref_rpc(s: &Settings) -> anyhow::Result<RpcStack> {
     )?;
     wait_listening(&mut broker, f, READY)?;
     wait_listening(&mut broker, b, READY)?;
+    Ok((broker, tcp(f), tcp(b)))
+}
+
+/// A `reference proxy` on two free ports, listening: (process, xsub, xpub).
+fn ref_proxy(s: &Settings) -> anyhow::Result<(Proc, String, String)> {
+    let (x, p) = (free_port()?, free_port()?);
+    let mut proxy = s.spawn(
+        "ref-proxy",
+        "reference",
+        &args(&["proxy", "--xsub", &tcp(x), "--xpub", &tcp(p)]),
+    )?;
+    wait_listening(&mut proxy, x, READY)?;
+    wait_listening(&mut proxy, p, READY)?;
+    Ok((proxy, tcp(x), tcp(p)))
+}
+
+fn ref_rpc(s: &Settings) -> anyhow::Result<RpcStack> {
+    let (broker, frontend, backend) = ref_broker(s)?;
     let mut procs = vec![broker];
     for i in 0..s.servers {
         procs.push(s.spawn(
@@ -353,16 +372,13 @@ fn ref_rpc(s: &Settings) -> anyhow::Result<RpcStack> {
             &args(&[
                 "worker",
                 "--connect",
-                &tcp(b),
+                &backend,
                 "--threads",
                 &s.workers.to_string(),
             ]),
         )?);
     }
-    Ok(RpcStack {
-        procs,
-        frontend: tcp(f),
-    })
+    Ok(RpcStack { procs, frontend })
 }
 
 /// Runs `load` once as warm-up, then measured, with CPU accounted to the
@@ -497,15 +513,8 @@ fn fanout_pair(s: &Settings, rate: f64, reference_first: bool) -> anyhow::Result
         fanout_side(s, &mut [p.proc], &xsub, &xpub, rate)
     };
     let refr = |s: &Settings| -> anyhow::Result<Side> {
-        let (x, p) = (free_port()?, free_port()?);
-        let mut pr = s.spawn(
-            "ref-proxy",
-            "reference",
-            &args(&["proxy", "--xsub", &tcp(x), "--xpub", &tcp(p)]),
-        )?;
-        wait_listening(&mut pr, x, READY)?;
-        wait_listening(&mut pr, p, READY)?;
-        fanout_side(s, &mut [pr], &tcp(x), &tcp(p), rate)
+        let (pr, xsub, xpub) = ref_proxy(s)?;
+        fanout_side(s, &mut [pr], &xsub, &xpub, rate)
     };
     let (ours, reference) = if reference_first {
         let r = refr(s).context("reference")?;
@@ -913,26 +922,15 @@ fn idle(s: &Settings) -> anyhow::Result<Sample> {
     client.try_ready_record(READY)?;
     ours.push(client);
 
-    let (f, b, x, p) = (free_port()?, free_port()?, free_port()?, free_port()?);
-    let mut rb = s.spawn(
-        "ref-broker",
-        "reference",
-        &args(&["broker", "--frontend", &tcp(f), "--backend", &tcp(b)]),
-    )?;
-    let mut rp = s.spawn(
-        "ref-proxy",
-        "reference",
-        &args(&["proxy", "--xsub", &tcp(x), "--xpub", &tcp(p)]),
-    )?;
-    wait_listening(&mut rb, b, READY)?;
-    wait_listening(&mut rp, x, READY)?;
+    let (rb, _, b) = ref_broker(s)?;
+    let (rp, _, _) = ref_proxy(s)?;
     let rw = s.spawn(
         "ref-worker",
         "reference",
         &args(&[
             "worker",
             "--connect",
-            &tcp(b),
+            &b,
             "--threads",
             &s.workers.to_string(),
         ]),
@@ -986,16 +984,10 @@ fn inflight(s: &Settings) -> anyhow::Result<Sample> {
     broker.kill(Signal::Kill);
     broker.stop();
 
-    let (f, b) = (free_port()?, free_port()?);
-    let mut rb = s.spawn(
-        "ref-broker",
-        "reference",
-        &args(&["broker", "--frontend", &tcp(f), "--backend", &tcp(b)]),
-    )?;
-    wait_listening(&mut rb, b, READY)?;
+    let (mut rb, f, b) = ref_broker(s)?;
     let (ref_idle, _) = rb.memory().context("read VmRSS")?;
     rb.mark();
-    let flood = load::flood(&tcp(f), &tcp(b), n, 4, Duration::from_secs(60))?;
+    let flood = load::flood(&f, &b, n, 4, Duration::from_secs(60))?;
     std::thread::sleep(Duration::from_millis(200));
     rb.ensure_alive()?;
     let (rss, hwm) = rb.memory().context("read VmRSS")?;

@@ -50,8 +50,9 @@ pub fn bin(name: &str) -> PathBuf {
     bin_in(&bin_dir(), name).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// Prints a warning (once per binary) when a source file of the workspace is
-/// newer than the binary: the suite would be testing old code.
+/// Prints a warning (once per binary) when a source file of the services or
+/// the shared library (not their `tests/`) is newer than the binary: the
+/// suite would be testing old code.
 fn warn_if_stale(path: &Path) {
     static WARNED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
@@ -88,7 +89,13 @@ fn newest_source(dir: &Path) -> Option<(SystemTime, PathBuf)> {
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
-                stack.push(p);
+                // Tests, benches and examples are not in the binaries.
+                if !["tests", "benches", "examples"]
+                    .iter()
+                    .any(|t| p.ends_with(t))
+                {
+                    stack.push(p);
+                }
             } else if p.extension().is_some_and(|x| x == "rs") || p.ends_with("Cargo.toml") {
                 if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
                     if newest.as_ref().is_none_or(|(n, _)| t > *n) {
