@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::{args, measure_rpc, RpcStack, Sample, Settings, Workload};
+use super::{measure_rpc, RpcStack, Sample, Settings, Workload};
 use crate::load::{self, EventCounter};
 
 /// Runs `Workload::Bare(c)`.
@@ -27,23 +27,12 @@ pub(super) fn run(s: &Settings, w: Workload) -> anyhow::Result<Sample> {
     let (broker, frontend, backend) = super::ref_broker(s)?;
     let (proxy, xsub, xpub) = super::ref_proxy(s)?;
     let mut procs = vec![broker, proxy];
-    for i in 0..s.full_servers {
-        procs.push(s.spawn(
-            &format!("ref-worker#{}", i + 1),
-            "reference",
-            &args(&[
-                "worker",
-                "--connect",
-                &backend,
-                "--threads",
-                &s.workers.to_string(),
-                "--publish",
-                &xsub,
-                "--event-size",
-                &s.event_size.to_string(),
-            ]),
-        )?);
-    }
+    procs.extend(super::ref_workers(
+        s,
+        s.full_servers,
+        &backend,
+        Some(&xsub),
+    )?);
     // Connected before the warm-up, so the subscription reaches the
     // workers' PUB sockets while it runs.
     let events = EventCounter::start(&xpub, b"requests")?;

@@ -362,22 +362,29 @@ fn ref_proxy(s: &Settings) -> anyhow::Result<(Proc, String, String)> {
     Ok((proxy, tcp(x), tcp(p)))
 }
 
+/// `n` `reference worker` processes of `s.workers` REP threads each,
+/// connected to `backend`; with `publish`, each also publishes one event of
+/// `s.event_size` bytes per request to that XSUB endpoint.
+fn ref_workers(
+    s: &Settings,
+    n: usize,
+    backend: &str,
+    publish: Option<&str>,
+) -> anyhow::Result<Vec<Proc>> {
+    let (threads, event_size) = (s.workers.to_string(), s.event_size.to_string());
+    let mut a = vec!["worker", "--connect", backend, "--threads", &threads];
+    if let Some(xsub) = publish {
+        a.extend(["--publish", xsub, "--event-size", &event_size]);
+    }
+    (0..n)
+        .map(|i| s.spawn(&format!("ref-worker#{}", i + 1), "reference", &args(&a)))
+        .collect()
+}
+
 fn ref_rpc(s: &Settings) -> anyhow::Result<RpcStack> {
     let (broker, frontend, backend) = ref_broker(s)?;
     let mut procs = vec![broker];
-    for i in 0..s.servers {
-        procs.push(s.spawn(
-            &format!("ref-worker#{}", i + 1),
-            "reference",
-            &args(&[
-                "worker",
-                "--connect",
-                &backend,
-                "--threads",
-                &s.workers.to_string(),
-            ]),
-        )?);
-    }
+    procs.extend(ref_workers(s, s.servers, &backend, None)?);
     Ok(RpcStack { procs, frontend })
 }
 
