@@ -3,14 +3,12 @@
 //! (`reference` binary), and reports throughput, latency, loss, CPU and
 //! memory side by side. See `harness --help`.
 //!
-//! - [`procs`]: child processes (stopped by PID) and `/proc` readings.
 //! - [`load`]: the load generators (plain libzmq sockets).
 //! - [`sink`]: the OTLP/HTTP sink of the tracing workloads (`testkit::sink`).
 //! - [`scenario`]: the workloads.
 //! - [`report`]: medians, targets, Markdown and JSON.
 
 pub mod load;
-pub mod procs;
 pub mod report;
 pub mod scenario;
 pub use testkit::sink;

@@ -4,6 +4,7 @@
 //! receivers, and a flood of never-answered requests.
 
 use std::{
+    collections::BTreeMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, OnceLock,
@@ -96,6 +97,11 @@ fn sock(ctx: &zmq::Context, kind: zmq::SocketType) -> zmq::Result<zmq::Socket> {
     Ok(s)
 }
 
+/// The little-endian u64 at `at` of an event payload (at least `at + 8` bytes).
+pub fn le_u64(payload: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(payload[at..at + 8].try_into().expect("8 bytes"))
+}
+
 fn text_payload(prefix: &str, size: usize) -> Vec<u8> {
     let mut p = prefix.as_bytes().to_vec();
     while p.len() < size {
@@ -160,20 +166,28 @@ pub fn lockstep(
 /// What one load thread returns: latency histogram, ok count, error count.
 type ThreadResult = anyhow::Result<(Histogram<u64>, u64, u64)>;
 
+/// Joins the load `threads` (`what`): their histograms merged, their counts summed.
+fn join_all(
+    threads: Vec<std::thread::JoinHandle<ThreadResult>>,
+    what: &str,
+) -> anyhow::Result<(Histogram<u64>, u64, u64)> {
+    let mut all = (histogram(), 0, 0);
+    for t in threads {
+        let (h, a, b) = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("{what} thread panicked"))??;
+        all.0.add(&h).context("merge histograms")?;
+        all.1 += a;
+        all.2 += b;
+    }
+    Ok(all)
+}
+
 fn merge(
     threads: Vec<std::thread::JoinHandle<ThreadResult>>,
     secs: f64,
 ) -> anyhow::Result<RpcResult> {
-    let mut hist = histogram();
-    let (mut ok, mut errors) = (0, 0);
-    for t in threads {
-        let (h, o, e) = t
-            .join()
-            .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
-        hist.add(&h).context("merge histograms")?;
-        ok += o;
-        errors += e;
-    }
+    let (hist, ok, errors) = join_all(threads, "load")?;
     Ok(RpcResult::from_parts(&hist, ok, errors, secs))
 }
 
@@ -354,8 +368,7 @@ pub fn fanout(
                         if body.len() < 16 {
                             continue;
                         }
-                        let seq = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
-                        let ts = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes"));
+                        let (seq, ts) = (le_u64(&body, 0), le_u64(&body, 8));
                         if seq > expected {
                             lost += seq - expected;
                         }
@@ -419,16 +432,7 @@ pub fn fanout(
         total.store(0, Ordering::Release);
     }
     done.store(true, Ordering::Release);
-    let mut hist = histogram();
-    let (mut delivered, mut lost) = (0, 0);
-    for t in subs {
-        let (h, r, l) = t
-            .join()
-            .map_err(|_| anyhow::anyhow!("subscriber thread panicked"))??;
-        hist.add(&h).context("merge histograms")?;
-        delivered += r;
-        lost += l;
-    }
+    let (hist, delivered, lost) = join_all(subs, "subscriber")?;
     let (published, secs) = result?;
     let us = |v: u64| v as f64 / 1000.0;
     Ok(FanoutResult {
@@ -568,6 +572,21 @@ pub fn flood(
     Ok(Flood { took, rejected })
 }
 
+/// Sequence numbers per publisher id, for counting lost events.
+#[derive(Debug, Default)]
+pub struct Gaps(BTreeMap<u64, u64>);
+
+impl Gaps {
+    /// Records event `seq` of publisher `id`: how many of its events were
+    /// skipped since its last one (none before the first one seen).
+    pub fn event(&mut self, id: u64, seq: u64) -> u64 {
+        let next = self.0.entry(id).or_insert(seq);
+        let lost = seq.saturating_sub(*next);
+        *next = (*next).max(seq + 1);
+        lost
+    }
+}
+
 /// Events counted by an [`EventCounter`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventCount {
@@ -607,8 +626,7 @@ impl EventCounter {
         let (r, l, st) = (received.clone(), lost.clone(), stop.clone());
         let thread = std::thread::spawn(move || -> anyhow::Result<()> {
             let _ctx = ctx;
-            // Next expected sequence number per publisher id.
-            let mut next: Vec<(u64, u64)> = Vec::new();
+            let mut gaps = Gaps::default();
             let (mut topic, mut body) = (zmq::Message::new(), zmq::Message::new());
             while !st.load(Ordering::Acquire) {
                 if s.poll(zmq::POLLIN, 50)? == 0 {
@@ -625,15 +643,8 @@ impl EventCounter {
                     if body.len() < 16 {
                         continue;
                     }
-                    let id = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
-                    let seq = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes"));
-                    match next.iter_mut().find(|(p, _)| *p == id) {
-                        Some((_, expected)) => {
-                            l.fetch_add(seq.saturating_sub(*expected), Ordering::Relaxed);
-                            *expected = (*expected).max(seq + 1);
-                        }
-                        None => next.push((id, seq + 1)),
-                    }
+                    let lost = gaps.event(le_u64(&body, 0), le_u64(&body, 8));
+                    l.fetch_add(lost, Ordering::Relaxed);
                     r.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -5,10 +5,9 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use crate::{
-    procs::Usage,
-    scenario::{Sample, Settings, Side, Workload, OTHER},
-};
+use testkit::process::Usage;
+
+use crate::scenario::{Sample, Settings, Side, Workload, OTHER};
 
 /// The machine the numbers come from.
 #[derive(Debug, Clone, Serialize)]
@@ -257,14 +256,11 @@ struct RowBuilder<'a> {
 }
 
 impl RowBuilder<'_> {
-    fn add(&mut self, key: &str, metric: &str, unit: &str, target: Option<Target>) {
-        let ours = self.sample.ours.metrics.get(key).copied();
-        let reference = self
-            .sample
-            .reference
-            .as_ref()
-            .and_then(|r| r.metrics.get(key).copied());
-        self.push(metric, unit, ours, reference, target);
+    /// A row of the sample's figure `key`, both sides.
+    fn add(&mut self, key: &str, metric: &str, unit: &str) -> &mut Row {
+        let get = |side: &Side| side.metrics.get(key).copied();
+        let (ours, reference) = (get(&self.sample.ours), self.sample.reference.as_ref());
+        self.push(metric, unit, ours, reference.and_then(get))
     }
 
     fn push(
@@ -273,8 +269,7 @@ impl RowBuilder<'_> {
         unit: &str,
         ours: Option<f64>,
         reference: Option<f64>,
-        target: Option<Target>,
-    ) {
+    ) -> &mut Row {
         self.rows.push(Row {
             workload: self.w.id(),
             title: self.w.title(),
@@ -283,9 +278,18 @@ impl RowBuilder<'_> {
             mensageria: ours,
             reference,
             ratio: ratio(ours, reference),
-            target: target.map(|t| t.describe(unit)),
-            pass: target.and_then(|t| t.check(ours, reference)),
+            target: None,
+            pass: None,
         });
+        self.rows.last_mut().expect("just pushed")
+    }
+}
+
+impl Row {
+    /// Sets the row's target (if any) and whether it is met.
+    fn target(&mut self, target: Option<Target>) {
+        self.target = target.map(|t| t.describe(&self.unit));
+        self.pass = target.and_then(|t| t.check(self.mensageria, self.reference));
     }
 }
 
@@ -321,99 +325,69 @@ pub fn rows(workloads: &[WorkloadReport]) -> Vec<Row> {
         };
         match w {
             Workload::Lockstep1 | Workload::Lockstep8 => {
-                b.add("rps", "round trips/s", "/s", None);
-                b.add(
-                    "p50_us",
-                    "p50 latency",
-                    "µs",
-                    Some(Target::RatioAtMost(1.10)),
-                );
-                b.add("p99_us", "p99 latency", "µs", None);
-                b.add("errors", "errors", "", None);
+                b.add("rps", "round trips/s", "/s");
+                b.add("p50_us", "p50 latency", "µs")
+                    .target(Some(Target::RatioAtMost(1.10)));
+                b.add("p99_us", "p99 latency", "µs");
+                b.add("errors", "errors", "");
             }
             Workload::Pipelined => {
-                b.add("rps", "requests/s", "/s", Some(Target::RatioAtLeast(0.90)));
-                b.add("p50_us", "p50 latency", "µs", None);
-                b.add("p99_us", "p99 latency", "µs", None);
-                b.add("errors", "errors", "", None);
+                b.add("rps", "requests/s", "/s")
+                    .target(Some(Target::RatioAtLeast(0.90)));
+                b.add("p50_us", "p50 latency", "µs");
+                b.add("p99_us", "p99 latency", "µs");
+                b.add("errors", "errors", "");
             }
             Workload::Fanout | Workload::FanoutMax => {
                 let paced = w == Workload::Fanout;
-                b.add("publish_rate", "events published/s", "/s", None);
-                b.add(
-                    "deliveries_per_s",
-                    "deliveries/s",
-                    "/s",
-                    paced.then_some(Target::RatioAtLeast(0.90)),
-                );
-                b.add(
-                    "lost",
-                    "events lost (all subscribers)",
-                    "",
-                    paced.then_some(Target::ZeroIfReferenceZero),
-                );
-                b.add("loss_pct", "loss", "%", None);
-                b.add("lag_p50_us", "lag p50", "µs", None);
-                b.add("lag_p99_us", "lag p99", "µs", None);
+                b.add("publish_rate", "events published/s", "/s");
+                b.add("deliveries_per_s", "deliveries/s", "/s")
+                    .target(paced.then_some(Target::RatioAtLeast(0.90)));
+                b.add("lost", "events lost (all subscribers)", "")
+                    .target(paced.then_some(Target::ZeroIfReferenceZero));
+                b.add("loss_pct", "loss", "%");
+                b.add("lag_p50_us", "lag p50", "µs");
+                b.add("lag_p99_us", "lag p99", "µs");
             }
             // In the sweep table only, beside the NATS rows.
             Workload::Bare(_) => {}
             Workload::Full(c) => {
-                b.add("rps", "requests/s", "/s", Some(Target::RatioAtLeast(1.0)));
-                b.add(
-                    "p50_us",
-                    "p50 latency",
-                    "µs",
-                    (c == 1).then_some(Target::RatioAtMost(1.0)),
-                );
-                b.add("p99_us", "p99 latency", "µs", None);
-                b.add("errors", "errors", "", Some(Target::ZeroIfReferenceZero));
-                b.add("events_received", "events received", "", None);
-                b.add(
-                    "events_lost",
-                    "events lost (sequence gaps)",
-                    "",
-                    Some(Target::ZeroIfReferenceZero),
-                );
+                b.add("rps", "requests/s", "/s")
+                    .target(Some(Target::RatioAtLeast(1.0)));
+                b.add("p50_us", "p50 latency", "µs")
+                    .target((c == 1).then_some(Target::RatioAtMost(1.0)));
+                b.add("p99_us", "p99 latency", "µs");
+                b.add("errors", "errors", "")
+                    .target(Some(Target::ZeroIfReferenceZero));
+                b.add("events_received", "events received", "");
+                b.add("events_lost", "events lost (sequence gaps)", "")
+                    .target(Some(Target::ZeroIfReferenceZero));
                 b.add(
                     "events_missing",
                     "events missing (ok replies − received)",
                     "",
-                    None,
                 );
             }
             Workload::TracingUnsampled | Workload::TracingSampled => {
                 let ours = sample.ours.metrics.get("rps").copied();
-                let target =
-                    (w == Workload::TracingUnsampled).then_some(Target::RatioAtLeast(0.97));
+                let unsampled = w == Workload::TracingUnsampled;
                 b.push(
                     "requests/s (ref = untraced full system)",
                     "/s",
                     ours,
                     baseline_rps,
-                    target,
-                );
-                if w == Workload::TracingUnsampled {
-                    b.push(
-                        "capacity, every metric on",
-                        "/s",
-                        ours,
-                        None,
-                        Some(Target::AtLeast(150_000.0)),
-                    );
+                )
+                .target(unsampled.then_some(Target::RatioAtLeast(0.97)));
+                if unsampled {
+                    b.push("capacity, every metric on", "/s", ours, None)
+                        .target(Some(Target::AtLeast(150_000.0)));
                 }
                 if let (Some(o), Some(r)) = (ours, baseline_rps) {
-                    b.push(
-                        "throughput cost",
-                        "%",
-                        Some(100.0 * (1.0 - o / r)),
-                        None,
-                        None,
-                    );
+                    b.push("throughput cost", "%", Some(100.0 * (1.0 - o / r)), None);
                 }
-                b.add("p50_us", "p50 latency", "µs", None);
-                b.add("p99_us", "p99 latency", "µs", None);
-                b.add("otlp_posts", "OTLP export requests", "", None);
+                b.add("p50_us", "p50 latency", "µs");
+                b.add("p99_us", "p99 latency", "µs");
+                b.add("otlp_posts", "OTLP export requests", "");
             }
             Workload::Idle => {
                 for (k, name) in [
@@ -422,7 +396,7 @@ pub fn rows(workloads: &[WorkloadReport]) -> Vec<Row> {
                     ("server_rss_mb", "server RSS (ref: worker)"),
                     ("client_rss_mb", "client run RSS"),
                 ] {
-                    b.add(k, name, "MiB", Some(Target::AtMost(15.0)));
+                    b.add(k, name, "MiB").target(Some(Target::AtMost(15.0)));
                 }
             }
             Workload::DispatchLockstep1 | Workload::DispatchPipelined => {
@@ -433,43 +407,27 @@ pub fn rows(workloads: &[WorkloadReport]) -> Vec<Row> {
                 let ours = |k: &str| get(Some(&sample.ours), k);
                 if w == Workload::DispatchPipelined {
                     let rep = get(median_of(Workload::Pipelined).map(|s| &s.ours), "rps");
-                    let target = Some(Target::RatioAtLeast(0.90));
-                    b.push(
-                        "requests/s (ref = REP path)",
-                        "/s",
-                        ours("rps"),
-                        rep,
-                        target,
-                    );
-                    b.add("p50_us", "p50 latency", "µs", None);
+                    b.push("requests/s (ref = REP path)", "/s", ours("rps"), rep)
+                        .target(Some(Target::RatioAtLeast(0.90)));
+                    b.add("p50_us", "p50 latency", "µs");
                 } else {
                     let bare = median_of(Workload::Lockstep1).and_then(|s| s.reference.as_ref());
-                    b.add("rps", "round trips/s", "/s", None);
-                    let target = Some(Target::RatioAtMost(1.10));
+                    b.add("rps", "round trips/s", "/s");
                     let p50 = get(bare, "p50_us");
-                    b.push(
-                        "p50 latency (ref = bare libzmq)",
-                        "µs",
-                        ours("p50_us"),
-                        p50,
-                        target,
-                    );
+                    b.push("p50 latency (ref = bare libzmq)", "µs", ours("p50_us"), p50)
+                        .target(Some(Target::RatioAtMost(1.10)));
                 }
-                b.add("p99_us", "p99 latency", "µs", None);
-                b.add("errors", "errors", "", None);
+                b.add("p99_us", "p99 latency", "µs");
+                b.add("errors", "errors", "");
             }
             Workload::Inflight => {
-                b.add(
-                    "rss_mb",
-                    "broker VmRSS, 100k in flight",
-                    "MiB",
-                    Some(Target::AtMost(100.0)),
-                );
-                b.add("hwm_mb", "broker VmHWM", "MiB", None);
-                b.add("idle_rss_mb", "broker VmRSS before", "MiB", None);
-                b.add("inflight", "in-flight gauge", "", None);
-                b.add("flood_s", "time to put them in flight", "s", None);
-                b.add("rejected", "answered at once and re-sent", "", None);
+                b.add("rss_mb", "broker VmRSS, 100k in flight", "MiB")
+                    .target(Some(Target::AtMost(100.0)));
+                b.add("hwm_mb", "broker VmHWM", "MiB");
+                b.add("idle_rss_mb", "broker VmRSS before", "MiB");
+                b.add("inflight", "in-flight gauge", "");
+                b.add("flood_s", "time to put them in flight", "s");
+                b.add("rejected", "answered at once and re-sent", "");
             }
         }
     }

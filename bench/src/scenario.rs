@@ -4,9 +4,10 @@
 
 use std::{
     collections::BTreeMap,
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _};
@@ -20,13 +21,15 @@ mod dispatch;
 
 use crate::{
     load::{self, RpcResult, Window},
-    procs::{self, free_port, stop_all, tcp, wait_listening, Proc, Usage},
     sink::Sink,
 };
 use testkit::{
     ops,
+    process::{stop_all, Proc, ProcBuilder, Usage},
+    procfs,
     signal::Signal,
     stack::{wait_attached, Baseline, Launcher, Stack, REP_ARGS},
+    wait::poll_until,
 };
 
 /// Which workload.
@@ -111,42 +114,50 @@ impl Workload {
         v
     }
 
+    /// (id, title).
+    fn names(self) -> (String, String) {
+        let (id, title) = match self {
+            Self::Full(c) => {
+                return (
+                    format!("full-c{c}"),
+                    format!("full system, {c} outstanding (ref: NATS)"),
+                )
+            }
+            Self::Bare(c) => {
+                return (
+                    format!("bare-c{c}"),
+                    format!("full-system shape in bare libzmq, {c} outstanding"),
+                )
+            }
+            Self::Lockstep1 => ("lockstep1", "lockstep, 1 REQ client"),
+            Self::Lockstep8 => ("lockstep8", "lockstep, 8 REQ clients"),
+            Self::Pipelined => ("pipelined", "pipelined, 4 DEALER × 100 outstanding"),
+            Self::Fanout => ("fanout", "fan-out, 1 PUB → 4 SUB, paced"),
+            Self::FanoutMax => ("fanout-max", "fan-out, 1 PUB → 4 SUB, unpaced"),
+            Self::TracingUnsampled => ("tracing-unsampled", "full system, tracing on, unsampled"),
+            Self::TracingSampled => ("tracing-sampled", "full system, tracing on, 100% sampled"),
+            Self::Idle => ("idle", "idle RSS after start-up"),
+            Self::Inflight => ("inflight", "broker with 100k requests in flight"),
+            Self::DispatchLockstep1 => (
+                "dispatch-lockstep1",
+                "service dispatch, lockstep, 1 REQ client",
+            ),
+            Self::DispatchPipelined => (
+                "dispatch-pipelined",
+                "service dispatch, pipelined, 4 DEALER × 100",
+            ),
+        };
+        (id.into(), title.into())
+    }
+
     /// Short id (as in `--only`); `full-cN` for the sweep.
     pub fn id(self) -> String {
-        match self {
-            Workload::Lockstep1 => "lockstep1".into(),
-            Workload::Lockstep8 => "lockstep8".into(),
-            Workload::Pipelined => "pipelined".into(),
-            Workload::Fanout => "fanout".into(),
-            Workload::FanoutMax => "fanout-max".into(),
-            Workload::Full(c) => format!("full-c{c}"),
-            Workload::Bare(c) => format!("bare-c{c}"),
-            Workload::TracingUnsampled => "tracing-unsampled".into(),
-            Workload::TracingSampled => "tracing-sampled".into(),
-            Workload::Idle => "idle".into(),
-            Workload::Inflight => "inflight".into(),
-            Workload::DispatchLockstep1 => "dispatch-lockstep1".into(),
-            Workload::DispatchPipelined => "dispatch-pipelined".into(),
-        }
+        self.names().0
     }
 
     /// Human title.
     pub fn title(self) -> String {
-        match self {
-            Workload::Lockstep1 => "lockstep, 1 REQ client".into(),
-            Workload::Lockstep8 => "lockstep, 8 REQ clients".into(),
-            Workload::Pipelined => "pipelined, 4 DEALER × 100 outstanding".into(),
-            Workload::Fanout => "fan-out, 1 PUB → 4 SUB, paced".into(),
-            Workload::FanoutMax => "fan-out, 1 PUB → 4 SUB, unpaced".into(),
-            Workload::Full(c) => format!("full system, {c} outstanding (ref: NATS)"),
-            Workload::Bare(c) => format!("full-system shape in bare libzmq, {c} outstanding"),
-            Workload::TracingUnsampled => "full system, tracing on, unsampled".into(),
-            Workload::TracingSampled => "full system, tracing on, 100% sampled".into(),
-            Workload::Idle => "idle RSS after start-up".into(),
-            Workload::Inflight => "broker with 100k requests in flight".into(),
-            Workload::DispatchLockstep1 => "service dispatch, lockstep, 1 REQ client".into(),
-            Workload::DispatchPipelined => "service dispatch, pipelined, 4 DEALER × 100".into(),
-        }
+        self.names().1
     }
 
     /// Whether this is a full-system workload (client bench → … → subscriber).
@@ -208,29 +219,23 @@ impl Settings {
             clean_env: false,
             log_dir: Some(self.log_dir.clone()),
             shutdown_grace: "1s".into(),
-            stop_grace: procs::STOP_GRACE,
+            stop_grace: STOP_GRACE,
             ready_timeout: READY,
             broker_wrapper: self.broker_wrapper.clone(),
             wrapped_broker_time: Duration::from_secs(120),
         }
     }
 
-    fn bin(&self, name: &str) -> PathBuf {
-        self.bin_dir.join(name)
-    }
-
-    fn spawn(&self, label: &str, bin: &str, args: &[String]) -> anyhow::Result<Proc> {
-        self.spawn_env(label, bin, args, &[])
-    }
-
-    fn spawn_env(
+    /// Starts `bin` of `bin_dir` (a `reference` or `nats-bench` role, or a
+    /// load generator) like the services, with `envs` added.
+    fn spawn(
         &self,
         label: &str,
         bin: &str,
         args: &[String],
         envs: &[(String, String)],
     ) -> anyhow::Result<Proc> {
-        procs::spawn(label, self.bin(bin), args, envs, &self.log_dir)
+        self.launcher().spawn(label, bin, args, &env_refs(envs))
     }
 }
 
@@ -270,11 +275,10 @@ pub struct Sample {
     pub reference: Option<Side>,
 }
 
-fn dur_arg(d: Duration) -> String {
-    format!("{}ms", d.as_millis())
-}
-
 const READY: Duration = Duration::from_secs(10);
+
+/// How long a process gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
@@ -283,6 +287,39 @@ fn args(list: &[&str]) -> Vec<String> {
 /// `(key, value)` pairs as the launcher takes them.
 fn env_refs(envs: &[(String, String)]) -> Vec<(&str, &str)> {
     envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (distinct within this run).
+fn free_port() -> anyhow::Result<u16> {
+    testkit::ports::try_unused_port().context("no free port found")
+}
+
+fn tcp(port: u16) -> String {
+    format!("tcp://127.0.0.1:{port}")
+}
+
+/// Polls `ready` until it holds, for at most `timeout`, failing at once if
+/// `p` dies; `what` completes "`p` did not … in time".
+fn wait_for(
+    p: &mut Proc,
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    poll_until(timeout, || match p.ensure_alive() {
+        Ok(()) => ready().then_some(Ok(())),
+        Err(e) => Some(Err(e)),
+    })
+    .with_context(|| format!("{} did not {what} within {timeout:?}", p.name()))?
+}
+
+/// Waits until `p` accepts TCP connections on `port` (the reference
+/// processes and nats-server have no ready file).
+fn wait_listening(p: &mut Proc, port: u16) -> anyhow::Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for(p, &format!("listen on {port}"), READY, || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    })
 }
 
 /// A started request/reply path.
@@ -336,30 +373,27 @@ fn ours_rpc(s: &Settings) -> anyhow::Result<RpcStack> {
     Ok(RpcStack { procs, frontend })
 }
 
-/// A `reference broker` on two free ports, listening: (process, frontend, backend).
-fn ref_broker(s: &Settings) -> anyhow::Result<(Proc, String, String)> {
-    let (f, b) = (free_port()?, free_port()?);
-    let mut broker = s.spawn(
-        "ref-broker",
-        "reference",
-        &args(&["broker", "--frontend", &tcp(f), "--backend", &tcp(b)]),
-    )?;
-    wait_listening(&mut broker, f, READY)?;
-    wait_listening(&mut broker, b, READY)?;
-    Ok((broker, tcp(f), tcp(b)))
+/// A `reference` `role` with its two sockets (`flags`) bound on free ports,
+/// listening: (process, first endpoint, second endpoint).
+fn ref_bound(s: &Settings, role: &str, flags: [&str; 2]) -> anyhow::Result<(Proc, String, String)> {
+    let ports = [free_port()?, free_port()?];
+    let [a, b] = ports.map(tcp);
+    let role_args = args(&[role, flags[0], &a, flags[1], &b]);
+    let mut p = s.spawn(&format!("ref-{role}"), "reference", &role_args, &[])?;
+    for port in ports {
+        wait_listening(&mut p, port)?;
+    }
+    Ok((p, a, b))
 }
 
-/// A `reference proxy` on two free ports, listening: (process, xsub, xpub).
+/// A `reference broker`: (process, frontend, backend).
+fn ref_broker(s: &Settings) -> anyhow::Result<(Proc, String, String)> {
+    ref_bound(s, "broker", ["--frontend", "--backend"])
+}
+
+/// A `reference proxy`: (process, xsub, xpub).
 fn ref_proxy(s: &Settings) -> anyhow::Result<(Proc, String, String)> {
-    let (x, p) = (free_port()?, free_port()?);
-    let mut proxy = s.spawn(
-        "ref-proxy",
-        "reference",
-        &args(&["proxy", "--xsub", &tcp(x), "--xpub", &tcp(p)]),
-    )?;
-    wait_listening(&mut proxy, x, READY)?;
-    wait_listening(&mut proxy, p, READY)?;
-    Ok((proxy, tcp(x), tcp(p)))
+    ref_bound(s, "proxy", ["--xsub", "--xpub"])
 }
 
 /// `n` `reference worker` processes of `s.workers` REP threads each,
@@ -377,7 +411,14 @@ fn ref_workers(
         a.extend(["--publish", xsub, "--event-size", &event_size]);
     }
     (0..n)
-        .map(|i| s.spawn(&format!("ref-worker#{}", i + 1), "reference", &args(&a)))
+        .map(|i| {
+            s.spawn(
+                &format!("ref-worker#{}", i + 1),
+                "reference",
+                &args(&a),
+                &[],
+            )
+        })
         .collect()
 }
 
@@ -396,26 +437,18 @@ fn measure_rpc(
     load: &dyn Fn(&str, Window) -> anyhow::Result<RpcResult>,
 ) -> anyhow::Result<Side> {
     load(&stack.frontend, Window::new(Duration::ZERO, s.warmup)).context("warm-up")?;
-    for p in &mut stack.procs {
-        p.ensure_alive()?;
-        p.mark();
-    }
-    let phase = Phase::start();
+    let phase = Phase::start(&mut stack.procs)?;
     let window = Window::new(Duration::ZERO, s.duration);
     let r = load(&stack.frontend, window)?;
     let mut side = Side::rpc(&r, window.secs());
-    for p in &mut stack.procs {
-        p.ensure_alive()?;
-        side.procs.push(p.usage());
-    }
-    phase.finish(&mut side.procs);
+    phase.finish(&mut stack.procs, &mut side, [])?;
     stop_all(&mut stack.procs);
     Ok(side)
 }
 
-/// CPU accounting of a measured phase beyond the started processes: the
-/// harness itself, and everything else on the machine (other users' builds
-/// show up here and make the numbers unreliable).
+/// CPU accounting of a measured phase: the started processes, the harness
+/// itself, and everything else on the machine (other users' builds show up
+/// here and make the numbers unreliable).
 struct Phase {
     self0: f64,
     busy0: (f64, f64),
@@ -425,57 +458,87 @@ struct Phase {
 pub const OTHER: &str = "other (not ours)";
 
 impl Phase {
-    fn start() -> Phase {
-        Phase {
-            self0: procs::self_cpu_seconds(),
-            busy0: procs::machine_busy_seconds(),
+    /// Checks that `procs` are alive and starts their accounting.
+    fn start<'a>(procs: impl IntoIterator<Item = &'a mut Proc>) -> anyhow::Result<Phase> {
+        for p in procs {
+            p.ensure_alive()?;
+            p.mark();
         }
+        Ok(Phase {
+            self0: procfs::self_cpu_seconds(),
+            busy0: procfs::machine_busy_seconds(),
+        })
     }
 
-    /// Appends the harness's and the rest of the machine's CPU to `procs`.
-    fn finish(&self, procs: &mut Vec<Usage>) {
-        let harness = Usage {
+    /// Appends to `side` the usage of `procs` (which must still be alive),
+    /// then `extra`, the harness's and the rest of the machine's CPU.
+    fn finish(
+        &self,
+        procs: &mut [Proc],
+        side: &mut Side,
+        extra: impl IntoIterator<Item = Usage>,
+    ) -> anyhow::Result<()> {
+        for p in procs {
+            p.ensure_alive()?;
+            side.procs.push(p.usage());
+        }
+        side.procs.extend(extra);
+        side.procs.push(Usage {
             name: "harness (load)".into(),
-            cpu_s: procs::self_cpu_seconds() - self.self0,
-            peak_rss_mb: procs::memory_mb(std::process::id()).map_or(0.0, |(_, h)| h),
-        };
-        procs.push(harness);
-        let ours: f64 = procs.iter().map(|u| u.cpu_s).sum();
-        let (busy, steal) = procs::machine_busy_seconds();
-        procs.push(Usage {
+            cpu_s: procfs::self_cpu_seconds() - self.self0,
+            peak_rss_mb: procfs::memory_mb(std::process::id()).map_or(0.0, |(_, h)| h),
+        });
+        let ours: f64 = side.procs.iter().map(|u| u.cpu_s).sum();
+        let (busy, steal) = procfs::machine_busy_seconds();
+        side.procs.push(Usage {
             name: OTHER.into(),
             cpu_s: (busy - self.busy0.0 - ours).max(0.0),
             peak_rss_mb: f64::NAN,
         });
         if steal - self.busy0.1 >= 0.05 {
-            procs.push(Usage {
+            side.procs.push(Usage {
                 name: "steal (hypervisor)".into(),
                 cpu_s: steal - self.busy0.1,
                 peak_rss_mb: f64::NAN,
             });
         }
+        Ok(())
     }
 }
 
-/// Runs both sides of a request/reply workload (`reference_first` alternates the order).
-fn rpc_pair(
-    s: &Settings,
+/// Runs mensageria's side and the reference's (`what`), the reference first
+/// when `reference_first` (the order alternates between runs).
+fn pair(
     reference_first: bool,
-    load: &dyn Fn(&str, Window) -> anyhow::Result<RpcResult>,
+    what: &'static str,
+    ours: impl FnOnce() -> anyhow::Result<Side>,
+    reference: impl FnOnce() -> anyhow::Result<Side>,
 ) -> anyhow::Result<Sample> {
-    let ours = |s: &Settings| -> anyhow::Result<Side> { measure_rpc(s, &mut ours_rpc(s)?, load) };
-    let refr = |s: &Settings| -> anyhow::Result<Side> { measure_rpc(s, &mut ref_rpc(s)?, load) };
+    let reference = || reference().context(what);
     let (ours, reference) = if reference_first {
-        let r = refr(s).context("reference")?;
-        (ours(s).context("mensageria")?, r)
+        let r = reference()?;
+        (ours().context("mensageria")?, r)
     } else {
-        let o = ours(s).context("mensageria")?;
-        (o, refr(s).context("reference")?)
+        (ours().context("mensageria")?, reference()?)
     };
     Ok(Sample {
         ours,
         reference: Some(reference),
     })
+}
+
+/// Runs both sides of a request/reply workload.
+fn rpc_pair(
+    s: &Settings,
+    reference_first: bool,
+    load: &dyn Fn(&str, Window) -> anyhow::Result<RpcResult>,
+) -> anyhow::Result<Sample> {
+    pair(
+        reference_first,
+        "reference",
+        || measure_rpc(s, &mut ours_rpc(s)?, load),
+        || measure_rpc(s, &mut ref_rpc(s)?, load),
+    )
 }
 
 fn fanout_side(
@@ -485,11 +548,7 @@ fn fanout_side(
     xpub: &str,
     rate: f64,
 ) -> anyhow::Result<Side> {
-    for p in procs.iter_mut() {
-        p.ensure_alive()?;
-        p.mark();
-    }
-    let phase = Phase::start();
+    let phase = Phase::start(procs.iter_mut())?;
     let r = load::fanout(xsub, xpub, 4, rate, s.duration, s.event_size)?;
     let mut side = Side::default();
     side.set("deliveries_per_s", r.deliveries_per_s);
@@ -504,36 +563,22 @@ fn fanout_side(
     side.set("lag_p50_us", r.lag_p50_us);
     side.set("lag_p99_us", r.lag_p99_us);
     side.set("ops", r.delivered as f64);
-    for p in procs.iter_mut() {
-        p.ensure_alive()?;
-        side.procs.push(p.usage());
-    }
-    phase.finish(&mut side.procs);
+    phase.finish(procs, &mut side, [])?;
     stop_all(procs);
     Ok(side)
 }
 
 fn fanout_pair(s: &Settings, rate: f64, reference_first: bool) -> anyhow::Result<Sample> {
-    let ours = |s: &Settings| -> anyhow::Result<Side> {
+    let ours = || {
         let p = s.launcher().proxy(&[], &[])?;
         let (xsub, xpub) = (p.xsub, p.xpub);
         fanout_side(s, &mut [p.proc], &xsub, &xpub, rate)
     };
-    let refr = |s: &Settings| -> anyhow::Result<Side> {
-        let (pr, xsub, xpub) = ref_proxy(s)?;
-        fanout_side(s, &mut [pr], &xsub, &xpub, rate)
+    let reference = || {
+        let (p, xsub, xpub) = ref_proxy(s)?;
+        fanout_side(s, &mut [p], &xsub, &xpub, rate)
     };
-    let (ours, reference) = if reference_first {
-        let r = refr(s).context("reference")?;
-        (ours(s).context("mensageria")?, r)
-    } else {
-        let o = ours(s).context("mensageria")?;
-        (o, refr(s).context("reference")?)
-    };
-    Ok(Sample {
-        ours,
-        reference: Some(reference),
-    })
+    pair(reference_first, "reference", ours, reference)
 }
 
 /// Trace export settings of a full-system run.
@@ -587,50 +632,64 @@ impl Subscriber {
     }
 }
 
-/// Runs a load generator to completion, unmeasured (connections, allocator, page cache).
-fn warm_up(
-    s: &Settings,
-    (label, bin): (&str, &str),
-    load_args: &[String],
-    envs: &[(String, String)],
-) -> anyhow::Result<()> {
-    let mut warm = s.spawn_env(label, bin, load_args, envs)?;
-    let (st, _) = warm.wait_with_usage(Duration::from_secs(60))?;
-    if !st.success() {
-        bail!("{label} failed ({st}):\n{}", warm.diagnostics());
-    }
-    Ok(())
-}
-
 /// Requests in the unmeasured warm-up of a full-system run.
 fn warmup_requests(s: &Settings) -> u64 {
     ((s.warmup.as_secs_f64() * 20_000.0) as u64).max(1000)
 }
 
-/// The measured part of a full-system run, the same for both systems: with
-/// `procs` (servers or responders) and `sub` (the subscriber, already
-/// subscribed) running, starts the load generator `bin load_args…` (which
-/// prints a `client bench --json` summary), waits for it, lets the last
-/// events arrive, stops the subscriber and reads its totals.
+/// The load generator of a full-system run: `client bench` or
+/// `nats-bench client`, which prints a `client bench --json` summary.
+struct LoadGen<'a> {
+    label: &'a str,
+    bin: &'a str,
+    /// Its arguments but the stop condition (`--requests` or `--duration`).
+    args: Vec<String>,
+    /// `--duration`'s value for `s.duration`.
+    duration: String,
+    envs: &'a [(String, String)],
+}
+
+impl LoadGen<'_> {
+    /// Starts it with `--<stop> <value>` added, labelled `label`, and waits
+    /// until it exits: its stdout and CPU usage.
+    fn run(
+        &self,
+        s: &Settings,
+        label: &str,
+        [stop, value]: [&str; 2],
+    ) -> anyhow::Result<(String, Usage)> {
+        let mut a = self.args.clone();
+        a.extend(args(&[stop, value]));
+        let mut p = s.spawn(label, self.bin, &a, self.envs)?;
+        let (status, usage) = p.wait_with_usage(s.duration + Duration::from_secs(120))?;
+        if !status.success() {
+            bail!("{label} failed ({status}):\n{}", p.diagnostics());
+        }
+        Ok((p.stdout_lines().join("\n"), usage))
+    }
+}
+
+/// A full-system run, the same for both systems: with `procs` (servers or
+/// responders) running, an unmeasured warm-up of `load` (connections,
+/// allocator, page cache), then `start_sub` (the subscriber, subscribed once
+/// it returns), then the measured `load`; lets the last events arrive,
+/// stops the subscriber and reads its totals.
 fn measure_full(
     s: &Settings,
     procs: &mut [Proc],
-    mut sub: Subscriber,
-    (label, bin, load_args, envs): (&str, &str, Vec<String>, &[(String, String)]),
+    load: &LoadGen,
+    start_sub: impl FnOnce() -> anyhow::Result<Subscriber>,
 ) -> anyhow::Result<Side> {
-    for p in procs.iter_mut().chain(std::iter::once(&mut sub.proc)) {
-        p.ensure_alive()?;
-        p.mark();
-    }
-    let phase = Phase::start();
-    let mut load = s.spawn_env(label, bin, &load_args, envs)?;
-    let (status, load_usage) = load.wait_with_usage(s.duration + Duration::from_secs(120))?;
-    let out = load.stdout_lines().join("\n");
-    if !status.success() {
-        bail!("{label} failed ({status}):\n{}", load.diagnostics());
-    }
+    let warm_up = format!("{} (warm-up)", load.label);
+    load.run(s, &warm_up, ["--requests", &warmup_requests(s).to_string()])?;
+    let mut sub = start_sub()?;
+    let phase = Phase::start(procs.iter_mut().chain([&mut sub.proc]))?;
+    let (out, load_usage) = match s.full_requests {
+        Some(n) => load.run(s, load.label, ["--requests", &n.to_string()])?,
+        None => load.run(s, load.label, ["--duration", &load.duration])?,
+    };
     let summary = parse_summary(&out)
-        .with_context(|| format!("no JSON summary from {label}; stdout: {out:?}"))?;
+        .with_context(|| format!("no JSON summary from {}; stdout: {out:?}", load.label))?;
     let mut side = Side::default();
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
     let ok = f(&summary["ok"]);
@@ -645,13 +704,7 @@ fn measure_full(
     }
     // Let the last events arrive, then stop the subscriber for its totals.
     std::thread::sleep(Duration::from_millis(300));
-    for p in procs.iter_mut() {
-        p.ensure_alive()?;
-        side.procs.push(p.usage());
-    }
-    side.procs.push(sub.proc.usage());
-    side.procs.push(load_usage);
-    phase.finish(&mut side.procs);
+    phase.finish(procs, &mut side, [sub.proc.usage(), load_usage])?;
     let totals = sub.stop()?;
     let received = totals.received as f64;
     side.set("events_received", received);
@@ -689,30 +742,24 @@ fn full_ours(
     );
     let mut procs = stack.into_procs();
     let c = concurrency.to_string();
-
-    // Warm-up: connections, allocator, page cache.
-    warm_up(
-        s,
-        ("client bench (warm-up)", "client"),
-        &args(&[
+    let load = LoadGen {
+        label: "client bench",
+        bin: "client",
+        args: args(&[
             "bench",
             "--broker-endpoints",
             &frontend,
-            "--requests",
-            &warmup_requests(s).to_string(),
             "--concurrency",
             &c,
             "--json",
         ]),
-        &client_envs,
-    )?;
-
-    let summary_file = handoff_file(s, "client-subscribe-summary");
-    let sub = s.spawn_env(
-        "client subscribe",
-        "client",
+        duration: format!("{}ms", s.duration.as_millis()),
+        envs: &client_envs,
+    };
+    let start_sub = || {
+        let summary_file = handoff_file(s, "client-subscribe-summary");
         // Counting only, as the NATS subscriber does.
-        &args(&[
+        let a = args(&[
             "subscribe",
             "requests",
             "--quiet",
@@ -720,40 +767,18 @@ fn full_ours(
             &xpub,
             "--summary-file",
             &summary_file.to_string_lossy(),
-        ]),
-        &envs,
-    )?;
-    let mut sub = Subscriber {
-        proc: sub,
-        summary_file,
+        ]);
+        let mut proc = s.spawn("client subscribe", "client", &a, &envs)?;
+        wait_for(
+            &mut proc,
+            "subscribe at the proxy",
+            Duration::from_secs(5),
+            || ops::scrape(proxy_http, "mensageria_proxy_subscriptions").unwrap_or(0.0) >= 1.0,
+        )?;
+        std::thread::sleep(Duration::from_millis(100));
+        Ok(Subscriber { proc, summary_file })
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ops::scrape(proxy_http, "mensageria_proxy_subscriptions").unwrap_or(0.0) < 1.0 {
-        sub.proc.ensure_alive()?;
-        if Instant::now() >= deadline {
-            bail!("the subscriber's subscription did not reach the proxy in 5 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(100));
-    let mut bench_args = args(&[
-        "bench",
-        "--broker-endpoints",
-        &frontend,
-        "--concurrency",
-        &c,
-        "--json",
-    ]);
-    match s.full_requests {
-        Some(n) => bench_args.extend(args(&["--requests", &n.to_string()])),
-        None => bench_args.extend(args(&["--duration", &dur_arg(s.duration)])),
-    }
-    let mut side = measure_full(
-        s,
-        &mut procs,
-        sub,
-        ("client bench", "client", bench_args, &client_envs),
-    )?;
+    let mut side = measure_full(s, &mut procs, &load, start_sub)?;
     side.set("concurrency", f64::from(concurrency));
     if let Some(sink) = sink {
         let (r, b) = sink.counts();
@@ -763,22 +788,18 @@ fn full_ours(
     Ok(side)
 }
 
-/// Waits until `p` has created its `--ready-file` `path` (a `nats-bench`
-/// role, once subscribed).
-fn wait_ready_file(p: &mut Proc, path: &Path, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !path.exists() {
-        p.ensure_alive()?;
-        if Instant::now() >= deadline {
-            bail!(
-                "{} did not create its ready file {} within {timeout:?}",
-                p.name(),
-                path.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
+/// Starts `nats-bench role args… --ready-file F` and waits until it has
+/// created F (once its subscription is at the server).
+fn nats_role(s: &Settings, label: &str, role_args: &[&str]) -> anyhow::Result<Proc> {
+    let ready = handoff_file(s, "nats-ready");
+    let mut a = args(role_args);
+    a.extend([
+        "--ready-file".to_owned(),
+        ready.to_string_lossy().into_owned(),
+    ]);
+    let mut p = s.spawn(label, "nats-bench", &a, &[])?;
+    wait_for(&mut p, "create its ready file", READY, || ready.exists())?;
+    Ok(p)
 }
 
 /// NATS with the same shape: `nats-server` on loopback, `full_servers`
@@ -786,39 +807,33 @@ fn wait_ready_file(p: &mut Proc, path: &Path, timeout: Duration) -> anyhow::Resu
 /// subscriber, one client connection with `concurrency` outstanding.
 fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Side> {
     let port = free_port()?;
-    let mut nats = procs::spawn(
-        "nats-server",
-        server,
-        &args(&["-a", "127.0.0.1", "-p", &port.to_string()]),
-        &[],
-        &s.log_dir,
-    )?;
-    wait_listening(&mut nats, port, READY)?;
+    let mut nats = ProcBuilder::new("nats-server", server)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .log_to(&s.log_dir)
+        .grace(STOP_GRACE)
+        .spawn()?;
+    wait_listening(&mut nats, port)?;
     let url = format!("nats://127.0.0.1:{port}");
     let mut procs = vec![nats];
-    for i in 0..s.full_servers {
-        let ready = handoff_file(s, "nats-responder-ready");
-        let mut r = s.spawn(
-            &format!("nats responder#{}", i + 1),
-            "nats-bench",
-            &args(&[
-                "responder",
-                "--url",
-                &url,
-                "--id",
-                &(i + 1).to_string(),
-                "--event-size",
-                &s.event_size.to_string(),
-                "--ready-file",
-                &ready.to_string_lossy(),
-            ]),
-        )?;
-        wait_ready_file(&mut r, &ready, READY)?;
-        procs.push(r);
+    let event_size = s.event_size.to_string();
+    for i in 1..=s.full_servers {
+        let (label, id) = (format!("nats responder#{i}"), i.to_string());
+        let a = [
+            "responder",
+            "--url",
+            &url,
+            "--id",
+            &id,
+            "--event-size",
+            &event_size,
+        ];
+        procs.push(nats_role(s, &label, &a)?);
     }
     let (c, size) = (concurrency.to_string(), s.payload_size.to_string());
-    let client_args = |stop: [&str; 2]| {
-        let mut a = args(&[
+    let load = LoadGen {
+        label: "nats client",
+        bin: "nats-bench",
+        args: args(&[
             "client",
             "--url",
             &url,
@@ -827,55 +842,17 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
             "--payload-size",
             &size,
             "--json",
-        ]);
-        a.extend(args(&stop));
-        a
-    };
-    warm_up(
-        s,
-        ("nats client (warm-up)", "nats-bench"),
-        &client_args(["--requests", &warmup_requests(s).to_string()]),
-        &[],
-    )?;
-    let (ready, summary_file) = (
-        handoff_file(s, "nats-subscriber-ready"),
-        handoff_file(s, "nats-subscriber-summary"),
-    );
-    let mut sub = s.spawn(
-        "nats subscriber",
-        "nats-bench",
-        &args(&[
-            "subscriber",
-            "--url",
-            &url,
-            "--ready-file",
-            &ready.to_string_lossy(),
-            "--summary-file",
-            &summary_file.to_string_lossy(),
         ]),
-    )?;
-    wait_ready_file(&mut sub, &ready, READY)?;
-    let stop = match s.full_requests {
-        Some(n) => ["--requests".to_owned(), n.to_string()],
-        None => [
-            "--duration".to_owned(),
-            format!("{}", s.duration.as_secs_f64()),
-        ],
+        duration: s.duration.as_secs_f64().to_string(),
+        envs: &[],
     };
-    measure_full(
-        s,
-        &mut procs,
-        Subscriber {
-            proc: sub,
-            summary_file,
-        },
-        (
-            "nats client",
-            "nats-bench",
-            client_args([&stop[0], &stop[1]]),
-            &[],
-        ),
-    )
+    measure_full(s, &mut procs, &load, || {
+        let summary_file = handoff_file(s, "nats-subscriber-summary");
+        let summary = summary_file.to_string_lossy();
+        let a = ["subscriber", "--url", &url, "--summary-file", &summary];
+        let proc = nats_role(s, "nats subscriber", &a)?;
+        Ok(Subscriber { proc, summary_file })
+    })
 }
 
 /// One full-system sweep point: mensageria, then NATS (or the other way
@@ -886,23 +863,26 @@ fn full_pair(
     reference_first: bool,
     sink: Option<&Sink>,
 ) -> anyhow::Result<Sample> {
-    let nats = |s: &Settings| -> anyhow::Result<Option<Side>> {
-        s.nats_server
-            .as_deref()
-            .map(|server| full_nats(s, concurrency, server).context("NATS"))
-            .transpose()
-    };
-    let (ours, reference) = if reference_first {
-        let r = nats(s)?;
-        (
-            full_ours(s, concurrency, Tracing::Off, sink).context("mensageria")?,
-            r,
-        )
-    } else {
-        let o = full_ours(s, concurrency, Tracing::Off, sink).context("mensageria")?;
-        (o, nats(s)?)
-    };
-    Ok(Sample { ours, reference })
+    let ours = || full_ours(s, concurrency, Tracing::Off, sink);
+    match s.nats_server.as_deref() {
+        Some(server) => pair(reference_first, "NATS", ours, || {
+            full_nats(s, concurrency, server)
+        }),
+        None => Ok(Sample {
+            ours: ours().context("mensageria")?,
+            reference: None,
+        }),
+    }
+}
+
+/// Reads each process's VmRSS into `side` as `<key>_rss_mb`.
+fn rss(side: &mut Side, procs: &mut [Proc], keys: &[&str]) -> anyhow::Result<()> {
+    for (p, key) in procs.iter_mut().zip(keys) {
+        p.ensure_alive()?;
+        let (rss, _) = p.memory().context("read VmRSS")?;
+        side.set(&format!("{key}_rss_mb"), rss);
+    }
+    Ok(())
 }
 
 fn idle(s: &Settings) -> anyhow::Result<Sample> {
@@ -910,7 +890,7 @@ fn idle(s: &Settings) -> anyhow::Result<Sample> {
     let (frontend, xpub) = (stack.frontend().to_owned(), stack.xpub().to_owned());
     let mut ours = stack.into_procs();
     // `client run` takes its options after the subcommand.
-    let mut a = args(&[
+    let a = args(&[
         "run",
         "--rate",
         "0",
@@ -918,94 +898,68 @@ fn idle(s: &Settings) -> anyhow::Result<Sample> {
         &frontend,
         "--proxy-endpoints",
         &xpub,
-    ]);
-    a.extend(args(&[
         "--http-addr",
         "127.0.0.1:0",
         "--shutdown-grace",
         "1s",
-    ]));
+    ]);
     let client = s.launcher().spawn("client", "client", &a, &[])?;
     client.try_ready_record(READY)?;
     ours.push(client);
 
     let (rb, _, b) = ref_broker(s)?;
     let (rp, _, _) = ref_proxy(s)?;
-    let rw = s.spawn(
-        "ref-worker",
-        "reference",
-        &args(&[
-            "worker",
-            "--connect",
-            &b,
-            "--threads",
-            &s.workers.to_string(),
-        ]),
-    )?;
-    let mut refs = vec![rb, rp, rw];
+    let mut refs = vec![rb, rp];
+    refs.extend(ref_workers(s, 1, &b, None)?);
     std::thread::sleep(Duration::from_secs(1));
     let mut sample = Sample {
         ours: Side::default(),
         reference: Some(Side::default()),
     };
-    for (p, key) in ours.iter_mut().zip(["broker", "proxy", "server", "client"]) {
-        p.ensure_alive()?;
-        let (rss, _) = p.memory().context("read VmRSS")?;
-        sample.ours.set(&format!("{key}_rss_mb"), rss);
-    }
-    let r = sample.reference.as_mut().expect("set above");
-    for (p, key) in refs.iter_mut().zip(["broker", "proxy", "server"]) {
-        p.ensure_alive()?;
-        let (rss, _) = p.memory().context("read VmRSS")?;
-        r.set(&format!("{key}_rss_mb"), rss);
-    }
+    let services = ["broker", "proxy", "server", "client"];
+    rss(&mut sample.ours, &mut ours, &services)?;
+    let reference = sample.reference.as_mut().expect("set above");
+    rss(reference, &mut refs, &services[..3])?;
     stop_all(&mut ours);
     stop_all(&mut refs);
     Ok(sample)
 }
 
-fn inflight(s: &Settings) -> anyhow::Result<Sample> {
-    let n = s.inflight_requests;
-    let max = (n * 2).to_string();
-    let b = s
-        .launcher()
-        .broker(&["--request-timeout", "60s", "--max-inflight", &max], &[])?;
-    let (mut broker, frontend, backend, http) = (b.proc, b.frontend, b.backend, b.http);
+/// Floods `broker` (`frontend`, `backend`) with `n` requests it never gets
+/// answers to: its memory before and with them in flight.
+fn flood_side(broker: &mut Proc, frontend: &str, backend: &str, n: u64) -> anyhow::Result<Side> {
     let (idle_rss, _) = broker.memory().context("read VmRSS")?;
     broker.mark();
-    let flood = load::flood(&frontend, &backend, n, 4, Duration::from_secs(60))?;
+    let flood = load::flood(frontend, backend, n, 4, Duration::from_secs(60))?;
     std::thread::sleep(Duration::from_millis(200));
     broker.ensure_alive()?;
     let (rss, hwm) = broker.memory().context("read VmRSS")?;
-    let gauge = ops::scrape(http, "mensageria_broker_inflight_requests").unwrap_or(f64::NAN);
-    let mut ours = Side::default();
-    ours.set("idle_rss_mb", idle_rss);
-    ours.set("rss_mb", rss);
-    ours.set("hwm_mb", hwm);
+    let mut side = Side::default();
+    side.set("idle_rss_mb", idle_rss);
+    side.set("rss_mb", rss);
+    side.set("hwm_mb", hwm);
+    side.set("flood_s", flood.took.as_secs_f64());
+    side.set("rejected", flood.rejected as f64);
+    side.set("ops", n as f64);
+    side.procs.push(broker.usage());
+    Ok(side)
+}
+
+fn inflight(s: &Settings) -> anyhow::Result<Sample> {
+    let n = s.inflight_requests;
+    let max = (n * 2).to_string();
+    let mut b = s
+        .launcher()
+        .broker(&["--request-timeout", "60s", "--max-inflight", &max], &[])?;
+    let mut ours = flood_side(&mut b.proc, &b.frontend, &b.backend, n)?;
+    let gauge = ops::scrape(b.http, "mensageria_broker_inflight_requests").unwrap_or(f64::NAN);
     ours.set("inflight", gauge);
-    ours.set("flood_s", flood.took.as_secs_f64());
-    ours.set("rejected", flood.rejected as f64);
-    ours.set("ops", n as f64);
-    ours.procs.push(broker.usage());
     // The 100k answers on shutdown are not worth waiting for.
-    broker.kill(Signal::Kill);
-    broker.stop();
+    b.proc.kill(Signal::Kill);
+    b.proc.stop();
 
     let (mut rb, f, b) = ref_broker(s)?;
-    let (ref_idle, _) = rb.memory().context("read VmRSS")?;
-    rb.mark();
-    let flood = load::flood(&f, &b, n, 4, Duration::from_secs(60))?;
-    std::thread::sleep(Duration::from_millis(200));
-    rb.ensure_alive()?;
-    let (rss, hwm) = rb.memory().context("read VmRSS")?;
-    let mut reference = Side::default();
-    reference.set("idle_rss_mb", ref_idle);
-    reference.set("rss_mb", rss);
-    reference.set("hwm_mb", hwm);
-    reference.set("flood_s", flood.took.as_secs_f64());
-    reference.set("rejected", flood.rejected as f64);
-    reference.set("ops", n as f64);
-    reference.procs.push(rb.usage());
+    let reference = flood_side(&mut rb, &f, &b, n)?;
     rb.stop();
     Ok(Sample {
         ours,

@@ -34,6 +34,7 @@ use clap::{Parser, Subcommand};
 use client::{bench::Summary, SubscribeSummary};
 use futures_util::StreamExt as _;
 use hdrhistogram::Histogram;
+use mensageria_bench::load::{le_u64, Gaps};
 
 /// The request subject.
 const REQUESTS: &str = "requests";
@@ -225,27 +226,15 @@ async fn subscriber(url: &str, ready_file: Option<&Path>) -> anyhow::Result<Subs
     nats.flush().await.context("flush")?;
     subscribed(ready_file)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let (mut received, mut lost) = (0u64, 0u64);
-    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+    let (mut received, mut lost, mut gaps) = (0u64, 0u64, Gaps::default());
     loop {
         tokio::select! {
             _ = term.recv() => break,
             msg = sub.next() => {
                 let Some(msg) = msg else { break };
                 received += 1;
-                let p = &msg.payload;
-                if p.len() >= EVENT_HEAD {
-                    let word = |i: usize| u64::from_le_bytes(p[i..i + 8].try_into().expect("8 bytes"));
-                    let (id, seq) = (word(0), word(8));
-                    match last.get_mut(&id) {
-                        Some(l) => {
-                            lost += seq.saturating_sub(*l + 1);
-                            *l = (*l).max(seq);
-                        }
-                        None => {
-                            last.insert(id, seq);
-                        }
-                    }
+                if msg.payload.len() >= EVENT_HEAD {
+                    lost += gaps.event(le_u64(&msg.payload, 0), le_u64(&msg.payload, 8));
                 }
             }
         }
