@@ -9,9 +9,10 @@
 //! or traces: what is left is libzmq's own cost per hop. The load and the
 //! subscriber run inside the harness, so their CPU is not in the Σ column.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
+use testkit::wait::poll_until;
 
 use super::{measure_rpc, RpcStack, Sample, Settings, Workload};
 use crate::load::{self, EventCounter};
@@ -45,16 +46,12 @@ pub(super) fn run(s: &Settings, w: Workload) -> anyhow::Result<Sample> {
         load::pipelined(ep, 1, depth, win, size)
     })?;
     // The last events are on their way: wait until the count holds still.
-    let deadline = Instant::now() + Duration::from_secs(3);
     let mut last = events.count();
-    while Instant::now() < deadline {
+    poll_until(Duration::from_secs(3), || {
         std::thread::sleep(Duration::from_millis(100));
         let now = events.count();
-        if now == last {
-            break;
-        }
-        last = now;
-    }
+        (std::mem::replace(&mut last, now) == now).then_some(())
+    });
     let end = events.stop()?;
     let start = at_start.get();
     side.set("events_received", (end.received - start.received) as f64);

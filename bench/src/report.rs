@@ -444,15 +444,10 @@ pub fn proc_rows(workloads: &[WorkloadReport]) -> Vec<ProcRow> {
         if wr.workload == Workload::Idle {
             continue;
         }
-        let reference = if matches!(wr.workload, Workload::Full(_)) {
-            "NATS"
-        } else {
-            "reference"
-        };
-        let ours = if matches!(wr.workload, Workload::Bare(_)) {
-            "bare libzmq"
-        } else {
-            "mensageria"
+        let (ours, reference) = match wr.workload {
+            Workload::Full(_) => ("mensageria", "NATS"),
+            Workload::Bare(_) => ("bare libzmq", "reference"),
+            _ => ("mensageria", "reference"),
         };
         for (side, s) in [(ours, Some(&m.ours)), (reference, m.reference.as_ref())] {
             let Some(s) = s else { continue };

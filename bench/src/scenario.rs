@@ -1015,24 +1015,24 @@ pub fn run(
 /// # Errors
 /// Naming the missing binaries and how to build them.
 pub fn check_bins(dir: &Path) -> anyhow::Result<()> {
-    let missing: Vec<_> = [
+    let bins = [
         "broker",
         "proxy",
         "server",
         "client",
         "reference",
         "nats-bench",
-    ]
-    .into_iter()
-    .filter(|b| !dir.join(b).is_file())
-    .collect();
-    if !missing.is_empty() {
-        bail!(
-            "missing binaries in {}: {} (build them: cargo build --release --bins)",
-            dir.display(),
-            missing.join(", ")
-        );
-    }
+    ];
+    let missing: Vec<_> = bins
+        .into_iter()
+        .filter(|b| !dir.join(b).is_file())
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "missing binaries in {}: {} (build them: cargo build --release --bins)",
+        dir.display(),
+        missing.join(", ")
+    );
     Ok(())
 }
 
