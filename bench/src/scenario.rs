@@ -169,42 +169,74 @@ impl Workload {
     }
 }
 
-/// Harness settings the workloads read.
-#[derive(Debug, Clone, Serialize)]
+/// Harness settings the workloads read: `harness`'s options (as clamped and
+/// resolved by it) and where the run keeps its process logs.
+#[derive(Debug, Clone, Serialize, clap::Args)]
 pub struct Settings {
-    /// Directory with broker, proxy, server, client and reference.
+    /// Directory of the binaries (default: this executable's directory, i.e. target/release).
+    #[arg(long, default_value_os_t = exe_dir(), hide_default_value = true)]
     pub bin_dir: PathBuf,
     /// Where process logs go.
+    #[arg(skip)]
     pub log_dir: PathBuf,
-    /// Measured time per phase.
+    /// Measured seconds per phase.
+    #[arg(long, default_value = "3", value_parser = seconds)]
     pub duration: Duration,
-    /// Unmeasured warm-up before each request/reply phase.
+    /// Unmeasured warm-up seconds before each request/reply phase.
+    #[arg(long, default_value = "0.5", value_parser = seconds)]
     pub warmup: Duration,
     /// Request payload size, bytes.
+    #[arg(long, default_value_t = 32)]
     pub payload_size: usize,
-    /// Paced fan-out rate, events/s.
+    /// Paced fan-out rate, events/s (the reference loses nothing at the default on 2 cores).
+    #[arg(long, default_value_t = 50_000.0)]
     pub fanout_rate: f64,
-    /// Event payload size, bytes.
+    /// Event payload size, bytes (at least 16: sequence number and timestamp).
+    #[arg(long, default_value_t = 100)]
     pub event_size: usize,
-    /// Server processes in the request/reply workloads.
+    /// Server processes (and reference worker processes) in the request/reply workloads.
+    #[arg(long, default_value_t = 2)]
     pub servers: usize,
-    /// Worker threads per server (and per reference worker).
+    /// Worker threads per server (`--workers`) and REP threads per reference worker.
+    #[arg(long, default_value_t = 2)]
     pub workers: usize,
     /// Server processes (and NATS responders) in the full-system workloads.
+    #[arg(long, default_value_t = 2)]
     pub full_servers: usize,
-    /// Requests outstanding in the full-system sweep, one workload each.
+    /// Requests outstanding at each point of the full-system sweep (one
+    /// `full-cN` workload each; the tracing workloads use the largest).
+    #[arg(long, value_delimiter = ',', default_values_t = SWEEP, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub sweep: Vec<u32>,
-    /// Requests outstanding in the tracing workloads (compared with the
-    /// sweep point of the same concurrency).
+    /// Requests outstanding in the tracing workloads (the largest of the sweep).
+    #[arg(skip)]
     pub tracing_concurrency: u32,
-    /// `nats-server`, when installed: the NATS side of the sweep.
+    /// nats-server binary (default: found on PATH or in /usr/sbin).
+    #[arg(long, value_name = "PATH")]
     pub nats_server: Option<PathBuf>,
-    /// `client bench --requests N` instead of `--duration` when set.
+    /// Run `client bench --requests N` in the full-system workloads instead of `--duration`.
+    #[arg(long)]
     pub full_requests: Option<u64>,
     /// Requests put in flight in the `inflight` workload.
+    #[arg(long, default_value_t = 100_000)]
     pub inflight_requests: u64,
-    /// Command prefix for the broker (e.g. `valgrind --tool=callgrind`); empty: none.
+    /// Run the broker under this command prefix, e.g. "valgrind --tool=callgrind
+    /// --callgrind-out-file=/tmp/cg.%p" (profiling; slows everything down).
+    #[arg(long = "wrap-broker", value_name = "CMD")]
     pub broker_wrapper: Vec<String>,
+}
+
+/// The directory of the running executable (where `cargo build` puts the
+/// other binaries too).
+fn exe_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default()
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{e}"))
 }
 
 impl Settings {

@@ -1,6 +1,6 @@
 //! `harness`: mensageria's benchmark (`make bench`). See `harness --help`.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -66,12 +66,6 @@ struct Cli {
     /// Runs per workload; figures are medians.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=99))]
     runs: u32,
-    /// Measured seconds per phase.
-    #[arg(long, default_value_t = 3.0)]
-    duration: f64,
-    /// Unmeasured warm-up seconds before each request/reply phase.
-    #[arg(long, default_value_t = 0.5)]
-    warmup: f64,
     /// CI mode: every workload briefly (1 s phases, 1 run, 20k in flight,
     /// sweep 16 only); fails only if a workload fails outright. Overrides
     /// --runs/--duration/--sweep.
@@ -83,44 +77,8 @@ struct Cli {
     /// Only these workloads (comma-separated ids, see above).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Paced fan-out rate, events/s (the reference loses nothing at the default on 2 cores).
-    #[arg(long, default_value_t = 50_000.0)]
-    fanout_rate: f64,
-    /// Request payload size, bytes.
-    #[arg(long, default_value_t = 32)]
-    payload_size: usize,
-    /// Event payload size, bytes (at least 16: sequence number and timestamp).
-    #[arg(long, default_value_t = 100)]
-    event_size: usize,
-    /// Server processes (and reference worker processes) in the request/reply workloads.
-    #[arg(long, default_value_t = 2)]
-    servers: usize,
-    /// Worker threads per server (`--workers`) and REP threads per reference worker.
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
-    /// Server processes (and NATS responders) in the full-system workloads.
-    #[arg(long, default_value_t = 2)]
-    full_servers: usize,
-    /// Requests outstanding at each point of the full-system sweep (one
-    /// `full-cN` workload each; the tracing workloads use the largest).
-    #[arg(long, value_delimiter = ',', default_values_t = scenario::SWEEP, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    sweep: Vec<u32>,
-    /// nats-server binary (default: found on PATH or in /usr/sbin).
-    #[arg(long, value_name = "PATH")]
-    nats_server: Option<PathBuf>,
-    /// Run `client bench --requests N` in the full-system workloads instead of `--duration`.
-    #[arg(long)]
-    full_requests: Option<u64>,
-    /// Requests put in flight in the `inflight` workload.
-    #[arg(long, default_value_t = 100_000)]
-    inflight_requests: u64,
-    /// Directory of the binaries (default: this executable's directory, i.e. target/release).
-    #[arg(long)]
-    bin_dir: Option<PathBuf>,
-    /// Run the broker under this command prefix, e.g. "valgrind --tool=callgrind
-    /// --callgrind-out-file=/tmp/cg.%p" (profiling; slows everything down).
-    #[arg(long, value_name = "CMD")]
-    wrap_broker: Option<String>,
+    #[command(flatten)]
+    settings: Settings,
     /// Keep the processes' logs (default: deleted unless something failed).
     #[arg(long)]
     keep_logs: bool,
@@ -140,16 +98,17 @@ fn main() -> ExitCode {
 fn run(mut cli: Cli) -> anyhow::Result<bool> {
     let started = std::time::Instant::now();
     let machine = Machine::detect();
+    let s = &mut cli.settings;
     if cli.smoke {
         cli.runs = 1;
-        cli.duration = 1.0;
-        cli.warmup = 0.2;
-        cli.inflight_requests = cli.inflight_requests.min(20_000);
-        cli.sweep = vec![16];
+        s.duration = Duration::from_secs(1);
+        s.warmup = Duration::from_millis(200);
+        s.inflight_requests = s.inflight_requests.min(20_000);
+        s.sweep = vec![16];
     }
-    cli.sweep.sort_unstable();
-    cli.sweep.dedup();
-    let all = Workload::all(&cli.sweep);
+    s.sweep.sort_unstable();
+    s.sweep.dedup();
+    let all = Workload::all(&s.sweep);
     let workloads: Vec<Workload> = if cli.only.is_empty() {
         all
     } else {
@@ -176,42 +135,30 @@ fn run(mut cli: Cli) -> anyhow::Result<bool> {
         }
         v
     };
-    let nats_server = scenario::find_nats_server(cli.nats_server.as_deref());
-    if nats_server.is_none() && workloads.iter().any(|w| matches!(w, Workload::Full(_))) {
+    s.nats_server = scenario::find_nats_server(s.nats_server.as_deref());
+    if s.nats_server.is_none() && workloads.iter().any(|w| matches!(w, Workload::Full(_))) {
         eprintln!("harness: NATS rows skipped: {}", scenario::NATS_MISSING);
     }
-    let bin_dir = match cli.bin_dir.clone() {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("executable has no directory")?
-            .to_path_buf(),
-    };
-    scenario::check_bins(&bin_dir)?;
-    let log_dir = std::env::temp_dir().join(format!("mensageria-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&log_dir)?;
-    let settings = Settings {
-        bin_dir,
-        log_dir: log_dir.clone(),
-        duration: Duration::from_secs_f64(cli.duration.max(0.1)),
-        warmup: Duration::from_secs_f64(cli.warmup.max(0.0)),
-        payload_size: cli.payload_size.max(24),
-        fanout_rate: cli.fanout_rate,
-        event_size: cli.event_size.max(16),
-        servers: cli.servers.max(1),
-        workers: cli.workers.max(1),
-        full_servers: cli.full_servers.max(1),
-        tracing_concurrency: cli.sweep.last().copied().unwrap_or(256),
-        sweep: cli.sweep.clone(),
-        nats_server,
-        full_requests: cli.full_requests,
-        inflight_requests: cli.inflight_requests.max(1),
-        broker_wrapper: cli
-            .wrap_broker
-            .as_deref()
-            .map(|w| w.split_whitespace().map(str::to_owned).collect())
-            .unwrap_or_default(),
-    };
+    scenario::check_bins(&s.bin_dir)?;
+    s.log_dir = std::env::temp_dir().join(format!("mensageria-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&s.log_dir)?;
+    s.duration = s.duration.max(Duration::from_millis(100));
+    s.payload_size = s.payload_size.max(24);
+    s.event_size = s.event_size.max(16);
+    s.servers = s.servers.max(1);
+    s.workers = s.workers.max(1);
+    s.full_servers = s.full_servers.max(1);
+    s.tracing_concurrency = s.sweep.last().copied().unwrap_or(256);
+    s.inflight_requests = s.inflight_requests.max(1);
+    // One command line, split into words.
+    s.broker_wrapper = s
+        .broker_wrapper
+        .iter()
+        .flat_map(|w| w.split_whitespace())
+        .map(str::to_owned)
+        .collect();
+    let log_dir = s.log_dir.clone();
+    let settings = cli.settings;
     let needs_sink = workloads
         .iter()
         .any(|w| matches!(w, Workload::TracingUnsampled | Workload::TracingSampled));
