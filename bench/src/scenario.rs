@@ -538,25 +538,23 @@ impl Phase {
     }
 }
 
-/// Runs mensageria's side and the reference's (`what`), the reference first
-/// when `reference_first` (the order alternates between runs).
+/// Runs mensageria's side and, if there is one, the reference's (`what`),
+/// the reference first when `reference_first` (the order alternates
+/// between runs).
 fn pair(
     reference_first: bool,
     what: &'static str,
     ours: impl FnOnce() -> anyhow::Result<Side>,
-    reference: impl FnOnce() -> anyhow::Result<Side>,
+    reference: Option<impl FnOnce() -> anyhow::Result<Side>>,
 ) -> anyhow::Result<Sample> {
-    let reference = || reference().context(what);
+    let reference = || reference.map(|r| r().context(what)).transpose();
     let (ours, reference) = if reference_first {
         let r = reference()?;
         (ours().context("mensageria")?, r)
     } else {
         (ours().context("mensageria")?, reference()?)
     };
-    Ok(Sample {
-        ours,
-        reference: Some(reference),
-    })
+    Ok(Sample { ours, reference })
 }
 
 /// Runs both sides of a request/reply workload.
@@ -569,7 +567,7 @@ fn rpc_pair(
         reference_first,
         "reference",
         || measure_rpc(s, &mut ours_rpc(s)?, load),
-        || measure_rpc(s, &mut ref_rpc(s)?, load),
+        Some(|| measure_rpc(s, &mut ref_rpc(s)?, load)),
     )
 }
 
@@ -610,7 +608,7 @@ fn fanout_pair(s: &Settings, rate: f64, reference_first: bool) -> anyhow::Result
         let (p, xsub, xpub) = ref_proxy(s)?;
         fanout_side(s, &mut [p], &xsub, &xpub, rate)
     };
-    pair(reference_first, "reference", ours, reference)
+    pair(reference_first, "reference", ours, Some(reference))
 }
 
 /// Trace export settings of a full-system run.
@@ -887,26 +885,6 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
     })
 }
 
-/// One full-system sweep point: mensageria, then NATS (or the other way
-/// round on odd runs), when `nats-server` is available.
-fn full_pair(
-    s: &Settings,
-    concurrency: u32,
-    reference_first: bool,
-    sink: Option<&Sink>,
-) -> anyhow::Result<Sample> {
-    let ours = || full_ours(s, concurrency, Tracing::Off, sink);
-    match s.nats_server.as_deref() {
-        Some(server) => pair(reference_first, "NATS", ours, || {
-            full_nats(s, concurrency, server)
-        }),
-        None => Ok(Sample {
-            ours: ours().context("mensageria")?,
-            reference: None,
-        }),
-    }
-}
-
 /// Reads each process's VmRSS into `side` as `<key>_rss_mb`.
 fn rss(side: &mut Side, procs: &mut [Proc], keys: &[&str]) -> anyhow::Result<()> {
     for (p, key) in procs.iter_mut().zip(keys) {
@@ -1023,7 +1001,15 @@ pub fn run(
         }),
         Workload::Fanout => fanout_pair(s, s.fanout_rate, reference_first),
         Workload::FanoutMax => fanout_pair(s, 0.0, reference_first),
-        Workload::Full(c) => full_pair(s, c, reference_first, sink),
+        // NATS when `nats-server` is available.
+        Workload::Full(c) => pair(
+            reference_first,
+            "NATS",
+            || full_ours(s, c, Tracing::Off, sink),
+            s.nats_server
+                .as_deref()
+                .map(|server| move || full_nats(s, c, server)),
+        ),
         Workload::Bare(_) => bare::run(s, w),
         Workload::TracingUnsampled | Workload::TracingSampled => {
             let tracing = if w == Workload::TracingUnsampled {

@@ -162,11 +162,8 @@ fn run(mut cli: Cli) -> anyhow::Result<bool> {
     let needs_sink = workloads
         .iter()
         .any(|w| matches!(w, Workload::TracingUnsampled | Workload::TracingSampled));
-    let sink = if needs_sink {
-        Some(Sink::start().context("start the OTLP sink")?)
-    } else {
-        None
-    };
+    let sink = needs_sink.then(Sink::start).transpose();
+    let sink = sink.context("start the OTLP sink")?;
 
     let mut reports: Vec<WorkloadReport> = workloads
         .iter()
