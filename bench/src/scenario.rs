@@ -316,6 +316,12 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// The arguments of a command line whose words hold no spaces (flags,
+/// numbers, endpoints; not paths).
+fn words(line: &str) -> Vec<String> {
+    line.split_whitespace().map(str::to_owned).collect()
+}
+
 /// `(key, value)` pairs as the launcher takes them.
 fn env_refs(envs: &[(String, String)]) -> Vec<(&str, &str)> {
     envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
@@ -771,18 +777,12 @@ fn full_ours(
         stack.proxy.http,
     );
     let mut procs = stack.into_procs();
-    let c = concurrency.to_string();
     let load = LoadGen {
         label: "client bench",
         bin: "client",
-        args: args(&[
-            "bench",
-            "--broker-endpoints",
-            &frontend,
-            "--concurrency",
-            &c,
-            "--json",
-        ]),
+        args: words(&format!(
+            "bench --broker-endpoints {frontend} --concurrency {concurrency} --json"
+        )),
         duration: format!("{}ms", s.duration.as_millis()),
         envs: &client_envs,
     };
@@ -859,20 +859,13 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
         ];
         procs.push(nats_role(s, &label, &a)?);
     }
-    let (c, size) = (concurrency.to_string(), s.payload_size.to_string());
+    let size = s.payload_size;
     let load = LoadGen {
         label: "nats client",
         bin: "nats-bench",
-        args: args(&[
-            "client",
-            "--url",
-            &url,
-            "--concurrency",
-            &c,
-            "--payload-size",
-            &size,
-            "--json",
-        ]),
+        args: words(&format!(
+            "client --url {url} --concurrency {concurrency} --payload-size {size} --json"
+        )),
         duration: s.duration.as_secs_f64().to_string(),
         envs: &[],
     };
@@ -885,14 +878,15 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
     })
 }
 
-/// Reads each process's VmRSS into `side` as `<key>_rss_mb`.
-fn rss(side: &mut Side, procs: &mut [Proc], keys: &[&str]) -> anyhow::Result<()> {
+/// Each process's VmRSS as `<key>_rss_mb`.
+fn rss(procs: &mut [Proc], keys: &[&str]) -> anyhow::Result<Side> {
+    let mut side = Side::default();
     for (p, key) in procs.iter_mut().zip(keys) {
         p.ensure_alive()?;
         let (rss, _) = p.memory().context("read VmRSS")?;
         side.set(&format!("{key}_rss_mb"), rss);
     }
-    Ok(())
+    Ok(side)
 }
 
 fn idle(s: &Settings) -> anyhow::Result<Sample> {
@@ -900,19 +894,10 @@ fn idle(s: &Settings) -> anyhow::Result<Sample> {
     let (frontend, xpub) = (stack.frontend().to_owned(), stack.xpub().to_owned());
     let mut ours = stack.into_procs();
     // `client run` takes its options after the subcommand.
-    let a = args(&[
-        "run",
-        "--rate",
-        "0",
-        "--broker-endpoints",
-        &frontend,
-        "--proxy-endpoints",
-        &xpub,
-        "--http-addr",
-        "127.0.0.1:0",
-        "--shutdown-grace",
-        "1s",
-    ]);
+    let a = words(&format!(
+        "run --rate 0 --broker-endpoints {frontend} --proxy-endpoints {xpub} \
+         --http-addr 127.0.0.1:0 --shutdown-grace 1s"
+    ));
     let client = s.launcher().spawn("client", "client", &a, &[])?;
     client.try_ready_record(READY)?;
     ours.push(client);
@@ -922,14 +907,11 @@ fn idle(s: &Settings) -> anyhow::Result<Sample> {
     let mut refs = vec![rb, rp];
     refs.extend(ref_workers(s, 1, &b, None)?);
     std::thread::sleep(Duration::from_secs(1));
-    let mut sample = Sample {
-        ours: Side::default(),
-        reference: Some(Side::default()),
-    };
     let services = ["broker", "proxy", "server", "client"];
-    rss(&mut sample.ours, &mut ours, &services)?;
-    let reference = sample.reference.as_mut().expect("set above");
-    rss(reference, &mut refs, &services[..3])?;
+    let sample = Sample {
+        ours: rss(&mut ours, &services)?,
+        reference: Some(rss(&mut refs, &services[..3])?),
+    };
     stop_all(&mut ours);
     stop_all(&mut refs);
     Ok(sample)
