@@ -617,17 +617,6 @@ fn fanout_pair(s: &Settings, rate: f64, reference_first: bool) -> anyhow::Result
     pair(reference_first, "reference", ours, Some(reference))
 }
 
-/// Trace export settings of a full-system run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tracing {
-    /// No endpoint: tracing compiled in, export off.
-    Off,
-    /// Endpoint set; the client samples nothing.
-    Unsampled,
-    /// Endpoint set; the client samples everything.
-    Sampled,
-}
-
 fn parse_summary(line: &str) -> Option<serde_json::Value> {
     line.lines()
         .rev()
@@ -751,24 +740,22 @@ fn measure_full(
 }
 
 /// mensageria's full system: broker, proxy, `full_servers` servers, one
-/// `client subscribe`, and `client bench --concurrency c`.
+/// `client subscribe`, and `client bench --concurrency c`. With `sampler`
+/// (the client's `OTEL_TRACES_SAMPLER`), every service exports traces to
+/// `sink`; without, tracing is compiled in but exports nothing.
 fn full_ours(
     s: &Settings,
     concurrency: u32,
-    tracing: Tracing,
+    sampler: Option<&str>,
     sink: Option<&Sink>,
 ) -> anyhow::Result<Side> {
     let mut envs: Vec<(String, String)> = Vec::new();
-    if tracing != Tracing::Off {
+    if sampler.is_some() {
         let sink = sink.context("tracing workloads need the OTLP sink")?;
         envs.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), sink.url()));
     }
     let mut client_envs = envs.clone();
-    match tracing {
-        Tracing::Off => {}
-        Tracing::Unsampled => client_envs.push(("OTEL_TRACES_SAMPLER".into(), "always_off".into())),
-        Tracing::Sampled => client_envs.push(("OTEL_TRACES_SAMPLER".into(), "always_on".into())),
-    }
+    client_envs.extend(sampler.map(|v| ("OTEL_TRACES_SAMPLER".into(), v.into())));
     let sink_before = sink.map(Sink::counts).unwrap_or_default();
     let stack = full_stack(s, s.full_servers, &envs)?;
     let (frontend, xpub, proxy_http) = (
@@ -987,20 +974,20 @@ pub fn run(
         Workload::Full(c) => pair(
             reference_first,
             "NATS",
-            || full_ours(s, c, Tracing::Off, sink),
+            || full_ours(s, c, None, sink),
             s.nats_server
                 .as_deref()
                 .map(|server| move || full_nats(s, c, server)),
         ),
         Workload::Bare(_) => bare::run(s, w),
         Workload::TracingUnsampled | Workload::TracingSampled => {
-            let tracing = if w == Workload::TracingUnsampled {
-                Tracing::Unsampled
+            let sampler = if w == Workload::TracingUnsampled {
+                "always_off"
             } else {
-                Tracing::Sampled
+                "always_on"
             };
             Ok(Sample {
-                ours: full_ours(s, s.tracing_concurrency, tracing, sink)?,
+                ours: full_ours(s, s.tracing_concurrency, Some(sampler), sink)?,
                 reference: None,
             })
         }
