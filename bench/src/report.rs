@@ -452,11 +452,7 @@ pub fn proc_rows(workloads: &[WorkloadReport]) -> Vec<ProcRow> {
         for (side, s) in [(ours, Some(&m.ours)), (reference, m.reference.as_ref())] {
             let Some(s) = s else { continue };
             let ops = s.metrics.get("ops").copied().filter(|o| *o > 0.0);
-            let started: Vec<&Usage> = s
-                .procs
-                .iter()
-                .filter(|u| u.peak_rss_mb.is_finite() && !u.name.starts_with("harness"))
-                .collect();
+            let started: Vec<&Usage> = s.started().collect();
             let total = Usage {
                 name: "Σ started processes".into(),
                 cpu_s: started.iter().map(|u| u.cpu_s).sum(),
@@ -661,9 +657,7 @@ fn cpu_per_op(side: &Side) -> (Vec<(String, f64)>, f64) {
         return (Vec::new(), f64::NAN);
     }
     let each: Vec<(String, f64)> = side
-        .procs
-        .iter()
-        .filter(|u| u.peak_rss_mb.is_finite() && !u.name.starts_with("harness"))
+        .started()
         .map(|u| (u.name.clone(), u.cpu_s * 1e6 / ops))
         .collect();
     let total = each.iter().map(|(_, c)| c).sum();
@@ -707,7 +701,7 @@ impl Report {
         );
         for &(c, m) in &points {
             let mut line = |name: &str, side: &Side| {
-                let g = |k: &str| fmt_num(side.metrics.get(k).copied().unwrap_or(f64::NAN));
+                let g = |k: &str| fmt_num(side.value(k));
                 let (each, total) = cpu_per_op(side);
                 let each: Vec<String> = each.iter().map(|(n, v)| format!("{n} {v:.1}")).collect();
                 let _ = writeln!(
@@ -737,9 +731,7 @@ impl Report {
                 let mut ratios = vec![("*ratio* (mensageria / NATS)", &m.ours, true)];
                 ratios.extend(bare.map(|b| ("*bare libzmq / NATS*", b, false)));
                 for (name, side, with_cpu) in ratios {
-                    let nan =
-                        |side: &Side, k: &str| side.metrics.get(k).copied().unwrap_or(f64::NAN);
-                    let ratio = |k: &str| ratio_opt(nan(side, k), nan(r, k));
+                    let ratio = |k: &str| ratio_opt(side.value(k), r.value(k));
                     let cpu = if with_cpu {
                         ratio_opt(cpu_per_op(side).1, cpu_per_op(r).1)
                     } else {

@@ -285,6 +285,18 @@ impl Side {
         self.metrics.insert(k.to_owned(), v);
     }
 
+    /// Figure `k`; NaN if it was not measured.
+    pub fn value(&self, k: &str) -> f64 {
+        self.metrics.get(k).copied().unwrap_or(f64::NAN)
+    }
+
+    /// The processes the workload started: not the harness's own load, not
+    /// the rest of the machine.
+    pub fn started(&self) -> impl Iterator<Item = &Usage> {
+        let started = |u: &&Usage| u.peak_rss_mb.is_finite() && !u.name.starts_with("harness");
+        self.procs.iter().filter(started)
+    }
+
     fn rpc(r: &RpcResult, secs: f64) -> Side {
         let mut s = Side::default();
         s.set("rps", r.rps);

@@ -181,10 +181,8 @@ fn run(mut cli: Cli) -> anyhow::Result<bool> {
             let w = wr.workload;
             eprint!("[run {}/{runs}] {:<18} ", run + 1, w.id());
             let t = std::time::Instant::now();
-            match scenario::run(&settings, w, run, sink.as_ref()).and_then(|s| {
-                validate(w, &s)?;
-                Ok(s)
-            }) {
+            let sample = scenario::run(&settings, w, run, sink.as_ref());
+            match sample.and_then(|s| validate(w, &s).map(|()| s)) {
                 Ok(sample) => {
                     eprintln!(
                         "{} ({:.1} s)",
@@ -201,9 +199,7 @@ fn run(mut cli: Cli) -> anyhow::Result<bool> {
         }
     }
     for wr in reports.iter_mut() {
-        if !wr.runs.is_empty() {
-            wr.median = Some(report::median_sample(&wr.runs));
-        }
+        wr.median = (!wr.runs.is_empty()).then(|| report::median_sample(&wr.runs));
     }
     let report = Report {
         machine,
@@ -240,14 +236,11 @@ fn run(mut cli: Cli) -> anyhow::Result<bool> {
 
 /// One line of progress.
 fn headline(w: Workload, s: &scenario::Sample) -> String {
-    let g = |side: &scenario::Side, k: &str| side.metrics.get(k).copied().unwrap_or(f64::NAN);
+    let g = |side: &scenario::Side, k: &str| report::fmt_num(side.value(k));
     let r = s.reference.as_ref();
     let pair = |k: &str, unit: &str| {
-        format!(
-            "{} {unit} (ref {})",
-            report::fmt_num(g(&s.ours, k)),
-            r.map_or_else(|| "—".into(), |r| report::fmt_num(g(r, k)))
-        )
+        let reference = r.map_or_else(|| "—".into(), |r| g(r, k));
+        format!("{} {unit} (ref {reference})", g(&s.ours, k))
     };
     match w {
         Workload::Lockstep1
@@ -269,10 +262,10 @@ fn headline(w: Workload, s: &scenario::Sample) -> String {
             let one = |side: &scenario::Side| {
                 format!(
                     "{} req/s, p50 {} µs, events {} received / {} lost",
-                    report::fmt_num(g(side, "rps")),
-                    report::fmt_num(g(side, "p50_us")),
-                    report::fmt_num(g(side, "events_received")),
-                    report::fmt_num(g(side, "events_lost")),
+                    g(side, "rps"),
+                    g(side, "p50_us"),
+                    g(side, "events_received"),
+                    g(side, "events_lost"),
                 )
             };
             match r {
@@ -282,10 +275,10 @@ fn headline(w: Workload, s: &scenario::Sample) -> String {
         }
         Workload::Idle => format!(
             "RSS MiB broker {} proxy {} server {} client {}",
-            report::fmt_num(g(&s.ours, "broker_rss_mb")),
-            report::fmt_num(g(&s.ours, "proxy_rss_mb")),
-            report::fmt_num(g(&s.ours, "server_rss_mb")),
-            report::fmt_num(g(&s.ours, "client_rss_mb")),
+            g(&s.ours, "broker_rss_mb"),
+            g(&s.ours, "proxy_rss_mb"),
+            g(&s.ours, "server_rss_mb"),
+            g(&s.ours, "client_rss_mb"),
         ),
         Workload::Inflight => format!("broker {}", pair("rss_mb", "MiB RSS")),
     }
