@@ -9,11 +9,7 @@
 //! workers; their CPU shows under "harness (load)".
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    thread,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -22,7 +18,7 @@ use anyhow::Context as _;
 use testkit::{ops, wait::poll_until};
 
 use super::{measure_rpc, RpcStack, Sample, Settings, Workload, READY};
-use crate::load;
+use crate::load::{self, Background};
 
 /// Requests each worker announces it takes at once (READY extension frame):
 /// the clients' 400 outstanding over the 4 workers, so the comparison with
@@ -48,7 +44,7 @@ const DISCONNECT: u8 = 0x06;
 pub(super) fn run(s: &Settings, w: Workload) -> anyhow::Result<Sample> {
     let broker = s.launcher().broker(&[], &[])?;
     let count = s.servers * s.workers;
-    let workers = Workers::start(&broker.frontend, count)?;
+    let workers = start_workers(&broker.frontend, count)?;
     poll_until(READY, || {
         (ops::scrape(broker.http, "mensageria_broker_workers").unwrap_or(0.0) >= count as f64)
             .then_some(())
@@ -74,42 +70,19 @@ pub(super) fn run(s: &Settings, w: Workload) -> anyhow::Result<Sample> {
     })
 }
 
-/// Worker threads, stopped together.
-struct Workers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<thread::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Workers {
-    fn start(endpoint: &str, n: usize) -> anyhow::Result<Workers> {
-        let ctx = zmq::Context::new();
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::with_capacity(n);
-        for i in 0..n {
-            let socket = ctx.socket(zmq::DEALER)?;
-            socket.set_linger(0)?;
-            socket.set_sndhwm(0)?;
-            socket.set_rcvhwm(0)?;
-            socket.connect(endpoint)?;
-            let stop = stop.clone();
-            threads.push(
-                thread::Builder::new()
-                    .name(format!("mdp-worker-{i}"))
-                    .spawn(move || serve(&socket, &stop))
-                    .context("spawn a Majordomo worker thread")?,
-            );
-        }
-        Ok(Workers { stop, threads })
+/// `n` worker threads, each with its own DEALER connected to `endpoint`.
+fn start_workers(endpoint: &str, n: usize) -> anyhow::Result<Background> {
+    let ctx = zmq::Context::new();
+    let mut workers = Background::default();
+    for i in 0..n {
+        let socket = ctx.socket(zmq::DEALER)?;
+        socket.set_linger(0)?;
+        socket.set_sndhwm(0)?;
+        socket.set_rcvhwm(0)?;
+        socket.connect(endpoint)?;
+        workers.spawn(format!("mdp-worker-{i}"), move |stop| serve(&socket, stop))?;
     }
-
-    fn stop(self) -> anyhow::Result<()> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join()
-                .map_err(|_| anyhow::anyhow!("a Majordomo worker thread panicked"))??;
-        }
-        Ok(())
-    }
+    Ok(workers)
 }
 
 /// READY, then FINAL for every REQUEST with the body echoed, a HEARTBEAT

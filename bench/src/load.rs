@@ -446,6 +446,56 @@ pub fn fanout(
     })
 }
 
+/// Threads of the harness that run until told to stop: each is given the
+/// shared stop flag; [`Background::stop`], or dropping it, sets the flag and
+/// joins them.
+#[derive(Debug, Default)]
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Background {
+    /// Runs `f` on a thread called `name`; `f` returns once its flag is set.
+    ///
+    /// # Errors
+    /// If the thread cannot be started.
+    pub fn spawn(
+        &mut self,
+        name: String,
+        f: impl FnOnce(&AtomicBool) -> anyhow::Result<()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = self.stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || f(&stop));
+        self.threads.push(thread.context("start a thread")?);
+        Ok(())
+    }
+
+    /// Stops and joins every thread.
+    ///
+    /// # Errors
+    /// The first error a thread returned, or that it panicked.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Release);
+        let results: Vec<_> = self.threads.drain(..).map(|t| t.join()).collect();
+        for r in results {
+            r.map_err(|_| anyhow::anyhow!("a harness thread panicked"))??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 /// What [`flood`] did.
 #[derive(Debug, Clone, Copy)]
 pub struct Flood {
@@ -473,35 +523,28 @@ pub fn flood(
 ) -> anyhow::Result<Flood> {
     let ctx = zmq::Context::new();
     let seen = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..2)
-        .map(|_| -> anyhow::Result<_> {
-            let reader = sock(&ctx, zmq::DEALER)?;
-            reader.set_rcvhwm(0)?;
-            reader.connect(backend)?;
-            let (seen, stop) = (seen.clone(), stop.clone());
-            Ok(std::thread::spawn(move || -> zmq::Result<()> {
-                let mut m = zmq::Message::new();
-                while !stop.load(Ordering::Acquire) {
-                    if reader.poll(zmq::POLLIN, 50)? == 0 {
-                        continue;
-                    }
-                    while reader.recv(&mut m, zmq::DONTWAIT).is_ok() {
-                        if !m.get_more() {
-                            seen.fetch_add(1, Ordering::AcqRel);
-                        }
+    // Stopped on every way out, when dropped.
+    let mut readers = Background::default();
+    for i in 0..2 {
+        let reader = sock(&ctx, zmq::DEALER)?;
+        reader.set_rcvhwm(0)?;
+        reader.connect(backend)?;
+        let seen = seen.clone();
+        readers.spawn(format!("flood-reader-{i}"), move |stop| {
+            let mut m = zmq::Message::new();
+            while !stop.load(Ordering::Acquire) {
+                if reader.poll(zmq::POLLIN, 50)? == 0 {
+                    continue;
+                }
+                while reader.recv(&mut m, zmq::DONTWAIT).is_ok() {
+                    if !m.get_more() {
+                        seen.fetch_add(1, Ordering::AcqRel);
                     }
                 }
-                Ok(())
-            }))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let finish = |readers: Vec<std::thread::JoinHandle<zmq::Result<()>>>| {
-        stop.store(true, Ordering::Release);
-        for r in readers {
-            let _ = r.join();
-        }
-    };
+            }
+            Ok(())
+        })?;
+    }
     // Let the readers connect first, or the broker answers `unavailable`
     // (those would be sent again, but the count is cleaner without).
     std::thread::sleep(Duration::from_millis(300));
@@ -530,14 +573,8 @@ pub fn flood(
     for t in senders {
         match t.join() {
             Ok(Ok(s)) => sockets.push(s),
-            Ok(Err(e)) => {
-                finish(readers);
-                return Err(anyhow::Error::from(e).context("send the flood"));
-            }
-            Err(_) => {
-                finish(readers);
-                bail!("a flood sender panicked");
-            }
+            Ok(Err(e)) => return Err(anyhow::Error::from(e).context("send the flood")),
+            Err(_) => bail!("a flood sender panicked"),
         }
     }
     let deadline = start + timeout;
@@ -545,7 +582,6 @@ pub fn flood(
     let mut m = zmq::Message::new();
     while seen.load(Ordering::Acquire) < n {
         if Instant::now() >= deadline {
-            finish(readers);
             bail!(
                 "only {} of {n} requests reached the backend within {timeout:?} ({rejected} answered at once)",
                 seen.load(Ordering::Acquire)
@@ -567,7 +603,7 @@ pub fn flood(
         }
     }
     let took = start.elapsed();
-    finish(readers);
+    drop(readers);
     drop(sockets);
     Ok(Flood { took, rejected })
 }
@@ -604,8 +640,7 @@ pub struct EventCount {
 pub struct EventCounter {
     received: Arc<AtomicU64>,
     lost: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    thread: Background,
 }
 
 impl EventCounter {
@@ -618,17 +653,14 @@ impl EventCounter {
         let s = sock(&ctx, zmq::SUB)?;
         s.connect(xpub)?;
         s.set_subscribe(topic)?;
-        let (received, lost, stop) = (
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let (r, l, st) = (received.clone(), lost.clone(), stop.clone());
-        let thread = std::thread::spawn(move || -> anyhow::Result<()> {
+        let (received, lost) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (r, l) = (received.clone(), lost.clone());
+        let mut thread = Background::default();
+        thread.spawn("event-counter".into(), move |stop| {
             let _ctx = ctx;
             let mut gaps = Gaps::default();
             let (mut topic, mut body) = (zmq::Message::new(), zmq::Message::new());
-            while !st.load(Ordering::Acquire) {
+            while !stop.load(Ordering::Acquire) {
                 if s.poll(zmq::POLLIN, 50)? == 0 {
                     continue;
                 }
@@ -649,12 +681,11 @@ impl EventCounter {
                 }
             }
             Ok(())
-        });
+        })?;
         Ok(EventCounter {
             received,
             lost,
-            stop,
-            thread: Some(thread),
+            thread,
         })
     }
 
@@ -671,21 +702,8 @@ impl EventCounter {
     /// # Errors
     /// If the receiving thread failed.
     pub fn stop(mut self) -> anyhow::Result<EventCount> {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            t.join()
-                .map_err(|_| anyhow::anyhow!("event counter thread panicked"))??;
-        }
+        std::mem::take(&mut self.thread).stop()?;
         Ok(self.count())
-    }
-}
-
-impl Drop for EventCounter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
