@@ -589,19 +589,14 @@ impl Report {
                 mark
             );
         }
-        let failed: Vec<_> = self
+        let failures: Vec<String> = self
             .workloads
             .iter()
-            .filter(|w| !w.errors.is_empty())
+            .flat_map(|w| w.errors.iter().map(move |e| (w.workload.id(), e)))
+            .map(|(id, e)| format!("- {id}: {}\n", e.lines().next().unwrap_or("")))
             .collect();
-        if !failed.is_empty() {
-            let _ = writeln!(o, "\n**Failures:**\n");
-            for w in failed {
-                for e in &w.errors {
-                    let first = e.lines().next().unwrap_or("");
-                    let _ = writeln!(o, "- {}: {}", w.workload.id(), first);
-                }
-            }
+        if !failures.is_empty() {
+            let _ = write!(o, "\n**Failures:**\n\n{}", failures.concat());
         }
         o.push_str(&self.sweep_markdown());
         let _ = writeln!(
