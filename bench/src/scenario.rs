@@ -1042,18 +1042,17 @@ mod tests {
     #[test]
     fn the_sweep_makes_one_full_workload_per_concurrency() {
         let all = Workload::all(&[1, 256]);
-        let full: Vec<String> = all
-            .iter()
-            .filter(|w| matches!(w, Workload::Full(_)))
-            .map(|w| w.id())
-            .collect();
-        assert_eq!(full, ["full-c1", "full-c256"]);
-        let bare: Vec<String> = all
-            .iter()
-            .filter(|w| matches!(w, Workload::Bare(_)))
-            .map(|w| w.id())
-            .collect();
-        assert_eq!(bare, ["bare-c1", "bare-c256"]);
+        let ids = |pick: fn(&Workload) -> bool| -> Vec<String> {
+            all.iter().filter(|w| pick(w)).map(|w| w.id()).collect()
+        };
+        assert_eq!(
+            ids(|w| matches!(w, Workload::Full(_))),
+            ["full-c1", "full-c256"]
+        );
+        assert_eq!(
+            ids(|w| matches!(w, Workload::Bare(_))),
+            ["bare-c1", "bare-c256"]
+        );
         assert!(all.contains(&Workload::TracingUnsampled) && all.contains(&Workload::Inflight));
         assert!(Workload::Full(16).is_full() && !Workload::Pipelined.is_full());
     }
