@@ -647,28 +647,6 @@ fn handoff_file(s: &Settings, what: &str) -> PathBuf {
     path
 }
 
-/// A subscriber whose totals are read from its `--summary-file` once it is
-/// stopped (`client subscribe` and `nats-bench subscriber` write the same
-/// [`SubscribeSummary`]).
-struct Subscriber {
-    proc: Proc,
-    summary_file: PathBuf,
-}
-
-impl Subscriber {
-    /// Stops it and reads its totals.
-    fn stop(mut self) -> anyhow::Result<SubscribeSummary> {
-        self.proc.stop();
-        SubscribeSummary::read(&self.summary_file).with_context(|| {
-            format!(
-                "no totals from {}\n{}",
-                self.proc.name(),
-                self.proc.diagnostics()
-            )
-        })
-    }
-}
-
 /// Requests in the unmeasured warm-up of a full-system run.
 fn warmup_requests(s: &Settings) -> u64 {
     ((s.warmup.as_secs_f64() * 20_000.0) as u64).max(1000)
@@ -708,19 +686,22 @@ impl LoadGen<'_> {
 
 /// A full-system run, the same for both systems: with `procs` (servers or
 /// responders) running, an unmeasured warm-up of `load` (connections,
-/// allocator, page cache), then `start_sub` (the subscriber, subscribed once
-/// it returns), then the measured `load`; lets the last events arrive,
-/// stops the subscriber and reads its totals.
+/// allocator, page cache), then `start_sub(summary_file)` (the subscriber,
+/// subscribed once it returns), then the measured `load`; lets the last
+/// events arrive, stops the subscriber and reads the totals it writes to
+/// its `--summary-file` at exit (`client subscribe` and `nats-bench
+/// subscriber` write the same [`SubscribeSummary`]).
 fn measure_full(
     s: &Settings,
     procs: &mut [Proc],
     load: &LoadGen,
-    start_sub: impl FnOnce() -> anyhow::Result<Subscriber>,
+    start_sub: impl FnOnce(&str) -> anyhow::Result<Proc>,
 ) -> anyhow::Result<Side> {
     let warm_up = format!("{} (warm-up)", load.label);
     load.run(s, &warm_up, ["--requests", &warmup_requests(s).to_string()])?;
-    let mut sub = start_sub()?;
-    let phase = Phase::start(procs.iter_mut().chain([&mut sub.proc]))?;
+    let summary_file = handoff_file(s, "subscriber-summary");
+    let mut sub = start_sub(&summary_file.to_string_lossy())?;
+    let phase = Phase::start(procs.iter_mut().chain([&mut sub]))?;
     let (out, load_usage) = match s.full_requests {
         Some(n) => load.run(s, load.label, ["--requests", &n.to_string()])?,
         None => load.run(s, load.label, ["--duration", &load.duration])?,
@@ -741,8 +722,10 @@ fn measure_full(
     }
     // Let the last events arrive, then stop the subscriber for its totals.
     std::thread::sleep(Duration::from_millis(300));
-    phase.finish(procs, &mut side, [sub.proc.usage(), load_usage])?;
-    let totals = sub.stop()?;
+    phase.finish(procs, &mut side, [sub.usage(), load_usage])?;
+    sub.stop();
+    let totals = SubscribeSummary::read(&summary_file)
+        .with_context(|| format!("no totals from {}\n{}", sub.name(), sub.diagnostics()))?;
     let received = totals.received as f64;
     side.set("events_received", received);
     side.set("events_lost", totals.lost as f64);
@@ -785,8 +768,7 @@ fn full_ours(
         duration: format!("{}ms", s.duration.as_millis()),
         envs: &client_envs,
     };
-    let start_sub = || {
-        let summary_file = handoff_file(s, "client-subscribe-summary");
+    let start_sub = |summary_file: &str| {
         // Counting only, as the NATS subscriber does.
         let a = args(&[
             "subscribe",
@@ -795,17 +777,17 @@ fn full_ours(
             "--proxy-endpoints",
             &xpub,
             "--summary-file",
-            &summary_file.to_string_lossy(),
+            summary_file,
         ]);
-        let mut proc = s.spawn("client subscribe", "client", &a, &envs)?;
+        let mut sub = s.spawn("client subscribe", "client", &a, &envs)?;
         wait_for(
-            &mut proc,
+            &mut sub,
             "subscribe at the proxy",
             Duration::from_secs(5),
             || ops::scrape(proxy_http, "mensageria_proxy_subscriptions").unwrap_or(0.0) >= 1.0,
         )?;
         std::thread::sleep(Duration::from_millis(100));
-        Ok(Subscriber { proc, summary_file })
+        Ok(sub)
     };
     let mut side = measure_full(s, &mut procs, &load, start_sub)?;
     side.set("concurrency", f64::from(concurrency));
@@ -868,12 +850,9 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
         duration: s.duration.as_secs_f64().to_string(),
         envs: &[],
     };
-    measure_full(s, &mut procs, &load, || {
-        let summary_file = handoff_file(s, "nats-subscriber-summary");
-        let summary = summary_file.to_string_lossy();
-        let a = ["subscriber", "--url", &url, "--summary-file", &summary];
-        let proc = nats_role(s, "nats subscriber", &a)?;
-        Ok(Subscriber { proc, summary_file })
+    measure_full(s, &mut procs, &load, |summary_file| {
+        let a = ["subscriber", "--url", &url, "--summary-file", summary_file];
+        nats_role(s, "nats subscriber", &a)
     })
 }
 
