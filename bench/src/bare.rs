@@ -14,17 +14,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use testkit::wait::poll_until;
 
-use super::{measure_rpc, RpcStack, Sample, Settings, Workload};
+use super::{measure_rpc, RpcStack, Sample, Settings};
 use crate::load::{self, EventCounter};
 
-/// Runs `Workload::Bare(c)`.
+/// Runs `Workload::Bare(c)`: `c` requests outstanding.
 ///
 /// # Errors
 /// If a reference process fails to start or dies, or the load fails.
-pub(super) fn run(s: &Settings, w: Workload) -> anyhow::Result<Sample> {
-    let Workload::Bare(c) = w else {
-        anyhow::bail!("not a bare-libzmq workload: {}", w.id());
-    };
+pub(super) fn run(s: &Settings, c: u32) -> anyhow::Result<Sample> {
     let (broker, frontend, backend) = super::ref_broker(s)?;
     let (proxy, xsub, xpub) = super::ref_proxy(s)?;
     let mut procs = vec![broker, proxy];

@@ -17,8 +17,8 @@ use anyhow::Context as _;
 
 use testkit::{ops, wait::poll_until};
 
-use super::{measure_rpc, RpcStack, Sample, Settings, Workload, READY};
-use crate::load::{self, Background};
+use super::{measure_rpc, RpcLoad, RpcStack, Sample, Settings, READY};
+use crate::load::Background;
 
 /// Requests each worker announces it takes at once (READY extension frame):
 /// the clients' 400 outstanding over the 4 workers, so the comparison with
@@ -41,7 +41,7 @@ const DISCONNECT: u8 = 0x06;
 ///
 /// # Errors
 /// If the broker fails to start, the workers never register, or the load fails.
-pub(super) fn run(s: &Settings, w: Workload) -> anyhow::Result<Sample> {
+pub(super) fn run(s: &Settings, load: RpcLoad) -> anyhow::Result<Sample> {
     let broker = s.launcher().broker(&[], &[])?;
     let count = s.servers * s.workers;
     let workers = start_workers(&broker.frontend, count)?;
@@ -54,15 +54,7 @@ pub(super) fn run(s: &Settings, w: Workload) -> anyhow::Result<Sample> {
         frontend: broker.frontend,
         procs: vec![broker.proc],
     };
-    let size = s.payload_size;
-    let side = match w {
-        Workload::DispatchLockstep1 => {
-            measure_rpc(s, &mut stack, &|ep, win| load::lockstep(ep, 1, win, size))
-        }
-        _ => measure_rpc(s, &mut stack, &|ep, win| {
-            load::pipelined(ep, 4, 100, win, size)
-        }),
-    };
+    let side = measure_rpc(s, &mut stack, load);
     workers.stop()?;
     Ok(Sample {
         ours: side?,

@@ -372,6 +372,9 @@ fn wait_listening(p: &mut Proc, port: u16) -> anyhow::Result<()> {
     })
 }
 
+/// A request/reply load put through a frontend endpoint for a window.
+type RpcLoad<'a> = &'a dyn Fn(&str, Window) -> anyhow::Result<RpcResult>;
+
 /// A started request/reply path.
 struct RpcStack {
     procs: Vec<Proc>,
@@ -481,11 +484,7 @@ fn ref_rpc(s: &Settings) -> anyhow::Result<RpcStack> {
 
 /// Runs `load` once as warm-up, then measured, with CPU accounted to the
 /// measured part only.
-fn measure_rpc(
-    s: &Settings,
-    stack: &mut RpcStack,
-    load: &dyn Fn(&str, Window) -> anyhow::Result<RpcResult>,
-) -> anyhow::Result<Side> {
+fn measure_rpc(s: &Settings, stack: &mut RpcStack, load: RpcLoad) -> anyhow::Result<Side> {
     load(&stack.frontend, Window::new(Duration::ZERO, s.warmup)).context("warm-up")?;
     let phase = Phase::start(&mut stack.procs)?;
     let window = Window::new(Duration::ZERO, s.duration);
@@ -576,11 +575,7 @@ fn pair(
 }
 
 /// Runs both sides of a request/reply workload.
-fn rpc_pair(
-    s: &Settings,
-    reference_first: bool,
-    load: &dyn Fn(&str, Window) -> anyhow::Result<RpcResult>,
-) -> anyhow::Result<Sample> {
+fn rpc_pair(s: &Settings, reference_first: bool, load: RpcLoad) -> anyhow::Result<Sample> {
     pair(
         reference_first,
         "reference",
@@ -949,16 +944,24 @@ pub fn run(
 ) -> anyhow::Result<Sample> {
     let reference_first = run_index % 2 == 1;
     let size = s.payload_size;
+    // The same loads through the REP path, the reference and the
+    // service-dispatch path.
+    let lockstep = |clients| move |ep: &str, win| load::lockstep(ep, clients, win, size);
+    let pipelined = |ep: &str, win| load::pipelined(ep, 4, 100, win, size);
+    // The full system with the client sampling this way (no reference).
+    let traced = |sampler| -> anyhow::Result<Sample> {
+        let ours = full_ours(s, s.tracing_concurrency, Some(sampler), sink)?;
+        Ok(Sample {
+            ours,
+            reference: None,
+        })
+    };
     match w {
-        Workload::Lockstep1 | Workload::Lockstep8 => {
-            let clients = if w == Workload::Lockstep1 { 1 } else { 8 };
-            rpc_pair(s, reference_first, &|ep, win| {
-                load::lockstep(ep, clients, win, size)
-            })
-        }
-        Workload::Pipelined => rpc_pair(s, reference_first, &|ep, win| {
-            load::pipelined(ep, 4, 100, win, size)
-        }),
+        Workload::Lockstep1 => rpc_pair(s, reference_first, &lockstep(1)),
+        Workload::Lockstep8 => rpc_pair(s, reference_first, &lockstep(8)),
+        Workload::Pipelined => rpc_pair(s, reference_first, &pipelined),
+        Workload::DispatchLockstep1 => dispatch::run(s, &lockstep(1)),
+        Workload::DispatchPipelined => dispatch::run(s, &pipelined),
         Workload::Fanout => fanout_pair(s, s.fanout_rate, reference_first),
         Workload::FanoutMax => fanout_pair(s, 0.0, reference_first),
         // NATS when `nats-server` is available.
@@ -970,21 +973,11 @@ pub fn run(
                 .as_deref()
                 .map(|server| move || full_nats(s, c, server)),
         ),
-        Workload::Bare(_) => bare::run(s, w),
-        Workload::TracingUnsampled | Workload::TracingSampled => {
-            let sampler = if w == Workload::TracingUnsampled {
-                "always_off"
-            } else {
-                "always_on"
-            };
-            Ok(Sample {
-                ours: full_ours(s, s.tracing_concurrency, Some(sampler), sink)?,
-                reference: None,
-            })
-        }
+        Workload::Bare(c) => bare::run(s, c),
+        Workload::TracingUnsampled => traced("always_off"),
+        Workload::TracingSampled => traced("always_on"),
         Workload::Idle => idle(s),
         Workload::Inflight => inflight(s),
-        Workload::DispatchLockstep1 | Workload::DispatchPipelined => dispatch::run(s, w),
     }
 }
 
