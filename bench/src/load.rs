@@ -33,19 +33,19 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Warm-up, then the measured window.
+/// The time a load runs and counts what it does.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
-    /// Measurement starts here (after the warm-up).
+    /// Measurement starts here.
     pub from: Instant,
     /// And ends here.
     pub to: Instant,
 }
 
 impl Window {
-    /// A window starting after `warmup` from now and lasting `measure`.
-    pub fn new(warmup: Duration, measure: Duration) -> Self {
-        let from = Instant::now() + warmup;
+    /// A window from now, lasting `measure`.
+    pub fn new(measure: Duration) -> Self {
+        let from = Instant::now();
         Window {
             from,
             to: from + measure,

@@ -485,9 +485,9 @@ fn ref_rpc(s: &Settings) -> anyhow::Result<RpcStack> {
 /// Runs `load` once as warm-up, then measured, with CPU accounted to the
 /// measured part only.
 fn measure_rpc(s: &Settings, stack: &mut RpcStack, load: RpcLoad) -> anyhow::Result<Side> {
-    load(&stack.frontend, Window::new(Duration::ZERO, s.warmup)).context("warm-up")?;
+    load(&stack.frontend, Window::new(s.warmup)).context("warm-up")?;
     let phase = Phase::start(&mut stack.procs)?;
-    let window = Window::new(Duration::ZERO, s.duration);
+    let window = Window::new(s.duration);
     let r = load(&stack.frontend, window)?;
     let mut side = Side::rpc(&r, window.secs());
     phase.finish(&mut stack.procs, &mut side, [])?;
