@@ -89,11 +89,16 @@ impl RpcResult {
     }
 }
 
-fn sock(ctx: &zmq::Context, kind: zmq::SocketType) -> zmq::Result<zmq::Socket> {
+/// A socket of `kind` with send and receive high-water mark `hwm` and no
+/// linger: the harness's and the `reference` roles' only socket options.
+///
+/// # Errors
+/// If libzmq refuses.
+pub fn socket(ctx: &zmq::Context, kind: zmq::SocketType, hwm: i32) -> zmq::Result<zmq::Socket> {
     let s = ctx.socket(kind)?;
     s.set_linger(0)?;
-    s.set_sndhwm(HWM)?;
-    s.set_rcvhwm(HWM)?;
+    s.set_sndhwm(hwm)?;
+    s.set_rcvhwm(hwm)?;
     Ok(s)
 }
 
@@ -129,7 +134,7 @@ pub fn lockstep(
             std::thread::spawn(move || -> ThreadResult {
                 let mut hist = histogram();
                 let (mut ok, mut errors) = (0u64, 0u64);
-                let mut s = sock(&ctx, zmq::REQ)?;
+                let mut s = socket(&ctx, zmq::REQ, HWM)?;
                 s.connect(&endpoint)?;
                 let mut reply = zmq::Message::new();
                 loop {
@@ -141,7 +146,7 @@ pub fn lockstep(
                     if s.poll(zmq::POLLIN, 2000)? == 0 {
                         // Lost request: a REQ socket cannot go on; reopen it.
                         errors += 1;
-                        s = sock(&ctx, zmq::REQ)?;
+                        s = socket(&ctx, zmq::REQ, HWM)?;
                         s.connect(&endpoint)?;
                         continue;
                     }
@@ -212,7 +217,7 @@ pub fn pipelined(
             std::thread::spawn(move || -> ThreadResult {
                 let mut hist = histogram();
                 let (mut ok, mut errors) = (0u64, 0u64);
-                let s = sock(&ctx, zmq::DEALER)?;
+                let s = socket(&ctx, zmq::DEALER, HWM)?;
                 s.connect(&endpoint)?;
                 let send = |s: &zmq::Socket| -> zmq::Result<()> {
                     let p = text_payload(&format!("bench {:016x}", now_ns()), payload_size);
@@ -330,7 +335,7 @@ pub fn fanout(
             let (ctx, xpub) = (ctx.clone(), xpub.to_owned());
             let (ready, total, done) = (ready.clone(), total.clone(), done.clone());
             std::thread::spawn(move || -> ThreadResult {
-                let s = sock(&ctx, zmq::SUB)?;
+                let s = socket(&ctx, zmq::SUB, HWM)?;
                 s.connect(&xpub)?;
                 s.set_subscribe(b"")?;
                 let mut hist = histogram();
@@ -383,7 +388,7 @@ pub fn fanout(
         .collect();
 
     let result = (|| -> anyhow::Result<(u64, f64)> {
-        let p = sock(&ctx, zmq::PUB)?;
+        let p = socket(&ctx, zmq::PUB, HWM)?;
         p.connect(xsub)?;
         let deadline = Instant::now() + Duration::from_secs(5);
         while ready.load(Ordering::Acquire) < subscribers {
@@ -526,7 +531,7 @@ pub fn flood(
     // Stopped on every way out, when dropped.
     let mut readers = Background::default();
     for i in 0..2 {
-        let reader = sock(&ctx, zmq::DEALER)?;
+        let reader = socket(&ctx, zmq::DEALER, HWM)?;
         reader.set_rcvhwm(0)?;
         reader.connect(backend)?;
         let seen = seen.clone();
@@ -558,7 +563,7 @@ pub fn flood(
             let (ctx, frontend) = (ctx.clone(), frontend.to_owned());
             let count = n / clients as u64 + u64::from((i as u64) < n % clients as u64);
             std::thread::spawn(move || -> zmq::Result<zmq::Socket> {
-                let s = sock(&ctx, zmq::DEALER)?;
+                let s = socket(&ctx, zmq::DEALER, HWM)?;
                 s.set_sndtimeo(5000)?;
                 s.set_rcvhwm(0)?;
                 s.connect(&frontend)?;
@@ -650,7 +655,7 @@ impl EventCounter {
     /// If the socket cannot be set up.
     pub fn start(xpub: &str, topic: &[u8]) -> anyhow::Result<EventCounter> {
         let ctx = zmq::Context::new();
-        let s = sock(&ctx, zmq::SUB)?;
+        let s = socket(&ctx, zmq::SUB, HWM)?;
         s.connect(xpub)?;
         s.set_subscribe(topic)?;
         let (received, lost) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -730,7 +735,7 @@ mod tests {
     #[test]
     fn the_event_counter_counts_gaps_per_publisher_from_the_first_event_seen() {
         let ctx = zmq::Context::new();
-        let publisher = sock(&ctx, zmq::PUB).unwrap();
+        let publisher = socket(&ctx, zmq::PUB, HWM).unwrap();
         publisher.bind("tcp://127.0.0.1:*").unwrap();
         let endpoint = publisher.get_last_endpoint().unwrap().unwrap();
         let counter = EventCounter::start(&endpoint, b"requests").unwrap();

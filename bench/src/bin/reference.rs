@@ -12,6 +12,7 @@
 //! SIGTERM ends the process (default action).
 
 use clap::{Parser, Subcommand};
+use mensageria_bench::load::socket;
 
 /// Bare-libzmq reference broker, proxy and worker for the mensageria benchmark.
 #[derive(Debug, Parser)]
@@ -65,14 +66,6 @@ enum Role {
         #[arg(long, default_value_t = 100)]
         event_size: usize,
     },
-}
-
-fn socket(ctx: &zmq::Context, kind: zmq::SocketType, hwm: i32) -> zmq::Result<zmq::Socket> {
-    let s = ctx.socket(kind)?;
-    s.set_sndhwm(hwm)?;
-    s.set_rcvhwm(hwm)?;
-    s.set_linger(0)?;
-    Ok(s)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
