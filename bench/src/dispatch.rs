@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use testkit::{ops, wait::poll_until};
 
 use super::{measure_rpc, RpcLoad, RpcStack, Sample, Settings, READY};
-use crate::load::Background;
+use crate::load::{socket, Background};
 
 /// Requests each worker announces it takes at once (READY extension frame):
 /// the clients' 400 outstanding over the 4 workers, so the comparison with
@@ -67,10 +67,7 @@ fn start_workers(endpoint: &str, n: usize) -> anyhow::Result<Background> {
     let ctx = zmq::Context::new();
     let mut workers = Background::default();
     for i in 0..n {
-        let socket = ctx.socket(zmq::DEALER)?;
-        socket.set_linger(0)?;
-        socket.set_sndhwm(0)?;
-        socket.set_rcvhwm(0)?;
+        let socket = socket(&ctx, zmq::DEALER, 0)?;
         socket.connect(endpoint)?;
         workers.spawn(format!("mdp-worker-{i}"), move |stop| serve(&socket, stop))?;
     }

@@ -531,8 +531,8 @@ pub fn flood(
     // Stopped on every way out, when dropped.
     let mut readers = Background::default();
     for i in 0..2 {
-        let reader = socket(&ctx, zmq::DEALER, HWM)?;
-        reader.set_rcvhwm(0)?;
+        // No high-water mark: the broker can always pass a request on.
+        let reader = socket(&ctx, zmq::DEALER, 0)?;
         reader.connect(backend)?;
         let seen = seen.clone();
         readers.spawn(format!("flood-reader-{i}"), move |stop| {
