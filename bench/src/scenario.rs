@@ -765,15 +765,10 @@ fn full_ours(
     };
     let start_sub = |summary_file: &str| {
         // Counting only, as the NATS subscriber does.
-        let a = args(&[
-            "subscribe",
-            "requests",
-            "--quiet",
-            "--proxy-endpoints",
-            &xpub,
-            "--summary-file",
-            summary_file,
-        ]);
+        let mut a = words(&format!(
+            "subscribe requests --quiet --proxy-endpoints {xpub}"
+        ));
+        a.extend(args(&["--summary-file", summary_file]));
         let mut sub = s.spawn("client subscribe", "client", &a, &envs)?;
         wait_for(
             &mut sub,
@@ -799,10 +794,7 @@ fn full_ours(
 fn nats_role(s: &Settings, label: &str, role_args: &[&str]) -> anyhow::Result<Proc> {
     let ready = handoff_file(s, "nats-ready");
     let mut a = args(role_args);
-    a.extend([
-        "--ready-file".to_owned(),
-        ready.to_string_lossy().into_owned(),
-    ]);
+    a.extend(args(&["--ready-file", &ready.to_string_lossy()]));
     let mut p = s.spawn(label, "nats-bench", &a, &[])?;
     wait_for(&mut p, "create its ready file", READY, || ready.exists())?;
     Ok(p)
