@@ -458,20 +458,18 @@ fn ref_workers(
     backend: &str,
     publish: Option<&str>,
 ) -> anyhow::Result<Vec<Proc>> {
-    let (threads, event_size) = (s.workers.to_string(), s.event_size.to_string());
-    let mut a = vec!["worker", "--connect", backend, "--threads", &threads];
+    let mut a = words(&format!(
+        "worker --connect {backend} --threads {}",
+        s.workers
+    ));
     if let Some(xsub) = publish {
-        a.extend(["--publish", xsub, "--event-size", &event_size]);
+        a.extend(words(&format!(
+            "--publish {xsub} --event-size {}",
+            s.event_size
+        )));
     }
     (0..n)
-        .map(|i| {
-            s.spawn(
-                &format!("ref-worker#{}", i + 1),
-                "reference",
-                &args(&a),
-                &[],
-            )
-        })
+        .map(|i| s.spawn(&format!("ref-worker#{}", i + 1), "reference", &a, &[]))
         .collect()
 }
 
@@ -789,11 +787,10 @@ fn full_ours(
     Ok(side)
 }
 
-/// Starts `nats-bench role args… --ready-file F` and waits until it has
+/// Starts `nats-bench role_args… --ready-file F` and waits until it has
 /// created F (once its subscription is at the server).
-fn nats_role(s: &Settings, label: &str, role_args: &[&str]) -> anyhow::Result<Proc> {
+fn nats_role(s: &Settings, label: &str, mut a: Vec<String>) -> anyhow::Result<Proc> {
     let ready = handoff_file(s, "nats-ready");
-    let mut a = args(role_args);
     a.extend(args(&["--ready-file", &ready.to_string_lossy()]));
     let mut p = s.spawn(label, "nats-bench", &a, &[])?;
     wait_for(&mut p, "create its ready file", READY, || ready.exists())?;
@@ -813,19 +810,12 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
     wait_listening(&mut nats, port)?;
     let url = format!("nats://127.0.0.1:{port}");
     let mut procs = vec![nats];
-    let event_size = s.event_size.to_string();
     for i in 1..=s.full_servers {
-        let (label, id) = (format!("nats responder#{i}"), i.to_string());
-        let a = [
-            "responder",
-            "--url",
-            &url,
-            "--id",
-            &id,
-            "--event-size",
-            &event_size,
-        ];
-        procs.push(nats_role(s, &label, &a)?);
+        let a = format!(
+            "responder --url {url} --id {i} --event-size {}",
+            s.event_size
+        );
+        procs.push(nats_role(s, &format!("nats responder#{i}"), words(&a))?);
     }
     let size = s.payload_size;
     let load = LoadGen {
@@ -838,8 +828,9 @@ fn full_nats(s: &Settings, concurrency: u32, server: &Path) -> anyhow::Result<Si
         envs: &[],
     };
     measure_full(s, &mut procs, &load, |summary_file| {
-        let a = ["subscriber", "--url", &url, "--summary-file", summary_file];
-        nats_role(s, "nats subscriber", &a)
+        let mut a = words(&format!("subscriber --url {url}"));
+        a.extend(args(&["--summary-file", summary_file]));
+        nats_role(s, "nats subscriber", a)
     })
 }
 
