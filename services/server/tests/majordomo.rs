@@ -45,9 +45,11 @@ impl Broker {
         (Broker { router, _ctx: ctx }, ep)
     }
 
-    /// The next command other than HEARTBEAT, within `timeout`.
-    fn next(&self, timeout: Duration) -> Cmd {
-        self.next_any(timeout, |c| c.command != WorkerCommand::Heartbeat)
+    /// The next command other than HEARTBEAT, within [`inproc::RECV_LIMIT`].
+    fn next(&self) -> Cmd {
+        self.next_any(inproc::RECV_LIMIT, |c| {
+            c.command != WorkerCommand::Heartbeat
+        })
     }
 
     /// The next command `keep` accepts, within `timeout`.
@@ -115,7 +117,7 @@ impl Broker {
     fn registrations(&self, services: &[&str]) -> Vec<(String, Vec<u8>, String)> {
         let mut got = Vec::new();
         while got.len() < services.len() {
-            let c = self.next(Duration::from_secs(5));
+            let c = self.next();
             assert_eq!(c.command, WorkerCommand::Ready, "{c:?}");
             let service = String::from_utf8(c.first).unwrap();
             let ext = String::from_utf8(c.rest[0].clone()).unwrap();
@@ -123,6 +125,14 @@ impl Broker {
         }
         got.sort();
         got
+    }
+
+    /// The next command other than HEARTBEAT, asserted to be `command` with
+    /// `first` (the address of an addressed command).
+    fn expect(&self, command: WorkerCommand, first: &[u8]) -> Cmd {
+        let c = self.next();
+        assert_eq!((c.command, c.first.as_slice()), (command, first), "{c:?}");
+        c
     }
 }
 
@@ -242,17 +252,13 @@ async fn registers_every_service_with_its_credit_and_answers() {
         b"corr-1",
         &[&header(7, Some(5_000)), b"hello", b"two"],
     );
-    let c = f.broker.next(Duration::from_secs(5));
-    assert_eq!(
-        (c.command, c.identity, c.first),
-        (WorkerCommand::Final, echo.clone(), b"corr-1".to_vec())
-    );
+    let c = f.broker.expect(WorkerCommand::Final, b"corr-1");
+    assert_eq!(c.identity, echo);
     assert_eq!(reply_status(&c.rest[0]), (7, Status::Ok));
     assert_eq!(&c.rest[1..], &[b"hello".to_vec(), b"two".to_vec()]);
     // A plain body (a plain or Majordomo client) gets a plain reply.
     f.broker.request(&echo, b"corr-2", &[b"fail nope"]);
-    let c = f.broker.next(Duration::from_secs(5));
-    assert_eq!(c.first, b"corr-2");
+    let c = f.broker.expect(WorkerCommand::Final, b"corr-2");
     assert_eq!(c.rest, vec![b"ERR error nope".to_vec()]);
     f.stop().await;
 }
@@ -265,19 +271,11 @@ async fn a_full_server_hands_requests_back_and_grants_credit_when_free() {
     let (echo, work) = (regs[0].1.clone(), regs[1].1.clone());
     f.broker.request(&echo, b"slow", &[b"work 300ms"]);
     f.broker.request(&work, b"second", &[b"hi"]);
-    let c = f.broker.next(Duration::from_secs(5));
-    assert_eq!(
-        (c.command, c.identity.clone(), c.first.clone()),
-        (WorkerCommand::Requeue, work.clone(), b"second".to_vec()),
-        "the request it has no room for comes back, unchanged"
-    );
-    assert_eq!(c.rest, vec![b"hi".to_vec()]);
-    let c = f.broker.next(Duration::from_secs(5));
-    assert_eq!(
-        (c.command, c.first),
-        (WorkerCommand::Final, b"slow".to_vec())
-    );
-    let c = f.broker.next(Duration::from_secs(5));
+    // The request it has no room for comes back, unchanged.
+    let c = f.broker.expect(WorkerCommand::Requeue, b"second");
+    assert_eq!((&c.identity, &c.rest), (&work, &vec![b"hi".to_vec()]));
+    f.broker.expect(WorkerCommand::Final, b"slow");
+    let c = f.broker.next();
     assert_eq!(
         (c.command, c.identity),
         (WorkerCommand::Credit, work),
@@ -300,19 +298,11 @@ async fn quick_requests_are_answered_by_the_io_thread_while_handlers_are_busy() 
     f.first_started().await;
     f.broker
         .request(&echo, b"quick", &[&header(9, Some(5_000)), b"hi"]);
-    let c = f.broker.next(Duration::from_secs(5));
-    assert_eq!(
-        (c.command, c.first.clone()),
-        (WorkerCommand::Final, b"quick".to_vec()),
-        "the quick request does not wait for the busy handler"
-    );
+    // The quick request does not wait for the busy handler.
+    let c = f.broker.expect(WorkerCommand::Final, b"quick");
     assert_eq!(reply_status(&c.rest[0]), (9, Status::Ok));
     assert_eq!(&c.rest[1..], &[b"hi".to_vec()]);
-    let c = f.broker.next(Duration::from_secs(5));
-    assert_eq!(
-        (c.command, c.first),
-        (WorkerCommand::Final, b"slow".to_vec())
-    );
+    f.broker.expect(WorkerCommand::Final, b"slow");
     let threads = f.handler.3.lock().unwrap().clone();
     assert_eq!(threads.len(), 2, "{threads:?}");
     assert_eq!(threads[0].0, b"work 300ms");
@@ -337,7 +327,7 @@ async fn late_requests_are_skipped_and_work_that_cannot_finish_is_refused() {
     let echo = f.broker.registrations(&["echo"])[0].1.clone();
     f.broker
         .request(&echo, b"late", &[&header(1, Some(0)), b"work 1ms"]);
-    let c = f.broker.next(Duration::from_secs(5));
+    let c = f.broker.expect(WorkerCommand::Final, b"late");
     assert_eq!(reply_status(&c.rest[0]), (1, Status::Timeout));
     assert_eq!(
         f.handler.0.load(Ordering::SeqCst),
@@ -349,7 +339,7 @@ async fn late_requests_are_skipped_and_work_that_cannot_finish_is_refused() {
     let t = Instant::now();
     f.broker
         .request(&echo, b"long", &[&header(2, Some(200)), b"work 2s"]);
-    let c = f.broker.next(Duration::from_secs(5));
+    let c = f.broker.expect(WorkerCommand::Final, b"long");
     assert_eq!(reply_status(&c.rest[0]), (2, Status::Timeout));
     assert!(
         t.elapsed() < Duration::from_secs(2),
@@ -420,7 +410,7 @@ async fn drain_hands_back_new_work_finishes_held_work_then_disconnects() {
         if !handed_back {
             f.broker.request(&echo, b"new", &[b"hi"]);
         }
-        let c = f.broker.next(Duration::from_secs(5));
+        let c = f.broker.next();
         match (c.command, c.first.as_slice()) {
             (WorkerCommand::Requeue, b"new") => handed_back = true,
             (WorkerCommand::Final, b"held") => held_done = true,
@@ -429,7 +419,7 @@ async fn drain_hands_back_new_work_finishes_held_work_then_disconnects() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    let c = f.broker.next(Duration::from_secs(5));
+    let c = f.broker.next();
     assert_eq!(c.command, WorkerCommand::Disconnect, "then it says goodbye");
     tokio::time::timeout(Duration::from_secs(10), f.server.wait())
         .await

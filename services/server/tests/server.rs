@@ -61,8 +61,14 @@ impl Fixture {
         reply
     }
 
-    fn ready(&self) -> (u16, String) {
-        http_get(self.server.http_addr, "/readyz", Duration::from_secs(5)).unwrap()
+    /// Waits (up to 5 s) until `/readyz` answers `code`.
+    fn wait_ready(&self, code: u16, what: &str) {
+        let mut last = (0, String::new());
+        testkit::wait::poll_until(Duration::from_secs(5), || {
+            last = http_get(self.server.http_addr, "/readyz", Duration::from_secs(5)).unwrap();
+            (last.0 == code).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{what}: last {last:?}"));
     }
 
     /// The value of `series` now, if exposed.
@@ -84,10 +90,8 @@ fn request_header(id: u64) -> Vec<u8> {
 async fn header_and_plain_requests_get_matching_replies() {
     let f = start().await;
     let reply = f.call(&[&request_header(11), b"hello"]);
-    match Header::decode(&reply[0]).unwrap() {
-        Header::Reply(h) => assert_eq!((h.id, h.status), (11, Status::Ok)),
-        other => panic!("{other:?}"),
-    }
+    let h = inproc::reply_header(&reply[0]);
+    assert_eq!((h.id, h.status), (11, Status::Ok));
     assert_eq!(reply[1], b"hello");
     assert_eq!(
         f.call(&[b"plain", b"two"]),
@@ -128,10 +132,8 @@ async fn a_request_past_its_budget_is_skipped_and_counted() {
     let f = start().await;
     let late = inproc::request_header(21, None, Some(0));
     let reply = f.call(&[&late, b"work 1ms"]);
-    match Header::decode(&reply[0]).unwrap() {
-        Header::Reply(h) => assert_eq!((h.id, h.status), (21, Status::Timeout)),
-        other => panic!("{other:?}"),
-    }
+    let h = inproc::reply_header(&reply[0]);
+    assert_eq!((h.id, h.status), (21, Status::Timeout));
     assert_eq!(f.metric("mensageria_server_late_skipped_total"), Some(1.0));
     assert_eq!(
         f.metric(r#"mensageria_server_requests_total{status="ok"}"#),
@@ -210,20 +212,9 @@ async fn not_ready_without_a_broker_and_not_while_draining() {
     inproc::stopped("server", s.wait()).await;
 
     let f = start().await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.ready().0 != 200 {
-        assert!(Instant::now() < deadline, "never ready: {:?}", f.ready());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    f.wait_ready(200, "never ready");
     f.shutdown.cancel();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.ready().0 != 503 {
-        assert!(
-            Instant::now() < deadline,
-            "readiness did not drop on shutdown"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    f.wait_ready(503, "readiness did not drop on shutdown");
     f.stop().await;
 }
 

@@ -17,11 +17,9 @@ async fn a_silent_worker_is_lost_and_its_requests_are_answered_unavailable() {
         c.request_timeout = Duration::from_secs(30);
     })
     .await;
-    let w = RfcWorker::new(&f, true, "fragile", None);
-    f.wait_workers("fragile", 1.0);
+    let w = f.worker(true, "fragile", None);
     let c = f.socket(zmq::DEALER);
-    c.send_multipart([&b""[..], &header(9, Some("fragile"), None), b"x"], 0)
-        .unwrap();
+    send_ours(&c, &header(9, Some("fragile"), None), b"x");
     let (_addr, _) = w.request();
     // The broker heartbeats the worker while it is silent.
     let t = Instant::now();
@@ -63,8 +61,7 @@ async fn a_worker_that_heartbeats_stays_and_disconnect_removes_it() {
         c.worker_liveness = 5;
     })
     .await;
-    let w = RfcWorker::new(&f, false, "steady", None);
-    f.wait_workers("steady", 1.0);
+    let w = f.worker(false, "steady", None);
     // Heartbeat every half interval for three liveness periods (10x margin
     // over the interval, so a loaded machine does not make it flaky).
     let until = Instant::now() + Duration::from_millis(1_500);
@@ -92,8 +89,7 @@ async fn a_worker_that_heartbeats_stays_and_disconnect_removes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_broker_disconnects_its_workers() {
     let f = start(|_| {}).await;
-    let w = RfcWorker::new(&f, true, "bye", None);
-    f.wait_workers("bye", 1.0);
+    let w = f.worker(true, "bye", None);
     let s = w.s;
     f.stop().await;
     let m = s

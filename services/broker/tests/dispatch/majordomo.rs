@@ -10,10 +10,8 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc_clients_and_workers_of_both_versions_interoperate() {
     let f = start(|_| {}).await;
-    let w1 = RfcWorker::new(&f, false, "upper.v1", None);
-    let w2 = RfcWorker::new(&f, true, "upper.v2", None);
-    f.wait_workers("upper.v1", 1.0);
-    f.wait_workers("upper.v2", 1.0);
+    let w1 = f.worker(false, "upper.v1", None);
+    let w2 = f.worker(true, "upper.v2", None);
     let serve = |w: RfcWorker, n: usize| {
         thread::spawn(move || {
             for _ in 0..n {
@@ -47,10 +45,8 @@ async fn rfc_clients_and_workers_of_both_versions_interoperate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_header_client_and_a_plain_req_client_reach_majordomo_workers() {
     let f = start(|_| {}).await;
-    let echo = RfcWorker::new(&f, true, "echo", None);
-    let other = RfcWorker::new(&f, false, "billing", None);
-    f.wait_workers("echo", 1.0);
-    f.wait_workers("billing", 1.0);
+    let echo = f.worker(true, "echo", None);
+    let other = f.worker(false, "billing", None);
     // Plain REQ: no header, so the default service (echo).
     let req = f.socket(zmq::REQ);
     req.send("plain", 0).unwrap();
@@ -65,12 +61,7 @@ async fn our_header_client_and_a_plain_req_client_reach_majordomo_workers() {
     // Ours: service and budget in the header; the worker sees the header with
     // the budget rewritten to what was left at dispatch.
     let dealer = f.socket(zmq::DEALER);
-    dealer
-        .send_multipart(
-            [&b""[..], &header(7, Some("billing"), Some(2_000)), b"pay"],
-            0,
-        )
-        .unwrap();
+    send_ours(&dealer, &header(7, Some("billing"), Some(2_000)), b"pay");
     let (addr, body) = other.request();
     let Ok(Header::Request(h)) = Header::decode(&body[0]) else {
         panic!("the worker gets our header first: {body:?}");

@@ -45,9 +45,7 @@ async fn plain_req_rep_round_trip_is_transparent() {
     );
     // A header request gets its header back through the worker untouched.
     let dealer = f.socket(zmq::DEALER);
-    dealer
-        .send_multipart([&b""[..], &header(7, None, None), b"x"], 0)
-        .unwrap();
+    send_ours(&dealer, &header(7, None, None), b"x");
     let reply = dealer.recv_multipart(0).unwrap();
     assert_eq!(reply[0], b"");
     assert_eq!(reply[1], b"x", "the REP worker reversed [header, x]");
@@ -75,9 +73,7 @@ async fn no_worker_means_unavailable_at_once() {
     assert_eq!(reply.len(), 1);
     assert_err(&reply[0], "ERR unavailable ");
     let dealer = f.socket(zmq::DEALER);
-    dealer
-        .send_multipart([&b""[..], &header(42, None, None), b"x"], 0)
-        .unwrap();
+    send_ours(&dealer, &header(42, None, None), b"x");
     let reply = dealer.recv_multipart(0).unwrap();
     let h = reply_header(&reply[1]);
     assert_eq!((h.id, h.status), (42, Status::Unavailable));
@@ -99,9 +95,7 @@ async fn deadline_answers_timeout_and_late_reply_is_dropped() {
     wait_for_peers(&f, "backend", 1.0);
     let dealer = f.socket(zmq::DEALER);
     let t = std::time::Instant::now();
-    dealer
-        .send_multipart([&b""[..], &header(5, None, None), b"slow"], 0)
-        .unwrap();
+    send_ours(&dealer, &header(5, None, None), b"slow");
     let reply = dealer.recv_multipart(0).unwrap();
     assert!(
         t.elapsed() < Duration::from_millis(550),

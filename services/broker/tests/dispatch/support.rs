@@ -102,9 +102,18 @@ impl Fixture {
 
     /// Waits until `service` has `n` registered workers (per `/metrics`).
     pub fn wait_workers(&self, service: &str, n: f64) {
-        // Idle and busy.
-        let workers = format!("mensageria_broker_workers{{service=\"{service}\"}}");
-        testkit::ops::wait_metric(self.http, &workers, "registered workers", |v| v == n);
+        testkit::ops::wait_metric(self.http, &workers(service), "registered workers", |v| {
+            v == n
+        });
+    }
+
+    /// An [`RfcWorker`] the broker has registered (counts one more worker
+    /// of `service`).
+    pub fn worker(&self, v2: bool, service: &str, ext: Option<&str>) -> RfcWorker {
+        let before = self.metric(&workers(service));
+        let w = RfcWorker::new(self, v2, service, ext);
+        self.wait_workers(service, before + 1.0);
+        w
     }
 
     pub async fn stop(mut self) {
@@ -112,6 +121,11 @@ impl Fixture {
         let broker = self.broker.take().expect("stopped once");
         inproc::stopped("broker", broker.wait()).await;
     }
+}
+
+/// The series of `service`'s registered workers, idle and busy.
+fn workers(service: &str) -> String {
+    format!("mensageria_broker_workers{{service=\"{service}\"}}")
 }
 
 /// A Majordomo worker from the RFC tables: a DEALER; 0.1 commands are
@@ -215,6 +229,11 @@ pub fn call_v2(s: &zmq::Socket, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
     let mut frames: Vec<&[u8]> = vec![b"MDPC02", &[1], service.as_bytes()];
     frames.extend_from_slice(body);
     s.send_multipart(frames, 0).unwrap();
+    recv_v2(s, service)
+}
+
+/// The body of the next FINAL for `service` on a 0.2 client socket.
+pub fn recv_v2(s: &zmq::Socket, service: &str) -> Vec<Vec<u8>> {
     let mut r = s.recv_multipart(0).expect("a reply");
     assert_eq!(r.remove(0), b"MDPC02");
     assert_eq!(r.remove(0), [3], "FINAL");
@@ -236,10 +255,21 @@ pub fn assert_err(frame: &[u8], prefix: &str) {
     );
 }
 
-/// Sends our header request on a DEALER: `["", header, payload]`; returns
-/// the reply frames after the empty delimiter.
-pub fn call_ours(s: &zmq::Socket, header: &[u8], payload: &[u8]) -> Vec<Vec<u8>> {
+/// Sends a one-frame Majordomo 0.2 request (see [`call_v2`]) without
+/// waiting for the reply.
+pub fn send_v2(s: &zmq::Socket, service: &str, body: &[u8]) {
+    s.send_multipart([&b"MDPC02"[..], &[1], service.as_bytes(), body], 0)
+        .unwrap();
+}
+
+/// Sends our header request on a DEALER: `["", header, payload]`.
+pub fn send_ours(s: &zmq::Socket, header: &[u8], payload: &[u8]) {
     s.send_multipart([&b""[..], header, payload], 0).unwrap();
+}
+
+/// [`send_ours`], then the reply frames after the empty delimiter.
+pub fn call_ours(s: &zmq::Socket, header: &[u8], payload: &[u8]) -> Vec<Vec<u8>> {
+    send_ours(s, header, payload);
     let mut r = s.recv_multipart(0).expect("a reply");
     assert_eq!(r.remove(0), b"");
     r
