@@ -10,14 +10,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct State {
     pub(crate) lines: Vec<String>,
     pub(crate) eof: bool,
 }
 
 /// Lines of one output stream, appended by a reader thread.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Capture {
     state: Mutex<State>,
     cv: Condvar,

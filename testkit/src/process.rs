@@ -150,13 +150,8 @@ impl ProcBuilder {
             None => None,
             Some(dir) => {
                 static NEXT: AtomicU64 = AtomicU64::new(0);
-                let safe: String = self
-                    .name
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                    .collect();
                 let n = NEXT.fetch_add(1, Ordering::Relaxed);
-                let path = dir.join(format!("{n:04}-{safe}.log"));
+                let path = dir.join(format!("{n:04}-{}.log", file_safe(&self.name)));
                 let file =
                     File::create(&path).with_context(|| format!("create {}", path.display()))?;
                 Some((path, file))
@@ -215,13 +210,16 @@ fn fresh_ready_file(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("create the ready-file directory {}: {e}", dir.display()));
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let safe: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let path = dir.join(format!("{safe}-{n}.json"));
+    let path = dir.join(format!("{}-{n}.json", file_safe(name)));
     let _ = std::fs::remove_file(&path);
     path
+}
+
+/// `name` with everything but ASCII letters and digits replaced by `_`.
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 /// Lines as one text, each `\n`-terminated.
@@ -244,6 +242,7 @@ pub struct Usage {
 }
 
 /// A started child process (see the module documentation).
+#[derive(Debug)]
 pub struct Proc {
     name: String,
     child: Child,
@@ -255,16 +254,6 @@ pub struct Proc {
     log: Option<PathBuf>,
     grace: Duration,
     cpu_mark: f64,
-}
-
-impl std::fmt::Debug for Proc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proc")
-            .field("name", &self.name)
-            .field("pid", &self.pid)
-            .field("status", &self.status)
-            .finish()
-    }
 }
 
 impl Proc {
@@ -316,11 +305,11 @@ impl Proc {
     }
 
     /// Waits up to `timeout` for the process to exit and for its output to
-    /// be fully read; at the deadline it is killed.
+    /// be fully read.
     ///
-    /// # Errors
-    /// If it was still running at the deadline.
-    pub fn try_wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+    /// # Panics
+    /// If it is still running at the deadline (it is then killed).
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(s) = self.try_status() {
@@ -328,7 +317,7 @@ impl Proc {
             }
             if Instant::now() >= deadline {
                 self.kill_now();
-                bail!(
+                panic!(
                     "{} did not exit within {timeout:?} (killed it)\n{}",
                     self.name,
                     self.diagnostics()
@@ -338,16 +327,7 @@ impl Proc {
         };
         self.stdout.wait_eof(Duration::from_secs(5));
         self.stderr.wait_eof(Duration::from_secs(5));
-        Ok(status)
-    }
-
-    /// [`Proc::try_wait_exit`], panicking at the deadline.
-    ///
-    /// # Panics
-    /// If it is still running at the deadline (it is then killed).
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        self.try_wait_exit(timeout)
-            .unwrap_or_else(|e| panic!("{e:#}"))
+        status
     }
 
     /// Waits for exit (see [`Proc::wait_exit`]) and returns status and output,
@@ -357,7 +337,7 @@ impl Proc {
         Output {
             status,
             stdout: joined(self.stdout.lines()).into_bytes(),
-            stderr: self.log_text().into_bytes(),
+            stderr: joined(self.stderr.lines()).into_bytes(),
         }
     }
 
@@ -450,26 +430,6 @@ impl Proc {
         })
     }
 
-    /// Waits until stdout has at least `n` lines and returns them all.
-    ///
-    /// # Panics
-    /// If stdout ends or the timeout passes first.
-    pub fn wait_for_stdout_lines(&self, n: usize, timeout: Duration) -> Vec<String> {
-        self.stdout
-            .wait_for(Instant::now() + timeout, |lines| {
-                (lines.len() >= n).then(|| lines.to_vec())
-            })
-            .unwrap_or_else(|gave| {
-                panic!(
-                    "{}: waiting for {n} stdout lines, got {}: {}\n{}",
-                    self.name,
-                    self.stdout.len(),
-                    gave.why("stdout"),
-                    self.diagnostics()
-                )
-            })
-    }
-
     /// Captured stdout lines so far.
     pub fn stdout_lines(&self) -> Vec<String> {
         self.stdout.lines()
@@ -483,16 +443,6 @@ impl Proc {
     /// Captured stderr lines so far.
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.lines()
-    }
-
-    /// Captured stderr so far (its log), one `\n`-terminated line per line.
-    pub fn log_text(&self) -> String {
-        joined(self.stderr.lines())
-    }
-
-    /// The stderr log file, when started with [`ProcBuilder::log_to`].
-    pub fn log_path(&self) -> Option<&Path> {
-        self.log.as_deref()
     }
 
     /// The name, PID, exit status (if known) and the last stderr lines, for
@@ -685,7 +635,12 @@ mod tests {
             .grace(Duration::from_millis(200))
             .spawn()
             .unwrap();
-        p.wait_for_stdout_lines(1, Duration::from_secs(10));
+        let up = p
+            .stdout
+            .wait_for(Instant::now() + Duration::from_secs(10), |l| {
+                (!l.is_empty()).then_some(())
+            });
+        assert_eq!(up, Ok(()), "{}", p.diagnostics());
         let started = Instant::now();
         p.stop();
         assert!(started.elapsed() >= Duration::from_millis(200));
@@ -705,7 +660,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let mut p = sh("echo logged >&2").log_to(&dir).spawn().unwrap();
         p.wait_exit(Duration::from_secs(10));
-        let log = p.log_path().unwrap().to_owned();
+        let log = p.log.clone().unwrap();
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "logged\n");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -50,11 +50,6 @@ impl Sink {
         })
     }
 
-    /// Its port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.server.addr().port()
-    }
-
     /// Base URL for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn url(&self) -> String {
         self.server.url()
@@ -78,7 +73,7 @@ mod tests {
     #[test]
     fn counts_plain_and_chunked_bodies_and_answers_by_content_type() {
         let sink = Sink::start().unwrap();
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", sink.port())).unwrap();
+        let mut s = std::net::TcpStream::connect(sink.server.addr()).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
         s.write_all(

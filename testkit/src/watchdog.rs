@@ -110,7 +110,7 @@ mod tests {
                     .unwrap();
                 tx.send(p.pid()).unwrap();
                 // Outlives the limit; the watchdog kills the child, which ends this wait.
-                let _ = p.try_wait_exit(Duration::from_secs(20));
+                p.wait_exit(Duration::from_secs(20));
             });
         });
         assert!(r.is_err(), "the overrun must fail the test");
