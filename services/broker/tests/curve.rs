@@ -13,11 +13,6 @@ use broker::Config;
 use mensageria::curve::parse_key;
 use tokio_util::sync::CancellationToken;
 
-struct Keys {
-    server_public: String,
-    server_secret: String,
-}
-
 fn pair() -> (String, String) {
     mensageria::curve::keygen().expect("libzmq with CURVE")
 }
@@ -75,15 +70,11 @@ fn recording_relay(target: &str) -> (String, Arc<Mutex<Vec<u8>>>) {
 async fn only_allowed_clients_get_through_encrypted() {
     mensageria::telemetry::init_for_tests();
     let (server_public, server_secret) = pair();
-    let keys = Keys {
-        server_public,
-        server_secret,
-    };
     let good = pair();
     let worker_keys = pair();
     let stranger = pair();
     let mut config = Config::for_tests();
-    config.transport.curve.curve_server_secret = parse_key(&keys.server_secret).unwrap();
+    config.transport.curve.curve_server_secret = parse_key(&server_secret).unwrap();
     config.transport.curve.curve_allowed_clients =
         mensageria::curve::parse_key_list(&format!("{},{}", good.0, worker_keys.0)).unwrap();
     let shutdown = CancellationToken::new();
@@ -91,7 +82,7 @@ async fn only_allowed_clients_get_through_encrypted() {
     let ctx = zmq::Context::new();
 
     // An allowed worker (plain REP with client keys) echoes.
-    let rep = client_socket(&ctx, zmq::REP, &keys.server_public, Some(&worker_keys));
+    let rep = client_socket(&ctx, zmq::REP, &server_public, Some(&worker_keys));
     rep.connect(&b.backend).unwrap();
     let worker = thread::spawn(move || {
         let m = rep
@@ -102,7 +93,7 @@ async fn only_allowed_clients_get_through_encrypted() {
 
     // An allowed client, through a relay that records the wire.
     let (relay, wire) = recording_relay(&b.frontend);
-    let req = client_socket(&ctx, zmq::REQ, &keys.server_public, Some(&good));
+    let req = client_socket(&ctx, zmq::REQ, &server_public, Some(&good));
     req.connect(&relay).unwrap();
     let secret_payload = b"TOP-SECRET-PAYLOAD-0123456789";
     // Retry until the worker's CURVE handshake is done (unavailable before that).
@@ -132,7 +123,7 @@ async fn only_allowed_clients_get_through_encrypted() {
     );
 
     // A client with an unknown key: no reply, refusal counted as auth_failed.
-    let bad = client_socket(&ctx, zmq::REQ, &keys.server_public, Some(&stranger));
+    let bad = client_socket(&ctx, zmq::REQ, &server_public, Some(&stranger));
     bad.connect(&b.frontend).unwrap();
     bad.send("let me in", 0).unwrap();
     assert!(
@@ -140,7 +131,7 @@ async fn only_allowed_clients_get_through_encrypted() {
         "an unknown key must get no reply"
     );
     // A client without CURVE: no reply, handshake failure counted.
-    let none = client_socket(&ctx, zmq::REQ, &keys.server_public, None);
+    let none = client_socket(&ctx, zmq::REQ, &server_public, None);
     none.connect(&b.frontend).unwrap();
     none.send("plain text", 0).unwrap();
     assert!(
@@ -158,10 +149,7 @@ async fn only_allowed_clients_get_through_encrypted() {
     assert!(auth >= 1.0, "auth failure not counted");
     assert!(handshake >= 1.0, "handshake failure not counted");
     let metrics = testkit::ops::metrics_text(b.http_addr);
-    assert!(
-        !metrics.contains(&keys.server_secret),
-        "no secret in /metrics"
-    );
+    assert!(!metrics.contains(&server_secret), "no secret in /metrics");
     shutdown.cancel();
     b.wait().await.unwrap();
 }

@@ -58,17 +58,7 @@ fn requester(endpoint: &str, plain: bool, timeout_ms: u64, retries: u32) -> Requ
 /// Drives the requester until the fake broker has a request, then receives
 /// it: (route, header id if any, payload). Panics if an outcome appears first.
 fn take(router: &zmq::Socket, req: &mut Requester) -> (Vec<u8>, Option<u64>, Vec<Vec<u8>>) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut out = Vec::new();
-    while router.poll(zmq::POLLIN, 0).unwrap() == 0 {
-        req.poll(Duration::from_millis(10), &mut out);
-        assert!(out.is_empty(), "unexpected outcome {out:?}");
-        assert!(
-            Instant::now() < deadline,
-            "no request reached the fake broker"
-        );
-    }
-    let mut f = router.recv_multipart(0).unwrap();
+    let mut f = take_frames(router, req);
     let route = f.remove(0);
     assert!(
         f.remove(0).is_empty(),
@@ -82,6 +72,21 @@ fn take(router: &zmq::Socket, req: &mut Requester) -> (Vec<u8>, Option<u64>, Vec
         _ => None,
     };
     (route, id, f)
+}
+
+/// [`take`]: the request's frames as the fake broker received them.
+fn take_frames(router: &zmq::Socket, req: &mut Requester) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut out = Vec::new();
+    while router.poll(zmq::POLLIN, 0).unwrap() == 0 {
+        req.poll(Duration::from_millis(10), &mut out);
+        assert!(out.is_empty(), "unexpected outcome {out:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no request reached the fake broker"
+        );
+    }
+    router.recv_multipart(0).unwrap()
 }
 
 fn answer(router: &zmq::Socket, route: &[u8], id: Option<u64>, status: Status, body: &[u8]) {
@@ -132,16 +137,7 @@ fn the_header_names_the_service_and_the_attempts_budget() {
     cfg.service = Some(mensageria::header::ServiceName::new(b"work").unwrap());
     let mut req = Requester::new(factory(), cfg, ClientMetrics::unregistered()).unwrap();
     req.submit(vec![b"x".to_vec()]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut out = Vec::new();
-    while router.poll(zmq::POLLIN, 0).unwrap() == 0 {
-        req.poll(Duration::from_millis(10), &mut out);
-        assert!(
-            Instant::now() < deadline,
-            "no request reached the fake broker"
-        );
-    }
-    let f = router.recv_multipart(0).unwrap();
+    let f = take_frames(&router, &mut req);
     let Ok(Header::Request(h)) = Header::decode(&f[2]) else {
         panic!("no request header: {f:?}");
     };
@@ -206,9 +202,7 @@ fn every_attempt_timing_out_ends_in_timeout() {
 
 #[test]
 fn no_broker_at_all_is_a_timeout_not_a_hang() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let ep = format!("tcp://{}", free.local_addr().unwrap());
-    drop(free);
+    let ep = format!("tcp://127.0.0.1:{}", testkit::ports::unused_port());
     let mut req = requester(&ep, false, 100, 1);
     req.submit(vec![b"x".to_vec()]);
     let o = wait_one(&mut req);

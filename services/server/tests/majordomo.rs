@@ -187,9 +187,7 @@ async fn start(workers: u16, services: &str, ivl: Duration) -> Fixture {
 async fn start_with(workers: u16, services: &str, ivl: Duration, quick: bool) -> Fixture {
     mensageria::telemetry::init_for_tests();
     let (broker, ep) = Broker::bind();
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let nowhere = format!("tcp://{}", free.local_addr().unwrap());
-    drop(free);
+    let nowhere = format!("tcp://127.0.0.1:{}", testkit::ports::unused_port());
     let mut config = Config::for_tests(&ep, &nowhere, workers);
     config.services = services.parse().unwrap();
     config.worker_heartbeat_ivl = ivl;

@@ -193,9 +193,7 @@ async fn every_request_publishes_a_completed_event_in_sequence() {
 async fn not_ready_without_a_broker_and_not_while_draining() {
     mensageria::telemetry::init_for_tests();
     // A broker endpoint where nothing listens.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("tcp://{}", free.local_addr().unwrap());
-    drop(free);
+    let dead = format!("tcp://127.0.0.1:{}", testkit::ports::unused_port());
     let shutdown = CancellationToken::new();
     let config = Config::for_tests(&dead, &dead, 1);
     let s = server::start(config, shutdown.clone()).await.unwrap();
