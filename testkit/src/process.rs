@@ -224,10 +224,7 @@ fn file_safe(name: &str) -> String {
 
 /// Lines as one text, each `\n`-terminated.
 fn joined(lines: Vec<String>) -> String {
-    lines
-        .into_iter()
-        .flat_map(|l| [l, "\n".to_owned()])
-        .collect()
+    lines.iter().map(|l| format!("{l}\n")).collect()
 }
 
 /// What one process used in a measured phase.
@@ -350,27 +347,20 @@ impl Proc {
         let Some(path) = &self.ready_file else {
             bail!("{} was started without a ready file", self.name);
         };
-        let deadline = Instant::now() + timeout;
-        loop {
-            if path.exists() {
-                return ReadyRecord::read(path)
-                    .with_context(|| format!("{}\n{}", self.name, self.diagnostics()));
-            }
-            let why = if self.stderr.eof() {
-                Gave::Eof.why("stderr")
-            } else if Instant::now() >= deadline {
-                Gave::Timeout.why("stderr")
-            } else {
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            };
-            bail!(
-                "{}: waiting for its ready record {}: {why} after up to {timeout:?}\n{}",
-                self.name,
-                path.display(),
-                self.diagnostics()
-            );
+        let ended = crate::wait::poll_until(timeout, || {
+            (path.exists() || self.stderr.eof()).then_some(Gave::Eof)
+        });
+        if path.exists() {
+            return ReadyRecord::read(path)
+                .with_context(|| format!("{}\n{}", self.name, self.diagnostics()));
         }
+        bail!(
+            "{}: waiting for its ready record {}: {} after up to {timeout:?}\n{}",
+            self.name,
+            path.display(),
+            ended.unwrap_or(Gave::Timeout).why("stderr"),
+            self.diagnostics()
+        );
     }
 
     /// [`Proc::try_ready_record`], panicking on failure.
@@ -455,11 +445,7 @@ impl Proc {
         if let Some(log) = &self.log {
             s = format!("{s}    (whole log: {})\n", log.display());
         }
-        for l in self.stderr.tail(40) {
-            s.push_str("    ");
-            s.push_str(&l);
-            s.push('\n');
-        }
+        s.extend(self.stderr.tail(40).iter().map(|l| format!("    {l}\n")));
         s
     }
 

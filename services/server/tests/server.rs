@@ -3,10 +3,17 @@
 //! backend and a SUB for the proxy. (`tests/majordomo.rs` covers the default
 //! Majordomo path.)
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{mpsc, Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use mensageria::{header::Header, ops::http_get, EventHeader, Status};
-use server::{config::WorkerProtocol, Config, Server};
+use server::{
+    config::WorkerProtocol,
+    handler::{Handler, Request, Response},
+    Config, Server,
+};
 use testkit::inproc;
 use tokio_util::sync::CancellationToken;
 
@@ -21,19 +28,26 @@ struct Fixture {
 }
 
 async fn start() -> Fixture {
+    start_with(2, None).await
+}
+
+/// The server with `workers` workers and `handler` (default: the demo one).
+async fn start_with(workers: u16, handler: Option<Arc<dyn Handler>>) -> Fixture {
     mensageria::telemetry::init_for_tests();
     let ctx = zmq::Context::new();
     let (backend, b) = inproc::bound(&ctx, zmq::DEALER);
     let (events, e) = inproc::bound(&ctx, zmq::SUB);
     events.set_subscribe(b"").unwrap();
-    let mut config = Config::for_tests(&b, &e, 2);
+    let mut config = Config::for_tests(&b, &e, workers);
     config.worker_protocol = WorkerProtocol::Rep;
-    config.common.shutdown_grace = Duration::from_secs(2);
+    config.common.shutdown_grace = Duration::from_secs(5);
     config.status_interval = Duration::from_millis(100);
     let shutdown = CancellationToken::new();
-    let server = server::start(config, shutdown.clone())
-        .await
-        .expect("server starts");
+    let server = match handler {
+        Some(h) => server::start_with_handler(config, shutdown.clone(), "test".into(), h).await,
+        None => server::start(config, shutdown.clone()).await,
+    }
+    .expect("server starts");
     Fixture {
         server,
         shutdown,
@@ -200,12 +214,7 @@ async fn not_ready_without_a_broker_and_not_while_draining() {
     let (code, body) = http_get(s.http_addr, "/readyz", Duration::from_secs(5)).unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("\"broker_connected\":false"), "{body}");
-    assert_eq!(
-        http_get(s.http_addr, "/healthz", Duration::from_secs(5))
-            .unwrap()
-            .0,
-        200
-    );
+    testkit::ops::get(s.http_addr, "/healthz"); // asserts HTTP 200
     shutdown.cancel();
     inproc::stopped("server", s.wait()).await;
 
@@ -217,44 +226,34 @@ async fn not_ready_without_a_broker_and_not_while_draining() {
 }
 
 /// A handler that reports when it starts and then takes 300 ms.
-struct Gate(std::sync::Mutex<std::sync::mpsc::Sender<()>>);
+struct Gate(Mutex<mpsc::Sender<()>>);
 
-impl server::handler::Handler for Gate {
-    fn handle(&self, _: &server::handler::Request<'_>) -> server::handler::Response {
+impl Handler for Gate {
+    fn handle(&self, _: &Request<'_>) -> Response {
         let _ = self.0.lock().unwrap().send(());
         std::thread::sleep(Duration::from_millis(300));
-        server::handler::Response::ok(vec![b"finished".to_vec()])
+        Response::ok(vec![b"finished".to_vec()])
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_finishes_the_request_in_progress() {
-    mensageria::telemetry::init_for_tests();
-    let ctx = zmq::Context::new();
-    let (backend, b) = inproc::bound(&ctx, zmq::DEALER);
-    let (_events, e) = inproc::bound(&ctx, zmq::SUB);
-    let (tx, started) = std::sync::mpsc::channel();
-    let shutdown = CancellationToken::new();
-    let mut config = Config::for_tests(&b, &e, 1);
-    config.worker_protocol = WorkerProtocol::Rep;
-    config.common.shutdown_grace = Duration::from_secs(5);
-    let handler = std::sync::Arc::new(Gate(std::sync::Mutex::new(tx)));
-    let s = server::start_with_handler(config, shutdown.clone(), "gate".into(), handler)
-        .await
-        .unwrap();
-    backend
+    let (tx, started) = mpsc::channel();
+    let f = start_with(1, Some(Arc::new(Gate(Mutex::new(tx))))).await;
+    f.backend
         .send_multipart([&b"corr-9"[..], b"", b"anything"], 0)
         .unwrap();
     started
         .recv_timeout(Duration::from_secs(5))
         .expect("a worker took the request");
     let t = Instant::now();
-    shutdown.cancel();
-    let reply = backend
+    f.shutdown.cancel();
+    let reply = f
+        .backend
         .recv_multipart(0)
         .expect("the in-flight request is answered");
     assert_eq!(reply[2], b"finished");
-    inproc::stopped("server", s.wait()).await;
+    f.stop().await;
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "stopped well within the grace"

@@ -5,8 +5,8 @@
 use std::{thread, time::Duration};
 
 use broker::Config;
-use mensageria::{header::is_header, ops::http_get, Status};
-use testkit::inproc;
+use mensageria::{header::is_header, Status};
+use testkit::{inproc, ops, wait::wait_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -185,33 +185,14 @@ async fn malformed_input_is_counted_and_the_loop_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_and_ops_endpoints() {
     let f = start(|_| {}).await;
-    let addr = f.http;
-    let (code, body) = http_get(addr, "/readyz", Duration::from_secs(5)).unwrap();
-    assert_eq!(code, 200, "{body}");
-    assert!(body.contains("\"sockets_bound\":true"));
-    assert_eq!(
-        http_get(addr, "/healthz", Duration::from_secs(5))
-            .unwrap()
-            .0,
-        200
-    );
-    assert_eq!(
-        http_get(addr, "/nope", Duration::from_secs(5)).unwrap().0,
-        404
-    );
-    let shutdown = f.shutdown.clone();
-    shutdown.cancel();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match http_get(addr, "/readyz", Duration::from_secs(1)) {
-            Ok((503, _)) | Err(_) => break,
-            Ok(_) => assert!(
-                std::time::Instant::now() < deadline,
-                "readiness never went false"
-            ),
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
+    // `get` asserts HTTP 200.
+    assert!(ops::get(f.http, "/readyz").contains("\"sockets_bound\":true"));
+    ops::get(f.http, "/healthz");
+    assert_eq!(ops::http_get(f.http, "/nope").unwrap().0, 404);
+    f.shutdown.cancel();
+    wait_until("readiness to go false", Duration::from_secs(5), || {
+        matches!(ops::http_get(f.http, "/readyz"), Ok((503, _)) | Err(_)).then_some(())
+    });
     f.stop().await;
 }
 
