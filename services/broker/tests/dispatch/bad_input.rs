@@ -60,10 +60,7 @@ async fn bad_worker_commands_are_refused_counted_and_harmless() {
         expect_disconnect(&w);
         refused += 1.0;
     }
-    f.expect_metric(
-        "mensageria_broker_dropped_total{reason=\"worker_protocol\"}",
-        refused,
-    );
+    f.expect_dropped("worker_protocol", refused);
     assert_eq!(
         f.metric("mensageria_broker_workers{service=\"fine\",state=\"idle\"}"),
         0.0
@@ -102,10 +99,7 @@ async fn services_beyond_the_cap_are_refused() {
     let ok = f.worker(true, "one", None);
     let over = RfcWorker::new(&f, true, "two", None);
     expect_disconnect(&over);
-    f.expect_metric(
-        "mensageria_broker_dropped_total{reason=\"too_many_services\"}",
-        1.0,
-    );
+    f.expect_dropped("too_many_services", 1.0);
     // A second worker of an existing service is fine.
     let _more = f.worker(false, "one", None);
     drop(ok);

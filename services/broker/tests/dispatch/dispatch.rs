@@ -98,10 +98,7 @@ async fn a_full_queue_answers_overloaded() {
     let h = reply_header(&r[0]);
     assert_eq!((h.id, h.status), (4, Status::Overloaded));
     w.reply(&addr, &[b"ok"]);
-    f.expect_metric(
-        "mensageria_broker_replies_total{service=\"q\",status=\"overloaded\"}",
-        1.0,
-    );
+    f.expect_replies("q", "overloaded", 1.0);
     f.stop().await;
 }
 
@@ -130,10 +127,7 @@ async fn a_request_that_expires_in_the_queue_is_answered_timeout_and_never_dispa
         "mensageria_broker_expired_in_queue_total{service=\"slow\"}",
         1.0,
     );
-    f.expect_metric(
-        "mensageria_broker_dropped_total{reason=\"late_reply\"}",
-        1.0,
-    );
+    f.expect_dropped("late_reply", 1.0);
     f.stop().await;
 }
 
@@ -242,9 +236,6 @@ async fn partial_replies_reach_0_2_clients_and_are_counted_for_others() {
         r,
         vec![b"MDPC01".to_vec(), b"stream".to_vec(), b"end".to_vec()]
     );
-    f.expect_metric(
-        "mensageria_broker_dropped_total{reason=\"partial_unsupported\"}",
-        1.0,
-    );
+    f.expect_dropped("partial_unsupported", 1.0);
     f.stop().await;
 }

@@ -35,10 +35,7 @@ async fn rfc_clients_and_workers_of_both_versions_interoperate() {
     );
     t1.join().unwrap();
     t2.join().unwrap();
-    f.expect_metric(
-        "mensageria_broker_replies_total{service=\"upper.v1\",status=\"ok\"}",
-        2.0,
-    );
+    f.expect_replies("upper.v1", "ok", 2.0);
     f.stop().await;
 }
 

@@ -65,6 +65,21 @@ impl Fixture {
         testkit::ops::expect_metric(self.http, series, want);
     }
 
+    /// [`Fixture::expect_metric`] for the replies to `service` with `status`.
+    pub fn expect_replies(&self, service: &str, status: &str, want: f64) {
+        let series =
+            format!("mensageria_broker_replies_total{{service=\"{service}\",status=\"{status}\"}}");
+        self.expect_metric(&series, want);
+    }
+
+    /// [`Fixture::expect_metric`] for the messages dropped for `reason`.
+    pub fn expect_dropped(&self, reason: &str, want: f64) {
+        self.expect_metric(
+            &format!("mensageria_broker_dropped_total{{reason=\"{reason}\"}}"),
+            want,
+        );
+    }
+
     /// Waits (bounded) until `series` reaches `at_least`.
     pub fn wait_metric(&self, series: &str, at_least: f64) {
         testkit::ops::wait_metric(self.http, series, "waiting", |v| v >= at_least);
