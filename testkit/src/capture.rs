@@ -141,9 +141,8 @@ mod tests {
 
     #[test]
     fn lines_are_split_teed_and_end_with_eof() {
-        let dir = std::env::temp_dir().join(format!("testkit-capture-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join("tee.log");
+        let dir = crate::tempdir::TempDir::new("capture-test");
+        let log = dir.path().join("tee.log");
         let input: &[u8] = b"one\r\ntwo\nthree";
         let cap = Capture::start(
             input,
@@ -154,7 +153,6 @@ mod tests {
         assert_eq!(cap.lines(), ["one", "two", "three"]);
         assert_eq!(cap.tail(2), ["two", "three"]);
         assert_eq!(std::fs::read(&log).unwrap(), input);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -642,13 +642,11 @@ mod tests {
 
     #[test]
     fn stderr_is_teed_to_a_log_file() {
-        let dir = std::env::temp_dir().join(format!("testkit-proc-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut p = sh("echo logged >&2").log_to(&dir).spawn().unwrap();
+        let dir = crate::tempdir::TempDir::new("proc-test");
+        let mut p = sh("echo logged >&2").log_to(dir.path()).spawn().unwrap();
         p.wait_exit(Duration::from_secs(10));
         let log = p.log.clone().unwrap();
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "logged\n");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

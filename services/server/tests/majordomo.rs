@@ -427,10 +427,8 @@ async fn drain_hands_back_new_work_finishes_held_work_then_disconnects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ready_record_lists_every_majordomo_link() {
-    let dir = std::env::temp_dir().join(format!("server-ready-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("mdp-links.json");
-    let _ = std::fs::remove_file(&path);
+    let dir = testkit::tempdir::TempDir::new("server-ready");
+    let path = dir.path().join("mdp-links.json");
     let f = mensageria::ready::scope(
         Some(path.clone()),
         start(1, "echo,work", Duration::from_secs(1)),
@@ -446,5 +444,4 @@ async fn the_ready_record_lists_every_majordomo_link() {
     // Two links (one per service) to the one broker: the endpoint once.
     assert_eq!(record.connected.get("mdp"), Some(&vec![ep]), "{record:?}");
     f.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

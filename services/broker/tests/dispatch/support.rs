@@ -3,10 +3,7 @@
 //! (RFC 7 for 0.1, RFC 18 for 0.2), with literal bytes and raw sockets, so
 //! the broker is checked against the specs and not against its own codec.
 
-use std::{
-    thread,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use broker::{Broker, Config};
 use testkit::inproc;
@@ -97,22 +94,16 @@ impl Fixture {
         service: &str,
         ready: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let view = self.services();
-            let entry = view["services"]
-                .as_array()
-                .and_then(|a| a.iter().find(|s| s["name"] == service))
-                .cloned();
-            if let Some(e) = entry.filter(|e| ready(e)) {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{service} never shown as expected: {view}"
-            );
-            thread::sleep(Duration::from_millis(25));
-        }
+        let mut view = serde_json::Value::Null;
+        testkit::wait::poll_until(Duration::from_secs(5), || {
+            view = self.services();
+            let entries = view["services"].as_array()?;
+            entries
+                .iter()
+                .find(|s| s["name"] == service && ready(s))
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("{service} never shown as expected: {view}"))
     }
 
     /// Waits until `service` has `n` registered workers (per `/metrics`).
