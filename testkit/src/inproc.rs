@@ -19,9 +19,6 @@ pub const STOP_LIMIT: Duration = Duration::from_secs(10);
 
 /// A test-side socket of `kind`: no linger, [`RECV_LIMIT`] send and receive
 /// timeouts, not yet bound or connected.
-///
-/// # Panics
-/// If libzmq refuses the socket or an option.
 pub fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> zmq::Socket {
     let s = ctx.socket(kind).expect("create a test socket");
     let limit = RECV_LIMIT.as_millis() as i32;
@@ -32,9 +29,6 @@ pub fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> zmq::Socket {
 }
 
 /// A [`socket`] connected to `endpoint`.
-///
-/// # Panics
-/// If the socket cannot be created or connected.
 pub fn connected(ctx: &zmq::Context, kind: zmq::SocketType, endpoint: &str) -> zmq::Socket {
     let s = socket(ctx, kind);
     s.connect(endpoint)
@@ -44,9 +38,6 @@ pub fn connected(ctx: &zmq::Context, kind: zmq::SocketType, endpoint: &str) -> z
 
 /// A [`socket`] bound to an ephemeral loopback port (playing a peer the
 /// service connects to), and the endpoint it bound.
-///
-/// # Panics
-/// If the socket cannot be created or bound.
 pub fn bound(ctx: &zmq::Context, kind: zmq::SocketType) -> (zmq::Socket, String) {
     let s = socket(ctx, kind);
     s.bind("tcp://127.0.0.1:*").expect("bind a loopback port");

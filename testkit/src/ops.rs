@@ -33,9 +33,6 @@ pub fn get(addr: SocketAddr, path: &str) -> String {
 }
 
 /// The `/metrics` text of an ops server.
-///
-/// # Panics
-/// If the scrape fails or is not HTTP 200.
 pub fn metrics_text(addr: SocketAddr) -> String {
     get(addr, "/metrics")
 }

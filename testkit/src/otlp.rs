@@ -51,9 +51,6 @@ pub struct OtlpCollector {
 
 impl OtlpCollector {
     /// Binds 127.0.0.1:0 and serves on a background thread until dropped.
-    ///
-    /// # Panics
-    /// If it cannot bind.
     pub fn start() -> OtlpCollector {
         let state: Arc<(Mutex<Received>, Condvar)> = Arc::default();
         let st = state.clone();

@@ -364,9 +364,6 @@ impl Proc {
     }
 
     /// [`Proc::try_ready_record`], panicking on failure.
-    ///
-    /// # Panics
-    /// If the process exits or `timeout` passes first.
     pub fn ready_record(&self, timeout: Duration) -> ReadyRecord {
         self.try_ready_record(timeout)
             .unwrap_or_else(|e| panic!("{e:#}"))

@@ -29,18 +29,15 @@ impl Sink {
         let server = HttpServer::start("http-sink", move |req| {
             r.fetch_add(1, Ordering::AcqRel);
             b.fetch_add(req.body.len() as u64, Ordering::AcqRel);
-            if req.content_type.contains("json") {
-                Response {
-                    status: 200,
-                    content_type: "application/json",
-                    body: b"{}".to_vec(),
-                }
+            let (content_type, body) = if req.content_type.contains("json") {
+                ("application/json", b"{}".to_vec())
             } else {
-                Response {
-                    status: 200,
-                    content_type: "application/x-protobuf",
-                    body: Vec::new(),
-                }
+                ("application/x-protobuf", Vec::new())
+            };
+            Response {
+                status: 200,
+                content_type,
+                body,
             }
         })?;
         Ok(Sink {

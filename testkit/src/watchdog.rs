@@ -47,9 +47,6 @@ pub(crate) fn unregister(pid: u32) {
 /// passes, every process the body started (and has not reaped) is killed
 /// with SIGKILL and the test fails; a panic in the body fails the test with
 /// that panic.
-///
-/// # Panics
-/// When the body panics or overruns `limit`.
 pub fn with_timeout<F>(limit: Duration, body: F)
 where
     F: FnOnce() + Send + 'static,
