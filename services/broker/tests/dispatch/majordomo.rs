@@ -84,12 +84,7 @@ async fn our_header_client_and_a_plain_req_client_reach_majordomo_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_rep_workers_still_serve_the_default_service() {
     let f = start(|_| {}).await;
-    let rep = testkit::inproc::connected(&f.ctx, zmq::REP, &f.backend);
-    let t = thread::spawn(move || {
-        let m = rep.recv_multipart(0).unwrap();
-        rep.send_multipart(m, 0).unwrap();
-    });
-    f.expect_metric("mensageria_zmq_peers{socket=\"backend\"}", 1.0);
+    let t = rep_worker(&f, 1, |m| m);
     // A Majordomo 0.1 client of the default service is served by the REP
     // worker too, and answered in its own envelope.
     let req = f.socket(zmq::REQ);

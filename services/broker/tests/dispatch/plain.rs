@@ -11,32 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-/// A plain REP worker on its own thread answering `n` requests with `f`.
-fn rep_worker(
-    ctx: &zmq::Context,
-    backend: &str,
-    n: usize,
-    f: fn(Vec<Vec<u8>>) -> Vec<Vec<u8>>,
-) -> thread::JoinHandle<()> {
-    let s = inproc::connected(ctx, zmq::REP, backend);
-    thread::spawn(move || {
-        for _ in 0..n {
-            let req = s.recv_multipart(0).expect("worker gets a request");
-            s.send_multipart(f(req), 0).unwrap();
-        }
-    })
-}
-
-/// Waits until the worker's connection is visible to the broker.
-fn wait_for_peers(f: &Fixture, socket: &str, n: f64) {
-    f.wait_metric(&format!("mensageria_zmq_peers{{socket=\"{socket}\"}}"), n);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_req_rep_round_trip_is_transparent() {
     let f = start(|_| {}).await;
-    let w = rep_worker(&f.ctx, &f.backend, 2, |req| req.into_iter().rev().collect());
-    wait_for_peers(&f, "backend", 1.0);
+    let w = rep_worker(&f, 2, |req| req.into_iter().rev().collect());
     let req = f.socket(zmq::REQ);
     req.send_multipart([&b"a"[..], b"b"], 0).unwrap();
     assert_eq!(
@@ -82,11 +60,10 @@ async fn no_worker_means_unavailable_at_once() {
 async fn deadline_answers_timeout_and_late_reply_is_dropped() {
     let f = start(|c| c.request_timeout = Duration::from_millis(200)).await;
     // A worker that answers only after the deadline.
-    let w = rep_worker(&f.ctx, &f.backend, 1, |req| {
+    let w = rep_worker(&f, 1, |req| {
         thread::sleep(Duration::from_millis(600));
         req
     });
-    wait_for_peers(&f, "backend", 1.0);
     let dealer = f.socket(zmq::DEALER);
     let t = std::time::Instant::now();
     send_ours(&dealer, &header(5, None, None), b"slow");
@@ -114,11 +91,10 @@ async fn deadline_answers_timeout_and_late_reply_is_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_max_inflight_is_overloaded() {
     let f = start(|c| c.max_inflight = 1).await;
-    let w = rep_worker(&f.ctx, &f.backend, 1, |req| {
+    let w = rep_worker(&f, 1, |req| {
         thread::sleep(Duration::from_millis(300));
         req
     });
-    wait_for_peers(&f, "backend", 1.0);
     let first = f.socket(zmq::REQ);
     first.send("one", 0).unwrap();
     // Wait until the first is in flight, then the second must be refused.
@@ -136,8 +112,7 @@ async fn over_max_inflight_is_overloaded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_is_counted_and_the_loop_goes_on() {
     let f = start(|_| {}).await;
-    let w = rep_worker(&f.ctx, &f.backend, 1, |req| req);
-    wait_for_peers(&f, "backend", 1.0);
+    let w = rep_worker(&f, 1, |req| req);
     let dealer = f.socket(zmq::DEALER);
     // No delimiter; delimiter but no body.
     dealer.send("no-delimiter", 0).unwrap();
@@ -184,11 +159,10 @@ async fn readiness_and_ops_endpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_answers_in_flight_requests() {
     let f = start(|_| {}).await;
-    let w = rep_worker(&f.ctx, &f.backend, 1, |req| {
+    let w = rep_worker(&f, 1, |req| {
         thread::sleep(Duration::from_millis(300));
         req
     });
-    wait_for_peers(&f, "backend", 1.0);
     let req = f.socket(zmq::REQ);
     req.send("in flight", 0).unwrap();
     f.wait_metric("mensageria_broker_inflight_requests", 1.0);

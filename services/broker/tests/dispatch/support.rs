@@ -3,7 +3,10 @@
 //! (RFC 7 for 0.1, RFC 18 for 0.2), with literal bytes and raw sockets, so
 //! the broker is checked against the specs and not against its own codec.
 
-use std::time::{Duration, Instant};
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
 
 use broker::{Broker, Config};
 use testkit::inproc;
@@ -132,6 +135,23 @@ impl Fixture {
 /// The series of `service`'s registered workers, idle and busy.
 fn workers(service: &str) -> String {
     format!("mensageria_broker_workers{{service=\"{service}\"}}")
+}
+
+/// A plain REP worker on the backend, on its own thread, answering `n`
+/// requests with `answer`; returned once the broker sees its connection.
+pub fn rep_worker(
+    f: &Fixture,
+    n: usize,
+    answer: fn(Vec<Vec<u8>>) -> Vec<Vec<u8>>,
+) -> thread::JoinHandle<()> {
+    let s = inproc::connected(&f.ctx, zmq::REP, &f.backend);
+    f.expect_metric("mensageria_zmq_peers{socket=\"backend\"}", 1.0);
+    thread::spawn(move || {
+        for _ in 0..n {
+            let req = s.recv_multipart(0).expect("worker gets a request");
+            s.send_multipart(answer(req), 0).unwrap();
+        }
+    })
 }
 
 /// A Majordomo worker from the RFC tables: a DEALER; 0.1 commands are
