@@ -5,8 +5,8 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Condvar, Mutex},
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -46,13 +46,13 @@ struct Received {
 #[derive(Debug)]
 pub struct OtlpCollector {
     server: HttpServer,
-    state: Arc<(Mutex<Received>, Condvar)>,
+    state: Arc<Mutex<Received>>,
 }
 
 impl OtlpCollector {
     /// Binds 127.0.0.1:0 and serves on a background thread until dropped.
     pub fn start() -> OtlpCollector {
-        let state: Arc<(Mutex<Received>, Condvar)> = Arc::default();
+        let state: Arc<Mutex<Received>> = Arc::default();
         let st = state.clone();
         let server = HttpServer::start("otlp-collector", move |req| receive(&st, &req))
             .expect("start the OTLP collector");
@@ -80,7 +80,7 @@ impl OtlpCollector {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
-        self.state.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits until `f` finds what it needs in the spans received, up to
@@ -90,29 +90,13 @@ impl OtlpCollector {
         timeout: Duration,
         mut f: impl FnMut(&[ExportedSpan]) -> Option<T>,
     ) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.lock();
-        loop {
-            if let Some(v) = f(&st.spans) {
-                return Some(v);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            st = self
-                .state
-                .1
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        crate::wait::poll_until(timeout, || f(&self.lock().spans))
     }
 }
 
 /// Takes one request of an OTLP exporter: `POST /v1/traces` with a JSON
 /// body is an export; anything else is answered 404.
-fn receive(state: &(Mutex<Received>, Condvar), req: &Request) -> Response {
+fn receive(state: &Mutex<Received>, req: &Request) -> Response {
     if req.method != "POST" || req.path != "/v1/traces" {
         return Response {
             status: 404,
@@ -120,8 +104,7 @@ fn receive(state: &(Mutex<Received>, Condvar), req: &Request) -> Response {
             body: b"not found\n".to_vec(),
         };
     }
-    let (lock, cv) = state;
-    let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
     st.posts += 1;
     if !req.content_type.starts_with("application/json") {
         st.problems.push(format!(
@@ -136,7 +119,6 @@ fn receive(state: &(Mutex<Received>, Condvar), req: &Request) -> Response {
             String::from_utf8_lossy(&req.body[..req.body.len().min(200)])
         )),
     }
-    cv.notify_all();
     Response {
         status: 200,
         content_type: "application/json",

@@ -17,6 +17,8 @@ fn pair() -> (String, String) {
     mensageria::curve::keygen().expect("libzmq with CURVE")
 }
 
+/// A socket of `kind`, a CURVE client of `server_public` with `keys`
+/// (none: plain).
 fn client_socket(
     ctx: &zmq::Context,
     kind: zmq::SocketType,
@@ -27,12 +29,10 @@ fn client_socket(
     s.set_linger(0).unwrap();
     s.set_rcvtimeo(3_000).unwrap();
     if let Some((public, secret)) = keys {
-        s.set_curve_serverkey(&zmq::z85_decode(server_public).unwrap())
-            .unwrap();
-        s.set_curve_publickey(&zmq::z85_decode(public).unwrap())
-            .unwrap();
-        s.set_curve_secretkey(&zmq::z85_decode(secret).unwrap())
-            .unwrap();
+        let z85 = |key: &str| zmq::z85_decode(key).unwrap();
+        s.set_curve_serverkey(&z85(server_public)).unwrap();
+        s.set_curve_publickey(&z85(public)).unwrap();
+        s.set_curve_secretkey(&z85(secret)).unwrap();
     }
     s
 }
