@@ -5,7 +5,7 @@
 use std::{
     fs::File,
     io::{BufRead, BufReader, Read, Write},
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -20,7 +20,6 @@ pub(crate) struct State {
 #[derive(Debug, Default)]
 pub(crate) struct Capture {
     state: Mutex<State>,
-    cv: Condvar,
 }
 
 /// Why [`Capture::wait_for`] gave up.
@@ -70,12 +69,10 @@ impl Capture {
                             }
                             let line = String::from_utf8_lossy(&buf).into_owned();
                             c.lock().lines.push(line);
-                            c.cv.notify_all();
                         }
                     }
                 }
                 c.lock().eof = true;
-                c.cv.notify_all();
             })
             .expect("spawn an output reader thread");
         cap
@@ -92,24 +89,15 @@ impl Capture {
         deadline: Instant,
         mut f: impl FnMut(&[String]) -> Option<T>,
     ) -> Result<T, Gave> {
-        let mut st = self.lock();
-        loop {
-            if let Some(v) = f(&st.lines) {
-                return Ok(v);
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        crate::wait::poll_until(timeout, || {
+            let st = self.lock();
+            match f(&st.lines) {
+                Some(v) => Some(Ok(v)),
+                None => st.eof.then_some(Err(Gave::Eof)),
             }
-            if st.eof {
-                return Err(Gave::Eof);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Gave::Timeout);
-            }
-            st = self
-                .cv
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        })
+        .unwrap_or(Err(Gave::Timeout))
     }
 
     /// Waits up to `timeout` for the stream to end; whether it did.
