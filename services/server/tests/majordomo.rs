@@ -3,10 +3,7 @@
 //! MDP/0.2 frames as RFC 18 writes them (plus our credit extensions).
 
 use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -145,31 +142,31 @@ fn reply_status(frame: &[u8]) -> (u64, Status) {
     (h.id, h.status)
 }
 
-/// Counts handled requests, then behaves as the demo handler; with
-/// `quick`, its quick requests are quick too. Notes each request's thread.
-/// (Handled, demo, quick, (first frame, thread) of each request handled.)
-struct Counting(
-    AtomicUsize,
-    DemoHandler,
-    bool,
-    Mutex<Vec<(Vec<u8>, String)>>,
-);
+/// Notes each request it handles, then behaves as the demo handler; with
+/// `quick`, its quick requests are quick too.
+/// (Demo, quick, (first frame, thread) of each request handled.)
+struct Counting(DemoHandler, bool, Mutex<Vec<(Vec<u8>, String)>>);
+
+impl Counting {
+    fn handled(&self) -> usize {
+        self.2.lock().unwrap().len()
+    }
+}
 
 impl Handler for Counting {
     fn handle(&self, request: &Request<'_>) -> Response {
-        self.0.fetch_add(1, Ordering::SeqCst);
         let thread = std::thread::current().name().unwrap_or("").to_owned();
         let first = request
             .frames
             .first()
             .map(|f| f.to_vec())
             .unwrap_or_default();
-        self.3.lock().unwrap().push((first, thread));
-        self.1.handle(request)
+        self.2.lock().unwrap().push((first, thread));
+        self.0.handle(request)
     }
 
     fn is_quick(&self, request: &Request<'_>) -> bool {
-        self.2 && self.1.is_quick(request)
+        self.1 && self.0.is_quick(request)
     }
 }
 
@@ -193,7 +190,6 @@ async fn start_with(workers: u16, services: &str, ivl: Duration, quick: bool) ->
     config.worker_heartbeat_ivl = ivl;
     config.common.shutdown_grace = Duration::from_secs(5);
     let handler = Arc::new(Counting(
-        AtomicUsize::new(0),
         DemoHandler {
             instance: "srv-test".into(),
             max_work: Duration::from_secs(5),
@@ -218,7 +214,7 @@ impl Fixture {
     /// Waits (up to 5 s) until the handler has started a request.
     async fn first_started(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.handler.0.load(Ordering::SeqCst) == 0 {
+        while self.handler.handled() == 0 {
             assert!(Instant::now() < deadline, "the request never started");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -280,11 +276,7 @@ async fn a_full_server_hands_requests_back_and_grants_credit_when_free() {
         "room again: the broker it handed back to hears so"
     );
     assert_eq!(f.metric("mensageria_server_requeued_total"), 1.0);
-    assert_eq!(
-        f.handler.0.load(Ordering::SeqCst),
-        1,
-        "the handed-back request never ran"
-    );
+    assert_eq!(f.handler.handled(), 1, "the handed-back request never ran");
     f.stop().await;
 }
 
@@ -301,7 +293,7 @@ async fn quick_requests_are_answered_by_the_io_thread_while_handlers_are_busy() 
     assert_eq!(reply_status(&c.rest[0]), (9, Status::Ok));
     assert_eq!(&c.rest[1..], &[b"hi".to_vec()]);
     f.broker.expect(WorkerCommand::Final, b"slow");
-    let threads = f.handler.3.lock().unwrap().clone();
+    let threads = f.handler.2.lock().unwrap().clone();
     assert_eq!(threads.len(), 2, "{threads:?}");
     assert_eq!(threads[0].0, b"work 300ms");
     assert!(threads[0].1.starts_with("server-worker-"), "{threads:?}");
@@ -328,7 +320,7 @@ async fn late_requests_are_skipped_and_work_that_cannot_finish_is_refused() {
     let c = f.broker.expect(WorkerCommand::Final, b"late");
     assert_eq!(reply_status(&c.rest[0]), (1, Status::Timeout));
     assert_eq!(
-        f.handler.0.load(Ordering::SeqCst),
+        f.handler.handled(),
         0,
         "a late request never reaches the handler"
     );

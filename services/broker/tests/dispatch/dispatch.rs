@@ -16,20 +16,17 @@ async fn a_busy_worker_gets_nothing_more_and_the_least_recently_used_goes_first(
     let send = |c: &zmq::Socket, body: &[u8]| send_v2(c, "work", body);
     // Both idle: a registered first, so a is the least recently used.
     send(&c1, b"1");
-    let (addr, body) = a.request();
-    assert_eq!(body, vec![b"1".to_vec()]);
+    let addr = a.request_of(b"1");
     a.reply(&addr, &[b"one"]);
     assert_eq!(c1.recv_multipart(0).unwrap()[3], b"one");
     // Both idle again, but a was just used: b goes first now.
     send(&c1, b"2");
-    let (addr_b, body) = b.request();
-    assert_eq!(body, vec![b"2".to_vec()]);
+    let addr_b = b.request_of(b"2");
     assert!(a.gets_nothing_for(50));
     // b is busy (credit 1): the next goes to a.
     let c2 = f.socket(zmq::DEALER);
     send(&c2, b"3");
-    let (addr_a, body) = a.request();
-    assert_eq!(body, vec![b"3".to_vec()]);
+    let addr_a = a.request_of(b"3");
     // Both busy: the fourth waits in the queue and nobody gets it.
     let c3 = f.socket(zmq::DEALER);
     send(&c3, b"4");
@@ -37,8 +34,7 @@ async fn a_busy_worker_gets_nothing_more_and_the_least_recently_used_goes_first(
     assert!(a.gets_nothing_for(100) && b.gets_nothing_for(100));
     // b finishes first, so b takes it.
     b.reply(&addr_b, &[b"two"]);
-    let (addr_b4, body) = b.request();
-    assert_eq!(body, vec![b"4".to_vec()]);
+    let addr_b4 = b.request_of(b"4");
     a.reply(&addr_a, &[b"three"]);
     b.reply(&addr_b4, &[b"four"]);
     for (c, want) in [(&c1, &b"two"[..]), (&c2, b"three"), (&c3, b"four")] {
@@ -71,8 +67,7 @@ async fn credit_lets_a_worker_hold_that_many_and_no_more() {
     assert_eq!(bulk["workers"][0]["in_flight"], 3);
     assert_eq!(bulk["workers"][0]["instance"], "test-0");
     w.reply(&held[0].0, &[b"done"]);
-    let (last, body) = w.request();
-    assert_eq!(body, vec![b"3".to_vec()]);
+    let last = w.request_of(b"3");
     for (addr, _) in &held[1..] {
         w.reply(addr, &[b"done"]);
     }
@@ -156,8 +151,7 @@ async fn requeue_hands_a_request_to_another_worker_and_credit_reopens_the_first(
     let mut rest: Vec<&[u8]> = vec![&addr, b""];
     rest.extend(body.iter().map(Vec::as_slice));
     a.send(0x10, &rest);
-    let (addr_b, body_b) = b.request();
-    assert_eq!(body_b, vec![b"job".to_vec()]);
+    let addr_b = b.request_of(b"job");
     // a is marked full: the next request waits for b even though a is idle.
     send_v2(&c, "rq", b"job2");
     assert!(
@@ -165,8 +159,7 @@ async fn requeue_hands_a_request_to_another_worker_and_credit_reopens_the_first(
         "a REQUEUEing worker gets nothing until CREDIT"
     );
     a.send(0x11, &[]);
-    let (addr_a2, body) = a.request();
-    assert_eq!(body, vec![b"job2".to_vec()]);
+    let addr_a2 = a.request_of(b"job2");
     b.reply(&addr_b, &[b"by b"]);
     a.reply(&addr_a2, &[b"by a"]);
     let mut got: Vec<Vec<u8>> = (0..2)
@@ -188,8 +181,7 @@ async fn requests_wait_out_the_grace_for_a_returning_worker_then_get_unavailable
     send_v2(&c, "flaky", b"wait");
     f.expect_metric("mensageria_broker_queue_depth{service=\"flaky\"}", 1.0);
     let back = RfcWorker::new(&f, false, "flaky", None);
-    let (addr, body) = back.request();
-    assert_eq!(body, vec![b"wait".to_vec()]);
+    let addr = back.request_of(b"wait");
     back.reply(&addr, &[b"served"]);
     assert_eq!(c.recv_multipart(0).unwrap()[3], b"served");
     // The worker leaves again and none comes back: after the grace the

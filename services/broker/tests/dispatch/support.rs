@@ -223,6 +223,14 @@ impl RfcWorker {
         (addr, m)
     }
 
+    /// Receives a REQUEST, asserts its body is the one frame `body` and
+    /// returns the client address.
+    pub fn request_of(&self, body: &[u8]) -> Vec<u8> {
+        let (addr, got) = self.request();
+        assert_eq!(got, [body], "the request's body");
+        addr
+    }
+
     /// Sends REPLY (0.1) / FINAL (0.2) for `addr`.
     pub fn reply(&self, addr: &[u8], body: &[&[u8]]) {
         let mut rest = vec![addr, b""];
