@@ -41,6 +41,7 @@ use crate::{
     capture::{Capture, Gave},
     procfs::{cpu_seconds, memory_mb},
     signal::{self, Signal},
+    wait::poll_until,
     watchdog,
 };
 
@@ -307,20 +308,13 @@ impl Proc {
     /// # Panics
     /// If it is still running at the deadline (it is then killed).
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(s) = self.try_status() {
-                break s;
-            }
-            if Instant::now() >= deadline {
-                self.kill_now();
-                panic!(
-                    "{} did not exit within {timeout:?} (killed it)\n{}",
-                    self.name,
-                    self.diagnostics()
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
+        let Some(status) = poll_until(timeout, || self.try_status()) else {
+            self.kill_now();
+            panic!(
+                "{} did not exit within {timeout:?} (killed it)\n{}",
+                self.name,
+                self.diagnostics()
+            );
         };
         self.stdout.wait_eof(Duration::from_secs(5));
         self.stderr.wait_eof(Duration::from_secs(5));
@@ -347,7 +341,7 @@ impl Proc {
         let Some(path) = &self.ready_file else {
             bail!("{} was started without a ready file", self.name);
         };
-        let ended = crate::wait::poll_until(timeout, || {
+        let ended = poll_until(timeout, || {
             (path.exists() || self.stderr.eof()).then_some(Gave::Eof)
         });
         if path.exists() {
@@ -375,19 +369,19 @@ impl Proc {
     /// # Errors
     /// If the process exits or `timeout` passes first.
     pub fn try_wait_alive(&mut self, http: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        while !crate::ops::answers_ok(http, "/healthz") {
-            self.ensure_alive()?;
-            if Instant::now() >= deadline {
-                bail!(
-                    "{} did not answer /healthz on {http} within {timeout:?}\n{}",
-                    self.name,
-                    self.diagnostics()
-                );
+        let answered = poll_until(timeout, || {
+            if crate::ops::answers_ok(http, "/healthz") {
+                return Some(Ok(()));
             }
-            thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
+            self.ensure_alive().err().map(Err)
+        });
+        answered.unwrap_or_else(|| {
+            Err(anyhow::anyhow!(
+                "{} did not answer /healthz on {http} within {timeout:?}\n{}",
+                self.name,
+                self.diagnostics()
+            ))
+        })
     }
 
     /// Waits for a JSON log line (`LOG_FORMAT=json`) on stderr that carries
@@ -524,12 +518,9 @@ impl Proc {
 
     /// Waits until `deadline` for it to exit, then SIGKILLs it.
     pub fn reap_by(&mut self, deadline: Instant) {
-        while self.alive() {
-            if Instant::now() >= deadline {
-                self.kill_now();
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
+        let left = deadline.saturating_duration_since(Instant::now());
+        if poll_until(left, || self.try_status()).is_none() {
+            self.kill_now();
         }
     }
 
