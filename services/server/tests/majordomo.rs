@@ -60,16 +60,14 @@ impl Broker {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            if self
-                .router
-                .poll(zmq::POLLIN, left.as_millis() as i64)
-                .unwrap()
-                == 0
+            if left.is_zero()
+                || self
+                    .router
+                    .poll(zmq::POLLIN, left.as_millis() as i64)
+                    .unwrap()
+                    == 0
             {
-                continue;
+                return None;
             }
             let mut frames = self.router.recv_multipart(0).unwrap();
             let identity = frames.remove(0);
