@@ -9,7 +9,10 @@
 
 use std::{fmt::Debug, future::Future, time::Duration};
 
-use mensageria::header::{Header, ReplyHeader, RequestHeader};
+use mensageria::{
+    header::{Header, ReplyHeader, RequestHeader},
+    Status,
+};
 
 /// Longest a test socket waits to send or receive one message.
 pub const RECV_LIMIT: Duration = Duration::from_secs(5);
@@ -82,6 +85,12 @@ pub fn reply_header(frame: &[u8]) -> ReplyHeader {
         Ok(Header::Reply(h)) => h,
         other => panic!("expected a reply header, got {other:?}"),
     }
+}
+
+/// The `(id, status)` of the reply header in `frame` (see [`reply_header`]).
+pub fn reply_status(frame: &[u8]) -> (u64, Status) {
+    let h = reply_header(frame);
+    (h.id, h.status)
 }
 
 /// A Majordomo 0.1 client request on a REQ socket (RFC 7):

@@ -15,7 +15,7 @@ use server::{
     handler::{DemoHandler, Handler, Request, Response},
     Config, Server,
 };
-use testkit::inproc;
+use testkit::inproc::{self, reply_status};
 use tokio_util::sync::CancellationToken;
 
 /// The fake broker: a bound ROUTER.
@@ -133,11 +133,6 @@ impl Broker {
 
 fn header(id: u64, budget_ms: Option<u32>) -> Vec<u8> {
     inproc::request_header(id, None, budget_ms)
-}
-
-fn reply_status(frame: &[u8]) -> (u64, Status) {
-    let h = inproc::reply_header(frame);
-    (h.id, h.status)
 }
 
 /// Notes each request it handles, then behaves as the demo handler; with

@@ -90,8 +90,7 @@ async fn a_full_queue_answers_overloaded() {
     }
     f.expect_metric("mensageria_broker_queue_depth{service=\"q\"}", 2.0);
     let r = call_ours(&c, &header(4, Some("q"), None), b"one too many");
-    let h = reply_header(&r[0]);
-    assert_eq!((h.id, h.status), (4, Status::Overloaded));
+    assert_eq!(reply_status(&r[0]), (4, Status::Overloaded));
     w.reply(&addr, &[b"ok"]);
     f.expect_replies("q", "overloaded", 1.0);
     f.stop().await;
@@ -107,12 +106,9 @@ async fn a_request_that_expires_in_the_queue_is_answered_timeout_and_never_dispa
     // The second waits behind the first; its own budget is shorter than the
     // broker's timeout, and both pass while the worker is busy.
     send_ours(&c, &header(2, Some("slow"), Some(150)), b"second");
-    let mut statuses = Vec::new();
-    for _ in 0..2 {
-        let r = c.recv_multipart(0).unwrap();
-        let h = reply_header(&r[1]);
-        statuses.push((h.id, h.status));
-    }
+    let mut statuses: Vec<_> = (0..2)
+        .map(|_| reply_status(&c.recv_multipart(0).unwrap()[1]))
+        .collect();
     statuses.sort_by_key(|s| s.0);
     assert_eq!(statuses, vec![(1, Status::Timeout), (2, Status::Timeout)]);
     // The worker finishes the first (late) and must not get the second.
@@ -131,8 +127,7 @@ async fn a_service_without_workers_is_unavailable_at_once() {
     let f = start(|_| {}).await;
     let c = f.socket(zmq::DEALER);
     let r = call_ours(&c, &header(5, Some("nobody.home"), None), b"x");
-    let h = reply_header(&r[0]);
-    assert_eq!((h.id, h.status), (5, Status::Unavailable));
+    assert_eq!(reply_status(&r[0]), (5, Status::Unavailable));
     let req = f.socket(zmq::REQ);
     let r = call_v1(&req, "nobody.home", &[b"x"]);
     assert!(r[0].starts_with(b"ERR unavailable "), "{r:?}");

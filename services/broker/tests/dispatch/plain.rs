@@ -50,8 +50,7 @@ async fn no_worker_means_unavailable_at_once() {
     let dealer = f.socket(zmq::DEALER);
     send_ours(&dealer, &header(42, None, None), b"x");
     let reply = dealer.recv_multipart(0).unwrap();
-    let h = reply_header(&reply[1]);
-    assert_eq!((h.id, h.status), (42, Status::Unavailable));
+    assert_eq!(reply_status(&reply[1]), (42, Status::Unavailable));
     f.expect_replies("echo", "unavailable", 2.0);
     f.stop().await;
 }
@@ -72,8 +71,7 @@ async fn deadline_answers_timeout_and_late_reply_is_dropped() {
         t.elapsed() < Duration::from_millis(550),
         "timeout reply came before the late reply"
     );
-    let h = reply_header(&reply[1]);
-    assert_eq!((h.id, h.status), (5, Status::Timeout));
+    assert_eq!(reply_status(&reply[1]), (5, Status::Timeout));
     w.join().unwrap();
     f.wait_metric(
         "mensageria_broker_dropped_total{reason=\"late_reply\"}",

@@ -275,9 +275,9 @@ pub fn recv_v2(s: &zmq::Socket, service: &str) -> Vec<Vec<u8>> {
     r
 }
 
-pub use testkit::inproc::reply_header;
 /// Our request header for `service` with a budget.
 pub use testkit::inproc::request_header as header;
+pub use testkit::inproc::{reply_header, reply_status};
 
 /// Asserts that a reply frame is an error starting with `prefix`
 /// (`ERR <status> …`).
