@@ -76,6 +76,16 @@ pub fn request_header(id: u64, service: Option<&str>, budget_ms: Option<u32>) ->
     .encode()
 }
 
+/// The header frame of a reply to request `id` with `status`.
+pub fn reply_frame(id: u64, status: Status) -> Vec<u8> {
+    Header::Reply(ReplyHeader {
+        id,
+        status,
+        trace: None,
+    })
+    .encode()
+}
+
 /// The reply header in `frame`.
 ///
 /// # Panics

@@ -10,7 +10,7 @@ use client::{
     subscriber::Subscriber,
 };
 use mensageria::{
-    header::{EventHeader, Header, ReplyHeader},
+    header::{EventHeader, Header},
     metrics::SocketMetrics,
     socket::SocketFactory,
     Endpoints, Status, TransportArgs,
@@ -92,14 +92,7 @@ fn take_frames(router: &zmq::Socket, req: &mut Requester) -> Vec<Vec<u8>> {
 fn answer(router: &zmq::Socket, route: &[u8], id: Option<u64>, status: Status, body: &[u8]) {
     let mut frames = vec![route.to_vec(), vec![]];
     if let Some(id) = id {
-        frames.push(
-            Header::Reply(ReplyHeader {
-                id,
-                status,
-                trace: None,
-            })
-            .encode(),
-        );
+        frames.push(testkit::inproc::reply_frame(id, status));
     }
     frames.push(body.to_vec());
     router.send_multipart(frames, 0).unwrap();

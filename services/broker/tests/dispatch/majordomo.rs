@@ -67,13 +67,7 @@ async fn our_header_client_and_a_plain_req_client_reach_majordomo_workers() {
     let budget = h.budget_ms.expect("a budget");
     assert!(budget > 0 && budget <= 2_000, "budget {budget}");
     assert_eq!(body[1], b"pay");
-    let ok = Header::Reply(mensageria::ReplyHeader {
-        id: 7,
-        status: Status::Ok,
-        trace: None,
-    })
-    .encode();
-    other.reply(&addr, &[&ok, b"paid"]);
+    other.reply(&addr, &[&reply_frame(7, Status::Ok), b"paid"]);
     let r = dealer.recv_multipart(0).unwrap();
     assert_eq!(r[0], b"");
     assert_eq!(reply_header(&r[1]).status, Status::Ok);

@@ -111,9 +111,7 @@ impl Fixture {
 
     /// Waits until `service` has `n` registered workers (per `/metrics`).
     pub fn wait_workers(&self, service: &str, n: f64) {
-        testkit::ops::wait_metric(self.http, &workers(service), "registered workers", |v| {
-            v == n
-        });
+        self.expect_metric(&workers(service), n);
     }
 
     /// An [`RfcWorker`] the broker has registered (counts one more worker
@@ -277,7 +275,7 @@ pub fn recv_v2(s: &zmq::Socket, service: &str) -> Vec<Vec<u8>> {
 
 /// Our request header for `service` with a budget.
 pub use testkit::inproc::request_header as header;
-pub use testkit::inproc::{reply_header, reply_status};
+pub use testkit::inproc::{reply_frame, reply_header, reply_status};
 
 /// Asserts that a reply frame is an error starting with `prefix`
 /// (`ERR <status> …`).
