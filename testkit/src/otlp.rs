@@ -146,10 +146,18 @@ fn any_value(v: &Value) -> Value {
     Value::Null
 }
 
-fn attributes(list: &Value) -> BTreeMap<String, Value> {
-    list.as_array()
-        .into_iter()
-        .flatten()
+/// The elements of a JSON array (none if `v` is not one).
+fn list(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
+/// A JSON string's text (empty if `v` is not one).
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
+}
+
+fn attributes(kvs: &Value) -> BTreeMap<String, Value> {
+    list(kvs)
         .filter_map(|kv| Some((kv["key"].as_str()?.to_owned(), any_value(&kv["value"]))))
         .collect()
 }
@@ -157,38 +165,25 @@ fn attributes(list: &Value) -> BTreeMap<String, Value> {
 /// The spans of one `ExportTraceServiceRequest` (OTLP/JSON).
 pub fn flatten_spans(req: &Value) -> Vec<ExportedSpan> {
     let mut out = Vec::new();
-    for rs in req["resourceSpans"].as_array().into_iter().flatten() {
+    for rs in list(&req["resourceSpans"]) {
         let resource = attributes(&rs["resource"]["attributes"]);
-        let service = resource
-            .get("service.name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-            for s in ss["spans"].as_array().into_iter().flatten() {
-                let text = |k: &str| s[k].as_str().unwrap_or("").to_owned();
+        let service = text(resource.get("service.name").unwrap_or(&Value::Null));
+        for ss in list(&rs["scopeSpans"]) {
+            for s in list(&ss["spans"]) {
                 let kind = s["kind"]
                     .as_u64()
                     .or_else(|| kind_by_name(s["kind"].as_str()?))
                     .unwrap_or(0);
                 out.push(ExportedSpan {
                     service: service.clone(),
-                    trace_id: text("traceId"),
-                    span_id: text("spanId"),
-                    parent_span_id: text("parentSpanId"),
-                    name: text("name"),
+                    trace_id: text(&s["traceId"]),
+                    span_id: text(&s["spanId"]),
+                    parent_span_id: text(&s["parentSpanId"]),
+                    name: text(&s["name"]),
                     kind,
                     attributes: attributes(&s["attributes"]),
-                    links: s["links"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|l| {
-                            (
-                                l["traceId"].as_str().unwrap_or("").to_owned(),
-                                l["spanId"].as_str().unwrap_or("").to_owned(),
-                            )
-                        })
+                    links: list(&s["links"])
+                        .map(|l| (text(&l["traceId"]), text(&l["spanId"])))
                         .collect(),
                 });
             }
