@@ -404,10 +404,7 @@ async fn drain_hands_back_new_work_finishes_held_work_then_disconnects() {
     }
     let c = f.broker.next();
     assert_eq!(c.command, WorkerCommand::Disconnect, "then it says goodbye");
-    tokio::time::timeout(Duration::from_secs(10), f.server.wait())
-        .await
-        .expect("server stops within its grace")
-        .expect("server stops cleanly");
+    inproc::stopped("server", f.server.wait()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
