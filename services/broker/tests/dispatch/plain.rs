@@ -11,6 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
+/// Echoes after 300 ms (the request stays in flight meanwhile).
+fn slow_echo(req: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    thread::sleep(Duration::from_millis(300));
+    req
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_req_rep_round_trip_is_transparent() {
     let f = start(|_| {}).await;
@@ -89,10 +95,7 @@ async fn deadline_answers_timeout_and_late_reply_is_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_max_inflight_is_overloaded() {
     let f = start(|c| c.max_inflight = 1).await;
-    let w = rep_worker(&f, 1, |req| {
-        thread::sleep(Duration::from_millis(300));
-        req
-    });
+    let w = rep_worker(&f, 1, slow_echo);
     let first = f.socket(zmq::REQ);
     first.send("one", 0).unwrap();
     // Wait until the first is in flight, then the second must be refused.
@@ -157,10 +160,7 @@ async fn readiness_and_ops_endpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_answers_in_flight_requests() {
     let f = start(|_| {}).await;
-    let w = rep_worker(&f, 1, |req| {
-        thread::sleep(Duration::from_millis(300));
-        req
-    });
+    let w = rep_worker(&f, 1, slow_echo);
     let req = f.socket(zmq::REQ);
     req.send("in flight", 0).unwrap();
     f.wait_metric("mensageria_broker_inflight_requests", 1.0);
