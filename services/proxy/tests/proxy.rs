@@ -1,10 +1,10 @@
 //! Proxy integration tests: the real proxy in-process, plain PUB and SUB
 //! sockets on either side.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proxy::{Config, Proxy};
-use testkit::inproc;
+use testkit::{inproc, wait::wait_until};
 use tokio_util::sync::CancellationToken;
 
 struct Fixture {
@@ -48,20 +48,14 @@ impl Fixture {
     /// Publishes `topic` until `sub` receives one (the subscription has
     /// travelled upstream), returning how many were sent.
     fn prime(&self, publisher: &zmq::Socket, sub: &zmq::Socket, topic: &str) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(5);
         let mut sent = 0;
-        loop {
+        let reached = "the subscription to reach the publisher";
+        wait_until(reached, Duration::from_secs(5), || {
             publish(publisher, topic.as_bytes(), b"prime");
             sent += 1;
-            if sub.poll(zmq::POLLIN, 20).unwrap() > 0 {
-                sub.recv_multipart(0).unwrap();
-                return sent;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "subscription never reached the publisher"
-            );
-        }
+            (sub.poll(zmq::POLLIN, 20).unwrap() > 0).then(|| sub.recv_multipart(0).unwrap())
+        });
+        sent
     }
 
     async fn stop(self) {
