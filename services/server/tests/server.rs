@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mensageria::{header::Header, ops::http_get, EventHeader, Status};
+use mensageria::{header::Header, ops::http_get, Status};
 use server::{
     config::WorkerProtocol,
     handler::{Handler, Request, Response},
@@ -172,9 +172,8 @@ async fn every_request_publishes_a_completed_event_in_sequence() {
         if ev[0] != b"requests.completed" {
             continue;
         }
-        let h: EventHeader = match Header::decode(&ev[1]).unwrap() {
-            Header::Event(h) => h,
-            other => panic!("{other:?}"),
+        let Ok(Header::Event(h)) = Header::decode(&ev[1]) else {
+            panic!("not an event header: {ev:?}");
         };
         let body: serde_json::Value = serde_json::from_slice(&ev[2]).unwrap();
         assert_eq!(body["status"], "ok");
