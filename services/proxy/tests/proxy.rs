@@ -36,6 +36,13 @@ impl Fixture {
         s
     }
 
+    /// A SUB on the proxy's XPUB, subscribed to `prefix`.
+    fn subscriber(&self, prefix: &[u8]) -> zmq::Socket {
+        let s = self.socket(zmq::SUB, &self.proxy.xpub);
+        s.set_subscribe(prefix).unwrap();
+        s
+    }
+
     fn value(&self, series: &str) -> Option<f64> {
         testkit::ops::metric_opt(self.proxy.http_addr, series)
     }
@@ -73,10 +80,8 @@ fn publish(publisher: &zmq::Socket, topic: &[u8], payload: &[u8]) {
 async fn events_flow_and_fan_out_is_counted() {
     let f = start().await;
     let publisher = f.socket(zmq::PUB, &f.proxy.xsub);
-    let a = f.socket(zmq::SUB, &f.proxy.xpub);
-    a.set_subscribe(b"requests").unwrap();
-    let b = f.socket(zmq::SUB, &f.proxy.xpub);
-    b.set_subscribe(b"").unwrap();
+    let a = f.subscriber(b"requests");
+    let b = f.subscriber(b"");
     f.wait_for("mensageria_proxy_subscriptions{topic=\"requests\"}", 1.0);
     f.wait_for("mensageria_proxy_subscriptions{topic=\"none\"}", 1.0);
     let primed = f.prime(&publisher, &a, "requests.completed");
@@ -128,8 +133,7 @@ async fn events_flow_and_fan_out_is_counted() {
 async fn ten_thousand_topics_keep_label_cardinality_bounded() {
     let f = start().await;
     let publisher = f.socket(zmq::PUB, &f.proxy.xsub);
-    let sub = f.socket(zmq::SUB, &f.proxy.xpub);
-    sub.set_subscribe(b"").unwrap();
+    let sub = f.subscriber(b"");
     f.wait_for("mensageria_proxy_subscriptions{topic=\"none\"}", 1.0);
     // Priming events use their own topic: how many of them get through
     // depends on when the subscription reaches the publisher.

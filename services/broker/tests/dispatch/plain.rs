@@ -11,6 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
+/// A REQ client that has sent the one-frame request `body`.
+fn sent(f: &Fixture, body: &str) -> zmq::Socket {
+    let req = f.socket(zmq::REQ);
+    req.send(body, 0).unwrap();
+    req
+}
+
 /// Echoes after 300 ms (the request stays in flight meanwhile).
 fn slow_echo(req: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     thread::sleep(Duration::from_millis(300));
@@ -48,8 +55,7 @@ async fn plain_req_rep_round_trip_is_transparent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_worker_means_unavailable_at_once() {
     let f = start(|_| {}).await;
-    let req = f.socket(zmq::REQ);
-    req.send("hello", 0).unwrap();
+    let req = sent(&f, "hello");
     let reply = req.recv_multipart(0).unwrap();
     assert_eq!(reply.len(), 1);
     assert_err(&reply[0], "ERR unavailable ");
@@ -96,14 +102,11 @@ async fn deadline_answers_timeout_and_late_reply_is_dropped() {
 async fn over_max_inflight_is_overloaded() {
     let f = start(|c| c.max_inflight = 1).await;
     let w = rep_worker(&f, 1, slow_echo);
-    let first = f.socket(zmq::REQ);
-    first.send("one", 0).unwrap();
+    let first = sent(&f, "one");
     // Wait until the first is in flight, then the second must be refused.
     f.wait_metric("mensageria_broker_inflight_requests", 1.0);
-    let second = f.socket(zmq::REQ);
-    second.send("two", 0).unwrap();
-    let r = second.recv_bytes(0).unwrap();
-    assert_err(&r, "ERR overloaded ");
+    let second = sent(&f, "two");
+    assert_err(&second.recv_bytes(0).unwrap(), "ERR overloaded ");
     assert_eq!(first.recv_bytes(0).unwrap(), b"one");
     w.join().unwrap();
     f.expect_replies("echo", "overloaded", 1.0);
@@ -134,8 +137,7 @@ async fn malformed_input_is_counted_and_the_loop_goes_on() {
     let rogue = inproc::connected(&f.ctx, zmq::DEALER, &f.backend);
     rogue.send("garbage", 0).unwrap();
     // And a good request still works.
-    let req = f.socket(zmq::REQ);
-    req.send("still here", 0).unwrap();
+    let req = sent(&f, "still here");
     assert_eq!(req.recv_bytes(0).unwrap(), b"still here");
     w.join().unwrap();
     f.wait_metric("mensageria_broker_dropped_total{reason=\"malformed\"}", 3.0);
@@ -161,15 +163,12 @@ async fn readiness_and_ops_endpoints() {
 async fn drain_answers_in_flight_requests() {
     let f = start(|_| {}).await;
     let w = rep_worker(&f, 1, slow_echo);
-    let req = f.socket(zmq::REQ);
-    req.send("in flight", 0).unwrap();
+    let req = sent(&f, "in flight");
     f.wait_metric("mensageria_broker_inflight_requests", 1.0);
     f.shutdown.cancel();
     // New requests during the drain are refused at once…
-    let late = f.socket(zmq::REQ);
-    late.send("too late", 0).unwrap();
-    let r = late.recv_bytes(0).unwrap();
-    assert_err(&r, "ERR unavailable");
+    let late = sent(&f, "too late");
+    assert_err(&late.recv_bytes(0).unwrap(), "ERR unavailable");
     // …and the one in flight is still answered.
     assert_eq!(req.recv_bytes(0).unwrap(), b"in flight");
     w.join().unwrap();
