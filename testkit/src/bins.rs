@@ -80,30 +80,19 @@ fn warn_if_stale(path: &Path) {
 }
 
 fn newest_source(dir: &Path) -> Option<(SystemTime, PathBuf)> {
-    let mut newest: Option<(SystemTime, PathBuf)> = None;
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                // Tests, benches and examples are not in the binaries.
-                if !["tests", "benches", "examples"]
-                    .iter()
-                    .any(|t| p.ends_with(t))
-                {
-                    stack.push(p);
-                }
-            } else if p.extension().is_some_and(|x| x == "rs") || p.ends_with("Cargo.toml") {
-                if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
-                    if newest.as_ref().is_none_or(|(n, _)| t > *n) {
-                        newest = Some((t, p));
-                    }
-                }
-            }
+    let entries = std::fs::read_dir(dir).ok()?.flatten();
+    let newest_of = |e: std::fs::DirEntry| {
+        let p = e.path();
+        if p.is_dir() {
+            // Tests, benches and examples are not in the binaries.
+            let skipped = ["tests", "benches", "examples"]
+                .iter()
+                .any(|t| p.ends_with(t));
+            return if skipped { None } else { newest_source(&p) };
         }
-    }
-    newest
+        let source = p.extension().is_some_and(|x| x == "rs") || p.ends_with("Cargo.toml");
+        let modified = e.metadata().and_then(|m| m.modified()).ok()?;
+        source.then_some((modified, p))
+    };
+    entries.filter_map(newest_of).max()
 }

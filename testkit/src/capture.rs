@@ -5,22 +5,21 @@
 use std::{
     fs::File,
     io::{BufRead, BufReader, Read, Write},
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct State {
     pub(crate) lines: Vec<String>,
     pub(crate) eof: bool,
 }
 
 /// Lines of one output stream, appended by a reader thread.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Capture {
     state: Mutex<State>,
-    cv: Condvar,
 }
 
 /// Why [`Capture::wait_for`] gave up.
@@ -70,12 +69,10 @@ impl Capture {
                             }
                             let line = String::from_utf8_lossy(&buf).into_owned();
                             c.lock().lines.push(line);
-                            c.cv.notify_all();
                         }
                     }
                 }
                 c.lock().eof = true;
-                c.cv.notify_all();
             })
             .expect("spawn an output reader thread");
         cap
@@ -92,24 +89,15 @@ impl Capture {
         deadline: Instant,
         mut f: impl FnMut(&[String]) -> Option<T>,
     ) -> Result<T, Gave> {
-        let mut st = self.lock();
-        loop {
-            if let Some(v) = f(&st.lines) {
-                return Ok(v);
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        crate::wait::poll_until(timeout, || {
+            let st = self.lock();
+            match f(&st.lines) {
+                Some(v) => Some(Ok(v)),
+                None => st.eof.then_some(Err(Gave::Eof)),
             }
-            if st.eof {
-                return Err(Gave::Eof);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Gave::Timeout);
-            }
-            st = self
-                .cv
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        })
+        .unwrap_or(Err(Gave::Timeout))
     }
 
     /// Waits up to `timeout` for the stream to end; whether it did.
@@ -141,9 +129,8 @@ mod tests {
 
     #[test]
     fn lines_are_split_teed_and_end_with_eof() {
-        let dir = std::env::temp_dir().join(format!("testkit-capture-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join("tee.log");
+        let dir = crate::tempdir::TempDir::new("capture-test");
+        let log = dir.path().join("tee.log");
         let input: &[u8] = b"one\r\ntwo\nthree";
         let cap = Capture::start(
             input,
@@ -154,7 +141,6 @@ mod tests {
         assert_eq!(cap.lines(), ["one", "two", "three"]);
         assert_eq!(cap.tail(2), ["two", "three"]);
         assert_eq!(std::fs::read(&log).unwrap(), input);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -9,7 +9,10 @@
 
 use std::{fmt::Debug, future::Future, time::Duration};
 
-use mensageria::header::{Header, ReplyHeader, RequestHeader};
+use mensageria::{
+    header::{Header, ReplyHeader, RequestHeader},
+    Status,
+};
 
 /// Longest a test socket waits to send or receive one message.
 pub const RECV_LIMIT: Duration = Duration::from_secs(5);
@@ -19,9 +22,6 @@ pub const STOP_LIMIT: Duration = Duration::from_secs(10);
 
 /// A test-side socket of `kind`: no linger, [`RECV_LIMIT`] send and receive
 /// timeouts, not yet bound or connected.
-///
-/// # Panics
-/// If libzmq refuses the socket or an option.
 pub fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> zmq::Socket {
     let s = ctx.socket(kind).expect("create a test socket");
     let limit = RECV_LIMIT.as_millis() as i32;
@@ -32,9 +32,6 @@ pub fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> zmq::Socket {
 }
 
 /// A [`socket`] connected to `endpoint`.
-///
-/// # Panics
-/// If the socket cannot be created or connected.
 pub fn connected(ctx: &zmq::Context, kind: zmq::SocketType, endpoint: &str) -> zmq::Socket {
     let s = socket(ctx, kind);
     s.connect(endpoint)
@@ -44,9 +41,6 @@ pub fn connected(ctx: &zmq::Context, kind: zmq::SocketType, endpoint: &str) -> z
 
 /// A [`socket`] bound to an ephemeral loopback port (playing a peer the
 /// service connects to), and the endpoint it bound.
-///
-/// # Panics
-/// If the socket cannot be created or bound.
 pub fn bound(ctx: &zmq::Context, kind: zmq::SocketType) -> (zmq::Socket, String) {
     let s = socket(ctx, kind);
     s.bind("tcp://127.0.0.1:*").expect("bind a loopback port");
@@ -82,6 +76,16 @@ pub fn request_header(id: u64, service: Option<&str>, budget_ms: Option<u32>) ->
     .encode()
 }
 
+/// The header frame of a reply to request `id` with `status`.
+pub fn reply_frame(id: u64, status: Status) -> Vec<u8> {
+    Header::Reply(ReplyHeader {
+        id,
+        status,
+        trace: None,
+    })
+    .encode()
+}
+
 /// The reply header in `frame`.
 ///
 /// # Panics
@@ -91,6 +95,12 @@ pub fn reply_header(frame: &[u8]) -> ReplyHeader {
         Ok(Header::Reply(h)) => h,
         other => panic!("expected a reply header, got {other:?}"),
     }
+}
+
+/// The `(id, status)` of the reply header in `frame` (see [`reply_header`]).
+pub fn reply_status(frame: &[u8]) -> (u64, Status) {
+    let h = reply_header(frame);
+    (h.id, h.status)
 }
 
 /// A Majordomo 0.1 client request on a REQ socket (RFC 7):

@@ -13,33 +13,29 @@ use std::collections::{BTreeMap, BTreeSet};
 /// `service`); `None` if no sample matches.
 pub fn value(text: &str, series: &str) -> Option<f64> {
     let (name, wanted, _) = parse_series(series)?;
-    let mut sum = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((sample, labels, v)) = parse_sample(line) else {
-            continue;
-        };
-        if sample == name && wanted.iter().all(|(k, w)| labels.get(k) == Some(w)) {
-            *sum.get_or_insert(0.0) += v;
-        }
-    }
-    sum
+    samples(text)
+        .filter(|(n, labels, _)| *n == name && wanted.iter().all(|(k, w)| labels.get(k) == Some(w)))
+        .map(|(_, _, v)| v)
+        .reduce(|a, b| a + b)
 }
 
 /// The samples named `name` summed by the value of their label `label`
 /// (samples without it under `""`), e.g. a client's requests by `status`.
 pub fn by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
     let mut sums = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((sample, mut labels, v)) = parse_sample(line) else {
-            continue;
-        };
-        if sample == name {
-            *sums
-                .entry(labels.remove(label).unwrap_or_default())
-                .or_insert(0.0) += v;
-        }
+    for (_, mut labels, v) in samples(text).filter(|(n, _, _)| n == name) {
+        *sums
+            .entry(labels.remove(label).unwrap_or_default())
+            .or_insert(0.0) += v;
     }
     sums
+}
+
+/// The samples of an exposition (comments skipped).
+fn samples(text: &str) -> impl Iterator<Item = (String, BTreeMap<String, String>, f64)> + '_ {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(parse_sample)
 }
 
 /// One metric family of an exposition.

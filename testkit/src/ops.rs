@@ -20,30 +20,19 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     mensageria::ops::http_get(addr, path, HTTP_TIMEOUT)
 }
 
-/// The body of `GET path` if it answers 200.
-///
-/// # Errors
-/// If the request fails or is not HTTP 200.
-pub fn try_get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    match http_get(addr, path) {
-        Ok((200, body)) => Ok(body),
-        Ok((code, body)) => Err(format!("GET http://{addr}{path}: HTTP {code}: {body}")),
-        Err(e) => Err(format!("GET http://{addr}{path}: {e}")),
-    }
-}
-
-/// [`try_get`], panicking on failure.
+/// The body of `GET path`.
 ///
 /// # Panics
 /// If the request fails or is not HTTP 200.
 pub fn get(addr: SocketAddr, path: &str) -> String {
-    try_get(addr, path).unwrap_or_else(|e| panic!("{e}"))
+    match http_get(addr, path) {
+        Ok((200, body)) => body,
+        Ok((code, body)) => panic!("GET http://{addr}{path}: HTTP {code}: {body}"),
+        Err(e) => panic!("GET http://{addr}{path}: {e}"),
+    }
 }
 
 /// The `/metrics` text of an ops server.
-///
-/// # Panics
-/// If the scrape fails or is not HTTP 200.
 pub fn metrics_text(addr: SocketAddr) -> String {
     get(addr, "/metrics")
 }
@@ -51,7 +40,10 @@ pub fn metrics_text(addr: SocketAddr) -> String {
 /// The value of one series on `addr` ([`crate::metrics::value`]), `None` if
 /// not exposed or the scrape fails.
 pub fn scrape(addr: SocketAddr, series: &str) -> Option<f64> {
-    crate::metrics::value(&try_get(addr, "/metrics").ok()?, series)
+    match http_get(addr, "/metrics") {
+        Ok((200, text)) => crate::metrics::value(&text, series),
+        _ => None,
+    }
 }
 
 /// The value of one series on `addr`, `None` if not exposed.

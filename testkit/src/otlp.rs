@@ -5,8 +5,8 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Condvar, Mutex},
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -46,16 +46,13 @@ struct Received {
 #[derive(Debug)]
 pub struct OtlpCollector {
     server: HttpServer,
-    state: Arc<(Mutex<Received>, Condvar)>,
+    state: Arc<Mutex<Received>>,
 }
 
 impl OtlpCollector {
     /// Binds 127.0.0.1:0 and serves on a background thread until dropped.
-    ///
-    /// # Panics
-    /// If it cannot bind.
     pub fn start() -> OtlpCollector {
-        let state: Arc<(Mutex<Received>, Condvar)> = Arc::default();
+        let state: Arc<Mutex<Received>> = Arc::default();
         let st = state.clone();
         let server = HttpServer::start("otlp-collector", move |req| receive(&st, &req))
             .expect("start the OTLP collector");
@@ -83,7 +80,7 @@ impl OtlpCollector {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
-        self.state.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits until `f` finds what it needs in the spans received, up to
@@ -93,29 +90,13 @@ impl OtlpCollector {
         timeout: Duration,
         mut f: impl FnMut(&[ExportedSpan]) -> Option<T>,
     ) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.lock();
-        loop {
-            if let Some(v) = f(&st.spans) {
-                return Some(v);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            st = self
-                .state
-                .1
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        crate::wait::poll_until(timeout, || f(&self.lock().spans))
     }
 }
 
 /// Takes one request of an OTLP exporter: `POST /v1/traces` with a JSON
 /// body is an export; anything else is answered 404.
-fn receive(state: &(Mutex<Received>, Condvar), req: &Request) -> Response {
+fn receive(state: &Mutex<Received>, req: &Request) -> Response {
     if req.method != "POST" || req.path != "/v1/traces" {
         return Response {
             status: 404,
@@ -123,8 +104,7 @@ fn receive(state: &(Mutex<Received>, Condvar), req: &Request) -> Response {
             body: b"not found\n".to_vec(),
         };
     }
-    let (lock, cv) = state;
-    let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
     st.posts += 1;
     if !req.content_type.starts_with("application/json") {
         st.problems.push(format!(
@@ -139,7 +119,6 @@ fn receive(state: &(Mutex<Received>, Condvar), req: &Request) -> Response {
             String::from_utf8_lossy(&req.body[..req.body.len().min(200)])
         )),
     }
-    cv.notify_all();
     Response {
         status: 200,
         content_type: "application/json",
@@ -167,10 +146,18 @@ fn any_value(v: &Value) -> Value {
     Value::Null
 }
 
-fn attributes(list: &Value) -> BTreeMap<String, Value> {
-    list.as_array()
-        .into_iter()
-        .flatten()
+/// The elements of a JSON array (none if `v` is not one).
+fn list(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
+/// A JSON string's text (empty if `v` is not one).
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
+}
+
+fn attributes(kvs: &Value) -> BTreeMap<String, Value> {
+    list(kvs)
         .filter_map(|kv| Some((kv["key"].as_str()?.to_owned(), any_value(&kv["value"]))))
         .collect()
 }
@@ -178,38 +165,25 @@ fn attributes(list: &Value) -> BTreeMap<String, Value> {
 /// The spans of one `ExportTraceServiceRequest` (OTLP/JSON).
 pub fn flatten_spans(req: &Value) -> Vec<ExportedSpan> {
     let mut out = Vec::new();
-    for rs in req["resourceSpans"].as_array().into_iter().flatten() {
+    for rs in list(&req["resourceSpans"]) {
         let resource = attributes(&rs["resource"]["attributes"]);
-        let service = resource
-            .get("service.name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-            for s in ss["spans"].as_array().into_iter().flatten() {
-                let text = |k: &str| s[k].as_str().unwrap_or("").to_owned();
+        let service = text(resource.get("service.name").unwrap_or(&Value::Null));
+        for ss in list(&rs["scopeSpans"]) {
+            for s in list(&ss["spans"]) {
                 let kind = s["kind"]
                     .as_u64()
                     .or_else(|| kind_by_name(s["kind"].as_str()?))
                     .unwrap_or(0);
                 out.push(ExportedSpan {
                     service: service.clone(),
-                    trace_id: text("traceId"),
-                    span_id: text("spanId"),
-                    parent_span_id: text("parentSpanId"),
-                    name: text("name"),
+                    trace_id: text(&s["traceId"]),
+                    span_id: text(&s["spanId"]),
+                    parent_span_id: text(&s["parentSpanId"]),
+                    name: text(&s["name"]),
                     kind,
                     attributes: attributes(&s["attributes"]),
-                    links: s["links"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|l| {
-                            (
-                                l["traceId"].as_str().unwrap_or("").to_owned(),
-                                l["spanId"].as_str().unwrap_or("").to_owned(),
-                            )
-                        })
+                    links: list(&s["links"])
+                        .map(|l| (text(&l["traceId"]), text(&l["spanId"])))
                         .collect(),
                 });
             }

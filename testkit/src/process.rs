@@ -41,6 +41,7 @@ use crate::{
     capture::{Capture, Gave},
     procfs::{cpu_seconds, memory_mb},
     signal::{self, Signal},
+    wait::poll_until,
     watchdog,
 };
 
@@ -150,13 +151,8 @@ impl ProcBuilder {
             None => None,
             Some(dir) => {
                 static NEXT: AtomicU64 = AtomicU64::new(0);
-                let safe: String = self
-                    .name
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                    .collect();
                 let n = NEXT.fetch_add(1, Ordering::Relaxed);
-                let path = dir.join(format!("{n:04}-{safe}.log"));
+                let path = dir.join(format!("{n:04}-{}.log", file_safe(&self.name)));
                 let file =
                     File::create(&path).with_context(|| format!("create {}", path.display()))?;
                 Some((path, file))
@@ -215,21 +211,21 @@ fn fresh_ready_file(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("create the ready-file directory {}: {e}", dir.display()));
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let safe: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let path = dir.join(format!("{safe}-{n}.json"));
+    let path = dir.join(format!("{}-{n}.json", file_safe(name)));
     let _ = std::fs::remove_file(&path);
     path
 }
 
+/// `name` with everything but ASCII letters and digits replaced by `_`.
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
 /// Lines as one text, each `\n`-terminated.
 fn joined(lines: Vec<String>) -> String {
-    lines
-        .into_iter()
-        .flat_map(|l| [l, "\n".to_owned()])
-        .collect()
+    lines.iter().map(|l| format!("{l}\n")).collect()
 }
 
 /// What one process used in a measured phase.
@@ -244,6 +240,7 @@ pub struct Usage {
 }
 
 /// A started child process (see the module documentation).
+#[derive(Debug)]
 pub struct Proc {
     name: String,
     child: Child,
@@ -255,16 +252,6 @@ pub struct Proc {
     log: Option<PathBuf>,
     grace: Duration,
     cpu_mark: f64,
-}
-
-impl std::fmt::Debug for Proc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proc")
-            .field("name", &self.name)
-            .field("pid", &self.pid)
-            .field("status", &self.status)
-            .finish()
-    }
 }
 
 impl Proc {
@@ -316,38 +303,22 @@ impl Proc {
     }
 
     /// Waits up to `timeout` for the process to exit and for its output to
-    /// be fully read; at the deadline it is killed.
-    ///
-    /// # Errors
-    /// If it was still running at the deadline.
-    pub fn try_wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(s) = self.try_status() {
-                break s;
-            }
-            if Instant::now() >= deadline {
-                self.kill_now();
-                bail!(
-                    "{} did not exit within {timeout:?} (killed it)\n{}",
-                    self.name,
-                    self.diagnostics()
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
-        self.stdout.wait_eof(Duration::from_secs(5));
-        self.stderr.wait_eof(Duration::from_secs(5));
-        Ok(status)
-    }
-
-    /// [`Proc::try_wait_exit`], panicking at the deadline.
+    /// be fully read.
     ///
     /// # Panics
     /// If it is still running at the deadline (it is then killed).
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        self.try_wait_exit(timeout)
-            .unwrap_or_else(|e| panic!("{e:#}"))
+        let Some(status) = poll_until(timeout, || self.try_status()) else {
+            self.kill_now();
+            panic!(
+                "{} did not exit within {timeout:?} (killed it)\n{}",
+                self.name,
+                self.diagnostics()
+            );
+        };
+        self.stdout.wait_eof(Duration::from_secs(5));
+        self.stderr.wait_eof(Duration::from_secs(5));
+        status
     }
 
     /// Waits for exit (see [`Proc::wait_exit`]) and returns status and output,
@@ -357,7 +328,7 @@ impl Proc {
         Output {
             status,
             stdout: joined(self.stdout.lines()).into_bytes(),
-            stderr: self.log_text().into_bytes(),
+            stderr: joined(self.stderr.lines()).into_bytes(),
         }
     }
 
@@ -370,33 +341,23 @@ impl Proc {
         let Some(path) = &self.ready_file else {
             bail!("{} was started without a ready file", self.name);
         };
-        let deadline = Instant::now() + timeout;
-        loop {
-            if path.exists() {
-                return ReadyRecord::read(path)
-                    .with_context(|| format!("{}\n{}", self.name, self.diagnostics()));
-            }
-            let why = if self.stderr.eof() {
-                Gave::Eof.why("stderr")
-            } else if Instant::now() >= deadline {
-                Gave::Timeout.why("stderr")
-            } else {
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            };
-            bail!(
-                "{}: waiting for its ready record {}: {why} after up to {timeout:?}\n{}",
-                self.name,
-                path.display(),
-                self.diagnostics()
-            );
+        let ended = poll_until(timeout, || {
+            (path.exists() || self.stderr.eof()).then_some(Gave::Eof)
+        });
+        if path.exists() {
+            return ReadyRecord::read(path)
+                .with_context(|| format!("{}\n{}", self.name, self.diagnostics()));
         }
+        bail!(
+            "{}: waiting for its ready record {}: {} after up to {timeout:?}\n{}",
+            self.name,
+            path.display(),
+            ended.unwrap_or(Gave::Timeout).why("stderr"),
+            self.diagnostics()
+        );
     }
 
     /// [`Proc::try_ready_record`], panicking on failure.
-    ///
-    /// # Panics
-    /// If the process exits or `timeout` passes first.
     pub fn ready_record(&self, timeout: Duration) -> ReadyRecord {
         self.try_ready_record(timeout)
             .unwrap_or_else(|e| panic!("{e:#}"))
@@ -408,19 +369,19 @@ impl Proc {
     /// # Errors
     /// If the process exits or `timeout` passes first.
     pub fn try_wait_alive(&mut self, http: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        while !crate::ops::answers_ok(http, "/healthz") {
-            self.ensure_alive()?;
-            if Instant::now() >= deadline {
-                bail!(
-                    "{} did not answer /healthz on {http} within {timeout:?}\n{}",
-                    self.name,
-                    self.diagnostics()
-                );
+        let answered = poll_until(timeout, || {
+            if crate::ops::answers_ok(http, "/healthz") {
+                return Some(Ok(()));
             }
-            thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
+            self.ensure_alive().err().map(Err)
+        });
+        answered.unwrap_or_else(|| {
+            Err(anyhow::anyhow!(
+                "{} did not answer /healthz on {http} within {timeout:?}\n{}",
+                self.name,
+                self.diagnostics()
+            ))
+        })
     }
 
     /// Waits for a JSON log line (`LOG_FORMAT=json`) on stderr that carries
@@ -450,26 +411,6 @@ impl Proc {
         })
     }
 
-    /// Waits until stdout has at least `n` lines and returns them all.
-    ///
-    /// # Panics
-    /// If stdout ends or the timeout passes first.
-    pub fn wait_for_stdout_lines(&self, n: usize, timeout: Duration) -> Vec<String> {
-        self.stdout
-            .wait_for(Instant::now() + timeout, |lines| {
-                (lines.len() >= n).then(|| lines.to_vec())
-            })
-            .unwrap_or_else(|gave| {
-                panic!(
-                    "{}: waiting for {n} stdout lines, got {}: {}\n{}",
-                    self.name,
-                    self.stdout.len(),
-                    gave.why("stdout"),
-                    self.diagnostics()
-                )
-            })
-    }
-
     /// Captured stdout lines so far.
     pub fn stdout_lines(&self) -> Vec<String> {
         self.stdout.lines()
@@ -485,16 +426,6 @@ impl Proc {
         self.stderr.lines()
     }
 
-    /// Captured stderr so far (its log), one `\n`-terminated line per line.
-    pub fn log_text(&self) -> String {
-        joined(self.stderr.lines())
-    }
-
-    /// The stderr log file, when started with [`ProcBuilder::log_to`].
-    pub fn log_path(&self) -> Option<&Path> {
-        self.log.as_deref()
-    }
-
     /// The name, PID, exit status (if known) and the last stderr lines, for
     /// failure messages.
     pub fn diagnostics(&self) -> String {
@@ -505,11 +436,7 @@ impl Proc {
         if let Some(log) = &self.log {
             s = format!("{s}    (whole log: {})\n", log.display());
         }
-        for l in self.stderr.tail(40) {
-            s.push_str("    ");
-            s.push_str(&l);
-            s.push('\n');
-        }
+        s.extend(self.stderr.tail(40).iter().map(|l| format!("    {l}\n")));
         s
     }
 
@@ -591,12 +518,9 @@ impl Proc {
 
     /// Waits until `deadline` for it to exit, then SIGKILLs it.
     pub fn reap_by(&mut self, deadline: Instant) {
-        while self.alive() {
-            if Instant::now() >= deadline {
-                self.kill_now();
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
+        let left = deadline.saturating_duration_since(Instant::now());
+        if poll_until(left, || self.try_status()).is_none() {
+            self.kill_now();
         }
     }
 
@@ -685,7 +609,12 @@ mod tests {
             .grace(Duration::from_millis(200))
             .spawn()
             .unwrap();
-        p.wait_for_stdout_lines(1, Duration::from_secs(10));
+        let up = p
+            .stdout
+            .wait_for(Instant::now() + Duration::from_secs(10), |l| {
+                (!l.is_empty()).then_some(())
+            });
+        assert_eq!(up, Ok(()), "{}", p.diagnostics());
         let started = Instant::now();
         p.stop();
         assert!(started.elapsed() >= Duration::from_millis(200));
@@ -701,13 +630,11 @@ mod tests {
 
     #[test]
     fn stderr_is_teed_to_a_log_file() {
-        let dir = std::env::temp_dir().join(format!("testkit-proc-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut p = sh("echo logged >&2").log_to(&dir).spawn().unwrap();
+        let dir = crate::tempdir::TempDir::new("proc-test");
+        let mut p = sh("echo logged >&2").log_to(dir.path()).spawn().unwrap();
         p.wait_exit(Duration::from_secs(10));
-        let log = p.log_path().unwrap().to_owned();
+        let log = p.log.clone().unwrap();
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "logged\n");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

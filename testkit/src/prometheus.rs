@@ -2,10 +2,7 @@
 //! static jobs every second, run by the one supervisor
 //! ([`crate::process`]), and its instant-query API.
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, time::Duration};
 
 use serde_json::Value;
 
@@ -36,7 +33,7 @@ pub struct Prometheus {
 
 /// The configuration of [`Prometheus::start`]: scrape and evaluate every
 /// second, one static job per `(job, targets)`.
-pub fn config(jobs: &[(&str, Vec<SocketAddr>)]) -> String {
+fn config(jobs: &[(&str, Vec<SocketAddr>)]) -> String {
     let mut config = String::from(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
          scrape_configs:\n",
@@ -79,24 +76,21 @@ impl Prometheus {
                 Ok(proc) => proc,
                 Err(e) => panic!("{e:#} (see .ci/run for what the tests need installed)"),
             };
-            let deadline = Instant::now() + READY_TIMEOUT;
-            loop {
-                if proc.try_status().is_some() {
-                    last = proc.diagnostics();
-                    break;
-                }
-                if matches!(get(addr, "/-/ready"), Ok((200, _))) {
+            // Ready, or exited (the port was taken, most likely).
+            let ready = crate::wait::poll_until(READY_TIMEOUT, || {
+                let exited = proc.try_status().is_some();
+                (exited || matches!(get(addr, "/-/ready"), Ok((200, _)))).then_some(!exited)
+            });
+            match ready {
+                Some(true) => {
                     return Prometheus {
                         proc,
                         addr,
                         _dir: dir,
-                    };
+                    }
                 }
-                if Instant::now() >= deadline {
-                    last = format!("not ready within {READY_TIMEOUT:?}");
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+                Some(false) => last = proc.diagnostics(),
+                None => last = format!("not ready within {READY_TIMEOUT:?}"),
             }
         }
         panic!("Prometheus did not become ready ({ATTEMPTS} attempts)\nconfig:\n{config}\n{last}");
@@ -107,11 +101,11 @@ impl Prometheus {
         format!("http://{}", self.addr)
     }
 
-    /// An instant query: the `data.result` array.
+    /// The values of an instant vector query, with each series' labels.
     ///
     /// # Errors
     /// A transport failure, an HTTP error or a Prometheus error, as text.
-    pub fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
+    pub fn vector(&self, expr: &str) -> Result<Vec<(Value, f64)>, String> {
         let path = format!("/api/v1/query?query={}", percent_encode(expr));
         let (code, body) = get(self.addr, &path).map_err(|e| format!("GET {path}: {e}"))?;
         let json: Value = serde_json::from_str(&body)
@@ -119,26 +113,11 @@ impl Prometheus {
         if code != 200 || json["status"] != "success" {
             return Err(format!("HTTP {code}: {body}"));
         }
-        Ok(json["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default())
-    }
-
-    /// The values of an instant vector query, with each series' labels.
-    ///
-    /// # Errors
-    /// As [`Prometheus::query`].
-    pub fn vector(&self, expr: &str) -> Result<Vec<(Value, f64)>, String> {
-        Ok(self
-            .query(expr)?
-            .into_iter()
+        let series = json["data"]["result"].as_array().into_iter().flatten();
+        Ok(series
             .map(|s| {
-                let v = s["value"][1]
-                    .as_str()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(f64::NAN);
-                (s["metric"].clone(), v)
+                let v = s["value"][1].as_str().and_then(|v| v.parse().ok());
+                (s["metric"].clone(), v.unwrap_or(f64::NAN))
             })
             .collect())
     }
@@ -149,7 +128,7 @@ fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
-pub fn percent_encode(s: &str) -> String {
+fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -1,31 +1,19 @@
 //! The Unix signals the suites and the harness send, by PID.
 
-/// A Unix signal sent to a child process.
+/// A Unix signal sent to a child process (its value is the signal number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
 pub enum Signal {
     /// SIGTERM: drain and exit.
-    Term,
+    Term = libc::SIGTERM,
     /// SIGINT.
-    Int,
+    Int = libc::SIGINT,
     /// SIGKILL: die at once.
-    Kill,
+    Kill = libc::SIGKILL,
     /// SIGSTOP: freeze (until SIGCONT).
-    Stop,
+    Stop = libc::SIGSTOP,
     /// SIGCONT: resume after SIGSTOP.
-    Cont,
-}
-
-impl Signal {
-    /// The signal number.
-    pub fn number(self) -> i32 {
-        match self {
-            Signal::Term => libc::SIGTERM,
-            Signal::Int => libc::SIGINT,
-            Signal::Kill => libc::SIGKILL,
-            Signal::Stop => libc::SIGSTOP,
-            Signal::Cont => libc::SIGCONT,
-        }
-    }
+    Cont = libc::SIGCONT,
 }
 
 /// Sends `signal` to `pid`; a PID that is not a positive process id (0
@@ -38,7 +26,7 @@ pub fn send(pid: u32, signal: Signal) {
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.
     #[allow(unsafe_code)]
     unsafe {
-        libc::kill(pid, signal.number());
+        libc::kill(pid, signal as i32);
     }
 }
 

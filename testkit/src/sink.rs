@@ -29,18 +29,15 @@ impl Sink {
         let server = HttpServer::start("http-sink", move |req| {
             r.fetch_add(1, Ordering::AcqRel);
             b.fetch_add(req.body.len() as u64, Ordering::AcqRel);
-            if req.content_type.contains("json") {
-                Response {
-                    status: 200,
-                    content_type: "application/json",
-                    body: b"{}".to_vec(),
-                }
+            let (content_type, body) = if req.content_type.contains("json") {
+                ("application/json", b"{}".to_vec())
             } else {
-                Response {
-                    status: 200,
-                    content_type: "application/x-protobuf",
-                    body: Vec::new(),
-                }
+                ("application/x-protobuf", Vec::new())
+            };
+            Response {
+                status: 200,
+                content_type,
+                body,
             }
         })?;
         Ok(Sink {
@@ -48,11 +45,6 @@ impl Sink {
             requests,
             bytes,
         })
-    }
-
-    /// Its port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.server.addr().port()
     }
 
     /// Base URL for `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -78,7 +70,7 @@ mod tests {
     #[test]
     fn counts_plain_and_chunked_bodies_and_answers_by_content_type() {
         let sink = Sink::start().unwrap();
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", sink.port())).unwrap();
+        let mut s = std::net::TcpStream::connect(sink.server.addr()).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
         s.write_all(

@@ -11,9 +11,6 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     /// Creates a fresh, uniquely named directory.
-    ///
-    /// # Panics
-    /// If it cannot be created.
     pub fn new(prefix: &str) -> TempDir {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()

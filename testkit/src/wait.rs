@@ -25,9 +25,6 @@ pub fn poll_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
 }
 
 /// [`poll_until`], panicking at the deadline with `what`.
-///
-/// # Panics
-/// At the deadline, naming `what`.
 pub fn wait_until<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
     poll_until(timeout, f)
         .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))

@@ -6,7 +6,7 @@ use std::{
     cell::Cell,
     sync::{
         atomic::{AtomicU64, Ordering},
-        mpsc, Mutex, MutexGuard,
+        Mutex, MutexGuard,
     },
     thread,
     time::Duration,
@@ -47,55 +47,41 @@ pub(crate) fn unregister(pid: u32) {
 /// passes, every process the body started (and has not reaped) is killed
 /// with SIGKILL and the test fails; a panic in the body fails the test with
 /// that panic.
-///
-/// # Panics
-/// When the body panics or overruns `limit`.
 pub fn with_timeout<F>(limit: Duration, body: F)
 where
     F: FnOnce() + Send + 'static,
 {
     let scope = NEXT_SCOPE.fetch_add(1, Ordering::Relaxed);
     let name = thread::current().name().unwrap_or("test").to_owned();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
     let handle = thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
             SCOPE.with(|s| s.set(scope));
-            let _done = DoneOnDrop(done_tx);
             body();
         })
         .expect("spawn the test thread");
-    match done_rx.recv_timeout(limit) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(panic) = handle.join() {
-                std::panic::resume_unwind(panic);
-            }
+    // Finished normally or by panic.
+    if crate::wait::poll_until(limit, || handle.is_finished().then_some(())).is_some() {
+        if let Err(panic) = handle.join() {
+            std::panic::resume_unwind(panic);
         }
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            let pids: Vec<u32> = live()
-                .iter()
-                .filter(|(s, _)| *s == scope)
-                .map(|(_, p)| *p)
-                .collect();
-            for pid in &pids {
-                signal::send(*pid, Signal::Kill);
-            }
-            panic!("{name}: exceeded its time limit of {limit:?}; killed its processes {pids:?}");
-        }
+        return;
     }
-}
-
-/// Signals the watchdog when the body ends, normally or by panic.
-struct DoneOnDrop(mpsc::Sender<()>);
-
-impl Drop for DoneOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.send(());
+    let pids: Vec<u32> = live()
+        .iter()
+        .filter(|(s, _)| *s == scope)
+        .map(|(_, p)| *p)
+        .collect();
+    for pid in &pids {
+        signal::send(*pid, Signal::Kill);
     }
+    panic!("{name}: exceeded its time limit of {limit:?}; killed its processes {pids:?}");
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+
     use super::*;
     use crate::process::ProcBuilder;
 
@@ -110,7 +96,7 @@ mod tests {
                     .unwrap();
                 tx.send(p.pid()).unwrap();
                 // Outlives the limit; the watchdog kills the child, which ends this wait.
-                let _ = p.try_wait_exit(Duration::from_secs(20));
+                p.wait_exit(Duration::from_secs(20));
             });
         });
         assert!(r.is_err(), "the overrun must fail the test");

@@ -10,11 +10,12 @@ use client::{
     subscriber::Subscriber,
 };
 use mensageria::{
-    header::{EventHeader, Header, ReplyHeader},
+    header::{EventHeader, Header},
     metrics::SocketMetrics,
     socket::SocketFactory,
     Endpoints, Status, TransportArgs,
 };
+use testkit::wait::wait_until;
 use tokio_util::sync::CancellationToken;
 
 fn factory() -> SocketFactory {
@@ -58,17 +59,7 @@ fn requester(endpoint: &str, plain: bool, timeout_ms: u64, retries: u32) -> Requ
 /// Drives the requester until the fake broker has a request, then receives
 /// it: (route, header id if any, payload). Panics if an outcome appears first.
 fn take(router: &zmq::Socket, req: &mut Requester) -> (Vec<u8>, Option<u64>, Vec<Vec<u8>>) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut out = Vec::new();
-    while router.poll(zmq::POLLIN, 0).unwrap() == 0 {
-        req.poll(Duration::from_millis(10), &mut out);
-        assert!(out.is_empty(), "unexpected outcome {out:?}");
-        assert!(
-            Instant::now() < deadline,
-            "no request reached the fake broker"
-        );
-    }
-    let mut f = router.recv_multipart(0).unwrap();
+    let mut f = take_frames(router, req);
     let route = f.remove(0);
     assert!(
         f.remove(0).is_empty(),
@@ -84,30 +75,36 @@ fn take(router: &zmq::Socket, req: &mut Requester) -> (Vec<u8>, Option<u64>, Vec
     (route, id, f)
 }
 
+/// [`take`]: the request's frames as the fake broker received them.
+fn take_frames(router: &zmq::Socket, req: &mut Requester) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut out = Vec::new();
+    while router.poll(zmq::POLLIN, 0).unwrap() == 0 {
+        req.poll(Duration::from_millis(10), &mut out);
+        assert!(out.is_empty(), "unexpected outcome {out:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no request reached the fake broker"
+        );
+    }
+    router.recv_multipart(0).unwrap()
+}
+
 fn answer(router: &zmq::Socket, route: &[u8], id: Option<u64>, status: Status, body: &[u8]) {
     let mut frames = vec![route.to_vec(), vec![]];
     if let Some(id) = id {
-        frames.push(
-            Header::Reply(ReplyHeader {
-                id,
-                status,
-                trace: None,
-            })
-            .encode(),
-        );
+        frames.push(testkit::inproc::reply_frame(id, status));
     }
     frames.push(body.to_vec());
     router.send_multipart(frames, 0).unwrap();
 }
 
 fn wait_one(req: &mut Requester) -> Outcome {
-    let deadline = Instant::now() + Duration::from_secs(10);
     let mut out = Vec::new();
-    while out.is_empty() {
-        assert!(Instant::now() < deadline, "no outcome within 10 s");
+    wait_until("an outcome", Duration::from_secs(10), || {
         req.poll(Duration::from_millis(50), &mut out);
-    }
-    out.remove(0)
+        (!out.is_empty()).then(|| out.remove(0))
+    })
 }
 
 #[test]
@@ -132,16 +129,7 @@ fn the_header_names_the_service_and_the_attempts_budget() {
     cfg.service = Some(mensageria::header::ServiceName::new(b"work").unwrap());
     let mut req = Requester::new(factory(), cfg, ClientMetrics::unregistered()).unwrap();
     req.submit(vec![b"x".to_vec()]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut out = Vec::new();
-    while router.poll(zmq::POLLIN, 0).unwrap() == 0 {
-        req.poll(Duration::from_millis(10), &mut out);
-        assert!(
-            Instant::now() < deadline,
-            "no request reached the fake broker"
-        );
-    }
-    let f = router.recv_multipart(0).unwrap();
+    let f = take_frames(&router, &mut req);
     let Ok(Header::Request(h)) = Header::decode(&f[2]) else {
         panic!("no request header: {f:?}");
     };
@@ -206,9 +194,7 @@ fn every_attempt_timing_out_ends_in_timeout() {
 
 #[test]
 fn no_broker_at_all_is_a_timeout_not_a_hang() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let ep = format!("tcp://{}", free.local_addr().unwrap());
-    drop(free);
+    let ep = format!("tcp://127.0.0.1:{}", testkit::ports::unused_port());
     let mut req = requester(&ep, false, 100, 1);
     req.submit(vec![b"x".to_vec()]);
     let o = wait_one(&mut req);
@@ -264,15 +250,12 @@ fn subscriber_counts_sequence_gaps_and_lag() {
         vec![b"requests.completed".to_vec(), h.encode(), b"{}".to_vec()]
     };
     // Publish seq 1 until the subscription is live.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let first = loop {
+    let first = wait_until("a live subscription", Duration::from_secs(5), || {
         publisher.send_multipart(event(1), 0).unwrap();
-        if let Some(ev) = sub.next(Duration::from_millis(20)) {
-            break ev;
-        }
-        assert!(Instant::now() < deadline, "subscription never live");
-    };
-    assert_eq!((first.header.unwrap().seq, first.gap), (1, 0));
+        let ev = sub.next(Duration::from_millis(20))?;
+        Some((ev.header.map(|h| h.seq), ev.gap))
+    });
+    assert_eq!(first, (Some(1), 0));
     // Drain duplicates of seq 1 sent while priming, then skip 2 and 3.
     publisher.send_multipart(event(4), 0).unwrap();
     publisher

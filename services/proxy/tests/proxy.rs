@@ -1,10 +1,10 @@
 //! Proxy integration tests: the real proxy in-process, plain PUB and SUB
 //! sockets on either side.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proxy::{Config, Proxy};
-use testkit::inproc;
+use testkit::{inproc, wait::wait_until};
 use tokio_util::sync::CancellationToken;
 
 struct Fixture {
@@ -36,6 +36,13 @@ impl Fixture {
         s
     }
 
+    /// A SUB on the proxy's XPUB, subscribed to `prefix`.
+    fn subscriber(&self, prefix: &[u8]) -> zmq::Socket {
+        let s = self.socket(zmq::SUB, &self.proxy.xpub);
+        s.set_subscribe(prefix).unwrap();
+        s
+    }
+
     fn value(&self, series: &str) -> Option<f64> {
         testkit::ops::metric_opt(self.proxy.http_addr, series)
     }
@@ -48,22 +55,14 @@ impl Fixture {
     /// Publishes `topic` until `sub` receives one (the subscription has
     /// travelled upstream), returning how many were sent.
     fn prime(&self, publisher: &zmq::Socket, sub: &zmq::Socket, topic: &str) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(5);
         let mut sent = 0;
-        loop {
-            publisher
-                .send_multipart([topic.as_bytes(), b"prime"], 0)
-                .unwrap();
+        let reached = "the subscription to reach the publisher";
+        wait_until(reached, Duration::from_secs(5), || {
+            publish(publisher, topic.as_bytes(), b"prime");
             sent += 1;
-            if sub.poll(zmq::POLLIN, 20).unwrap() > 0 {
-                sub.recv_multipart(0).unwrap();
-                return sent;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "subscription never reached the publisher"
-            );
-        }
+            (sub.poll(zmq::POLLIN, 20).unwrap() > 0).then(|| sub.recv_multipart(0).unwrap())
+        });
+        sent
     }
 
     async fn stop(self) {
@@ -72,14 +71,17 @@ impl Fixture {
     }
 }
 
+/// Publishes one event: `[topic, "h", payload]`.
+fn publish(publisher: &zmq::Socket, topic: &[u8], payload: &[u8]) {
+    publisher.send_multipart([topic, b"h", payload], 0).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_flow_and_fan_out_is_counted() {
     let f = start().await;
     let publisher = f.socket(zmq::PUB, &f.proxy.xsub);
-    let a = f.socket(zmq::SUB, &f.proxy.xpub);
-    a.set_subscribe(b"requests").unwrap();
-    let b = f.socket(zmq::SUB, &f.proxy.xpub);
-    b.set_subscribe(b"").unwrap();
+    let a = f.subscriber(b"requests");
+    let b = f.subscriber(b"");
     f.wait_for("mensageria_proxy_subscriptions{topic=\"requests\"}", 1.0);
     f.wait_for("mensageria_proxy_subscriptions{topic=\"none\"}", 1.0);
     let primed = f.prime(&publisher, &a, "requests.completed");
@@ -88,13 +90,9 @@ async fn events_flow_and_fan_out_is_counted() {
         b.recv_multipart(0).unwrap();
     }
     for i in 0..10u8 {
-        publisher
-            .send_multipart([&b"requests.completed"[..], b"h", &[i]], 0)
-            .unwrap();
+        publish(&publisher, b"requests.completed", &[i]);
     }
-    publisher
-        .send_multipart([&b"server.status"[..], b"h", b"x"], 0)
-        .unwrap();
+    publish(&publisher, b"server.status", b"x");
     for i in 0..10u8 {
         assert_eq!(
             a.recv_multipart(0).unwrap(),
@@ -135,41 +133,32 @@ async fn events_flow_and_fan_out_is_counted() {
 async fn ten_thousand_topics_keep_label_cardinality_bounded() {
     let f = start().await;
     let publisher = f.socket(zmq::PUB, &f.proxy.xsub);
-    let sub = f.socket(zmq::SUB, &f.proxy.xpub);
-    sub.set_subscribe(b"").unwrap();
+    let sub = f.subscriber(b"");
     f.wait_for("mensageria_proxy_subscriptions{topic=\"none\"}", 1.0);
     // Priming events use their own topic: how many of them get through
     // depends on when the subscription reaches the publisher.
     f.prime(&publisher, &sub, "warmup");
     for i in 0..10_000 {
-        publisher
-            .send_multipart([format!("t{i}.x").as_bytes(), b"h", b"p"], 0)
-            .unwrap();
+        publish(&publisher, format!("t{i}.x").as_bytes(), b"p");
     }
     for _ in 0..10_000 {
         sub.recv_multipart(0).expect("every event delivered");
     }
-    let total = 10_000.0;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let by_topic = testkit::wait::wait_until("all events counted", Duration::from_secs(5), || {
         let mut by_topic = testkit::metrics::by_label(
             &testkit::ops::metrics_text(f.proxy.http_addr),
             "mensageria_proxy_events_in_total",
             "topic",
         );
         by_topic.remove("warmup");
-        if by_topic.values().sum::<f64>() == total {
-            assert!(
-                by_topic.len() <= mensageria::metrics::TOPIC_LABEL_CAP,
-                "{} series",
-                by_topic.len()
-            );
-            assert!(by_topic.contains_key("other"), "{by_topic:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "events not all counted");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        (by_topic.values().sum::<f64>() == 10_000.0).then_some(by_topic)
+    });
+    assert!(
+        by_topic.len() <= mensageria::metrics::TOPIC_LABEL_CAP,
+        "{} series",
+        by_topic.len()
+    );
+    assert!(by_topic.contains_key("other"), "{by_topic:?}");
     f.stop().await;
 }
 

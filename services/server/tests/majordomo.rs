@@ -3,10 +3,7 @@
 //! MDP/0.2 frames as RFC 18 writes them (plus our credit extensions).
 
 use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -18,7 +15,7 @@ use server::{
     handler::{DemoHandler, Handler, Request, Response},
     Config, Server,
 };
-use testkit::inproc;
+use testkit::inproc::{self, reply_status};
 use tokio_util::sync::CancellationToken;
 
 /// The fake broker: a bound ROUTER.
@@ -45,9 +42,11 @@ impl Broker {
         (Broker { router, _ctx: ctx }, ep)
     }
 
-    /// The next command other than HEARTBEAT, within `timeout`.
-    fn next(&self, timeout: Duration) -> Cmd {
-        self.next_any(timeout, |c| c.command != WorkerCommand::Heartbeat)
+    /// The next command other than HEARTBEAT, within [`inproc::RECV_LIMIT`].
+    fn next(&self) -> Cmd {
+        self.next_any(inproc::RECV_LIMIT, |c| {
+            c.command != WorkerCommand::Heartbeat
+        })
     }
 
     /// The next command `keep` accepts, within `timeout`.
@@ -61,16 +60,14 @@ impl Broker {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            if self
-                .router
-                .poll(zmq::POLLIN, left.as_millis() as i64)
-                .unwrap()
-                == 0
+            if left.is_zero()
+                || self
+                    .router
+                    .poll(zmq::POLLIN, left.as_millis() as i64)
+                    .unwrap()
+                    == 0
             {
-                continue;
+                return None;
             }
             let mut frames = self.router.recv_multipart(0).unwrap();
             let identity = frames.remove(0);
@@ -115,7 +112,7 @@ impl Broker {
     fn registrations(&self, services: &[&str]) -> Vec<(String, Vec<u8>, String)> {
         let mut got = Vec::new();
         while got.len() < services.len() {
-            let c = self.next(Duration::from_secs(5));
+            let c = self.next();
             assert_eq!(c.command, WorkerCommand::Ready, "{c:?}");
             let service = String::from_utf8(c.first).unwrap();
             let ext = String::from_utf8(c.rest[0].clone()).unwrap();
@@ -124,42 +121,45 @@ impl Broker {
         got.sort();
         got
     }
+
+    /// The next command other than HEARTBEAT, asserted to be `command` with
+    /// `first` (the address of an addressed command).
+    fn expect(&self, command: WorkerCommand, first: &[u8]) -> Cmd {
+        let c = self.next();
+        assert_eq!((c.command, c.first.as_slice()), (command, first), "{c:?}");
+        c
+    }
 }
 
 fn header(id: u64, budget_ms: Option<u32>) -> Vec<u8> {
     inproc::request_header(id, None, budget_ms)
 }
 
-fn reply_status(frame: &[u8]) -> (u64, Status) {
-    let h = inproc::reply_header(frame);
-    (h.id, h.status)
-}
+/// Notes each request it handles, then behaves as the demo handler; with
+/// `quick`, its quick requests are quick too.
+/// (Demo, quick, (first frame, thread) of each request handled.)
+struct Counting(DemoHandler, bool, Mutex<Vec<(Vec<u8>, String)>>);
 
-/// Counts handled requests, then behaves as the demo handler; with
-/// `quick`, its quick requests are quick too. Notes each request's thread.
-/// (Handled, demo, quick, (first frame, thread) of each request handled.)
-struct Counting(
-    AtomicUsize,
-    DemoHandler,
-    bool,
-    Mutex<Vec<(Vec<u8>, String)>>,
-);
+impl Counting {
+    fn handled(&self) -> usize {
+        self.2.lock().unwrap().len()
+    }
+}
 
 impl Handler for Counting {
     fn handle(&self, request: &Request<'_>) -> Response {
-        self.0.fetch_add(1, Ordering::SeqCst);
         let thread = std::thread::current().name().unwrap_or("").to_owned();
         let first = request
             .frames
             .first()
             .map(|f| f.to_vec())
             .unwrap_or_default();
-        self.3.lock().unwrap().push((first, thread));
-        self.1.handle(request)
+        self.2.lock().unwrap().push((first, thread));
+        self.0.handle(request)
     }
 
     fn is_quick(&self, request: &Request<'_>) -> bool {
-        self.2 && self.1.is_quick(request)
+        self.1 && self.0.is_quick(request)
     }
 }
 
@@ -177,15 +177,12 @@ async fn start(workers: u16, services: &str, ivl: Duration) -> Fixture {
 async fn start_with(workers: u16, services: &str, ivl: Duration, quick: bool) -> Fixture {
     mensageria::telemetry::init_for_tests();
     let (broker, ep) = Broker::bind();
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let nowhere = format!("tcp://{}", free.local_addr().unwrap());
-    drop(free);
+    let nowhere = format!("tcp://127.0.0.1:{}", testkit::ports::unused_port());
     let mut config = Config::for_tests(&ep, &nowhere, workers);
     config.services = services.parse().unwrap();
     config.worker_heartbeat_ivl = ivl;
     config.common.shutdown_grace = Duration::from_secs(5);
     let handler = Arc::new(Counting(
-        AtomicUsize::new(0),
         DemoHandler {
             instance: "srv-test".into(),
             max_work: Duration::from_secs(5),
@@ -210,7 +207,7 @@ impl Fixture {
     /// Waits (up to 5 s) until the handler has started a request.
     async fn first_started(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.handler.0.load(Ordering::SeqCst) == 0 {
+        while self.handler.handled() == 0 {
             assert!(Instant::now() < deadline, "the request never started");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -242,17 +239,13 @@ async fn registers_every_service_with_its_credit_and_answers() {
         b"corr-1",
         &[&header(7, Some(5_000)), b"hello", b"two"],
     );
-    let c = f.broker.next(Duration::from_secs(5));
-    assert_eq!(
-        (c.command, c.identity, c.first),
-        (WorkerCommand::Final, echo.clone(), b"corr-1".to_vec())
-    );
+    let c = f.broker.expect(WorkerCommand::Final, b"corr-1");
+    assert_eq!(c.identity, echo);
     assert_eq!(reply_status(&c.rest[0]), (7, Status::Ok));
     assert_eq!(&c.rest[1..], &[b"hello".to_vec(), b"two".to_vec()]);
     // A plain body (a plain or Majordomo client) gets a plain reply.
     f.broker.request(&echo, b"corr-2", &[b"fail nope"]);
-    let c = f.broker.next(Duration::from_secs(5));
-    assert_eq!(c.first, b"corr-2");
+    let c = f.broker.expect(WorkerCommand::Final, b"corr-2");
     assert_eq!(c.rest, vec![b"ERR error nope".to_vec()]);
     f.stop().await;
 }
@@ -265,30 +258,18 @@ async fn a_full_server_hands_requests_back_and_grants_credit_when_free() {
     let (echo, work) = (regs[0].1.clone(), regs[1].1.clone());
     f.broker.request(&echo, b"slow", &[b"work 300ms"]);
     f.broker.request(&work, b"second", &[b"hi"]);
-    let c = f.broker.next(Duration::from_secs(5));
-    assert_eq!(
-        (c.command, c.identity.clone(), c.first.clone()),
-        (WorkerCommand::Requeue, work.clone(), b"second".to_vec()),
-        "the request it has no room for comes back, unchanged"
-    );
-    assert_eq!(c.rest, vec![b"hi".to_vec()]);
-    let c = f.broker.next(Duration::from_secs(5));
-    assert_eq!(
-        (c.command, c.first),
-        (WorkerCommand::Final, b"slow".to_vec())
-    );
-    let c = f.broker.next(Duration::from_secs(5));
+    // The request it has no room for comes back, unchanged.
+    let c = f.broker.expect(WorkerCommand::Requeue, b"second");
+    assert_eq!((&c.identity, &c.rest), (&work, &vec![b"hi".to_vec()]));
+    f.broker.expect(WorkerCommand::Final, b"slow");
+    let c = f.broker.next();
     assert_eq!(
         (c.command, c.identity),
         (WorkerCommand::Credit, work),
         "room again: the broker it handed back to hears so"
     );
     assert_eq!(f.metric("mensageria_server_requeued_total"), 1.0);
-    assert_eq!(
-        f.handler.0.load(Ordering::SeqCst),
-        1,
-        "the handed-back request never ran"
-    );
+    assert_eq!(f.handler.handled(), 1, "the handed-back request never ran");
     f.stop().await;
 }
 
@@ -300,20 +281,12 @@ async fn quick_requests_are_answered_by_the_io_thread_while_handlers_are_busy() 
     f.first_started().await;
     f.broker
         .request(&echo, b"quick", &[&header(9, Some(5_000)), b"hi"]);
-    let c = f.broker.next(Duration::from_secs(5));
-    assert_eq!(
-        (c.command, c.first.clone()),
-        (WorkerCommand::Final, b"quick".to_vec()),
-        "the quick request does not wait for the busy handler"
-    );
+    // The quick request does not wait for the busy handler.
+    let c = f.broker.expect(WorkerCommand::Final, b"quick");
     assert_eq!(reply_status(&c.rest[0]), (9, Status::Ok));
     assert_eq!(&c.rest[1..], &[b"hi".to_vec()]);
-    let c = f.broker.next(Duration::from_secs(5));
-    assert_eq!(
-        (c.command, c.first),
-        (WorkerCommand::Final, b"slow".to_vec())
-    );
-    let threads = f.handler.3.lock().unwrap().clone();
+    f.broker.expect(WorkerCommand::Final, b"slow");
+    let threads = f.handler.2.lock().unwrap().clone();
     assert_eq!(threads.len(), 2, "{threads:?}");
     assert_eq!(threads[0].0, b"work 300ms");
     assert!(threads[0].1.starts_with("server-worker-"), "{threads:?}");
@@ -337,10 +310,10 @@ async fn late_requests_are_skipped_and_work_that_cannot_finish_is_refused() {
     let echo = f.broker.registrations(&["echo"])[0].1.clone();
     f.broker
         .request(&echo, b"late", &[&header(1, Some(0)), b"work 1ms"]);
-    let c = f.broker.next(Duration::from_secs(5));
+    let c = f.broker.expect(WorkerCommand::Final, b"late");
     assert_eq!(reply_status(&c.rest[0]), (1, Status::Timeout));
     assert_eq!(
-        f.handler.0.load(Ordering::SeqCst),
+        f.handler.handled(),
         0,
         "a late request never reaches the handler"
     );
@@ -349,7 +322,7 @@ async fn late_requests_are_skipped_and_work_that_cannot_finish_is_refused() {
     let t = Instant::now();
     f.broker
         .request(&echo, b"long", &[&header(2, Some(200)), b"work 2s"]);
-    let c = f.broker.next(Duration::from_secs(5));
+    let c = f.broker.expect(WorkerCommand::Final, b"long");
     assert_eq!(reply_status(&c.rest[0]), (2, Status::Timeout));
     assert!(
         t.elapsed() < Duration::from_secs(2),
@@ -420,7 +393,7 @@ async fn drain_hands_back_new_work_finishes_held_work_then_disconnects() {
         if !handed_back {
             f.broker.request(&echo, b"new", &[b"hi"]);
         }
-        let c = f.broker.next(Duration::from_secs(5));
+        let c = f.broker.next();
         match (c.command, c.first.as_slice()) {
             (WorkerCommand::Requeue, b"new") => handed_back = true,
             (WorkerCommand::Final, b"held") => held_done = true,
@@ -429,20 +402,15 @@ async fn drain_hands_back_new_work_finishes_held_work_then_disconnects() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    let c = f.broker.next(Duration::from_secs(5));
+    let c = f.broker.next();
     assert_eq!(c.command, WorkerCommand::Disconnect, "then it says goodbye");
-    tokio::time::timeout(Duration::from_secs(10), f.server.wait())
-        .await
-        .expect("server stops within its grace")
-        .expect("server stops cleanly");
+    inproc::stopped("server", f.server.wait()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ready_record_lists_every_majordomo_link() {
-    let dir = std::env::temp_dir().join(format!("server-ready-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("mdp-links.json");
-    let _ = std::fs::remove_file(&path);
+    let dir = testkit::tempdir::TempDir::new("server-ready");
+    let path = dir.path().join("mdp-links.json");
     let f = mensageria::ready::scope(
         Some(path.clone()),
         start(1, "echo,work", Duration::from_secs(1)),
@@ -458,5 +426,4 @@ async fn the_ready_record_lists_every_majordomo_link() {
     // Two links (one per service) to the one broker: the endpoint once.
     assert_eq!(record.connected.get("mdp"), Some(&vec![ep]), "{record:?}");
     f.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,10 +3,17 @@
 //! backend and a SUB for the proxy. (`tests/majordomo.rs` covers the default
 //! Majordomo path.)
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{mpsc, Arc, Mutex},
+    time::{Duration, Instant},
+};
 
-use mensageria::{header::Header, ops::http_get, EventHeader, Status};
-use server::{config::WorkerProtocol, Config, Server};
+use mensageria::{header::Header, ops::http_get, Status};
+use server::{
+    config::WorkerProtocol,
+    handler::{Handler, Request, Response},
+    Config, Server,
+};
 use testkit::inproc;
 use tokio_util::sync::CancellationToken;
 
@@ -21,19 +28,26 @@ struct Fixture {
 }
 
 async fn start() -> Fixture {
+    start_with(2, None).await
+}
+
+/// The server with `workers` workers and `handler` (default: the demo one).
+async fn start_with(workers: u16, handler: Option<Arc<dyn Handler>>) -> Fixture {
     mensageria::telemetry::init_for_tests();
     let ctx = zmq::Context::new();
     let (backend, b) = inproc::bound(&ctx, zmq::DEALER);
     let (events, e) = inproc::bound(&ctx, zmq::SUB);
     events.set_subscribe(b"").unwrap();
-    let mut config = Config::for_tests(&b, &e, 2);
+    let mut config = Config::for_tests(&b, &e, workers);
     config.worker_protocol = WorkerProtocol::Rep;
-    config.common.shutdown_grace = Duration::from_secs(2);
+    config.common.shutdown_grace = Duration::from_secs(5);
     config.status_interval = Duration::from_millis(100);
     let shutdown = CancellationToken::new();
-    let server = server::start(config, shutdown.clone())
-        .await
-        .expect("server starts");
+    let server = match handler {
+        Some(h) => server::start_with_handler(config, shutdown.clone(), "test".into(), h).await,
+        None => server::start(config, shutdown.clone()).await,
+    }
+    .expect("server starts");
     Fixture {
         server,
         shutdown,
@@ -61,8 +75,14 @@ impl Fixture {
         reply
     }
 
-    fn ready(&self) -> (u16, String) {
-        http_get(self.server.http_addr, "/readyz", Duration::from_secs(5)).unwrap()
+    /// Waits (up to 5 s) until `/readyz` answers `code`.
+    fn wait_ready(&self, code: u16, what: &str) {
+        let mut last = (0, String::new());
+        testkit::wait::poll_until(Duration::from_secs(5), || {
+            last = http_get(self.server.http_addr, "/readyz", Duration::from_secs(5)).unwrap();
+            (last.0 == code).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{what}: last {last:?}"));
     }
 
     /// The value of `series` now, if exposed.
@@ -84,10 +104,7 @@ fn request_header(id: u64) -> Vec<u8> {
 async fn header_and_plain_requests_get_matching_replies() {
     let f = start().await;
     let reply = f.call(&[&request_header(11), b"hello"]);
-    match Header::decode(&reply[0]).unwrap() {
-        Header::Reply(h) => assert_eq!((h.id, h.status), (11, Status::Ok)),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(inproc::reply_status(&reply[0]), (11, Status::Ok));
     assert_eq!(reply[1], b"hello");
     assert_eq!(
         f.call(&[b"plain", b"two"]),
@@ -128,10 +145,7 @@ async fn a_request_past_its_budget_is_skipped_and_counted() {
     let f = start().await;
     let late = inproc::request_header(21, None, Some(0));
     let reply = f.call(&[&late, b"work 1ms"]);
-    match Header::decode(&reply[0]).unwrap() {
-        Header::Reply(h) => assert_eq!((h.id, h.status), (21, Status::Timeout)),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(inproc::reply_status(&reply[0]), (21, Status::Timeout));
     assert_eq!(f.metric("mensageria_server_late_skipped_total"), Some(1.0));
     assert_eq!(
         f.metric(r#"mensageria_server_requests_total{status="ok"}"#),
@@ -145,14 +159,10 @@ async fn every_request_publishes_a_completed_event_in_sequence() {
     let f = start().await;
     // The SUB is bound; wait until the publisher's connection carries events
     // (server.status arrives every 100 ms).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    testkit::wait::wait_until("a status event", Duration::from_secs(5), || {
         let ev = f.events.recv_multipart(0).expect("status events flow");
-        if ev[0] == b"server.status" {
-            break;
-        }
-        assert!(Instant::now() < deadline);
-    }
+        (ev[0] == b"server.status").then_some(())
+    });
     for i in 0..3u64 {
         f.call(&[&request_header(100 + i), b"x"]);
     }
@@ -162,9 +172,8 @@ async fn every_request_publishes_a_completed_event_in_sequence() {
         if ev[0] != b"requests.completed" {
             continue;
         }
-        let h: EventHeader = match Header::decode(&ev[1]).unwrap() {
-            Header::Event(h) => h,
-            other => panic!("{other:?}"),
+        let Ok(Header::Event(h)) = Header::decode(&ev[1]) else {
+            panic!("not an event header: {ev:?}");
         };
         let body: serde_json::Value = serde_json::from_slice(&ev[2]).unwrap();
         assert_eq!(body["status"], "ok");
@@ -191,81 +200,53 @@ async fn every_request_publishes_a_completed_event_in_sequence() {
 async fn not_ready_without_a_broker_and_not_while_draining() {
     mensageria::telemetry::init_for_tests();
     // A broker endpoint where nothing listens.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("tcp://{}", free.local_addr().unwrap());
-    drop(free);
+    let dead = format!("tcp://127.0.0.1:{}", testkit::ports::unused_port());
     let shutdown = CancellationToken::new();
     let config = Config::for_tests(&dead, &dead, 1);
     let s = server::start(config, shutdown.clone()).await.unwrap();
     let (code, body) = http_get(s.http_addr, "/readyz", Duration::from_secs(5)).unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("\"broker_connected\":false"), "{body}");
-    assert_eq!(
-        http_get(s.http_addr, "/healthz", Duration::from_secs(5))
-            .unwrap()
-            .0,
-        200
-    );
+    testkit::ops::get(s.http_addr, "/healthz"); // asserts HTTP 200
     shutdown.cancel();
     inproc::stopped("server", s.wait()).await;
 
     let f = start().await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.ready().0 != 200 {
-        assert!(Instant::now() < deadline, "never ready: {:?}", f.ready());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    f.wait_ready(200, "never ready");
     f.shutdown.cancel();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.ready().0 != 503 {
-        assert!(
-            Instant::now() < deadline,
-            "readiness did not drop on shutdown"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    f.wait_ready(503, "readiness did not drop on shutdown");
     f.stop().await;
 }
 
 /// A handler that reports when it starts and then takes 300 ms.
-struct Gate(std::sync::Mutex<std::sync::mpsc::Sender<()>>);
+struct Gate(Mutex<mpsc::Sender<()>>);
 
-impl server::handler::Handler for Gate {
-    fn handle(&self, _: &server::handler::Request<'_>) -> server::handler::Response {
+impl Handler for Gate {
+    fn handle(&self, _: &Request<'_>) -> Response {
         let _ = self.0.lock().unwrap().send(());
         std::thread::sleep(Duration::from_millis(300));
-        server::handler::Response::ok(vec![b"finished".to_vec()])
+        Response::ok(vec![b"finished".to_vec()])
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_finishes_the_request_in_progress() {
-    mensageria::telemetry::init_for_tests();
-    let ctx = zmq::Context::new();
-    let (backend, b) = inproc::bound(&ctx, zmq::DEALER);
-    let (_events, e) = inproc::bound(&ctx, zmq::SUB);
-    let (tx, started) = std::sync::mpsc::channel();
-    let shutdown = CancellationToken::new();
-    let mut config = Config::for_tests(&b, &e, 1);
-    config.worker_protocol = WorkerProtocol::Rep;
-    config.common.shutdown_grace = Duration::from_secs(5);
-    let handler = std::sync::Arc::new(Gate(std::sync::Mutex::new(tx)));
-    let s = server::start_with_handler(config, shutdown.clone(), "gate".into(), handler)
-        .await
-        .unwrap();
-    backend
+    let (tx, started) = mpsc::channel();
+    let f = start_with(1, Some(Arc::new(Gate(Mutex::new(tx))))).await;
+    f.backend
         .send_multipart([&b"corr-9"[..], b"", b"anything"], 0)
         .unwrap();
     started
         .recv_timeout(Duration::from_secs(5))
         .expect("a worker took the request");
     let t = Instant::now();
-    shutdown.cancel();
-    let reply = backend
+    f.shutdown.cancel();
+    let reply = f
+        .backend
         .recv_multipart(0)
         .expect("the in-flight request is answered");
     assert_eq!(reply[2], b"finished");
-    inproc::stopped("server", s.wait()).await;
+    f.stop().await;
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "stopped well within the grace"

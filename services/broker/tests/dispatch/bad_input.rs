@@ -10,45 +10,38 @@ fn expect_disconnect(w: &RfcWorker) {
 }
 
 /// A request through the good worker still works.
-fn still_served(f: &Fixture, good: &RfcWorker, client: &zmq::Socket, n: u8) {
-    client
-        .send_multipart([&b"MDPC02"[..], &[1], b"good", &[n]], 0)
-        .unwrap();
+fn still_served(good: &RfcWorker, client: &zmq::Socket, n: u8) {
+    send_v2(client, "good", &[n]);
     let (addr, body) = good.request();
     good.reply(&addr, &[&body[0]]);
     let r = client.recv_multipart(0).unwrap();
     assert_eq!(r[3], [n]);
-    let _ = f;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_worker_commands_are_refused_counted_and_harmless() {
     let f = start(|_| {}).await;
-    let good = RfcWorker::new(&f, true, "good", None);
-    f.wait_workers("good", 1.0);
+    let good = f.worker(true, "good", None);
     let client = f.socket(zmq::DEALER);
     let mut refused = 0.0;
 
     // An unknown command byte from a registered worker.
-    let w = RfcWorker::new(&f, true, "victim", None);
-    f.wait_workers("victim", 1.0);
+    let w = f.worker(true, "victim", None);
     w.send(0x42, &[]);
     expect_disconnect(&w);
     refused += 1.0;
     f.wait_workers("victim", 0.0);
-    still_served(&f, &good, &client, 1);
+    still_served(&good, &client, 1);
 
     // A reply for a request the worker does not hold.
-    let w = RfcWorker::new(&f, false, "victim", None);
-    f.wait_workers("victim", 1.0);
+    let w = f.worker(false, "victim", None);
     w.reply(&7u64.to_le_bytes(), &[b"forged"]);
     expect_disconnect(&w);
     refused += 1.0;
-    still_served(&f, &good, &client, 2);
+    still_served(&good, &client, 2);
 
     // READY twice.
-    let w = RfcWorker::new(&f, true, "victim", None);
-    f.wait_workers("victim", 1.0);
+    let w = f.worker(true, "victim", None);
     w.send(1, &[b"victim"]);
     expect_disconnect(&w);
     refused += 1.0;
@@ -67,15 +60,12 @@ async fn bad_worker_commands_are_refused_counted_and_harmless() {
         expect_disconnect(&w);
         refused += 1.0;
     }
-    f.expect_metric(
-        "mensageria_broker_dropped_total{reason=\"worker_protocol\"}",
-        refused,
-    );
+    f.expect_dropped("worker_protocol", refused);
     assert_eq!(
         f.metric("mensageria_broker_workers{service=\"fine\",state=\"idle\"}"),
         0.0
     );
-    still_served(&f, &good, &client, 3);
+    still_served(&good, &client, 3);
     f.expect_metric(
         "mensageria_broker_workers{service=\"good\",state=\"idle\"}",
         1.0,
@@ -86,17 +76,14 @@ async fn bad_worker_commands_are_refused_counted_and_harmless() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_breaks_the_protocol_loses_its_requests_to_unavailable() {
     let f = start(|_| {}).await;
-    let w = RfcWorker::new(&f, true, "held", None);
-    f.wait_workers("held", 1.0);
+    let w = f.worker(true, "held", None);
     let c = f.socket(zmq::DEALER);
-    c.send_multipart([&b""[..], &header(3, Some("held"), None), b"x"], 0)
-        .unwrap();
+    send_ours(&c, &header(3, Some("held"), None), b"x");
     let _ = w.request();
     w.send(0x42, &[]);
     expect_disconnect(&w);
     let r = c.recv_multipart(0).unwrap();
-    let h = reply_header(&r[1]);
-    assert_eq!((h.id, h.status), (3, mensageria::Status::Unavailable));
+    assert_eq!(reply_status(&r[1]), (3, mensageria::Status::Unavailable));
     f.expect_metric(
         "mensageria_broker_workers_lost_total{service=\"held\"}",
         1.0,
@@ -108,17 +95,12 @@ async fn a_worker_that_breaks_the_protocol_loses_its_requests_to_unavailable() {
 async fn services_beyond_the_cap_are_refused() {
     // The default service counts: echo, then one more.
     let f = start(|c| c.max_services = 2).await;
-    let ok = RfcWorker::new(&f, true, "one", None);
-    f.wait_workers("one", 1.0);
+    let ok = f.worker(true, "one", None);
     let over = RfcWorker::new(&f, true, "two", None);
     expect_disconnect(&over);
-    f.expect_metric(
-        "mensageria_broker_dropped_total{reason=\"too_many_services\"}",
-        1.0,
-    );
+    f.expect_dropped("too_many_services", 1.0);
     // A second worker of an existing service is fine.
-    let _more = RfcWorker::new(&f, false, "one", None);
-    f.wait_workers("one", 2.0);
+    let _more = f.worker(false, "one", None);
     drop(ok);
     f.stop().await;
 }

@@ -17,26 +17,20 @@ async fn a_silent_worker_is_lost_and_its_requests_are_answered_unavailable() {
         c.request_timeout = Duration::from_secs(30);
     })
     .await;
-    let w = RfcWorker::new(&f, true, "fragile", None);
-    f.wait_workers("fragile", 1.0);
+    let w = f.worker(true, "fragile", None);
     let c = f.socket(zmq::DEALER);
-    c.send_multipart([&b""[..], &header(9, Some("fragile"), None), b"x"], 0)
-        .unwrap();
+    send_ours(&c, &header(9, Some("fragile"), None), b"x");
     let (_addr, _) = w.request();
     // The broker heartbeats the worker while it is silent.
     let t = Instant::now();
-    let (cmd, _) = {
-        let m = w.s.recv_multipart(0).unwrap();
-        (m[1].clone(), m)
-    };
-    assert_eq!(cmd, [5], "HEARTBEAT from the broker");
+    let m = w.s.recv_multipart(0).unwrap();
+    assert_eq!(m[1], [5], "HEARTBEAT from the broker");
     // The worker now says nothing at all: within liveness x interval the
     // broker gives up on it and answers the held request.
     let r = c
         .recv_multipart(0)
         .expect("answered well before the 30 s timeout");
-    let h = reply_header(&r[1]);
-    assert_eq!((h.id, h.status), (9, Status::Unavailable));
+    assert_eq!(reply_status(&r[1]), (9, Status::Unavailable));
     assert!(String::from_utf8_lossy(&r[2]).contains("worker lost"));
     assert!(t.elapsed() < Duration::from_secs(5));
     f.expect_metric(
@@ -63,8 +57,7 @@ async fn a_worker_that_heartbeats_stays_and_disconnect_removes_it() {
         c.worker_liveness = 5;
     })
     .await;
-    let w = RfcWorker::new(&f, false, "steady", None);
-    f.wait_workers("steady", 1.0);
+    let w = f.worker(false, "steady", None);
     // Heartbeat every half interval for three liveness periods (10x margin
     // over the interval, so a loaded machine does not make it flaky).
     let until = Instant::now() + Duration::from_millis(1_500);
@@ -92,8 +85,7 @@ async fn a_worker_that_heartbeats_stays_and_disconnect_removes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_broker_disconnects_its_workers() {
     let f = start(|_| {}).await;
-    let w = RfcWorker::new(&f, true, "bye", None);
-    f.wait_workers("bye", 1.0);
+    let w = f.worker(true, "bye", None);
     let s = w.s;
     f.stop().await;
     let m = s

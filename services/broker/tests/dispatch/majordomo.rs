@@ -10,10 +10,8 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc_clients_and_workers_of_both_versions_interoperate() {
     let f = start(|_| {}).await;
-    let w1 = RfcWorker::new(&f, false, "upper.v1", None);
-    let w2 = RfcWorker::new(&f, true, "upper.v2", None);
-    f.wait_workers("upper.v1", 1.0);
-    f.wait_workers("upper.v2", 1.0);
+    let w1 = f.worker(false, "upper.v1", None);
+    let w2 = f.worker(true, "upper.v2", None);
     let serve = |w: RfcWorker, n: usize| {
         thread::spawn(move || {
             for _ in 0..n {
@@ -37,20 +35,15 @@ async fn rfc_clients_and_workers_of_both_versions_interoperate() {
     );
     t1.join().unwrap();
     t2.join().unwrap();
-    f.expect_metric(
-        "mensageria_broker_replies_total{service=\"upper.v1\",status=\"ok\"}",
-        2.0,
-    );
+    f.expect_replies("upper.v1", "ok", 2.0);
     f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_header_client_and_a_plain_req_client_reach_majordomo_workers() {
     let f = start(|_| {}).await;
-    let echo = RfcWorker::new(&f, true, "echo", None);
-    let other = RfcWorker::new(&f, false, "billing", None);
-    f.wait_workers("echo", 1.0);
-    f.wait_workers("billing", 1.0);
+    let echo = f.worker(true, "echo", None);
+    let other = f.worker(false, "billing", None);
     // Plain REQ: no header, so the default service (echo).
     let req = f.socket(zmq::REQ);
     req.send("plain", 0).unwrap();
@@ -65,12 +58,7 @@ async fn our_header_client_and_a_plain_req_client_reach_majordomo_workers() {
     // Ours: service and budget in the header; the worker sees the header with
     // the budget rewritten to what was left at dispatch.
     let dealer = f.socket(zmq::DEALER);
-    dealer
-        .send_multipart(
-            [&b""[..], &header(7, Some("billing"), Some(2_000)), b"pay"],
-            0,
-        )
-        .unwrap();
+    send_ours(&dealer, &header(7, Some("billing"), Some(2_000)), b"pay");
     let (addr, body) = other.request();
     let Ok(Header::Request(h)) = Header::decode(&body[0]) else {
         panic!("the worker gets our header first: {body:?}");
@@ -79,13 +67,7 @@ async fn our_header_client_and_a_plain_req_client_reach_majordomo_workers() {
     let budget = h.budget_ms.expect("a budget");
     assert!(budget > 0 && budget <= 2_000, "budget {budget}");
     assert_eq!(body[1], b"pay");
-    let ok = Header::Reply(mensageria::ReplyHeader {
-        id: 7,
-        status: Status::Ok,
-        trace: None,
-    })
-    .encode();
-    other.reply(&addr, &[&ok, b"paid"]);
+    other.reply(&addr, &[&reply_frame(7, Status::Ok), b"paid"]);
     let r = dealer.recv_multipart(0).unwrap();
     assert_eq!(r[0], b"");
     assert_eq!(reply_header(&r[1]).status, Status::Ok);
@@ -96,12 +78,7 @@ async fn our_header_client_and_a_plain_req_client_reach_majordomo_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_rep_workers_still_serve_the_default_service() {
     let f = start(|_| {}).await;
-    let rep = testkit::inproc::connected(&f.ctx, zmq::REP, &f.backend);
-    let t = thread::spawn(move || {
-        let m = rep.recv_multipart(0).unwrap();
-        rep.send_multipart(m, 0).unwrap();
-    });
-    f.expect_metric("mensageria_zmq_peers{socket=\"backend\"}", 1.0);
+    let t = rep_worker(&f, 1, |m| m);
     // A Majordomo 0.1 client of the default service is served by the REP
     // worker too, and answered in its own envelope.
     let req = f.socket(zmq::REQ);

@@ -5,11 +5,9 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mmi_service_says_200_or_404_and_mmi_services_lists_workers() {
     let f = start(|_| {}).await;
-    let _a = RfcWorker::new(&f, true, "alpha", None);
-    let _b = RfcWorker::new(&f, false, "beta", None);
-    let _c = RfcWorker::new(&f, true, "beta", None);
-    f.wait_workers("alpha", 1.0);
-    f.wait_workers("beta", 2.0);
+    let _a = f.worker(true, "alpha", None);
+    let _b = f.worker(false, "beta", None);
+    let _c = f.worker(true, "beta", None);
     let req = f.socket(zmq::REQ);
     assert_eq!(call_v1(&req, "mmi.service", &[b"alpha"]), vec![b"200"]);
     assert_eq!(call_v1(&req, "mmi.service", &[b"gamma"]), vec![b"404"]);
@@ -30,11 +28,9 @@ async fn mmi_service_says_200_or_404_and_mmi_services_lists_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_json_shows_queues_and_workers() {
     let f = start(|_| {}).await;
-    let w = RfcWorker::new(&f, true, "shown", Some("credit=2;instance=pod-a/1"));
-    f.wait_workers("shown", 1.0);
+    let w = f.worker(true, "shown", Some("credit=2;instance=pod-a/1"));
     let c = f.socket(zmq::DEALER);
-    c.send_multipart([&b"MDPC02"[..], &[1], b"shown", b"x"], 0)
-        .unwrap();
+    send_v2(&c, "shown", b"x");
     let (addr, _) = w.request();
     let shown = f.service_view("shown", |s| s["workers_busy"] == 1);
     assert_eq!(f.services()["default_service"], "echo");

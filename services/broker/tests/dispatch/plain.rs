@@ -5,38 +5,29 @@
 use std::{thread, time::Duration};
 
 use broker::Config;
-use mensageria::{header::is_header, ops::http_get, Status};
-use testkit::inproc;
+use mensageria::{header::is_header, Status};
+use testkit::{inproc, ops, wait::wait_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-/// A plain REP worker on its own thread answering `n` requests with `f`.
-fn rep_worker(
-    ctx: &zmq::Context,
-    backend: &str,
-    n: usize,
-    f: fn(Vec<Vec<u8>>) -> Vec<Vec<u8>>,
-) -> thread::JoinHandle<()> {
-    let s = inproc::connected(ctx, zmq::REP, backend);
-    thread::spawn(move || {
-        for _ in 0..n {
-            let req = s.recv_multipart(0).expect("worker gets a request");
-            s.send_multipart(f(req), 0).unwrap();
-        }
-    })
+/// A REQ client that has sent the one-frame request `body`.
+fn sent(f: &Fixture, body: &str) -> zmq::Socket {
+    let req = f.socket(zmq::REQ);
+    req.send(body, 0).unwrap();
+    req
 }
 
-/// Waits until the worker's connection is visible to the broker.
-fn wait_for_peers(f: &Fixture, socket: &str, n: f64) {
-    f.wait_metric(&format!("mensageria_zmq_peers{{socket=\"{socket}\"}}"), n);
+/// Echoes after 300 ms (the request stays in flight meanwhile).
+fn slow_echo(req: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    thread::sleep(Duration::from_millis(300));
+    req
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_req_rep_round_trip_is_transparent() {
     let f = start(|_| {}).await;
-    let w = rep_worker(&f.ctx, &f.backend, 2, |req| req.into_iter().rev().collect());
-    wait_for_peers(&f, "backend", 1.0);
+    let w = rep_worker(&f, 2, |req| req.into_iter().rev().collect());
     let req = f.socket(zmq::REQ);
     req.send_multipart([&b"a"[..], b"b"], 0).unwrap();
     assert_eq!(
@@ -45,19 +36,14 @@ async fn plain_req_rep_round_trip_is_transparent() {
     );
     // A header request gets its header back through the worker untouched.
     let dealer = f.socket(zmq::DEALER);
-    dealer
-        .send_multipart([&b""[..], &header(7, None, None), b"x"], 0)
-        .unwrap();
+    send_ours(&dealer, &header(7, None, None), b"x");
     let reply = dealer.recv_multipart(0).unwrap();
     assert_eq!(reply[0], b"");
     assert_eq!(reply[1], b"x", "the REP worker reversed [header, x]");
     assert!(is_header(&reply[2]));
     w.join().unwrap();
     f.expect_metric("mensageria_broker_requests_total{service=\"echo\"}", 2.0);
-    f.expect_metric(
-        "mensageria_broker_replies_total{service=\"echo\",status=\"ok\"}",
-        2.0,
-    );
+    f.expect_replies("echo", "ok", 2.0);
     f.expect_metric(
         "mensageria_broker_request_duration_seconds_count{service=\"echo\"}",
         2.0,
@@ -69,22 +55,15 @@ async fn plain_req_rep_round_trip_is_transparent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_worker_means_unavailable_at_once() {
     let f = start(|_| {}).await;
-    let req = f.socket(zmq::REQ);
-    req.send("hello", 0).unwrap();
+    let req = sent(&f, "hello");
     let reply = req.recv_multipart(0).unwrap();
     assert_eq!(reply.len(), 1);
     assert_err(&reply[0], "ERR unavailable ");
     let dealer = f.socket(zmq::DEALER);
-    dealer
-        .send_multipart([&b""[..], &header(42, None, None), b"x"], 0)
-        .unwrap();
+    send_ours(&dealer, &header(42, None, None), b"x");
     let reply = dealer.recv_multipart(0).unwrap();
-    let h = reply_header(&reply[1]);
-    assert_eq!((h.id, h.status), (42, Status::Unavailable));
-    f.expect_metric(
-        "mensageria_broker_replies_total{service=\"echo\",status=\"unavailable\"}",
-        2.0,
-    );
+    assert_eq!(reply_status(&reply[1]), (42, Status::Unavailable));
+    f.expect_replies("echo", "unavailable", 2.0);
     f.stop().await;
 }
 
@@ -92,23 +71,19 @@ async fn no_worker_means_unavailable_at_once() {
 async fn deadline_answers_timeout_and_late_reply_is_dropped() {
     let f = start(|c| c.request_timeout = Duration::from_millis(200)).await;
     // A worker that answers only after the deadline.
-    let w = rep_worker(&f.ctx, &f.backend, 1, |req| {
+    let w = rep_worker(&f, 1, |req| {
         thread::sleep(Duration::from_millis(600));
         req
     });
-    wait_for_peers(&f, "backend", 1.0);
     let dealer = f.socket(zmq::DEALER);
     let t = std::time::Instant::now();
-    dealer
-        .send_multipart([&b""[..], &header(5, None, None), b"slow"], 0)
-        .unwrap();
+    send_ours(&dealer, &header(5, None, None), b"slow");
     let reply = dealer.recv_multipart(0).unwrap();
     assert!(
         t.elapsed() < Duration::from_millis(550),
         "timeout reply came before the late reply"
     );
-    let h = reply_header(&reply[1]);
-    assert_eq!((h.id, h.status), (5, Status::Timeout));
+    assert_eq!(reply_status(&reply[1]), (5, Status::Timeout));
     w.join().unwrap();
     f.wait_metric(
         "mensageria_broker_dropped_total{reason=\"late_reply\"}",
@@ -119,43 +94,29 @@ async fn deadline_answers_timeout_and_late_reply_is_dropped() {
         0,
         "the late reply is not forwarded"
     );
-    f.expect_metric(
-        "mensageria_broker_replies_total{service=\"echo\",status=\"timeout\"}",
-        1.0,
-    );
+    f.expect_replies("echo", "timeout", 1.0);
     f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_max_inflight_is_overloaded() {
     let f = start(|c| c.max_inflight = 1).await;
-    let w = rep_worker(&f.ctx, &f.backend, 1, |req| {
-        thread::sleep(Duration::from_millis(300));
-        req
-    });
-    wait_for_peers(&f, "backend", 1.0);
-    let first = f.socket(zmq::REQ);
-    first.send("one", 0).unwrap();
+    let w = rep_worker(&f, 1, slow_echo);
+    let first = sent(&f, "one");
     // Wait until the first is in flight, then the second must be refused.
     f.wait_metric("mensageria_broker_inflight_requests", 1.0);
-    let second = f.socket(zmq::REQ);
-    second.send("two", 0).unwrap();
-    let r = second.recv_bytes(0).unwrap();
-    assert_err(&r, "ERR overloaded ");
+    let second = sent(&f, "two");
+    assert_err(&second.recv_bytes(0).unwrap(), "ERR overloaded ");
     assert_eq!(first.recv_bytes(0).unwrap(), b"one");
     w.join().unwrap();
-    f.expect_metric(
-        "mensageria_broker_replies_total{service=\"echo\",status=\"overloaded\"}",
-        1.0,
-    );
+    f.expect_replies("echo", "overloaded", 1.0);
     f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_is_counted_and_the_loop_goes_on() {
     let f = start(|_| {}).await;
-    let w = rep_worker(&f.ctx, &f.backend, 1, |req| req);
-    wait_for_peers(&f, "backend", 1.0);
+    let w = rep_worker(&f, 1, |req| req);
     let dealer = f.socket(zmq::DEALER);
     // No delimiter; delimiter but no body.
     dealer.send("no-delimiter", 0).unwrap();
@@ -176,68 +137,38 @@ async fn malformed_input_is_counted_and_the_loop_goes_on() {
     let rogue = inproc::connected(&f.ctx, zmq::DEALER, &f.backend);
     rogue.send("garbage", 0).unwrap();
     // And a good request still works.
-    let req = f.socket(zmq::REQ);
-    req.send("still here", 0).unwrap();
+    let req = sent(&f, "still here");
     assert_eq!(req.recv_bytes(0).unwrap(), b"still here");
     w.join().unwrap();
     f.wait_metric("mensageria_broker_dropped_total{reason=\"malformed\"}", 3.0);
-    f.expect_metric(
-        "mensageria_broker_replies_total{service=\"other\",status=\"bad_request\"}",
-        2.0,
-    );
+    f.expect_replies("other", "bad_request", 2.0);
     f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_and_ops_endpoints() {
     let f = start(|_| {}).await;
-    let addr = f.http;
-    let (code, body) = http_get(addr, "/readyz", Duration::from_secs(5)).unwrap();
-    assert_eq!(code, 200, "{body}");
-    assert!(body.contains("\"sockets_bound\":true"));
-    assert_eq!(
-        http_get(addr, "/healthz", Duration::from_secs(5))
-            .unwrap()
-            .0,
-        200
-    );
-    assert_eq!(
-        http_get(addr, "/nope", Duration::from_secs(5)).unwrap().0,
-        404
-    );
-    let shutdown = f.shutdown.clone();
-    shutdown.cancel();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match http_get(addr, "/readyz", Duration::from_secs(1)) {
-            Ok((503, _)) | Err(_) => break,
-            Ok(_) => assert!(
-                std::time::Instant::now() < deadline,
-                "readiness never went false"
-            ),
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
+    // `get` asserts HTTP 200.
+    assert!(ops::get(f.http, "/readyz").contains("\"sockets_bound\":true"));
+    ops::get(f.http, "/healthz");
+    assert_eq!(ops::http_get(f.http, "/nope").unwrap().0, 404);
+    f.shutdown.cancel();
+    wait_until("readiness to go false", Duration::from_secs(5), || {
+        matches!(ops::http_get(f.http, "/readyz"), Ok((503, _)) | Err(_)).then_some(())
+    });
     f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_answers_in_flight_requests() {
     let f = start(|_| {}).await;
-    let w = rep_worker(&f.ctx, &f.backend, 1, |req| {
-        thread::sleep(Duration::from_millis(300));
-        req
-    });
-    wait_for_peers(&f, "backend", 1.0);
-    let req = f.socket(zmq::REQ);
-    req.send("in flight", 0).unwrap();
+    let w = rep_worker(&f, 1, slow_echo);
+    let req = sent(&f, "in flight");
     f.wait_metric("mensageria_broker_inflight_requests", 1.0);
     f.shutdown.cancel();
     // New requests during the drain are refused at once…
-    let late = f.socket(zmq::REQ);
-    late.send("too late", 0).unwrap();
-    let r = late.recv_bytes(0).unwrap();
-    assert_err(&r, "ERR unavailable");
+    let late = sent(&f, "too late");
+    assert_err(&late.recv_bytes(0).unwrap(), "ERR unavailable");
     // …and the one in flight is still answered.
     assert_eq!(req.recv_bytes(0).unwrap(), b"in flight");
     w.join().unwrap();

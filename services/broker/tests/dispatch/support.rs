@@ -65,6 +65,21 @@ impl Fixture {
         testkit::ops::expect_metric(self.http, series, want);
     }
 
+    /// [`Fixture::expect_metric`] for the replies to `service` with `status`.
+    pub fn expect_replies(&self, service: &str, status: &str, want: f64) {
+        let series =
+            format!("mensageria_broker_replies_total{{service=\"{service}\",status=\"{status}\"}}");
+        self.expect_metric(&series, want);
+    }
+
+    /// [`Fixture::expect_metric`] for the messages dropped for `reason`.
+    pub fn expect_dropped(&self, reason: &str, want: f64) {
+        self.expect_metric(
+            &format!("mensageria_broker_dropped_total{{reason=\"{reason}\"}}"),
+            want,
+        );
+    }
+
     /// Waits (bounded) until `series` reaches `at_least`.
     pub fn wait_metric(&self, series: &str, at_least: f64) {
         testkit::ops::wait_metric(self.http, series, "waiting", |v| v >= at_least);
@@ -82,29 +97,30 @@ impl Fixture {
         service: &str,
         ready: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let view = self.services();
-            let entry = view["services"]
-                .as_array()
-                .and_then(|a| a.iter().find(|s| s["name"] == service))
-                .cloned();
-            if let Some(e) = entry.filter(|e| ready(e)) {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{service} never shown as expected: {view}"
-            );
-            thread::sleep(Duration::from_millis(25));
-        }
+        let mut view = serde_json::Value::Null;
+        testkit::wait::poll_until(Duration::from_secs(5), || {
+            view = self.services();
+            let entries = view["services"].as_array()?;
+            entries
+                .iter()
+                .find(|s| s["name"] == service && ready(s))
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("{service} never shown as expected: {view}"))
     }
 
     /// Waits until `service` has `n` registered workers (per `/metrics`).
     pub fn wait_workers(&self, service: &str, n: f64) {
-        // Idle and busy.
-        let workers = format!("mensageria_broker_workers{{service=\"{service}\"}}");
-        testkit::ops::wait_metric(self.http, &workers, "registered workers", |v| v == n);
+        self.expect_metric(&workers(service), n);
+    }
+
+    /// An [`RfcWorker`] the broker has registered (counts one more worker
+    /// of `service`).
+    pub fn worker(&self, v2: bool, service: &str, ext: Option<&str>) -> RfcWorker {
+        let before = self.metric(&workers(service));
+        let w = RfcWorker::new(self, v2, service, ext);
+        self.wait_workers(service, before + 1.0);
+        w
     }
 
     pub async fn stop(mut self) {
@@ -112,6 +128,28 @@ impl Fixture {
         let broker = self.broker.take().expect("stopped once");
         inproc::stopped("broker", broker.wait()).await;
     }
+}
+
+/// The series of `service`'s registered workers, idle and busy.
+fn workers(service: &str) -> String {
+    format!("mensageria_broker_workers{{service=\"{service}\"}}")
+}
+
+/// A plain REP worker on the backend, on its own thread, answering `n`
+/// requests with `answer`; returned once the broker sees its connection.
+pub fn rep_worker(
+    f: &Fixture,
+    n: usize,
+    answer: fn(Vec<Vec<u8>>) -> Vec<Vec<u8>>,
+) -> thread::JoinHandle<()> {
+    let s = inproc::connected(&f.ctx, zmq::REP, &f.backend);
+    f.expect_metric("mensageria_zmq_peers{socket=\"backend\"}", 1.0);
+    thread::spawn(move || {
+        for _ in 0..n {
+            let req = s.recv_multipart(0).expect("worker gets a request");
+            s.send_multipart(answer(req), 0).unwrap();
+        }
+    })
 }
 
 /// A Majordomo worker from the RFC tables: a DEALER; 0.1 commands are
@@ -183,6 +221,14 @@ impl RfcWorker {
         (addr, m)
     }
 
+    /// Receives a REQUEST, asserts its body is the one frame `body` and
+    /// returns the client address.
+    pub fn request_of(&self, body: &[u8]) -> Vec<u8> {
+        let (addr, got) = self.request();
+        assert_eq!(got, [body], "the request's body");
+        addr
+    }
+
     /// Sends REPLY (0.1) / FINAL (0.2) for `addr`.
     pub fn reply(&self, addr: &[u8], body: &[&[u8]]) {
         let mut rest = vec![addr, b""];
@@ -215,6 +261,11 @@ pub fn call_v2(s: &zmq::Socket, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
     let mut frames: Vec<&[u8]> = vec![b"MDPC02", &[1], service.as_bytes()];
     frames.extend_from_slice(body);
     s.send_multipart(frames, 0).unwrap();
+    recv_v2(s, service)
+}
+
+/// The body of the next FINAL for `service` on a 0.2 client socket.
+pub fn recv_v2(s: &zmq::Socket, service: &str) -> Vec<Vec<u8>> {
     let mut r = s.recv_multipart(0).expect("a reply");
     assert_eq!(r.remove(0), b"MDPC02");
     assert_eq!(r.remove(0), [3], "FINAL");
@@ -222,9 +273,9 @@ pub fn call_v2(s: &zmq::Socket, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {
     r
 }
 
-pub use testkit::inproc::reply_header;
 /// Our request header for `service` with a budget.
 pub use testkit::inproc::request_header as header;
+pub use testkit::inproc::{reply_frame, reply_header, reply_status};
 
 /// Asserts that a reply frame is an error starting with `prefix`
 /// (`ERR <status> …`).
@@ -236,10 +287,21 @@ pub fn assert_err(frame: &[u8], prefix: &str) {
     );
 }
 
-/// Sends our header request on a DEALER: `["", header, payload]`; returns
-/// the reply frames after the empty delimiter.
-pub fn call_ours(s: &zmq::Socket, header: &[u8], payload: &[u8]) -> Vec<Vec<u8>> {
+/// Sends a one-frame Majordomo 0.2 request (see [`call_v2`]) without
+/// waiting for the reply.
+pub fn send_v2(s: &zmq::Socket, service: &str, body: &[u8]) {
+    s.send_multipart([&b"MDPC02"[..], &[1], service.as_bytes(), body], 0)
+        .unwrap();
+}
+
+/// Sends our header request on a DEALER: `["", header, payload]`.
+pub fn send_ours(s: &zmq::Socket, header: &[u8], payload: &[u8]) {
     s.send_multipart([&b""[..], header, payload], 0).unwrap();
+}
+
+/// [`send_ours`], then the reply frames after the empty delimiter.
+pub fn call_ours(s: &zmq::Socket, header: &[u8], payload: &[u8]) -> Vec<Vec<u8>> {
+    send_ours(s, header, payload);
     let mut r = s.recv_multipart(0).expect("a reply");
     assert_eq!(r.remove(0), b"");
     r
