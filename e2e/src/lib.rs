@@ -17,7 +17,7 @@
 //! - [`registered_workers`], [`service_workers`], [`broker_workers`],
 //!   [`wait_registered`]: the broker's view of its Majordomo workers.
 //! - [`metric`], [`http_get`], [`wait_until`]: observing services.
-//! - [`run_client`], [`request`], [`bench`], [`BenchSummary`]: one-shot
+//! - [`run_client`], [`request`], [`bench`], [`bench_summary`]: one-shot
 //!   client subcommands.
 //! - [`with_timeout`]: the watchdog every test body runs under.
 //!
@@ -124,8 +124,7 @@ pub use testkit::ports::unused_port;
 
 pub use testkit::stack::{
     broker_workers, registered_workers, service_workers, wait_registered, Broker, Launcher, Proxy,
-    Server, Stack, StackBuilder, UnreadyServer, DEFAULT_WORKERS, GRACE, GRACE_ARG, REP_ARGS,
-    START_TIMEOUT,
+    Server, Stack, StackBuilder, DEFAULT_WORKERS, GRACE, GRACE_ARG, REP_ARGS, START_TIMEOUT,
 };
 
 /// Runs `client request <payload> --broker-endpoints <frontend> <extra…>`
@@ -147,80 +146,31 @@ pub fn spawn_bench(stack: &Stack, extra: &[&str]) -> Proc {
 /// Runs a bench against `stack` to completion (exit 0 required) and returns
 /// its summary.
 pub fn bench(stack: &Stack, extra: &[&str], timeout: Duration) -> BenchSummary {
-    BenchSummary::from_proc(spawn_bench(stack, extra), timeout)
+    bench_summary(spawn_bench(stack, extra), timeout)
 }
 
 /// The `--json` summary of `client bench`.
-#[derive(Debug, Clone)]
-pub struct BenchSummary {
-    /// Requests finished.
-    pub requests: u64,
-    /// Finished `ok`.
-    pub ok: u64,
-    /// Finished otherwise.
-    pub errors: u64,
-    /// Retries sent.
-    pub retries: u64,
-    /// The whole JSON object.
-    pub json: Value,
-}
+pub use client::bench::Summary as BenchSummary;
 
-impl BenchSummary {
-    /// Parses the summary line.
-    ///
-    /// # Panics
-    /// If `line` is not a bench summary.
-    pub fn parse(line: &str) -> BenchSummary {
-        let json: Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("bench summary is not JSON ({e}): {line}"));
-        let n = |k: &str| {
-            json[k]
-                .as_u64()
-                .unwrap_or_else(|| panic!("bench summary without `{k}`: {line}"))
-        };
-        for k in [
-            "errors_by_status",
-            "latency_ms",
-            "throughput_rps",
-            "elapsed_s",
-            "concurrency",
-        ] {
-            assert!(!json[k].is_null(), "bench summary without `{k}`: {line}");
-        }
-        BenchSummary {
-            requests: n("requests"),
-            ok: n("ok"),
-            errors: n("errors"),
-            retries: n("retries"),
-            json,
-        }
-    }
-
-    /// Waits for a background bench to exit 0 and parses its summary.
-    ///
-    /// # Panics
-    /// If it overruns `timeout`, fails, or prints no summary.
-    pub fn from_proc(mut proc: Proc, timeout: Duration) -> BenchSummary {
-        let out = proc.output(timeout);
-        assert!(
-            out.status.success(),
-            "client bench failed\n{}",
-            describe(&out)
-        );
-        let text = stdout(&out);
-        let line = text
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .unwrap_or_else(|| panic!("no JSON summary\n{}", describe(&out)));
-        BenchSummary::parse(line)
-    }
-}
-
-impl std::fmt::Display for BenchSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.json)
-    }
+/// Waits for a background `client bench --json` to exit 0 and reads its
+/// summary (every field required).
+///
+/// # Panics
+/// If it overruns `timeout`, fails, or prints no summary.
+pub fn bench_summary(mut proc: Proc, timeout: Duration) -> BenchSummary {
+    let out = proc.output(timeout);
+    assert!(
+        out.status.success(),
+        "client bench failed\n{}",
+        describe(&out)
+    );
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON summary\n{}", describe(&out)));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not a bench summary ({e}): {line}"))
 }
 
 // ---------------------------------------------------------------------------

@@ -6,17 +6,20 @@ use std::time::Duration;
 
 use e2e::{
     broker_workers, plain_req, recv_within, req_roundtrip, wait_ready, wait_registered, wait_until,
-    with_timeout, BenchSummary, Broker, Proxy, Server, Signal, START_TIMEOUT,
+    with_timeout, Launcher, Signal, START_TIMEOUT,
 };
 
 #[test]
 fn a_server_serves_two_brokers_without_head_of_line_waits_and_survives_losing_one() {
     with_timeout(Duration::from_secs(120), || {
-        let (mut b1, b2) = (Broker::start(&[], &[]), Broker::start(&[], &[]));
-        let proxy = Proxy::start(&[], &[]);
+        let l = Launcher::default();
+        let (mut b1, b2) = (l.broker(&[], &[]).unwrap(), l.broker(&[], &[]).unwrap());
+        let proxy = l.proxy(&[], &[]).unwrap();
         let both = format!("{},{}", b1.frontend, b2.frontend);
         // Two workers: credit 2, announced to each broker.
-        let server = Server::start(&both, &proxy.xsub, &["--workers", "2"], &[]);
+        let server = l
+            .server((&both, &proxy.xsub), &["--workers", "2"], &[])
+            .unwrap();
         server.wait_ready();
         for b in [&b1, &b2] {
             wait_ready(b.http, START_TIMEOUT);
@@ -77,11 +80,11 @@ fn a_server_serves_two_brokers_without_head_of_line_waits_and_survives_losing_on
         );
         b1.proc.kill(Signal::Kill);
         b1.proc.wait_exit(Duration::from_secs(5));
-        let s = BenchSummary::from_proc(bench, Duration::from_secs(90));
+        let s = e2e::bench_summary(bench, Duration::from_secs(90));
         assert_eq!(
             (s.requests, s.ok, s.errors, s.retries),
             (3000, 3000, 0, 0),
-            "{s}"
+            "{s:?}"
         );
         assert_eq!(
             e2e::registered_workers(b2.http),

@@ -12,9 +12,7 @@ use std::{
     time::Duration,
 };
 
-use e2e::{
-    describe, metric, plain_req, req_roundtrip, stdout, wait_until, with_timeout, Server, Stack,
-};
+use e2e::{describe, metric, plain_req, req_roundtrip, stdout, wait_until, with_timeout, Stack};
 
 use crate::rfc::call_v1;
 
@@ -70,12 +68,14 @@ fn plain_rep_workers_on_the_backend_serve_the_default_service() {
         );
 
         // Our server in REP mode beside it: round-robin between the two.
-        let rep = Server::start(
-            &stack.broker.backend,
-            &stack.proxy.xsub,
-            &["--worker-protocol", "rep", "--workers", "1"],
-            &[],
-        );
+        let rep = stack
+            .launcher()
+            .server(
+                (&stack.broker.backend, &stack.proxy.xsub),
+                &["--worker-protocol", "rep", "--workers", "1"],
+                &[],
+            )
+            .unwrap();
         rep.wait_ready();
         wait_until("both REP peers connected", Duration::from_secs(10), || {
             (metric(

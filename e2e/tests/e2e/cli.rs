@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use e2e::{describe, http_get, metric, run_bin, stderr, unused_port, with_timeout, Server, Stack};
+use e2e::{
+    describe, http_get, metric, run_bin, stderr, unused_port, with_timeout, Launcher, Stack,
+};
 
 #[test]
 fn bad_values_exit_2_with_one_line_naming_the_option() {
@@ -111,17 +113,16 @@ fn healthcheck_exits_0_when_ready_and_1_otherwise() {
 
         // Alive but not ready: a server whose broker does not exist.
         let dead = format!("tcp://127.0.0.1:{}", unused_port());
-        let lonely = Server::start_unready(&dead, &dead, &[]);
-        assert_eq!(
-            http_get(lonely.http, "/healthz").expect("GET /healthz").0,
-            200
-        );
-        let (code, body) = http_get(lonely.http, "/readyz").expect("GET /readyz");
+        let (_lonely, http) = Launcher::default()
+            .server_alive((&dead, &dead), &[])
+            .unwrap();
+        assert_eq!(http_get(http, "/healthz").expect("GET /healthz").0, 200);
+        let (code, body) = http_get(http, "/readyz").expect("GET /readyz");
         assert_eq!(code, 503, "{body}");
         let json: serde_json::Value = serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("/readyz body is not JSON ({e}): {body}"));
         assert!(json.is_object(), "{body}");
-        let addr = lonely.http.to_string();
+        let addr = http.to_string();
         let out = run_bin(
             "server",
             &["healthcheck"],

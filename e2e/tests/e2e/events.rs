@@ -180,11 +180,8 @@ fn bench_of_20000_requests_and_subscriber_sees_all_its_events() {
             &["--requests", &N.to_string(), "--concurrency", "16"],
             Duration::from_secs(90),
         );
-        assert_eq!((s.requests, s.ok, s.errors), (N, N, 0), "{s}");
-        assert!(
-            s.json["throughput_rps"].as_f64().is_some_and(|t| t > 0.0),
-            "{s}"
-        );
+        assert_eq!((s.requests, s.ok, s.errors), (N, N, 0), "{s:?}");
+        assert!(s.throughput_rps > 0.0, "{s:?}");
 
         let out = subscriber.output(Duration::from_secs(30));
         assert!(out.status.success(), "{}", e2e::describe(&out));

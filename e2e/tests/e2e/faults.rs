@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use e2e::{metric, with_timeout, BenchSummary, Signal, Stack};
+use e2e::{metric, with_timeout, Signal, Stack};
 
 #[test]
 fn sigkill_of_one_server_mid_bench_is_absorbed_by_retries() {
@@ -35,16 +35,16 @@ fn sigkill_of_one_server_mid_bench_is_absorbed_by_retries() {
         let status = stack.servers[0].proc.wait_exit(Duration::from_secs(5));
         assert_eq!(status.code(), None, "killed by a signal: {status:?}");
 
-        let s = BenchSummary::from_proc(bench.take().expect("bench"), Duration::from_secs(90));
-        assert_eq!(s.requests, 20_000, "{s}");
+        let s = e2e::bench_summary(bench.take().expect("bench"), Duration::from_secs(90));
+        assert_eq!(s.requests, 20_000, "{s:?}");
         assert_eq!(
             s.errors, 0,
-            "every request lost with the victim must succeed on retry: {s}"
+            "every request lost with the victim must succeed on retry: {s:?}"
         );
-        assert_eq!(s.ok, 20_000, "{s}");
+        assert_eq!(s.ok, 20_000, "{s:?}");
         assert!(
             s.retries > 0,
-            "requests in flight at the victim must have been retried: {s}"
+            "requests in flight at the victim must have been retried: {s:?}"
         );
         assert!(stack.servers[1].handled_ok() > 0.0);
 

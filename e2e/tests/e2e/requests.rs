@@ -93,7 +93,7 @@ fn client_requests_are_answered_and_spread_over_both_servers() {
             &["--requests", "2000", "--concurrency", "8"],
             Duration::from_secs(45),
         );
-        assert_eq!((s.requests, s.ok, s.errors), (2000, 2000, 0), "{s}");
+        assert_eq!((s.requests, s.ok, s.errors), (2000, 2000, 0), "{s:?}");
         // Server counters move just after each reply leaves: wait for them.
         for (srv, b) in stack.servers.iter().zip(&before) {
             wait_metric(

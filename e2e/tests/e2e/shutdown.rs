@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    describe, http_get, metric, metric_opt, run_bin, wait_ready, with_timeout, BenchSummary, Proc,
-    Proxy, Signal, Stack, GRACE,
+    describe, http_get, metric, metric_opt, run_bin, wait_ready, with_timeout, Launcher, Proc,
+    Signal, Stack, GRACE,
 };
 
 const INFLIGHT: &str = "mensageria_broker_inflight_requests";
@@ -78,11 +78,11 @@ fn sigterm_server_finishes_its_in_flight_work_and_exits_0() {
 
         // Meanwhile the bench gets `unavailable` and retries; a new server takes the rest.
         stack.add_server(&[]);
-        let s = BenchSummary::from_proc(bench, Duration::from_secs(60));
-        assert_eq!((s.requests, s.ok, s.errors), (24, 24, 0), "{s}");
+        let s = e2e::bench_summary(bench, Duration::from_secs(60));
+        assert_eq!((s.requests, s.ok, s.errors), (24, 24, 0), "{s:?}");
         assert!(
             s.retries > 0,
-            "requests sent while no server was connected are retried: {s}"
+            "requests sent while no server was connected are retried: {s:?}"
         );
     });
 }
@@ -124,8 +124,8 @@ fn sigterm_rep_server_answers_the_requests_queued_at_its_workers() {
             "every request the server read must have reached the broker as a reply"
         );
         stack.add_server(&[]);
-        let s = BenchSummary::from_proc(bench, Duration::from_secs(60));
-        assert_eq!((s.requests, s.ok, s.errors), (24, 24, 0), "{s}");
+        let s = e2e::bench_summary(bench, Duration::from_secs(60));
+        assert_eq!((s.requests, s.ok, s.errors), (24, 24, 0), "{s:?}");
     });
 }
 
@@ -197,7 +197,7 @@ fn client_gets_the_reply_forwarded_as_the_broker_exits() {
 #[test]
 fn sigterm_proxy_exits_0() {
     with_timeout(Duration::from_secs(60), || {
-        let mut proxy = Proxy::start(&[], &[]);
+        let mut proxy = Launcher::default().proxy(&[], &[]).unwrap();
         wait_ready(proxy.http, e2e::START_TIMEOUT);
         let ctx = zmq::Context::new();
         let _sub = e2e::plain_sub(&ctx, &proxy.xpub, b"");

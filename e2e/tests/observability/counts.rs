@@ -283,10 +283,10 @@ fn bench_counts_are_exact_on_every_service() {
             ],
             Duration::from_secs(60),
         );
-        assert_eq!((s.requests, s.ok, s.errors), (N, N, 0), "{s}");
+        assert_eq!((s.requests, s.ok, s.errors), (N, N, 0), "{s:?}");
         assert_eq!(
             s.retries, 0,
-            "a retry would make the counts N + retries: {s}"
+            "a retry would make the counts N + retries: {s:?}"
         );
 
         // Counters move just after the reply or event they count leaves, and

@@ -14,7 +14,7 @@ use std::{
 
 use e2e::{
     http_get, metric, plain_req, recv_within, stdout, unused_port, wait_until, with_timeout,
-    Broker, Proc, Proxy, Server, Signal, Stack, GRACE, START_TIMEOUT,
+    Launcher, Proc, Signal, Stack, GRACE, START_TIMEOUT,
 };
 
 const INFLIGHT: &str = "mensageria_broker_inflight_requests";
@@ -79,23 +79,24 @@ fn server_readyz_is_503_until_a_broker_is_up_and_while_draining() {
     with_timeout(Duration::from_secs(60), || {
         // A broker frontend endpoint where nothing listens yet.
         let frontend = format!("tcp://127.0.0.1:{}", unused_port());
-        let proxy = Proxy::start(&[], &[]);
-        let mut server = Server::start_unready(&frontend, &proxy.xsub, &[]);
+        let l = Launcher::default();
+        let proxy = l.proxy(&[], &[]).unwrap();
+        let (mut server, server_http) = l.server_alive((&frontend, &proxy.xsub), &[]).unwrap();
 
-        let (code, body) = readyz(server.http);
+        let (code, body) = readyz(server_http);
         assert_eq!(code, 503, "server without a broker: {body}");
         assert_eq!(body["ready"], false, "{body}");
         assert_eq!(body["checks"]["broker_connected"], false, "{body}");
         assert_eq!(body["checks"]["not_draining"], true, "{body}");
-        let (code, live) = http_get(server.http, "/healthz").expect("GET /healthz");
+        let (code, live) = http_get(server_http, "/healthz").expect("GET /healthz");
         assert_eq!(
             code, 200,
             "a server waiting for its broker is alive: {live}"
         );
 
         // The broker comes up on that endpoint: the server becomes ready.
-        let broker = Broker::start(&["--frontend-bind", &frontend], &[]);
-        let body = wait_readyz(server.http, 200, START_TIMEOUT);
+        let broker = l.broker(&["--frontend-bind", &frontend], &[]).unwrap();
+        let body = wait_readyz(server_http, 200, START_TIMEOUT);
         e2e::wait_registered(broker.http, 1.0);
         assert_eq!(body["ready"], true, "{body}");
         assert_eq!(body["checks"]["broker_connected"], true, "{body}");
@@ -114,7 +115,7 @@ fn server_readyz_is_503_until_a_broker_is_up_and_while_draining() {
             Duration::from_secs(10),
             || (metric(broker.http, INFLIGHT) >= 1.0).then_some(()),
         );
-        let (seen, status) = terminate_watching_readyz(&mut server.proc, server.http);
+        let (seen, status) = terminate_watching_readyz(&mut server, server_http);
         check_draining(seen, status, "server");
         let reply = recv_within(&req, Duration::from_secs(5)).expect("the in-flight reply");
         assert_eq!(

@@ -9,8 +9,7 @@ use std::{
 use client::SubscribeSummary;
 use e2e::{
     faults::{assert_all_healthy, ClientRun, EventLines, RssSampler, SummaryFile},
-    metric, metric_opt, wait_until, with_timeout, BenchSummary, EventHeader, Header, Signal, Stack,
-    GRACE,
+    metric, metric_opt, wait_until, with_timeout, EventHeader, Header, Signal, Stack, GRACE,
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -321,16 +320,14 @@ fn overload_far_above_max_inflight_is_refused_bounded_and_recovers() {
             }
             thread::sleep(Duration::from_millis(50)); // sampling pace
         }
-        let s = BenchSummary::from_proc(bench.take().expect("bench"), Duration::from_secs(30));
+        let s = e2e::bench_summary(bench.take().expect("bench"), Duration::from_secs(30));
         let rss = sampler.stop();
-        let overloaded = s.json["errors_by_status"]["overloaded"]
-            .as_u64()
-            .unwrap_or(0);
-        assert!(overloaded > 0, "no `overloaded` reply: {s}");
-        assert!(s.ok > 0, "nothing got through: {s}");
+        let overloaded = s.errors_by_status.get("overloaded").copied().unwrap_or(0);
+        assert!(overloaded > 0, "no `overloaded` reply: {s:?}");
+        assert!(s.ok > 0, "nothing got through: {s:?}");
         assert_eq!(
             s.errors, overloaded,
-            "only `overloaded` refusals are expected: {s}"
+            "only `overloaded` refusals are expected: {s:?}"
         );
         assert_eq!(
             metric(b, r#"mensageria_broker_replies_total{status="overloaded"}"#),
@@ -352,7 +349,7 @@ fn overload_far_above_max_inflight_is_refused_bounded_and_recovers() {
             &["--requests", "2000", "--concurrency", "16"],
             Duration::from_secs(60),
         );
-        assert_eq!((after.ok, after.errors), (2000, 0), "{after}");
+        assert_eq!((after.ok, after.errors), (2000, 0), "{after:?}");
         assert_eq!(metric(b, "mensageria_broker_inflight_requests"), 0.0);
         assert_all_healthy(&[("broker", b)]);
         eprintln!(
@@ -361,11 +358,11 @@ fn overload_far_above_max_inflight_is_refused_bounded_and_recovers() {
              then c=16: {} ok, 0 errors, p99 {} ms",
             s.requests,
             s.ok,
-            s.json["throughput_rps"].as_f64().unwrap_or(0.0),
+            s.throughput_rps,
             baseline / MIB,
             max / MIB,
             after.ok,
-            after.json["latency_ms"]["p99"]
+            after.latency_ms.p99
         );
     });
 }

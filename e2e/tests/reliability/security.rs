@@ -260,13 +260,15 @@ fn allow_list_starting_with_a_slash_key_is_not_taken_for_a_path() {
         let other = keygen();
         let server = keygen();
         let list = format!("{slashy},{}", other.public);
-        let broker = e2e::Broker::start(
-            &[],
-            &[
-                ("CURVE_SERVER_SECRET", server.secret.as_str()),
-                ("CURVE_ALLOWED_CLIENTS", list.as_str()),
-            ],
-        );
+        let broker = e2e::Launcher::default()
+            .broker(
+                &[],
+                &[
+                    ("CURVE_SERVER_SECRET", server.secret.as_str()),
+                    ("CURVE_ALLOWED_CLIENTS", list.as_str()),
+                ],
+            )
+            .unwrap();
         e2e::wait_ready(broker.http, Duration::from_secs(20));
     });
 }
