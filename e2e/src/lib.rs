@@ -102,6 +102,28 @@ pub fn describe(o: &Output) -> String {
     )
 }
 
+/// Asserts that a command exited with `code` and said `wanted` on stderr
+/// (`what` names the case in the failure message).
+pub fn assert_failed(out: &Output, code: i32, wanted: &str, what: &str) {
+    assert_eq!(out.status.code(), Some(code), "{what}\n{}", describe(out));
+    assert!(
+        stderr(out).contains(wanted),
+        "{what}: stderr does not say {wanted:?}\n{}",
+        describe(out)
+    );
+}
+
+/// Runs `<bin> healthcheck` against the ops server at `addr`.
+pub fn healthcheck(bin: &str, addr: impl std::fmt::Display) -> Output {
+    let addr = addr.to_string();
+    run_bin(
+        bin,
+        &["healthcheck"],
+        &[("HTTP_ADDR", &addr)],
+        CLIENT_TIMEOUT,
+    )
+}
+
 // ---------------------------------------------------------------------------
 // Waiting and observing
 // ---------------------------------------------------------------------------
@@ -183,6 +205,23 @@ pub use testkit::inproc::connected;
 /// receive timeouts, so a test can never block forever).
 pub fn plain_req(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
     connected(ctx, zmq::REQ, endpoint)
+}
+
+/// Sends `payload` (e.g. `work 2s`) on a fresh plain REQ to `stack`'s
+/// frontend and waits until a Majordomo worker is busy with it, the only
+/// request in flight; returns the socket, to receive the reply.
+///
+/// # Panics
+/// If no worker is busy with it within [`testkit::ops::WAIT_LIMIT`].
+pub fn busy_request(ctx: &zmq::Context, broker: &Broker, payload: &str) -> zmq::Socket {
+    let req = plain_req(ctx, &broker.frontend);
+    req.send(payload.as_bytes(), 0).expect("send the request");
+    wait_until(
+        &format!("`{payload}` to reach a worker"),
+        testkit::ops::WAIT_LIMIT,
+        || (broker_workers(broker.http, &[("state", "busy")]) == 1.0).then_some(()),
+    );
+    req
 }
 
 /// Sends `frames` on a REQ socket and returns the reply frames.

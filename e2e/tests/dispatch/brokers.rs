@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use e2e::{
-    broker_workers, plain_req, recv_within, req_roundtrip, wait_ready, wait_registered, wait_until,
-    with_timeout, Launcher, Signal, START_TIMEOUT,
+    plain_req, recv_within, req_roundtrip, wait_ready, wait_registered, wait_until, with_timeout,
+    Launcher, Signal, START_TIMEOUT,
 };
 
 #[test]
@@ -39,13 +39,7 @@ fn a_server_serves_two_brokers_without_head_of_line_waits_and_survives_losing_on
         // A slow request through broker 1 takes one of the two slots; quick
         // lockstep requests through broker 2 use the other and are all
         // answered while the slow one runs.
-        let slow = plain_req(&ctx, &b1.frontend);
-        slow.send("work 2s".as_bytes(), 0).expect("send");
-        wait_until(
-            "the slow request to reach the server",
-            Duration::from_secs(10),
-            || (broker_workers(b1.http, &[("state", "busy")]) == 1.0).then_some(()),
-        );
+        let slow = e2e::busy_request(&ctx, &b1, "work 2s");
         let quick = plain_req(&ctx, &b2.frontend);
         crate::queue::quick_before_slow(&quick, &slow, 20);
         assert_eq!(

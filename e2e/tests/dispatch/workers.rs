@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    broker_workers, metric, plain_req, recv_within, req_roundtrip, show, wait_registered,
-    wait_until, with_timeout, Signal, Stack,
+    metric, plain_req, recv_within, req_roundtrip, show, wait_registered, wait_until, with_timeout,
+    Signal, Stack,
 };
 
 use crate::rfc::{Mdp, RfcWorker};
@@ -23,13 +23,7 @@ fn lose_the_worker(signal: Signal) {
         .server_args(&["--workers", "1"])
         .start();
     let ctx = zmq::Context::new();
-    let req = plain_req(&ctx, stack.frontend());
-    req.send("work 8s".as_bytes(), 0).expect("send");
-    wait_until(
-        "the request to reach the worker",
-        Duration::from_secs(10),
-        || (broker_workers(stack.broker.http, &[("state", "busy")]) == 1.0).then_some(()),
-    );
+    let req = e2e::busy_request(&ctx, &stack.broker, "work 8s");
     let t = Instant::now();
     stack.servers[0].proc.kill(signal);
     // Liveness is 3 × 1 s; the broker's own deadline is 30 s away.

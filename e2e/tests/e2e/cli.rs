@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use e2e::{
-    describe, http_get, metric, run_bin, stderr, unused_port, with_timeout, Launcher, Stack,
+    assert_failed, describe, healthcheck, http_get, metric, run_bin, stderr, unused_port,
+    with_timeout, Launcher, Stack,
 };
 
 #[test]
@@ -60,13 +61,7 @@ fn healthcheck_exits_0_when_ready_and_1_otherwise() {
             ("server", stack.servers[0].http),
         ];
         for (bin, http) in services {
-            let addr = http.to_string();
-            let out = run_bin(
-                bin,
-                &["healthcheck"],
-                &[("HTTP_ADDR", &addr)],
-                Duration::from_secs(10),
-            );
+            let out = healthcheck(bin, http);
             assert!(
                 out.status.success(),
                 "{bin} healthcheck against a ready {bin}\n{}",
@@ -92,23 +87,8 @@ fn healthcheck_exits_0_when_ready_and_1_otherwise() {
         // Nothing listening.
         let nowhere = format!("127.0.0.1:{}", unused_port());
         for bin in ["broker", "proxy", "server", "client"] {
-            let out = run_bin(
-                bin,
-                &["healthcheck"],
-                &[("HTTP_ADDR", &nowhere)],
-                Duration::from_secs(10),
-            );
-            assert_eq!(
-                out.status.code(),
-                Some(1),
-                "{bin} healthcheck with nothing listening\n{}",
-                describe(&out)
-            );
-            assert!(
-                stderr(&out).contains("not ready"),
-                "{bin}\n{}",
-                describe(&out)
-            );
+            let what = format!("{bin} healthcheck with nothing listening");
+            assert_failed(&healthcheck(bin, &nowhere), 1, "not ready", &what);
         }
 
         // Alive but not ready: a server whose broker does not exist.
@@ -122,19 +102,7 @@ fn healthcheck_exits_0_when_ready_and_1_otherwise() {
         let json: serde_json::Value = serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("/readyz body is not JSON ({e}): {body}"));
         assert!(json.is_object(), "{body}");
-        let addr = http.to_string();
-        let out = run_bin(
-            "server",
-            &["healthcheck"],
-            &[("HTTP_ADDR", &addr)],
-            Duration::from_secs(10),
-        );
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "server healthcheck when not ready\n{}",
-            describe(&out)
-        );
-        assert!(stderr(&out).contains("503"), "{}", describe(&out));
+        let what = "server healthcheck when not ready";
+        assert_failed(&healthcheck("server", http), 1, "503", what);
     });
 }

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    describe, http_get, metric, metric_opt, run_bin, wait_ready, with_timeout, Launcher, Proc,
-    Signal, Stack, GRACE,
+    describe, faults::ClientRun, healthcheck, http_get, metric, wait_ready, with_timeout, Launcher,
+    Proc, Signal, Stack, GRACE,
 };
 
 const INFLIGHT: &str = "mensageria_broker_inflight_requests";
@@ -135,13 +135,7 @@ fn sigterm_broker_forwards_the_in_flight_reply_and_exits_0() {
         let mut stack = Stack::start(1);
         let b = stack.broker.http;
         let ctx = zmq::Context::new();
-        let req = e2e::plain_req(&ctx, stack.frontend());
-        req.send("work 700ms".as_bytes(), 0).expect("send");
-        e2e::wait_until(
-            "the request to be in flight at the broker",
-            Duration::from_secs(10),
-            || (metric(b, INFLIGHT) >= 1.0).then_some(()),
-        );
+        let req = e2e::busy_request(&ctx, &stack.broker, "work 700ms");
         let (status, took) = terminate(&mut stack.broker.proc);
         assert_clean_exit(&stack.broker.proc, status, took);
         let reply = e2e::recv_within(&req, Duration::from_secs(5))
@@ -177,11 +171,7 @@ fn client_gets_the_reply_forwarded_as_the_broker_exits() {
             ],
             &[],
         );
-        e2e::wait_until(
-            "the request to be in flight at the broker",
-            Duration::from_secs(10),
-            || (metric(b, INFLIGHT) >= 1.0).then_some(()),
-        );
+        e2e::wait_metric_at_least(b, INFLIGHT, 1.0);
         let (status, took) = terminate(&mut stack.broker.proc);
         assert_clean_exit(&stack.broker.proc, status, took);
         let out = request.output(Duration::from_secs(10));
@@ -201,15 +191,8 @@ fn sigterm_proxy_exits_0() {
         wait_ready(proxy.http, e2e::START_TIMEOUT);
         let ctx = zmq::Context::new();
         let _sub = e2e::plain_sub(&ctx, &proxy.xpub, b"");
-        e2e::wait_until(
-            "the subscription at the proxy",
-            Duration::from_secs(10),
-            || {
-                (metric_opt(proxy.http, r#"mensageria_zmq_peers{socket="xpub"}"#).unwrap_or(0.0)
-                    >= 1.0)
-                    .then_some(())
-            },
-        );
+        let xpub_peers = r#"mensageria_zmq_peers{socket="xpub"}"#;
+        e2e::wait_metric_at_least(proxy.http, xpub_peers, 1.0);
         let (status, took) = terminate(&mut proxy.proc);
         assert_clean_exit(&proxy.proc, status, took);
     });
@@ -219,64 +202,15 @@ fn sigterm_proxy_exits_0() {
 fn sigterm_client_run_exits_0_and_healthcheck_follows_it() {
     with_timeout(Duration::from_secs(60), || {
         let stack = Stack::start(1);
-        let mut run = e2e::spawn(
-            "client",
-            &[
-                "run",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--broker-endpoints",
-                stack.frontend(),
-                "--proxy-endpoints",
-                stack.xpub(),
-                "--rate",
-                "50",
-                "--concurrency",
-                "2",
-                "--shutdown-grace",
-                e2e::GRACE_ARG,
-            ],
-            &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")],
-        );
-        let http = run.ready_record(e2e::START_TIMEOUT).http_addr;
-        let addr = http.to_string();
-        let out = run_bin(
-            "client",
-            &["healthcheck"],
-            &[("HTTP_ADDR", &addr)],
-            Duration::from_secs(10),
-        );
-        assert!(out.status.success(), "{}", describe(&out));
-
-        e2e::wait_until(
-            "steady requests and events",
-            Duration::from_secs(20),
-            || {
-                let text = e2e::metrics_text(http);
-                let ok =
-                    e2e::parse_metric(&text, r#"mensageria_client_requests_total{status="ok"}"#)
-                        .unwrap_or(0.0);
-                let events = e2e::parse_metric(
-                    &text,
-                    r#"mensageria_client_events_received_total{topic="requests"}"#,
-                );
-                (ok >= 5.0 && events.unwrap_or(0.0) >= 1.0).then_some(())
-            },
-        );
-
-        let (status, took) = terminate(&mut run);
-        assert_clean_exit(&run, status, took);
-        let out = run_bin(
-            "client",
-            &["healthcheck"],
-            &[("HTTP_ADDR", &addr)],
-            Duration::from_secs(10),
-        );
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "healthcheck of a stopped client\n{}",
-            describe(&out)
-        );
+        let mut run = ClientRun::ready(&stack, &["--rate", "50", "--concurrency", "2"], &[]);
+        assert!(healthcheck("client", run.http).status.success());
+        run.wait_stats("steady requests and events", Duration::from_secs(20), |s| {
+            s.ok() >= 5.0 && s.received("requests") >= 1.0
+        });
+        let (status, took) = terminate(&mut run.proc);
+        assert_clean_exit(&run.proc, status, took);
+        let out = healthcheck("client", run.http);
+        let what = "healthcheck of a stopped client";
+        assert_eq!(out.status.code(), Some(1), "{what}\n{}", describe(&out));
     });
 }

@@ -13,11 +13,9 @@ use std::{
 };
 
 use e2e::{
-    http_get, metric, plain_req, recv_within, stdout, unused_port, wait_until, with_timeout,
-    Launcher, Proc, Signal, Stack, GRACE, START_TIMEOUT,
+    http_get, recv_within, stdout, unused_port, with_timeout, Launcher, Proc, Signal, Stack, GRACE,
+    START_TIMEOUT,
 };
-
-const INFLIGHT: &str = "mensageria_broker_inflight_requests";
 
 /// `/readyz`: status and parsed JSON body.
 fn readyz(addr: SocketAddr) -> (u16, serde_json::Value) {
@@ -108,13 +106,7 @@ fn server_readyz_is_503_until_a_broker_is_up_and_while_draining() {
         // while: /readyz must say 503 during that time, and the request
         // still gets its answer.
         let ctx = zmq::Context::new();
-        let req = plain_req(&ctx, &broker.frontend);
-        req.send("work 1500ms".as_bytes(), 0).expect("send");
-        wait_until(
-            "the slow request to be in flight",
-            Duration::from_secs(10),
-            || (metric(broker.http, INFLIGHT) >= 1.0).then_some(()),
-        );
+        let req = e2e::busy_request(&ctx, &broker, "work 1500ms");
         let (seen, status) = terminate_watching_readyz(&mut server, server_http);
         check_draining(seen, status, "server");
         let reply = recv_within(&req, Duration::from_secs(5)).expect("the in-flight reply");
@@ -141,7 +133,6 @@ fn server_healthz_stays_200_through_a_broker_restart() {
     with_timeout(Duration::from_secs(60), || {
         let mut stack = Stack::start(1);
         let server = stack.servers[0].http;
-        let frontend = stack.broker.frontend.clone();
 
         // Poll the server's /healthz every 10 ms from now until the end.
         let stop = Arc::new(AtomicBool::new(false));
@@ -162,13 +153,7 @@ fn server_healthz_stays_200_through_a_broker_restart() {
         // Stop the broker by SIGTERM with a request in flight: its /readyz
         // is 503 while it drains.
         let ctx = zmq::Context::new();
-        let req = plain_req(&ctx, &frontend);
-        req.send("work 1s".as_bytes(), 0).expect("send");
-        wait_until(
-            "the slow request to be in flight",
-            Duration::from_secs(10),
-            || (metric(stack.broker.http, INFLIGHT) >= 1.0).then_some(()),
-        );
+        let req = e2e::busy_request(&ctx, &stack.broker, "work 1s");
         let broker_http = stack.broker.http;
         let (seen, status) = terminate_watching_readyz(&mut stack.broker.proc, broker_http);
         check_draining(seen, status, "broker");
