@@ -62,6 +62,14 @@ pub fn socket_events(addr: SocketAddr, socket: &str, event: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
+/// Waits until `socket_events` of `socket` and `event` is above `before`;
+/// returns it.
+pub fn wait_socket_events(addr: SocketAddr, socket: &str, event: &str, before: f64) -> f64 {
+    let series =
+        format!(r#"mensageria_zmq_socket_events_total{{socket="{socket}",event="{event}"}}"#);
+    crate::wait_metric(addr, &series, &format!("> {before}"), |v| v > before)
+}
+
 /// `/healthz` of every address answers 200.
 ///
 /// # Panics

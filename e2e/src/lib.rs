@@ -24,7 +24,7 @@
 //! Nothing here sleeps to synchronise: every wait is for a condition, with a
 //! deadline, and fails with the captured logs when the deadline passes.
 
-use std::{net::SocketAddr, process::Output, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, process::Output, time::Duration};
 
 pub use mensageria::header::{EventHeader, Header};
 pub use mensageria::ready::ReadyRecord;
@@ -130,7 +130,10 @@ pub fn healthcheck(bin: &str, addr: impl std::fmt::Display) -> Output {
 
 pub use testkit::{
     metrics::value as parse_metric,
-    ops::{http_get, metric, metric_opt, metrics_text, wait_metric, wait_ready},
+    ops::{
+        expect_metric, http_get, metric, metric_opt, metrics_text, wait_metric, wait_ready,
+        WAIT_LIMIT,
+    },
 };
 
 /// [`wait_metric`] until the value is at least `min`.
@@ -139,6 +142,19 @@ pub fn wait_metric_at_least(addr: SocketAddr, series: &str, min: f64) -> f64 {
 }
 
 pub use testkit::ports::unused_port;
+
+/// Waits until the broker at `broker_http` has exactly `n` Majordomo
+/// workers whose labels include `matching` ([`broker_workers`]).
+///
+/// # Panics
+/// After `timeout`.
+pub fn wait_workers(broker_http: SocketAddr, matching: &[(&str, &str)], n: f64, timeout: Duration) {
+    wait_until(
+        &format!("{n} workers {matching:?} at the broker {broker_http}"),
+        timeout,
+        || (broker_workers(broker_http, matching) == n).then_some(()),
+    );
+}
 
 // ---------------------------------------------------------------------------
 // Services (testkit)
@@ -212,15 +228,11 @@ pub fn plain_req(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
 /// request in flight; returns the socket, to receive the reply.
 ///
 /// # Panics
-/// If no worker is busy with it within [`testkit::ops::WAIT_LIMIT`].
+/// If no worker is busy with it within [`WAIT_LIMIT`].
 pub fn busy_request(ctx: &zmq::Context, broker: &Broker, payload: &str) -> zmq::Socket {
     let req = plain_req(ctx, &broker.frontend);
     req.send(payload.as_bytes(), 0).expect("send the request");
-    wait_until(
-        &format!("`{payload}` to reach a worker"),
-        testkit::ops::WAIT_LIMIT,
-        || (broker_workers(broker.http, &[("state", "busy")]) == 1.0).then_some(()),
-    );
+    wait_workers(broker.http, &[("state", "busy")], 1.0, WAIT_LIMIT);
     req
 }
 
@@ -260,6 +272,56 @@ pub fn recv_within(s: &zmq::Socket, timeout: Duration) -> Option<Vec<Vec<u8>>> {
         Ok(n) if n > 0 => s.recv_multipart(zmq::DONTWAIT).ok(),
         _ => None,
     }
+}
+
+/// Events of completed requests a server published (`topic="requests"`).
+pub const PUBLISHED_REQUESTS: &str =
+    r#"mensageria_server_events_published_total{topic="requests"}"#;
+
+/// Primes the event path of `stack`: sends plain requests until a plain SUB
+/// on `requests` has events of every server, then waits until every event
+/// the servers published has reached it. Then every server's PUB holds the
+/// `requests` subscription and no older event is still on its way (each
+/// publisher's sequence is FIFO end to end). Returns that SUB (keep it
+/// while the subscription upstream must not lapse) and, per server
+/// instance, its publisher id and the sequence number of its last event.
+///
+/// # Panics
+/// If the events do not arrive in time.
+pub fn prime_events(
+    stack: &Stack,
+    ctx: &zmq::Context,
+) -> (zmq::Socket, HashMap<String, (u64, u64)>) {
+    let sub = plain_sub(ctx, stack.xpub(), b"requests");
+    let req = plain_req(ctx, stack.frontend());
+    let mut last = HashMap::new();
+    let read = |last: &mut HashMap<String, (u64, u64)>| {
+        while let Some(frames) = recv_within(&sub, Duration::from_millis(20)) {
+            let e = decode_event(&frames);
+            let server = e.payload["server"].as_str().expect("server in the payload");
+            last.insert(server.to_owned(), (e.header.publisher, e.header.seq));
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while last.len() < stack.servers.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events of only {last:?} arrived"
+        );
+        req_roundtrip(&req, &[b"prime"]);
+        read(&mut last);
+    }
+    for s in &stack.servers {
+        let published = wait_until("priming events to be published", WAIT_LIMIT, || {
+            let published = metric(s.http, PUBLISHED_REQUESTS);
+            (published == s.handled_ok()).then_some(published as u64)
+        });
+        wait_until("priming events to arrive", WAIT_LIMIT, || {
+            read(&mut last);
+            (last[&s.instance].1 == published).then_some(())
+        });
+    }
+    (sub, last)
 }
 
 /// An event as a plain subscriber receives it.

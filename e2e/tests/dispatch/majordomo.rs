@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::{describe, plain_req, req_roundtrip, stdout, wait_until, with_timeout, Stack};
+use e2e::{describe, plain_req, req_roundtrip, stdout, with_timeout, Stack};
 
 use crate::rfc::{call_v1, call_v2, Mdp, RfcWorker};
 
@@ -15,15 +15,10 @@ fn rfc_clients_and_workers_work_beside_ours_and_plain_peers() {
         let front = stack.frontend();
         let v1 = RfcWorker::start(front, Mdp::V1, "v1svc", "v1:", Duration::ZERO);
         let v2 = RfcWorker::start(front, Mdp::V2, "v2svc", "v2:", Duration::ZERO);
-        wait_until(
-            "the RFC workers to register",
-            Duration::from_secs(10),
-            || {
-                (e2e::service_workers(stack.broker.http, "v1svc") == 1.0
-                    && e2e::service_workers(stack.broker.http, "v2svc") == 1.0)
-                    .then_some(())
-            },
-        );
+        for service in ["v1svc", "v2svc"] {
+            let matching = [("service", service)];
+            e2e::wait_workers(stack.broker.http, &matching, 1.0, e2e::WAIT_LIMIT);
+        }
         let ctx = zmq::Context::new();
         let plain = plain_req(&ctx, front);
         const ROUNDS: u64 = 10;
@@ -69,11 +64,8 @@ fn rfc_clients_and_workers_work_beside_ours_and_plain_peers() {
 
         // DISCONNECT (RFC 7/18) removes the worker: its service is gone.
         v1.stop();
-        wait_until(
-            "the v1 worker to be removed",
-            Duration::from_secs(10),
-            || (e2e::service_workers(stack.broker.http, "v1svc") == 0.0).then_some(()),
-        );
+        let v1svc = [("service", "v1svc")];
+        e2e::wait_workers(stack.broker.http, &v1svc, 0.0, e2e::WAIT_LIMIT);
         assert_eq!(
             call_v1(&ctx, front, "mmi.service", &[b"v1svc"]),
             vec![b"404".to_vec()]

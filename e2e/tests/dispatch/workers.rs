@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    metric, plain_req, recv_within, req_roundtrip, show, wait_registered, wait_until, with_timeout,
-    Signal, Stack,
+    metric, plain_req, recv_within, req_roundtrip, show, wait_registered, with_timeout, Signal,
+    Stack,
 };
 
 use crate::rfc::{Mdp, RfcWorker};
@@ -80,11 +80,8 @@ fn the_fast_worker_takes_nearly_all_the_work() {
             "",
             Duration::from_millis(100),
         );
-        wait_until(
-            "both echo workers registered",
-            Duration::from_secs(10),
-            || (e2e::service_workers(stack.broker.http, "echo") == 2.0).then_some(()),
-        );
+        let echo = [("service", "echo")];
+        e2e::wait_workers(stack.broker.http, &echo, 2.0, e2e::WAIT_LIMIT);
         // 200 requests outstanding at once (one plain DEALER), so the queue
         // is never empty: each worker takes the next request as soon as it
         // is free. (With both idle, lockstep requests would alternate

@@ -2,14 +2,14 @@
 //! every event of a 20000-request bench.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     time::{Duration, Instant},
 };
 
 use client::SubscribeSummary;
 use e2e::{
-    decode_event, faults::SummaryFile, metric, metric_opt, plain_req, plain_sub, recv_within,
-    req_roundtrip, with_timeout, PlainEvent, Stack,
+    decode_event, faults::SummaryFile, observability::wait_proxy_subscriptions, plain_req,
+    plain_sub, recv_within, req_roundtrip, with_timeout, PlainEvent, Stack, PUBLISHED_REQUESTS,
 };
 
 const PROXY_SUBS_REQUESTS: &str = r#"mensageria_proxy_subscriptions{topic="requests"}"#;
@@ -25,14 +25,7 @@ fn plain_sub_peer_receives_events_from_the_servers() {
         let ctx = zmq::Context::new();
         let sub = plain_sub(&ctx, stack.xpub(), b"requests");
         let status_sub = plain_sub(&ctx, stack.xpub(), b"server.status");
-        e2e::wait_until(
-            "the proxy to see the subscription",
-            Duration::from_secs(10),
-            || {
-                (metric_opt(stack.proxy.http, PROXY_SUBS_REQUESTS).unwrap_or(0.0) >= 1.0)
-                    .then_some(())
-            },
-        );
+        e2e::wait_metric_at_least(stack.proxy.http, PROXY_SUBS_REQUESTS, 1.0);
 
         // The subscription still has to travel on to the server's PUB socket:
         // keep sending requests until events arrive.
@@ -105,8 +98,6 @@ fn plain_sub_peer_receives_events_from_the_servers() {
     });
 }
 
-const PUBLISHED_REQUESTS: &str = r#"mensageria_server_events_published_total{topic="requests"}"#;
-
 #[test]
 fn bench_of_20000_requests_and_subscriber_sees_all_its_events() {
     const N: u64 = 20_000;
@@ -114,49 +105,11 @@ fn bench_of_20000_requests_and_subscriber_sees_all_its_events() {
         let stack = Stack::start(2);
         let ctx = zmq::Context::new();
 
-        // Prime the path: a plain SUB on "requests" is kept open for the whole
-        // test, so every server's PUB holds that subscription from before the
-        // subscriber under test starts until the bench is over. Send requests
-        // until events of both servers arrive.
-        let sub = plain_sub(&ctx, stack.xpub(), b"requests");
-        let req = plain_req(&ctx, stack.frontend());
-        let mut last: HashMap<String, (u64, u64)> = HashMap::new(); // instance → (publisher, last seq)
-        fn read(sub: &zmq::Socket, last: &mut HashMap<String, (u64, u64)>) {
-            while let Some(frames) = recv_within(sub, Duration::from_millis(20)) {
-                let e = decode_event(&frames);
-                let server = e.payload["server"]
-                    .as_str()
-                    .expect("server in the payload")
-                    .to_owned();
-                last.insert(server, (e.header.publisher, e.header.seq));
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while last.len() < stack.servers.len() {
-            assert!(Instant::now() < deadline, "events of only {last:?} arrived");
-            req_roundtrip(&req, &[b"prime"]);
-            read(&sub, &mut last);
-        }
-        // Every priming event the servers published has gone past the proxy
-        // (the per-publisher sequence is FIFO end to end), so none can reach
-        // the subscriber started below.
-        for s in &stack.servers {
-            e2e::wait_until(
-                "priming events to be published",
-                Duration::from_secs(10),
-                || {
-                    let published = metric(s.http, PUBLISHED_REQUESTS);
-                    (published == s.handled_ok()).then_some(())
-                },
-            );
-        }
-        for s in &stack.servers {
-            let published = metric(s.http, PUBLISHED_REQUESTS) as u64;
-            e2e::wait_until("priming events to arrive", Duration::from_secs(10), || {
-                read(&sub, &mut last);
-                (last[&s.instance].1 == published).then_some(())
-            });
-        }
+        // Prime the path: the plain SUB on "requests" is kept open for the
+        // whole test, so every server's PUB holds that subscription from
+        // before the subscriber under test starts until the bench is over,
+        // and no priming event can reach that subscriber.
+        let (_sub, last) = e2e::prime_events(&stack, &ctx);
 
         let totals = SummaryFile::new();
         let mut subscriber = e2e::spawn(
@@ -169,11 +122,7 @@ fn bench_of_20000_requests_and_subscriber_sees_all_its_events() {
             .concat(),
             &[],
         );
-        e2e::wait_until(
-            "the subscriber's subscription at the proxy",
-            Duration::from_secs(15),
-            || (metric(stack.proxy.http, PROXY_SUBS_REQUESTS) >= 2.0).then_some(()),
-        );
+        wait_proxy_subscriptions(stack.proxy.http, "requests", 2.0);
 
         let s = e2e::bench(
             &stack,

@@ -50,11 +50,7 @@ fn sigkill_of_one_server_mid_bench_is_absorbed_by_retries() {
 
         // The broker removed the dead server's registration (heartbeats).
         let survivors = stack.servers[1].registrations() as f64;
-        e2e::wait_until(
-            "the broker to drop the dead server's registration",
-            Duration::from_secs(10),
-            || (e2e::registered_workers(stack.broker.http) == survivors).then_some(()),
-        );
+        e2e::wait_workers(stack.broker.http, &[], survivors, e2e::WAIT_LIMIT);
         assert!(
             metric(
                 stack.broker.http,

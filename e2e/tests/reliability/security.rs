@@ -9,8 +9,11 @@ use std::time::Duration;
 use client::SubscribeSummary;
 use e2e::{
     describe,
-    faults::{assert_all_healthy, keygen, socket_events, ClientRun, KeyPair, SummaryFile},
-    http_get, run_bin, stderr, stdout, wait_until, with_timeout, Signal, Stack, GRACE,
+    faults::{
+        assert_all_healthy, keygen, socket_events, wait_socket_events, ClientRun, KeyPair,
+        SummaryFile,
+    },
+    http_get, run_bin, stderr, stdout, with_timeout, Signal, Stack, GRACE,
 };
 
 const SECRET_PAYLOAD: &str = "PAYLOAD-c0ffee-7e57-do-not-leak";
@@ -154,22 +157,9 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
             assert!(out.status.success(), "{who}: {}", describe(&out));
             assert_eq!(stdout(&out), "", "{who} got events: {}", describe(&out));
             assert_eq!(totals.read().received, 0, "{who}: {}", describe(&out));
-            let fe_after = wait_until(
-                &format!("the broker to count the {who} refusal as {event}"),
-                Duration::from_secs(10),
-                || {
-                    let v = socket_events(b, "frontend", event);
-                    (v > fe_before).then_some(v)
-                },
-            );
-            let xpub_after = wait_until(
-                &format!("the proxy to count the {who} refusal as {event}"),
-                Duration::from_secs(10),
-                || {
-                    let v = socket_events(p, "xpub", event);
-                    (v > xpub_before).then_some(v)
-                },
-            );
+            // Both count the refusal as `event`.
+            let fe_after = wait_socket_events(b, "frontend", event, fe_before);
+            let xpub_after = wait_socket_events(p, "xpub", event, xpub_before);
             refusals.push(format!(
                 "{who}: frontend {event} +{}, xpub {event} +{}",
                 fe_after - fe_before,
@@ -178,11 +168,7 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
         }
         // Refused peers never counted as peers; the authorised ones still work.
         let registrations = stack.servers[0].registrations() as f64;
-        e2e::wait_until(
-            "exactly the server's registrations at the broker",
-            e2e::START_TIMEOUT,
-            || (e2e::registered_workers(b) == registrations).then_some(()),
-        );
+        e2e::wait_workers(b, &[], registrations, e2e::START_TIMEOUT);
         let again = load.stats().ok();
         load.wait_stats("authorised load to go on", Duration::from_secs(20), |s| {
             s.ok() >= again + 20.0
