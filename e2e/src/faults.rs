@@ -140,6 +140,19 @@ impl ClientRun {
         ClientRun { proc, http }
     }
 
+    /// Steady load against `stack`: `client run` at `rate` requests/s,
+    /// subscribed to `requests`, with a concurrency cap (2000) far above
+    /// anything a fault leaves outstanding, and `extra` flags; waits until
+    /// it is ready.
+    pub fn steady(stack: &Stack, rate: &str, extra: &[&str]) -> ClientRun {
+        let mut args = vec!["--rate", rate, "--concurrency", "2000"];
+        args.extend(["--topics", "requests"]);
+        args.extend_from_slice(extra);
+        let c = ClientRun::start(stack.frontend(), stack.xpub(), &args, &[]);
+        c.wait_ready();
+        c
+    }
+
     /// Waits until `/readyz` is 200 (broker and proxy connected).
     pub fn wait_ready(&self) {
         wait_ready(self.http, START_TIMEOUT);
@@ -615,9 +628,13 @@ impl SummaryFile {
         }
     }
 
-    /// `["--summary-file", PATH]`, to append to the subscriber's arguments.
-    pub fn args(&self) -> [&str; 2] {
-        ["--summary-file", &self.path]
+    /// Starts `client subscribe <args> --proxy-endpoints <xpub>` with `env`,
+    /// writing its totals to this file.
+    pub fn subscribe(&self, xpub: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut all = vec!["subscribe"];
+        all.extend_from_slice(args);
+        all.extend(["--proxy-endpoints", xpub, "--summary-file", &self.path]);
+        crate::spawn("client", &all, env)
     }
 
     /// The totals the exited subscriber wrote.

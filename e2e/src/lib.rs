@@ -102,6 +102,12 @@ pub fn describe(o: &Output) -> String {
     )
 }
 
+/// Asserts that a command exited 0; returns its stdout.
+pub fn succeeded(out: &Output) -> String {
+    assert!(out.status.success(), "{}", describe(out));
+    stdout(out)
+}
+
 /// Asserts that a command exited with `code` and said `wanted` on stderr
 /// (`what` names the case in the failure message).
 pub fn assert_failed(out: &Output, code: i32, wanted: &str, what: &str) {

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use e2e::{describe, metric, plain_req, req_roundtrip, stdout, wait_until, with_timeout, Stack};
+use e2e::{metric, plain_req, req_roundtrip, wait_until, with_timeout, Stack};
 
 use crate::rfc::call_v1;
 
@@ -60,8 +60,7 @@ fn plain_rep_workers_on_the_backend_serve_the_default_service() {
             vec![b"rep:hello".to_vec()]
         );
         let out = e2e::request(&stack, "hi", &["--plain"]);
-        assert!(out.status.success(), "{}", describe(&out));
-        assert_eq!(stdout(&out), "rep:hi\n");
+        assert_eq!(e2e::succeeded(&out), "rep:hi\n");
         assert_eq!(
             call_v1(&ctx, stack.frontend(), "mmi.service", &[b"echo"]),
             vec![b"200".to_vec()]

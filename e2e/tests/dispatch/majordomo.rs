@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use e2e::{describe, plain_req, req_roundtrip, stdout, with_timeout, Stack};
+use e2e::{plain_req, req_roundtrip, with_timeout, Stack};
 
-use crate::rfc::{call_v1, call_v2, Mdp, RfcWorker};
+use crate::rfc::{call_v1, call_v2, expect_replies, Mdp, RfcWorker};
 
 #[test]
 fn rfc_clients_and_workers_work_beside_ours_and_plain_peers() {
@@ -51,8 +51,7 @@ fn rfc_clients_and_workers_work_beside_ours_and_plain_peers() {
         // Our client, by name and by default.
         for extra in [&["--service", "echo"][..], &[]] {
             let out = e2e::request(&stack, "ours", extra);
-            assert!(out.status.success(), "{}", describe(&out));
-            assert_eq!(stdout(&out), "ours\n");
+            assert_eq!(e2e::succeeded(&out), "ours\n");
         }
         assert!(
             !v1.was_disconnected() && !v2.was_disconnected(),
@@ -66,13 +65,13 @@ fn rfc_clients_and_workers_work_beside_ours_and_plain_peers() {
         v1.stop();
         let v1svc = [("service", "v1svc")];
         e2e::wait_workers(stack.broker.http, &v1svc, 0.0, e2e::WAIT_LIMIT);
-        assert_eq!(
-            call_v1(&ctx, front, "mmi.service", &[b"v1svc"]),
-            vec![b"404".to_vec()]
-        );
-        assert_eq!(
-            call_v1(&ctx, front, "mmi.service", &[b"v2svc"]),
-            vec![b"200".to_vec()]
+        expect_replies(
+            &ctx,
+            front,
+            &[
+                (call_v1, "mmi.service", "v1svc", "404"),
+                (call_v1, "mmi.service", "v2svc", "200"),
+            ],
         );
         v2.stop();
     });

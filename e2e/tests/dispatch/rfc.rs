@@ -205,6 +205,18 @@ fn run_worker(st: &WorkerState) {
     send(v.worker_head(c.disconnect));
 }
 
+/// A Majordomo client call: [`call_v1`] or [`call_v2`].
+pub type Call = fn(&zmq::Context, &str, &str, &[&[u8]]) -> Vec<Vec<u8>>;
+
+/// Asserts what each `(call, service, body, reply)` answers: the one reply
+/// frame.
+pub fn expect_replies(ctx: &zmq::Context, endpoint: &str, cases: &[(Call, &str, &str, &str)]) {
+    for (call, service, body, want) in cases {
+        let got = call(ctx, endpoint, service, &[body.as_bytes()]);
+        assert_eq!(got, [want.as_bytes()], "{service} {body}");
+    }
+}
+
 /// MDP/0.1 client over REQ (RFC 7): [`testkit::inproc::call_v1`] on a
 /// fresh REQ socket.
 pub fn call_v1(ctx: &zmq::Context, endpoint: &str, service: &str, body: &[&[u8]]) -> Vec<Vec<u8>> {

@@ -112,16 +112,8 @@ fn bench_of_20000_requests_and_subscriber_sees_all_its_events() {
         let (_sub, last) = e2e::prime_events(&stack, &ctx);
 
         let totals = SummaryFile::new();
-        let mut subscriber = e2e::spawn(
-            "client",
-            &[
-                &["subscribe", "requests", "--count", &N.to_string()][..],
-                &["--proxy-endpoints", stack.xpub()],
-                &totals.args(),
-            ]
-            .concat(),
-            &[],
-        );
+        let count = N.to_string();
+        let mut subscriber = totals.subscribe(stack.xpub(), &["requests", "--count", &count], &[]);
         wait_proxy_subscriptions(stack.proxy.http, "requests", 2.0);
 
         let s = e2e::bench(

@@ -19,12 +19,10 @@ fn client_requests_are_answered_and_spread_over_both_servers() {
         let stack = Stack::start(2);
 
         let out = e2e::request(&stack, "hello e2e", &[]);
-        assert!(out.status.success(), "{}", describe(&out));
-        assert_eq!(stdout(&out), "hello e2e\n");
+        assert_eq!(e2e::succeeded(&out), "hello e2e\n");
 
         let out = e2e::request(&stack, "work 5ms hi", &[]);
-        assert!(out.status.success(), "{}", describe(&out));
-        assert_eq!(stdout(&out), "hi\n");
+        assert_eq!(e2e::succeeded(&out), "hi\n");
 
         let out = e2e::request(&stack, "fail boom", &["--retries", "0"]);
         assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -71,8 +69,7 @@ fn client_requests_are_answered_and_spread_over_both_servers() {
             ],
             e2e::CLIENT_TIMEOUT,
         );
-        assert!(out.status.success(), "{}", describe(&out));
-        let text = stdout(&out);
+        let text = e2e::succeeded(&out);
         for want in [
             "requests:",
             "200 ok",

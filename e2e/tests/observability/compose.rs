@@ -14,7 +14,7 @@ use std::{
 use e2e::{
     describe, metric_opt,
     observability::{localize_env, read_compose, workspace_root, ComposeService},
-    run_bin, stdout, unused_port, with_timeout, Proc, Signal,
+    run_bin, unused_port, with_timeout, Proc, Signal,
 };
 
 const OURS: &[&str] = &["broker", "proxy", "server", "client"];
@@ -145,8 +145,7 @@ fn compose_services_run_locally_with_their_compose_environment() {
             &env_pairs(&client.env),
             Duration::from_secs(30),
         );
-        assert!(out.status.success(), "{}", describe(&out));
-        assert_eq!(stdout(&out), "hello\n", "{}", describe(&out));
+        assert_eq!(e2e::succeeded(&out), "hello\n", "{}", describe(&out));
 
         // An event: `client run` sends RATE requests per second, each one
         // published by a server through the proxy.
@@ -156,8 +155,7 @@ fn compose_services_run_locally_with_their_compose_environment() {
             &env_pairs(&client.env),
             Duration::from_secs(30),
         );
-        assert!(out.status.success(), "{}", describe(&out));
-        let line = stdout(&out);
+        let line = e2e::succeeded(&out);
         assert!(
             line.starts_with("requests.completed ") || line.starts_with("server.status "),
             "{}",

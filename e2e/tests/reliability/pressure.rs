@@ -106,16 +106,8 @@ fn slow_subscriber(slow_hwm: &'static str, delay: &'static str) {
             })
             .collect();
         let slow_totals = SummaryFile::new();
-        let mut slow = e2e::spawn(
-            "client",
-            &[
-                &["subscribe", "requests", "bulk", "--delay", delay][..],
-                &["--hwm", slow_hwm, "--proxy-endpoints", &xpub],
-                &slow_totals.args(),
-            ]
-            .concat(),
-            &[],
-        );
+        let slow_args = ["requests", "bulk", "--delay", delay, "--hwm", slow_hwm];
+        let mut slow = slow_totals.subscribe(&xpub, &slow_args, &[]);
         for f in &fast {
             f.wait_ready();
         }
@@ -146,20 +138,7 @@ fn slow_subscriber(slow_hwm: &'static str, delay: &'static str) {
         let fast_at_prime: Vec<f64> = fast.iter().map(|f| f.stats().received("bulk")).collect();
 
         // Load through the servers too (their events reach every subscriber).
-        let load = ClientRun::start(
-            &fe,
-            &xpub,
-            &[
-                "--rate",
-                "200",
-                "--concurrency",
-                "2000",
-                "--topics",
-                "requests",
-            ],
-            &[],
-        );
-        load.wait_ready();
+        let load = ClientRun::steady(&stack, "200", &[]);
 
         let sampler = RssSampler::start(&[("proxy", p)], Duration::from_millis(250));
         let started = Instant::now();

@@ -26,22 +26,15 @@ fn broker_restarted_on_the_same_ports_recovers_within_seconds() {
             .map(e2e::Server::registrations)
             .sum::<usize>() as f64;
         let mut flags = vec![
-            "--rate",
-            "300",
-            "--concurrency",
-            "2000",
             "--timeout",
             "500ms",
             "--retries",
             "3",
             "--payload",
             "work 1ms",
-            "--topics",
-            "requests",
         ];
         flags.extend(FAST_HEARTBEATS);
-        let client = ClientRun::start(stack.frontend(), stack.xpub(), &flags, &[]);
-        client.wait_ready();
+        let client = ClientRun::steady(&stack, "300", &flags);
         client.wait_stats("600 requests ok", Duration::from_secs(30), |s| {
             s.ok() >= 600.0
         });
@@ -135,13 +128,7 @@ fn proxy_restarted_on_the_same_ports_loses_exactly_what_subscribers_report() {
 
         // The subscriber under test joins while nothing is published, so it
         // sees every event published from now on, or counts it lost.
-        let sub = ClientRun::start(
-            stack.frontend(),
-            stack.xpub(),
-            &["--rate", "0", "--topics", "requests"],
-            &[],
-        );
-        sub.wait_ready();
+        let sub = ClientRun::ready(&stack, &["--rate", "0", "--topics", "requests"], &[]);
         // The proxy registers the subscription, then sees the probe unsubscribe.
         e2e::wait_metric_at_least(stack.proxy.http, PROXY_SUBS, 2.0);
         drop(probe);
@@ -149,22 +136,7 @@ fn proxy_restarted_on_the_same_ports_loses_exactly_what_subscribers_report() {
         let baseline = published(&stack.servers, "requests");
 
         // The load: a `client run` that requests and subscribes too.
-        let mut load = ClientRun::start(
-            stack.frontend(),
-            stack.xpub(),
-            &[
-                "--rate",
-                "300",
-                "--concurrency",
-                "2000",
-                "--timeout",
-                "1s",
-                "--topics",
-                "requests",
-            ],
-            &[],
-        );
-        load.wait_ready();
+        let mut load = ClientRun::steady(&stack, "300", &["--timeout", "1s"]);
         sub.wait_stats("300 events received", Duration::from_secs(30), |s| {
             s.received("requests") >= 300.0
         });

@@ -67,19 +67,10 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
             &as_env(&user_env),
             Duration::from_secs(30),
         );
-        assert!(ok.status.success(), "{}", describe(&ok));
-        assert_eq!(stdout(&ok), format!("{SECRET_PAYLOAD}\n"));
+        assert_eq!(e2e::succeeded(&ok), format!("{SECRET_PAYLOAD}\n"));
         let totals = SummaryFile::new();
-        let mut subscriber = e2e::spawn(
-            "client",
-            &[
-                &["subscribe", "requests", "--count", "3"][..],
-                &["--proxy-endpoints", &xpub],
-                &totals.args(),
-            ]
-            .concat(),
-            &as_env(&user_env),
-        );
+        let subscribe = ["requests", "--count", "3"];
+        let mut subscriber = totals.subscribe(&xpub, &subscribe, &as_env(&user_env));
         let payload = format!("work 1ms {SECRET_PAYLOAD}");
         let load = ClientRun::start(
             &fe,
@@ -96,8 +87,12 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
         );
         load.wait_ready();
         let out = subscriber.output(Duration::from_secs(30));
-        assert!(out.status.success(), "{}", describe(&out));
-        assert_eq!(stdout(&out).lines().count(), 3, "{}", describe(&out));
+        assert_eq!(
+            e2e::succeeded(&out).lines().count(),
+            3,
+            "{}",
+            describe(&out)
+        );
         assert_eq!(
             totals.read(),
             SubscribeSummary {
@@ -144,16 +139,9 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
                 describe(&out)
             );
             let totals = SummaryFile::new();
-            let out = run_bin(
-                "client",
-                &[
-                    &["subscribe", "--duration", "2s", "--proxy-endpoints", &xpub][..],
-                    &totals.args(),
-                ]
-                .concat(),
-                &env,
-                Duration::from_secs(30),
-            );
+            let out = totals
+                .subscribe(&xpub, &["--duration", "2s"], &env)
+                .output(Duration::from_secs(30));
             assert!(out.status.success(), "{who}: {}", describe(&out));
             assert_eq!(stdout(&out), "", "{who} got events: {}", describe(&out));
             assert_eq!(totals.read().received, 0, "{who}: {}", describe(&out));

@@ -16,37 +16,29 @@ use e2e::{
 const TIMEOUT_REPLIES: &str = r#"mensageria_broker_replies_total{status="timeout"}"#;
 const INFLIGHT: &str = "mensageria_broker_inflight_requests";
 
-/// Steady load: 300 requests/s, each `work 2ms`, a 500 ms attempt timeout
+/// Two REP servers (`heartbeats` flags on them and the broker) under
+/// steady load: 300 requests/s, each `work 2ms`, a 500 ms attempt timeout
 /// (shorter than the broker's 1 s request timeout, so the client retries
 /// before the broker's own `timeout` reply comes; that late reply is then
 /// stale to the client and only counted by the broker), and a concurrency
 /// cap far above anything a fault leaves outstanding.
-fn load(stack: &Stack, retries: &str) -> ClientRun {
-    let c = ClientRun::start(
-        stack.frontend(),
-        stack.xpub(),
-        &[
-            "--rate",
-            "300",
-            "--concurrency",
-            "2000",
-            "--timeout",
-            "500ms",
-            "--retries",
-            retries,
-            "--payload",
-            "work 2ms",
-            "--topics",
-            "requests",
-        ],
-        &[],
-    );
-    c.wait_ready();
+fn loaded_stack(retries: &str, heartbeats: &[&str]) -> (Stack, ClientRun) {
+    let mut broker_flags = vec!["--request-timeout", "1s"];
+    broker_flags.extend(heartbeats);
+    let stack = Stack::builder()
+        .servers(2)
+        .rep()
+        .broker_args(&broker_flags)
+        .server_args(heartbeats)
+        .start();
+    let mut flags = vec!["--timeout", "500ms", "--retries", retries];
+    flags.extend(["--payload", "work 2ms"]);
+    let c = ClientRun::steady(&stack, "300", &flags);
     let warm = c.wait_stats("600 requests ok", Duration::from_secs(30), |s| {
         s.ok() >= 600.0
     });
     assert_eq!(warm.failed(), 0.0, "failures before any fault: {warm:?}");
-    c
+    (stack, c)
 }
 
 fn healthy(stack: &Stack, client: &ClientRun, skip_server: Option<usize>) {
@@ -66,12 +58,7 @@ fn healthy(stack: &Stack, client: &ClientRun, skip_server: Option<usize>) {
 #[test]
 fn sigkill_of_one_server_under_load_fails_no_request() {
     with_timeout(Duration::from_secs(100), || {
-        let mut stack = Stack::builder()
-            .servers(2)
-            .rep()
-            .broker_args(&["--request-timeout", "1s"])
-            .start();
-        let client = load(&stack, "4");
+        let (mut stack, client) = loaded_stack("4", &[]);
         assert_eq!(metric(stack.broker.http, TIMEOUT_REPLIES), 0.0);
 
         // Pin eight 300 ms requests (plain DEALER, no retries) on the four
@@ -146,19 +133,11 @@ fn sigkill_of_one_server_under_load_fails_no_request() {
 #[test]
 fn frozen_server_is_dropped_by_heartbeats_and_rejoins_after_sigcont() {
     with_timeout(Duration::from_secs(100), || {
-        let mut broker_flags = vec!["--request-timeout", "1s"];
-        broker_flags.extend(FAST_HEARTBEATS);
-        let mut stack = Stack::builder()
-            .servers(2)
-            .rep()
-            .broker_args(&broker_flags)
-            .server_args(&FAST_HEARTBEATS)
-            .start();
-        let all_workers = f64::from(stack.servers.iter().map(|s| s.workers).sum::<u32>());
-        let survivor_workers = f64::from(stack.servers[1].workers);
         // Up to 7 attempts: one sent to the frozen server just before the
         // broker drops it can meet it again on a retry or two.
-        let client = load(&stack, "6");
+        let (mut stack, client) = loaded_stack("6", &FAST_HEARTBEATS);
+        let all_workers = f64::from(stack.servers.iter().map(|s| s.workers).sum::<u32>());
+        let survivor_workers = f64::from(stack.servers[1].workers);
         let b = stack.broker.http;
 
         let handled_before = stack.servers[0].handled_ok();
@@ -258,12 +237,7 @@ fn frozen_server_is_dropped_by_heartbeats_and_rejoins_after_sigcont() {
 #[test]
 fn sigterm_drains_one_server_under_load_without_losing_a_request() {
     with_timeout(Duration::from_secs(100), || {
-        let mut stack = Stack::builder()
-            .servers(2)
-            .rep()
-            .broker_args(&["--request-timeout", "1s"])
-            .start();
-        let client = load(&stack, "3");
+        let (mut stack, client) = loaded_stack("3", &[]);
         let at_term = client.stats();
         let started = Instant::now();
         stack.servers[0].proc.kill(Signal::Term);
