@@ -20,10 +20,7 @@ use std::{
     collections::BTreeMap,
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::mpsc::{self, RecvTimeoutError},
     thread,
     time::{Duration, Instant},
 };
@@ -266,7 +263,8 @@ pub fn published(servers: &[Server], topic: &str) -> f64 {
 #[derive(Debug)]
 pub struct RssSampler {
     names: Vec<String>,
-    stop: Arc<AtomicBool>,
+    /// Dropping it stops the sampling thread at once.
+    stop: mpsc::Sender<()>,
     handle: thread::JoinHandle<Vec<RssSample>>,
 }
 
@@ -284,29 +282,22 @@ impl RssSampler {
     pub fn start(targets: &[(&str, SocketAddr)], every: Duration) -> RssSampler {
         let names = targets.iter().map(|(n, _)| (*n).to_owned()).collect();
         let addrs: Vec<SocketAddr> = targets.iter().map(|(_, a)| *a).collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = mpsc::channel::<()>();
         let handle = thread::Builder::new()
             .name("rss-sampler".into())
             .spawn(move || {
                 let start = Instant::now();
                 let mut samples = Vec::new();
-                let mut next = start;
-                while !flag.load(Ordering::Relaxed) {
-                    let now = Instant::now();
-                    if now >= next {
-                        samples.push(RssSample {
-                            at: now - start,
-                            rss: addrs.iter().map(|a| rss(*a)).collect(),
-                        });
-                        next += every;
+                loop {
+                    samples.push(RssSample {
+                        at: start.elapsed(),
+                        rss: addrs.iter().map(|a| rss(*a)).collect(),
+                    });
+                    // Pacing: the wait ends early when the sender is dropped.
+                    if stopped.recv_timeout(every) != Err(RecvTimeoutError::Timeout) {
+                        return samples;
                     }
-                    // Pacing only: the loop re-checks the stop flag often.
-                    thread::sleep(
-                        Duration::from_millis(20).min(next.saturating_duration_since(now)),
-                    );
                 }
-                samples
             })
             .expect("spawn the RSS sampler");
         RssSampler {
@@ -318,7 +309,7 @@ impl RssSampler {
 
     /// Stops sampling and returns the series.
     pub fn stop(self) -> RssSeries {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop);
         let samples = self.handle.join().expect("the RSS sampler panicked");
         RssSeries {
             names: self.names,

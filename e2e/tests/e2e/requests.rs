@@ -7,7 +7,7 @@ use std::{
 };
 
 use e2e::{
-    describe, metric, plain_req, req_roundtrip, show, stderr, stdout, wait_metric,
+    assert_failed, describe, metric, plain_req, req_roundtrip, show, stderr, stdout, wait_metric,
     wait_metric_at_least, with_timeout, Stack,
 };
 
@@ -25,12 +25,7 @@ fn client_requests_are_answered_and_spread_over_both_servers() {
         assert_eq!(e2e::succeeded(&out), "hi\n");
 
         let out = e2e::request(&stack, "fail boom", &["--retries", "0"]);
-        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-        assert!(
-            stderr(&out).contains("request failed (error): boom"),
-            "{}",
-            describe(&out)
-        );
+        assert_failed(&out, 1, "request failed (error): boom", "fail boom");
         assert_eq!(
             stdout(&out),
             "",

@@ -27,8 +27,7 @@ fn readme_metrics_table_matches_what_the_services_expose() {
         let stack = Stack::start(1);
         let client = ClientRun::ready(&stack, &["--rate", "20"], JSON_LOGS);
         // Traffic, so labelled families have samples to read labels from.
-        let out = e2e::request(&stack, "hello", &[]);
-        assert!(out.status.success(), "{}", e2e::describe(&out));
+        e2e::succeeded(&e2e::request(&stack, "hello", &[]));
         e2e::wait_metric_at_least(
             client.http,
             r#"mensageria_client_events_received_total{topic="requests"}"#,
