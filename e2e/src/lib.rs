@@ -14,7 +14,7 @@
 //!   waited for until ready (one definition: `testkit::stack`); servers are
 //!   Majordomo workers on the broker's frontend unless a test asks for plain
 //!   REP ones ([`StackBuilder::rep`], [`REP_ARGS`]).
-//! - [`registered_workers`], [`service_workers`], [`broker_workers`],
+//! - [`broker_workers`], [`wait_workers`],
 //!   [`wait_registered`]: the broker's view of its Majordomo workers.
 //! - [`metric`], [`http_get`], [`wait_until`]: observing services.
 //! - [`run_client`], [`request`], [`bench`], [`bench_summary`]: one-shot
@@ -167,8 +167,8 @@ pub fn wait_workers(broker_http: SocketAddr, matching: &[(&str, &str)], n: f64, 
 // ---------------------------------------------------------------------------
 
 pub use testkit::stack::{
-    broker_workers, registered_workers, service_workers, wait_registered, Broker, Launcher, Proxy,
-    Server, Stack, StackBuilder, DEFAULT_WORKERS, GRACE, GRACE_ARG, REP_ARGS, START_TIMEOUT,
+    broker_workers, wait_registered, Broker, Launcher, Proxy, Server, Stack, StackBuilder,
+    DEFAULT_WORKERS, GRACE, GRACE_ARG, REP_ARGS, START_TIMEOUT,
 };
 
 /// Runs `client request <payload> --broker-endpoints <frontend> <extra…>`

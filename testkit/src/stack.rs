@@ -509,16 +509,6 @@ pub fn broker_workers(broker_http: SocketAddr, matching: &[(&str, &str)]) -> f64
         .map_or(0.0, |f| f.sum(FAMILY, matching))
 }
 
-/// Majordomo workers registered with a broker, over every service and state.
-pub fn registered_workers(broker_http: SocketAddr) -> f64 {
-    broker_workers(broker_http, &[])
-}
-
-/// Majordomo workers registered with a broker for `service` (idle + busy).
-pub fn service_workers(broker_http: SocketAddr, service: &str) -> f64 {
-    broker_workers(broker_http, &[("service", service)])
-}
-
 /// Waits until `broker_http` has at least `min` Majordomo workers registered.
 ///
 /// # Panics
@@ -526,7 +516,7 @@ pub fn service_workers(broker_http: SocketAddr, service: &str) -> f64 {
 pub fn wait_registered(broker_http: SocketAddr, min: f64) {
     let mut last = 0.0;
     crate::wait::poll_until(START_TIMEOUT, || {
-        last = registered_workers(broker_http);
+        last = broker_workers(broker_http, &[]);
         (last >= min).then_some(())
     })
     .unwrap_or_else(|| {
@@ -616,6 +606,12 @@ struct Flags {
 }
 
 impl Flags {
+    fn add(&mut self, args: &[&str], env: &[(&str, &str)]) {
+        self.args.extend(args.iter().map(|s| (*s).to_owned()));
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        self.env.extend(env);
+    }
+
     fn args(&self) -> Vec<&str> {
         self.args.iter().map(String::as_str).collect()
     }
@@ -637,16 +633,6 @@ pub struct StackBuilder {
     broker: Flags,
     proxy: Flags,
     server: Flags,
-}
-
-fn owned(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn owned_env(env: &[(&str, &str)]) -> Vec<(String, String)> {
-    env.iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
 }
 
 impl StackBuilder {
@@ -671,32 +657,32 @@ impl StackBuilder {
 
     /// Extra broker flags (override the defaults).
     pub fn broker_args(mut self, args: &[&str]) -> StackBuilder {
-        self.broker.args.extend(owned(args));
+        self.broker.add(args, &[]);
         self
     }
 
     /// Extra proxy flags.
     pub fn proxy_args(mut self, args: &[&str]) -> StackBuilder {
-        self.proxy.args.extend(owned(args));
+        self.proxy.add(args, &[]);
         self
     }
 
     /// Extra server flags.
     pub fn server_args(mut self, args: &[&str]) -> StackBuilder {
-        self.server.args.extend(owned(args));
+        self.server.add(args, &[]);
         self
     }
 
     /// Environment of the broker and the proxy (e.g. CURVE server keys).
     pub fn bind_env(mut self, env: &[(&str, &str)]) -> StackBuilder {
-        self.broker.env.extend(owned_env(env));
-        self.proxy.env.extend(owned_env(env));
+        self.broker.add(&[], env);
+        self.proxy.add(&[], env);
         self
     }
 
     /// Environment of the servers (e.g. CURVE client keys).
     pub fn server_env(mut self, env: &[(&str, &str)]) -> StackBuilder {
-        self.server.env.extend(owned_env(env));
+        self.server.add(&[], env);
         self
     }
 

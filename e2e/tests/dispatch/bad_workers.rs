@@ -82,8 +82,8 @@ fn bad_worker_commands_are_refused_counted_and_harm_nothing_else() {
             || (dropped("worker_protocol") >= before + cases.len() as f64).then_some(()),
         );
         // None of them stayed registered; our server still serves.
-        assert_eq!(e2e::service_workers(b, "bad-svc"), 0.0);
-        assert_eq!(e2e::registered_workers(b), 1.0);
+        assert_eq!(e2e::broker_workers(b, &[("service", "bad-svc")]), 0.0);
+        assert_eq!(e2e::broker_workers(b, &[]), 1.0);
         assert_eq!(req_roundtrip(&plain, &[b"after"]), vec![b"after".to_vec()]);
         let lost = e2e::metric_opt(b, r#"mensageria_broker_workers_lost_total{service="echo"}"#);
         assert_eq!(lost.unwrap_or(0.0), 0.0, "our server was not disturbed");

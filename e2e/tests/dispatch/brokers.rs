@@ -81,7 +81,7 @@ fn a_server_serves_two_brokers_without_head_of_line_waits_and_survives_losing_on
             "{s:?}"
         );
         assert_eq!(
-            e2e::registered_workers(b2.http),
+            e2e::broker_workers(b2.http, &[]),
             1.0,
             "still registered with broker 2"
         );

@@ -42,7 +42,7 @@ fn lose_the_worker(signal: Signal) {
             r#"mensageria_broker_workers_lost_total{service="echo"}"#
         ) >= 1.0
     );
-    assert_eq!(e2e::registered_workers(stack.broker.http), 0.0);
+    assert_eq!(e2e::broker_workers(stack.broker.http, &[]), 0.0);
     eprintln!("RESULT worker lost ({signal:?}): answered `unavailable` after {took:?} (REQUEST_TIMEOUT {REQUEST_TIMEOUT})");
 
     if signal == Signal::Stop {

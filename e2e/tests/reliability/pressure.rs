@@ -9,18 +9,12 @@ use std::{
 use client::SubscribeSummary;
 use e2e::{
     faults::{assert_all_healthy, ClientRun, EventLines, RssSampler, SummaryFile},
-    metric, metric_opt, wait_until, with_timeout, EventHeader, Header, Signal, Stack, GRACE,
+    metric, metric_opt,
+    observability::wait_proxy_subscriptions,
+    wait_until, with_timeout, EventHeader, Header, Signal, Stack, GRACE,
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
-
-fn subscriptions(addr: std::net::SocketAddr, topic: &str) -> f64 {
-    metric_opt(
-        addr,
-        &format!(r#"mensageria_proxy_subscriptions{{topic="{topic}"}}"#),
-    )
-    .unwrap_or(0.0)
-}
 
 /// A plain PUB peer publishing `bulk.data` events with our event header
 /// (publisher id, consecutive sequence numbers) and a 4 KiB payload.
@@ -111,14 +105,9 @@ fn slow_subscriber(slow_hwm: &'static str, delay: &'static str) {
         for f in &fast {
             f.wait_ready();
         }
-        wait_until(
-            "the proxy to register three subscribers per topic",
-            Duration::from_secs(15),
-            || {
-                (subscriptions(p, "bulk") >= 3.0 && subscriptions(p, "requests") >= 3.0)
-                    .then_some(())
-            },
-        );
+        // The proxy registers three subscribers per topic.
+        wait_proxy_subscriptions(p, "bulk", 3.0);
+        wait_proxy_subscriptions(p, "requests", 3.0);
 
         // Prime: publish until every subscriber has a bulk event, so every
         // one sees all that follow (or counts them lost).
