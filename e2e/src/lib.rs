@@ -9,11 +9,11 @@
 //! - [`Proc`], [`spawn`]: a child process whose stdout and stderr lines are
 //!   captured on threads; waits with deadlines, signals, and SIGKILL + reap
 //!   on drop.
-//! - [`Stack::builder`] and [`Broker`], [`Proxy`], [`Server`]: services
-//!   started on ephemeral ports (read back from their ready records) and
-//!   waited for until ready (one definition: `testkit::stack`); servers are
-//!   Majordomo workers on the broker's frontend unless a test asks for plain
-//!   REP ones ([`StackBuilder::rep`], [`REP_ARGS`]).
+//! - [`Stack::builder`], [`Launcher`]: services started on ephemeral ports
+//!   (read back from their ready records) and waited for until ready (one
+//!   definition: `testkit::stack`); servers are Majordomo workers on the
+//!   broker's frontend unless a test asks for plain REP ones
+//!   ([`StackBuilder::rep`]).
 //! - [`broker_workers`], [`wait_workers`],
 //!   [`wait_registered`]: the broker's view of its Majordomo workers.
 //! - [`metric`], [`http_get`], [`wait_until`]: observing services.
@@ -27,8 +27,7 @@
 use std::{collections::HashMap, net::SocketAddr, process::Output, time::Duration};
 
 pub use mensageria::header::{EventHeader, Header};
-pub use mensageria::ready::ReadyRecord;
-pub use serde_json::Value;
+use serde_json::Value;
 
 /// Default time limit of a one-shot client command.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -167,8 +166,8 @@ pub fn wait_workers(broker_http: SocketAddr, matching: &[(&str, &str)], n: f64, 
 // ---------------------------------------------------------------------------
 
 pub use testkit::stack::{
-    broker_workers, wait_registered, Broker, Launcher, Proxy, Server, Stack, StackBuilder,
-    DEFAULT_WORKERS, GRACE, GRACE_ARG, REP_ARGS, START_TIMEOUT,
+    broker_workers, wait_registered, Broker, Launcher, Server, Stack, StackBuilder, GRACE,
+    GRACE_ARG, START_TIMEOUT,
 };
 
 /// Runs `client request <payload> --broker-endpoints <frontend> <extra…>`

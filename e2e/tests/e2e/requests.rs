@@ -38,8 +38,7 @@ fn client_requests_are_answered_and_spread_over_both_servers() {
         let mut seen = HashSet::new();
         for _ in 0..40 {
             let out = e2e::request(&stack, "whoami", &[]);
-            assert!(out.status.success(), "{}", describe(&out));
-            let id = stdout(&out).trim_end().to_owned();
+            let id = e2e::succeeded(&out).trim_end().to_owned();
             assert!(
                 ids.contains(&id),
                 "whoami answered {id:?}, not one of {ids:?}"

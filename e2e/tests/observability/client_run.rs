@@ -4,12 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::{
-    faults::ClientRun,
-    metrics_text,
-    observability::{families, JSON_LOGS},
-    with_timeout, Stack,
-};
+use e2e::{faults::ClientRun, metrics_text, observability::families, with_timeout, Stack};
 
 #[test]
 fn client_run_counts_every_reply_when_requests_are_slower_than_the_rate() {
@@ -28,7 +23,7 @@ fn client_run_counts_every_reply_when_requests_are_slower_than_the_rate() {
                 "--payload",
                 "work 100ms",
             ],
-            JSON_LOGS,
+            &[],
         );
         let counts = || {
             let b = families(&metrics_text(stack.broker.http));

@@ -170,11 +170,7 @@ fn bench_counts_are_exact_on_every_service() {
             .broker_args(&["--request-timeout", "30s"])
             .server_args(&["--status-interval", "200ms"])
             .start();
-        let client = ClientRun::ready(
-            &stack,
-            &["--rate", "0", "--topics", "requests"],
-            e2e::observability::JSON_LOGS,
-        );
+        let client = ClientRun::ready(&stack, &["--rate", "0", "--topics", "requests"], &[]);
         // The client's subscription first, then a plain SUB's: once status
         // events of every server reach the plain SUB, both subscriptions to
         // `requests` are in every server's PUB socket (see

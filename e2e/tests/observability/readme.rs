@@ -13,7 +13,7 @@ use std::{
 use e2e::{
     faults::ClientRun,
     metrics_text,
-    observability::{families, readme_metrics, workspace_root, Family, JSON_LOGS},
+    observability::{families, readme_metrics, workspace_root, Family},
     with_timeout, Stack,
 };
 
@@ -25,7 +25,7 @@ fn readme_metrics_table_matches_what_the_services_expose() {
         let documented = readme_metrics(&readme);
 
         let stack = Stack::start(1);
-        let client = ClientRun::ready(&stack, &["--rate", "20"], JSON_LOGS);
+        let client = ClientRun::ready(&stack, &["--rate", "20"], &[]);
         // Traffic, so labelled families have samples to read labels from.
         e2e::succeeded(&e2e::request(&stack, "hello", &[]));
         e2e::wait_metric_at_least(
