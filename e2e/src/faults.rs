@@ -26,8 +26,8 @@ use std::{
 };
 
 use crate::{
-    http_get, metric_opt, metrics_text, parse_metric, run_bin, stdout, wait_ready, Launcher, Proc,
-    Server, Stack, GRACE_ARG, START_TIMEOUT,
+    http_get, metric_opt, metrics_text, parse_metric, run_bin, stdout, Proc, Server, Stack,
+    GRACE_ARG, START_TIMEOUT,
 };
 
 /// Fast ZMTP heartbeats (`--heartbeat-ivl 200ms --heartbeat-timeout 1s`), so
@@ -94,41 +94,20 @@ pub struct ClientRun {
     pub http: SocketAddr,
 }
 
-/// `client run`'s flags against a broker frontend and a proxy XPUB.
-fn client_run_args(frontend: &str, xpub: &str, extra: &[&str]) -> Vec<String> {
-    [
-        "run",
-        "--broker-endpoints",
-        frontend,
-        "--proxy-endpoints",
-        xpub,
-        "--shutdown-grace",
-        GRACE_ARG,
-    ]
-    .iter()
-    .chain(extra)
-    .map(|s| (*s).to_owned())
-    .collect()
-}
-
 impl ClientRun {
-    /// Starts `client run --broker-endpoints <frontend> --proxy-endpoints <xpub>`
-    /// with a free ops port, `extra` flags and `env` (on top of JSON logs);
-    /// waits until its ops server is up, not until it is ready (broker or
-    /// proxy may be down): see [`ClientRun::ready`].
-    pub fn start(frontend: &str, xpub: &str, extra: &[&str], env: &[(&str, &str)]) -> ClientRun {
-        let args = client_run_args(frontend, xpub, extra);
-        let (proc, http) = Launcher::default()
-            .spawn_alive("client run", "client", &args, env)
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        ClientRun { proc, http }
-    }
-
     /// Starts `client run` against `stack` with `extra` flags and `env`, and
     /// waits for its ready record (connected to broker and proxy).
     pub fn ready(stack: &Stack, extra: &[&str], env: &[(&str, &str)]) -> ClientRun {
-        let mut args = client_run_args(stack.frontend(), stack.xpub(), extra);
-        args.extend(["--http-addr".to_owned(), "127.0.0.1:0".to_owned()]);
+        let mut args = vec!["run", "--broker-endpoints", stack.frontend()];
+        args.extend([
+            "--proxy-endpoints",
+            stack.xpub(),
+            "--http-addr",
+            "127.0.0.1:0",
+        ]);
+        args.extend(["--shutdown-grace", GRACE_ARG]);
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
         let proc = stack
             .launcher()
             .spawn("client run", "client", &args, env)
@@ -145,14 +124,7 @@ impl ClientRun {
         let mut args = vec!["--rate", rate, "--concurrency", "2000"];
         args.extend(["--topics", "requests"]);
         args.extend_from_slice(extra);
-        let c = ClientRun::start(stack.frontend(), stack.xpub(), &args, &[]);
-        c.wait_ready();
-        c
-    }
-
-    /// Waits until `/readyz` is 200 (broker and proxy connected).
-    pub fn wait_ready(&self) {
-        wait_ready(self.http, START_TIMEOUT);
+        ClientRun::ready(stack, &args, &[])
     }
 
     /// The client's counters now.
@@ -232,11 +204,6 @@ impl ClientStats {
     /// Requests finished with `status`.
     pub fn status(&self, status: &str) -> f64 {
         self.requests.get(status).copied().unwrap_or(0.0)
-    }
-
-    /// All requests finished.
-    pub fn finished(&self) -> f64 {
-        self.requests.values().sum()
     }
 
     /// Events received on topics whose first segment is `topic`.

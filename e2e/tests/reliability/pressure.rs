@@ -85,26 +85,17 @@ fn slow_subscriber(slow_hwm: &'static str, delay: &'static str) {
             .servers(1)
             .proxy_args(&["--hwm", "500"])
             .start();
-        let (fe, xpub) = (stack.frontend().to_owned(), stack.xpub().to_owned());
+        let (_fe, xpub) = (stack.frontend().to_owned(), stack.xpub().to_owned());
         let p = stack.proxy.http;
         // Normal subscribers keep the default receive HWM (10000): room for
         // scheduling hiccups on a busy CI machine.
+        let fast_flags = ["--rate", "0", "--topics", "requests,bulk"];
         let fast: Vec<ClientRun> = (0..2)
-            .map(|_| {
-                ClientRun::start(
-                    &fe,
-                    &xpub,
-                    &["--rate", "0", "--topics", "requests,bulk"],
-                    &[],
-                )
-            })
+            .map(|_| ClientRun::ready(&stack, &fast_flags, &[]))
             .collect();
         let slow_totals = SummaryFile::new();
         let slow_args = ["requests", "bulk", "--delay", delay, "--hwm", slow_hwm];
         let mut slow = slow_totals.subscribe(&xpub, &slow_args, &[]);
-        for f in &fast {
-            f.wait_ready();
-        }
         // The proxy registers three subscribers per topic.
         wait_proxy_subscriptions(p, "bulk", 3.0);
         wait_proxy_subscriptions(p, "requests", 3.0);
@@ -344,22 +335,9 @@ fn client_run_reads_replies_at_its_concurrency_cap() {
         let stack = Stack::start(1);
         // 2 workers × `work 20ms` = 100 requests/s at most; asking for 200/s
         // with 4 outstanding keeps the client at its cap and behind.
-        let client = ClientRun::start(
-            stack.frontend(),
-            stack.xpub(),
-            &[
-                "--rate",
-                "200",
-                "--concurrency",
-                "4",
-                "--payload",
-                "work 20ms",
-                "--timeout",
-                "5s",
-            ],
-            &[],
-        );
-        client.wait_ready();
+        let mut flags = vec!["--rate", "200", "--concurrency", "4"];
+        flags.extend(["--payload", "work 20ms", "--timeout", "5s"]);
+        let client = ClientRun::ready(&stack, &flags, &[]);
         let s = client.wait_stats(
             "requests to complete at the server's pace (about 100/s)",
             Duration::from_secs(10),
