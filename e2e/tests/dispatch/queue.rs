@@ -67,9 +67,7 @@ fn requests_that_expire_in_the_queue_never_run() {
         // five DEALER sockets.
         let sockets: Vec<zmq::Socket> = (0..5u64)
             .map(|id| {
-                let s = ctx.socket(zmq::DEALER).expect("DEALER");
-                s.set_linger(0).expect("linger");
-                s.connect(stack.frontend()).expect("connect");
+                let s = e2e::connected(&ctx, zmq::DEALER, stack.frontend());
                 let header = Header::Request(RequestHeader {
                     budget_ms: Some(1000),
                     id,

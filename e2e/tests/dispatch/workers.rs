@@ -88,9 +88,7 @@ fn the_fast_worker_takes_nearly_all_the_work() {
         // between them: the broker cannot know which is faster.)
         const N: usize = 200;
         let ctx = zmq::Context::new();
-        let dealer = ctx.socket(zmq::DEALER).expect("DEALER");
-        dealer.set_linger(0).expect("linger");
-        dealer.connect(stack.frontend()).expect("connect");
+        let dealer = e2e::connected(&ctx, zmq::DEALER, stack.frontend());
         for i in 0..N {
             dealer
                 .send_multipart([&b""[..], format!("r{i}").as_bytes()], 0)

@@ -4,10 +4,7 @@
 
 use std::{
     net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
@@ -118,36 +115,27 @@ fn server_readyz_is_503_until_a_broker_is_up_and_while_draining() {
     });
 }
 
-/// Sets the flag on drop, so a background poller stops even when the test
-/// body panics.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 #[test]
 fn server_healthz_stays_200_through_a_broker_restart() {
     with_timeout(Duration::from_secs(60), || {
         let mut stack = Stack::start(1);
         let server = stack.servers[0].http;
 
-        // Poll the server's /healthz every 10 ms from now until the end.
-        let stop = Arc::new(AtomicBool::new(false));
-        let _stop_guard = StopOnDrop(stop.clone());
-        let flag = stop.clone();
+        // Poll the server's /healthz every 10 ms from now until the end (or
+        // until the test body panics: dropping `stop` ends the wait too).
+        let (stop, stopped) = mpsc::channel::<()>();
         let poller = thread::spawn(move || {
             let (mut ok, mut bad) = (0u32, Vec::new());
-            while !flag.load(Ordering::Relaxed) {
+            loop {
                 match http_get(server, "/healthz") {
                     Ok((200, _)) => ok += 1,
                     other => bad.push(format!("{other:?}")),
                 }
-                thread::sleep(Duration::from_millis(10));
+                let pace = stopped.recv_timeout(Duration::from_millis(10));
+                if pace != Err(mpsc::RecvTimeoutError::Timeout) {
+                    return (ok, bad);
+                }
             }
-            (ok, bad)
         });
 
         // Stop the broker by SIGTERM with a request in flight: its /readyz
@@ -180,7 +168,7 @@ fn server_healthz_stays_200_through_a_broker_restart() {
             e2e::describe(&out)
         );
 
-        stop.store(true, Ordering::Relaxed);
+        drop(stop);
         let (ok, bad) = poller.join().expect("the /healthz poller");
         assert!(
             bad.is_empty(),
