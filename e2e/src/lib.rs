@@ -178,10 +178,10 @@ pub fn request(stack: &Stack, payload: &str, extra: &[&str]) -> Output {
     run_client(&args, CLIENT_TIMEOUT)
 }
 
-/// Starts `client bench --json --broker-endpoints <frontend> <extra…>`
-/// against `stack` in the background.
-pub fn spawn_bench(stack: &Stack, extra: &[&str]) -> Proc {
-    let mut args = vec!["bench", "--json", "--broker-endpoints", stack.frontend()];
+/// Starts `client bench --json --broker-endpoints <frontend> <extra…>` in
+/// the background.
+pub fn spawn_bench(frontend: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["bench", "--json", "--broker-endpoints", frontend];
     args.extend(extra);
     spawn("client", &args, &[])
 }
@@ -189,7 +189,7 @@ pub fn spawn_bench(stack: &Stack, extra: &[&str]) -> Proc {
 /// Runs a bench against `stack` to completion (exit 0 required) and returns
 /// its summary.
 pub fn bench(stack: &Stack, extra: &[&str], timeout: Duration) -> BenchSummary {
-    bench_summary(spawn_bench(stack, extra), timeout)
+    bench_summary(spawn_bench(stack.frontend(), extra), timeout)
 }
 
 /// The `--json` summary of `client bench`.

@@ -49,22 +49,9 @@ fn a_server_serves_two_brokers_without_head_of_line_waits_and_survives_losing_on
 
         // Load through broker 2 while broker 1 is killed: nothing is lost
         // or even retried there.
-        let mut bench = e2e::spawn(
-            "client",
-            &[
-                "bench",
-                "--json",
-                "--broker-endpoints",
-                &b2.frontend,
-                "--requests",
-                "3000",
-                "--concurrency",
-                "4",
-                "--payload",
-                "work 1ms",
-            ],
-            &[],
-        );
+        let mut flags = vec!["--requests", "3000", "--concurrency", "4"];
+        flags.extend(["--payload", "work 1ms"]);
+        let mut bench = e2e::spawn_bench(&b2.frontend, &flags);
         wait_until("the bench to be under way", Duration::from_secs(20), || {
             (server.handled_ok() >= 500.0).then_some(())
         });

@@ -9,7 +9,7 @@ fn sigkill_of_one_server_mid_bench_is_absorbed_by_retries() {
     with_timeout(Duration::from_secs(120), || {
         let mut stack = Stack::start(2);
         let bench = e2e::spawn_bench(
-            &stack,
+            stack.frontend(),
             &[
                 "--requests",
                 "20000",

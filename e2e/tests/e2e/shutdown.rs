@@ -33,7 +33,7 @@ fn terminate(proc: &mut Proc) {
 /// server of `stack` and waits until requests are in flight there.
 fn slow_bench_in_flight(stack: &Stack, timeout: &str) -> Proc {
     let bench = e2e::spawn_bench(
-        stack,
+        stack.frontend(),
         &[
             "--requests",
             "24",

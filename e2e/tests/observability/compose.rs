@@ -163,19 +163,10 @@ fn compose_services_run_locally_with_their_compose_environment() {
         );
         // The steady load of `client run` is answered.
         let client_http: SocketAddr = client.env["HTTP_ADDR"].parse().expect("HTTP_ADDR");
-        e2e::wait_until(
-            "compose's client run to get replies",
-            Duration::from_secs(30),
-            || {
-                (metric_opt(
-                    client_http,
-                    r#"mensageria_client_requests_total{status="ok"}"#,
-                )
-                .unwrap_or(0.0)
-                    > 0.0)
-                    .then_some(())
-            },
-        );
+        let ok = r#"mensageria_client_requests_total{status="ok"}"#;
+        let replied = || (metric_opt(client_http, ok).unwrap_or(0.0) > 0.0).then_some(());
+        let what = "compose's client run to get replies";
+        e2e::wait_until(what, Duration::from_secs(30), replied);
 
         // `docker compose stop`: SIGTERM, clients first.
         for inst in running.iter_mut().rev() {

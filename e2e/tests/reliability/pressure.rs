@@ -258,7 +258,7 @@ fn overload_far_above_max_inflight_is_refused_bounded_and_recovers() {
         let sampler = RssSampler::start(&[("broker", b)], Duration::from_millis(250));
         let baseline = e2e::faults::rss(b).expect("broker RSS");
         let mut bench = Some(e2e::spawn_bench(
-            &stack,
+            stack.frontend(),
             &[
                 "--duration",
                 "5s",
