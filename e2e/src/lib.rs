@@ -228,7 +228,7 @@ pub fn plain_req(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
     connected(ctx, zmq::REQ, endpoint)
 }
 
-/// Sends `payload` (e.g. `work 2s`) on a fresh plain REQ to `stack`'s
+/// Sends `payload` (e.g. `work 2s`) on a fresh plain REQ to `broker`'s
 /// frontend and waits until a Majordomo worker is busy with it, the only
 /// request in flight; returns the socket, to receive the reply.
 ///
