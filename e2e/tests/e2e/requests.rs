@@ -51,18 +51,9 @@ fn client_requests_are_answered_and_spread_over_both_servers() {
         assert_eq!(seen, ids, "sequential requests did not reach both servers");
 
         // The human-readable bench summary.
-        let out = e2e::run_client(
-            &[
-                "bench",
-                "--requests",
-                "200",
-                "--concurrency",
-                "4",
-                "--broker-endpoints",
-                stack.frontend(),
-            ],
-            e2e::CLIENT_TIMEOUT,
-        );
+        let mut args = vec!["bench", "--requests", "200", "--concurrency", "4"];
+        args.extend(["--broker-endpoints", stack.frontend()]);
+        let out = e2e::run_client(&args, e2e::CLIENT_TIMEOUT);
         let text = e2e::succeeded(&out);
         for want in [
             "requests:",

@@ -32,21 +32,16 @@ fn terminate(proc: &mut Proc) {
 /// Starts a bench of `work 200ms` requests at concurrency 4 against the only
 /// server of `stack` and waits until requests are in flight there.
 fn slow_bench_in_flight(stack: &Stack, timeout: &str) -> Proc {
-    let bench = e2e::spawn_bench(
-        stack.frontend(),
-        &[
-            "--requests",
-            "24",
-            "--concurrency",
-            "4",
-            "--payload",
-            "work 200ms",
-            "--timeout",
-            timeout,
-            "--retries",
-            "30",
-        ],
-    );
+    let mut flags = vec!["--requests", "24", "--concurrency", "4"];
+    flags.extend([
+        "--payload",
+        "work 200ms",
+        "--timeout",
+        timeout,
+        "--retries",
+        "30",
+    ]);
+    let bench = e2e::spawn_bench(stack.frontend(), &flags);
     let b = stack.broker.http;
     e2e::wait_until(
         "requests in flight at the only server",
@@ -151,20 +146,9 @@ fn client_gets_the_reply_forwarded_as_the_broker_exits() {
     with_timeout(Duration::from_secs(60), || {
         let mut stack = Stack::start(1);
         let b = stack.broker.http;
-        let mut request = e2e::spawn(
-            "client",
-            &[
-                "request",
-                "work 300ms",
-                "--broker-endpoints",
-                stack.frontend(),
-                "--timeout",
-                "3s",
-                "--retries",
-                "0",
-            ],
-            &[],
-        );
+        let mut args = vec!["request", "work 300ms", "--timeout", "3s"];
+        args.extend(["--retries", "0", "--broker-endpoints", stack.frontend()]);
+        let mut request = e2e::spawn("client", &args, &[]);
         e2e::wait_metric_at_least(b, INFLIGHT, 1.0);
         terminate(&mut stack.broker.proc);
         let out = request.output(Duration::from_secs(10));

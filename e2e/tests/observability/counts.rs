@@ -189,18 +189,9 @@ fn bench_counts_are_exact_on_every_service() {
             early.len()
         );
 
-        let s = e2e::bench(
-            &stack,
-            &[
-                "--requests",
-                &N.to_string(),
-                "--concurrency",
-                "8",
-                "--timeout",
-                "25s",
-            ],
-            Duration::from_secs(60),
-        );
+        let n = N.to_string();
+        let flags = ["--requests", &n, "--concurrency", "8", "--timeout", "25s"];
+        let s = e2e::bench(&stack, &flags, Duration::from_secs(60));
         assert_eq!((s.requests, s.ok, s.errors), (N, N, 0), "{s:?}");
         assert_eq!(
             s.retries, 0,

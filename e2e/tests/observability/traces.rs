@@ -86,18 +86,9 @@ fn one_request_is_one_trace_from_client_to_subscriber() {
             .server_args(&["--status-interval", "200ms"])
             .start();
 
-        let mut subscriber = e2e::spawn(
-            "client",
-            &[
-                "subscribe",
-                "requests",
-                "--count",
-                "1",
-                "--proxy-endpoints",
-                stack.xpub(),
-            ],
-            &env,
-        );
+        let mut args = vec!["subscribe", "requests", "--count", "1"];
+        args.extend(["--proxy-endpoints", stack.xpub()]);
+        let mut subscriber = e2e::spawn("client", &args, &env);
         wait_proxy_subscriptions(stack.proxy.http, "requests", 1.0);
         wait_subscriptions_reach_servers(&stack);
 

@@ -257,21 +257,9 @@ fn overload_far_above_max_inflight_is_refused_bounded_and_recovers() {
         let b = stack.broker.http;
         let sampler = RssSampler::start(&[("broker", b)], Duration::from_millis(250));
         let baseline = e2e::faults::rss(b).expect("broker RSS");
-        let mut bench = Some(e2e::spawn_bench(
-            stack.frontend(),
-            &[
-                "--duration",
-                "5s",
-                "--concurrency",
-                "500",
-                "--payload",
-                "work 5ms",
-                "--retries",
-                "0",
-                "--timeout",
-                "5s",
-            ],
-        ));
+        let mut flags = vec!["--duration", "5s", "--concurrency", "500"];
+        flags.extend(["--payload", "work 5ms", "--retries", "0", "--timeout", "5s"]);
+        let mut bench = Some(e2e::spawn_bench(stack.frontend(), &flags));
         let mut max_inflight: f64 = 0.0;
         while bench.as_mut().expect("bench").try_status().is_none() {
             if let Some(v) = metric_opt(b, "mensageria_broker_inflight_requests") {

@@ -25,14 +25,8 @@ fn broker_restarted_on_the_same_ports_recovers_within_seconds() {
             .iter()
             .map(e2e::Server::registrations)
             .sum::<usize>() as f64;
-        let mut flags = vec![
-            "--timeout",
-            "500ms",
-            "--retries",
-            "3",
-            "--payload",
-            "work 1ms",
-        ];
+        let mut flags = vec!["--timeout", "500ms", "--retries", "3"];
+        flags.extend(["--payload", "work 1ms"]);
         flags.extend(FAST_HEARTBEATS);
         let client = ClientRun::steady(&stack, "300", &flags);
         client.wait_stats("600 requests ok", Duration::from_secs(30), |s| {

@@ -54,19 +54,12 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
         let stranger_env = client_env(&server_keys, &stranger);
 
         // Authorised: a request, steady load, and a subscriber.
-        let ok = run_bin(
-            "client",
-            &[
-                "request",
-                SECRET_PAYLOAD,
-                "--broker-endpoints",
-                &fe,
-                "--timeout",
-                "2s",
-            ],
-            &as_env(&user_env),
-            Duration::from_secs(30),
-        );
+        let request = |payload: &str, extra: &[&str], env: &[(&str, &str)]| {
+            let mut args = vec!["request", payload, "--broker-endpoints", &fe];
+            args.extend(extra);
+            run_bin("client", &args, env, Duration::from_secs(30))
+        };
+        let ok = request(SECRET_PAYLOAD, &["--timeout", "2s"], &as_env(&user_env));
         assert_eq!(e2e::succeeded(&ok), format!("{SECRET_PAYLOAD}\n"));
         let totals = SummaryFile::new();
         let subscribe = ["requests", "--count", "3"];
@@ -111,21 +104,7 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
                 socket_events(b, "frontend", event),
                 socket_events(p, "xpub", event),
             );
-            let out = run_bin(
-                "client",
-                &[
-                    "request",
-                    "let me in",
-                    "--broker-endpoints",
-                    &fe,
-                    "--timeout",
-                    "500ms",
-                    "--retries",
-                    "0",
-                ],
-                &env,
-                Duration::from_secs(30),
-            );
+            let out = request("let me in", &["--timeout", "500ms", "--retries", "0"], &env);
             assert_failed(&out, 1, "request failed (timeout)", who);
             assert_eq!(stdout(&out), "", "{who} got a reply: {}", describe(&out));
             let totals = SummaryFile::new();
