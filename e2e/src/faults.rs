@@ -99,13 +99,8 @@ impl ClientRun {
     /// waits for its ready record (connected to broker and proxy).
     pub fn ready(stack: &Stack, extra: &[&str], env: &[(&str, &str)]) -> ClientRun {
         let mut args = vec!["run", "--broker-endpoints", stack.frontend()];
-        args.extend([
-            "--proxy-endpoints",
-            stack.xpub(),
-            "--http-addr",
-            "127.0.0.1:0",
-        ]);
-        args.extend(["--shutdown-grace", GRACE_ARG]);
+        args.extend(["--proxy-endpoints", stack.xpub()]);
+        args.extend(["--http-addr", "127.0.0.1:0", "--shutdown-grace", GRACE_ARG]);
         args.extend_from_slice(extra);
         let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
         let proc = stack
@@ -171,19 +166,13 @@ pub struct ClientStats {
 impl ClientStats {
     /// Reads the counters from exposition text.
     pub fn parse(text: &str) -> ClientStats {
+        use testkit::metrics::by_label;
+        let counter = |name| parse_metric(text, name).unwrap_or(0.0);
         ClientStats {
-            requests: testkit::metrics::by_label(
-                text,
-                "mensageria_client_requests_total",
-                "status",
-            ),
-            retries: parse_metric(text, "mensageria_client_retries_total").unwrap_or(0.0),
-            received: testkit::metrics::by_label(
-                text,
-                "mensageria_client_events_received_total",
-                "topic",
-            ),
-            lost: parse_metric(text, "mensageria_client_events_lost_total").unwrap_or(0.0),
+            requests: by_label(text, "mensageria_client_requests_total", "status"),
+            retries: counter("mensageria_client_retries_total"),
+            received: by_label(text, "mensageria_client_events_received_total", "topic"),
+            lost: counter("mensageria_client_events_lost_total"),
         }
     }
 

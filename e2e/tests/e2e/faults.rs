@@ -8,14 +8,8 @@ use e2e::{metric, with_timeout, Signal, Stack};
 fn sigkill_of_one_server_mid_bench_is_absorbed_by_retries() {
     with_timeout(Duration::from_secs(120), || {
         let mut stack = Stack::start(2);
-        let flags = [
-            "--requests",
-            "20000",
-            "--concurrency",
-            "16",
-            "--timeout",
-            "1s",
-        ];
+        let mut flags = vec!["--requests", "20000", "--concurrency", "16"];
+        flags.extend(["--timeout", "1s"]);
         let mut bench = Some(e2e::spawn_bench(stack.frontend(), &flags));
 
         e2e::wait_until(

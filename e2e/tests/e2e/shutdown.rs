@@ -33,14 +33,8 @@ fn terminate(proc: &mut Proc) {
 /// server of `stack` and waits until requests are in flight there.
 fn slow_bench_in_flight(stack: &Stack, timeout: &str) -> Proc {
     let mut flags = vec!["--requests", "24", "--concurrency", "4"];
-    flags.extend([
-        "--payload",
-        "work 200ms",
-        "--timeout",
-        timeout,
-        "--retries",
-        "30",
-    ]);
+    flags.extend(["--payload", "work 200ms", "--timeout", timeout]);
+    flags.extend(["--retries", "30"]);
     let bench = e2e::spawn_bench(stack.frontend(), &flags);
     let b = stack.broker.http;
     e2e::wait_until(

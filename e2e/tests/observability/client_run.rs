@@ -13,14 +13,8 @@ fn client_run_counts_every_reply_when_requests_are_slower_than_the_rate() {
         // 100 ms of work per request, a send due every 20 ms, at most 2
         // outstanding: the client is at its cap and behind its schedule all
         // the time, and runs at 20 requests/s.
-        let flags = [
-            "--rate",
-            "50",
-            "--concurrency",
-            "2",
-            "--payload",
-            "work 100ms",
-        ];
+        let mut flags = vec!["--rate", "50", "--concurrency", "2"];
+        flags.extend(["--payload", "work 100ms"]);
         let client = ClientRun::ready(&stack, &flags, &[]);
         let counts = || {
             let b = families(&metrics_text(stack.broker.http));

@@ -65,14 +65,8 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
         let subscribe = ["requests", "--count", "3"];
         let mut subscriber = totals.subscribe(&xpub, &subscribe, &as_env(&user_env));
         let payload = format!("work 1ms {SECRET_PAYLOAD}");
-        let flags = [
-            "--rate",
-            "50",
-            "--concurrency",
-            "1000",
-            "--payload",
-            &payload,
-        ];
+        let mut flags = vec!["--rate", "50", "--concurrency", "1000"];
+        flags.extend(["--payload", &payload]);
         let load = ClientRun::ready(&stack, &flags, &as_env(&user_env));
         let out = subscriber.output(Duration::from_secs(30));
         assert_eq!(
