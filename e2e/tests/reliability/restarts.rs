@@ -194,15 +194,10 @@ fn proxy_restarted_on_the_same_ports_loses_exactly_what_subscribers_report() {
         }
 
         let expected = published(&stack.servers, "requests") - baseline;
-        let mut last = None;
-        let settled = e2e::poll_until(Duration::from_secs(10), || {
-            let s = sub.stats();
-            let seen = s.received("requests") + s.lost;
-            last = Some(s.clone());
-            (seen == expected).then_some(s)
-        });
-        let s = settled.unwrap_or_else(|| {
-            panic!("published {expected} events since the subscription, but the subscriber accounts for received + lost = {last:?}")
+        let what =
+            format!("the {expected} events published since the subscription = received + lost");
+        let s = sub.wait_stats(&what, Duration::from_secs(10), |s| {
+            s.received("requests") + s.lost == expected
         });
         assert!(s.lost > 0.0, "the restart must cost events: {s:?}");
         assert_eq!(s.failed(), 0.0);
