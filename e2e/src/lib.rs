@@ -252,6 +252,16 @@ pub fn req_roundtrip(req: &zmq::Socket, frames: &[&[u8]]) -> Vec<Vec<u8>> {
         .unwrap_or_else(|e| panic!("no reply to {:?}: {e}", show(frames)))
 }
 
+/// Asserts that `reply` is a plain error: one frame starting with `prefix`
+/// (e.g. `ERR unavailable `).
+pub fn assert_plain_error(reply: &[Vec<u8>], prefix: &str) {
+    assert!(
+        reply.len() == 1 && reply[0].starts_with(prefix.as_bytes()),
+        "expected one frame `{prefix}…`, got {:?}",
+        show(reply)
+    );
+}
+
 /// Frames as lossy text, for messages.
 pub fn show<T: AsRef<[u8]>>(frames: &[T]) -> Vec<String> {
     frames

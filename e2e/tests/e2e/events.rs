@@ -76,17 +76,10 @@ fn plain_sub_peer_receives_events_from_the_servers() {
         );
         assert_eq!(status.payload["workers"], 2, "{}", status.payload);
 
-        let proxy = stack.proxy.http;
-        e2e::wait_metric_at_least(
-            proxy,
-            r#"mensageria_proxy_events_in_total{topic="requests"}"#,
-            5.0,
-        );
-        e2e::wait_metric_at_least(
-            proxy,
-            r#"mensageria_proxy_deliveries_total{topic="requests"}"#,
-            5.0,
-        );
+        for counter in ["events_in", "deliveries"] {
+            let series = format!(r#"mensageria_proxy_{counter}_total{{topic="requests"}}"#);
+            e2e::wait_metric_at_least(stack.proxy.http, &series, 5.0);
+        }
     });
 }
 
