@@ -289,6 +289,9 @@ pub fn recv_within(s: &zmq::Socket, timeout: Duration) -> Option<Vec<Vec<u8>>> {
     }
 }
 
+/// `echo` workers the broker lost (heartbeats, a dead connection).
+pub const ECHO_WORKERS_LOST: &str = r#"mensageria_broker_workers_lost_total{service="echo"}"#;
+
 /// Events of completed requests a server published (`topic="requests"`).
 pub const PUBLISHED_REQUESTS: &str =
     r#"mensageria_server_events_published_total{topic="requests"}"#;

@@ -76,7 +76,7 @@ fn bad_worker_commands_are_refused_counted_and_harm_nothing_else() {
         assert_eq!(e2e::broker_workers(b, &[("service", "bad-svc")]), 0.0);
         assert_eq!(e2e::broker_workers(b, &[]), 1.0);
         assert_eq!(req_roundtrip(&plain, &[b"after"]), vec![b"after".to_vec()]);
-        let lost = e2e::metric_opt(b, r#"mensageria_broker_workers_lost_total{service="echo"}"#);
+        let lost = e2e::metric_opt(b, e2e::ECHO_WORKERS_LOST);
         assert_eq!(lost.unwrap_or(0.0), 0.0, "our server was not disturbed");
     });
 }

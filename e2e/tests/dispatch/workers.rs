@@ -32,12 +32,7 @@ fn lose_the_worker(signal: Signal) {
     let took = t.elapsed();
     // `unavailable`: the worker is lost.
     e2e::assert_plain_error(&reply, "ERR unavailable");
-    assert!(
-        metric(
-            stack.broker.http,
-            r#"mensageria_broker_workers_lost_total{service="echo"}"#
-        ) >= 1.0
-    );
+    assert!(metric(stack.broker.http, e2e::ECHO_WORKERS_LOST) >= 1.0);
     assert_eq!(e2e::broker_workers(stack.broker.http, &[]), 0.0);
     eprintln!("RESULT worker lost ({signal:?}): answered `unavailable` after {took:?} (REQUEST_TIMEOUT {REQUEST_TIMEOUT})");
 

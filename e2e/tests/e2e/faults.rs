@@ -42,12 +42,7 @@ fn sigkill_of_one_server_mid_bench_is_absorbed_by_retries() {
         // The broker removed the dead server's registration (heartbeats).
         let survivors = stack.servers[1].registrations() as f64;
         e2e::wait_workers(stack.broker.http, &[], survivors, e2e::WAIT_LIMIT);
-        assert!(
-            metric(
-                stack.broker.http,
-                r#"mensageria_broker_workers_lost_total{service="echo"}"#
-            ) >= 1.0,
-            "counted as a lost worker"
-        );
+        let lost = metric(stack.broker.http, e2e::ECHO_WORKERS_LOST);
+        assert!(lost >= 1.0, "counted as a lost worker");
     });
 }
