@@ -85,7 +85,7 @@ fn slow_subscriber(slow_hwm: &'static str, delay: &'static str) {
             .servers(1)
             .proxy_args(&["--hwm", "500"])
             .start();
-        let (_fe, xpub) = (stack.frontend().to_owned(), stack.xpub().to_owned());
+        let xpub = stack.xpub().to_owned();
         let p = stack.proxy.http;
         // Normal subscribers keep the default receive HWM (10000): room for
         // scheduling hiccups on a busy CI machine.
