@@ -173,7 +173,7 @@ fn sigterm_client_run_exits_0_and_healthcheck_follows_it() {
     with_timeout(Duration::from_secs(60), || {
         let stack = Stack::start(1);
         let mut run = ClientRun::ready(&stack, &["--rate", "50", "--concurrency", "2"], &[]);
-        assert!(healthcheck("client", run.http).status.success());
+        e2e::succeeded(&healthcheck("client", run.http));
         run.wait_stats("steady requests and events", Duration::from_secs(20), |s| {
             s.ok() >= 5.0 && s.received("requests") >= 1.0
         });
