@@ -80,6 +80,23 @@ pub fn assert_all_healthy(addrs: &[(&str, SocketAddr)]) {
     }
 }
 
+/// `/healthz` of `stack`'s broker, proxy and servers (but `skip_server`)
+/// and of `client` answers 200.
+///
+/// # Panics
+/// Naming the first that does not.
+pub fn assert_stack_healthy(stack: &Stack, client: &ClientRun, skip_server: Option<usize>) {
+    let mut addrs = vec![("broker", stack.broker.http), ("proxy", stack.proxy.http)];
+    addrs.push(("client", client.http));
+    let servers = stack.servers.iter().enumerate();
+    addrs.extend(
+        servers
+            .filter(|(i, _)| Some(*i) != skip_server)
+            .map(|(_, s)| ("server", s.http)),
+    );
+    assert_all_healthy(&addrs);
+}
+
 // ---------------------------------------------------------------------------
 // `client run`
 // ---------------------------------------------------------------------------

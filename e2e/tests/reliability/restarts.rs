@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    faults::{assert_all_healthy, published, ClientRun, FAST_HEARTBEATS},
+    faults::{assert_all_healthy, assert_stack_healthy, published, ClientRun, FAST_HEARTBEATS},
     metric, plain_req, req_roundtrip, with_timeout, Signal, Stack, GRACE, PUBLISHED_REQUESTS,
 };
 
@@ -95,13 +95,7 @@ fn broker_restarted_on_the_same_ports_recovers_within_seconds() {
                 after.retries - before.retries,
             ));
         }
-        let mut addrs = vec![
-            ("broker", stack.broker.http),
-            ("proxy", stack.proxy.http),
-            ("client", client.http),
-        ];
-        addrs.extend(stack.servers.iter().map(|s| ("server", s.http)));
-        assert_all_healthy(&addrs);
+        assert_stack_healthy(&stack, &client, None);
         eprintln!("RESULT broker-restart: {}", report.join(" | "));
     });
 }

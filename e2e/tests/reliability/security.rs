@@ -125,20 +125,13 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
         });
 
         // The ops endpoints of every service: no key material, no payload.
-        let secrets: Vec<(&str, &str)> = [
-            ("server public key", &server_keys.public),
-            ("server secret key", &server_keys.secret),
-            ("worker public key", &worker.public),
-            ("worker secret key", &worker.secret),
-            ("client public key", &user.public),
-            ("client secret key", &user.secret),
-            ("stranger public key", &stranger.public),
-            ("stranger secret key", &stranger.secret),
-        ]
-        .into_iter()
-        .map(|(n, k)| (n, k.as_str()))
-        .chain([("payload", SECRET_PAYLOAD)])
-        .collect();
+        let owners = ["server", "worker", "client", "stranger"];
+        let key_pairs = owners.iter().zip([&server_keys, &worker, &user, &stranger]);
+        let mut secrets = vec![("payload".to_owned(), SECRET_PAYLOAD)];
+        for (who, keys) in key_pairs {
+            secrets.push((format!("{who} public key"), &keys.public));
+            secrets.push((format!("{who} secret key"), &keys.secret));
+        }
         let services = [
             ("broker", b),
             ("proxy", p),

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    faults::{assert_all_healthy, peers, ClientRun, FAST_HEARTBEATS, HEARTBEAT_TIMEOUT},
+    faults::{assert_stack_healthy, peers, ClientRun, FAST_HEARTBEATS, HEARTBEAT_TIMEOUT},
     metric, metrics_text, parse_metric, recv_within, show, wait_until, with_timeout, Signal, Stack,
     GRACE,
 };
@@ -39,20 +39,6 @@ fn loaded_stack(retries: &str, heartbeats: &[&str]) -> (Stack, ClientRun) {
     });
     assert_eq!(warm.failed(), 0.0, "failures before any fault: {warm:?}");
     (stack, c)
-}
-
-fn healthy(stack: &Stack, client: &ClientRun, skip_server: Option<usize>) {
-    let mut addrs = vec![
-        ("broker", stack.broker.http),
-        ("proxy", stack.proxy.http),
-        ("client", client.http),
-    ];
-    for (i, s) in stack.servers.iter().enumerate() {
-        if Some(i) != skip_server {
-            addrs.push(("server", s.http));
-        }
-    }
-    assert_all_healthy(&addrs);
 }
 
 #[test]
@@ -114,7 +100,7 @@ fn sigkill_of_one_server_under_load_fails_no_request() {
             "the broker counts its expired entries as `timeout` replies"
         );
         assert_eq!(peers(stack.broker.http, "backend"), survivor_workers);
-        healthy(&stack, &client, Some(0));
+        assert_stack_healthy(&stack, &client, Some(0));
         eprintln!(
             "RESULT server-kill: client ok={} failed={} retries={} (during fault {}); \
              pinned ok={ok} timeout={timed_out}; broker timeout replies={} late_replies={}; \
@@ -213,7 +199,7 @@ fn frozen_server_is_dropped_by_heartbeats_and_rejoins_after_sigcont() {
             "the broker dropped the frozen server after {dropped_after:?}, more than \
              the heartbeat timeout {HEARTBEAT_TIMEOUT:?} + margin ({limit:?})"
         );
-        healthy(&stack, &client, None);
+        assert_stack_healthy(&stack, &client, None);
         eprintln!(
             "RESULT server-freeze: backend peers {all_workers}->{survivor_workers} after {:.2}s \
              (heartbeat timeout 1s); frozen {:.1}s; rejoined {:.2}s after SIGCONT; victim handled \
@@ -266,7 +252,7 @@ fn sigterm_drains_one_server_under_load_without_losing_a_request() {
             peers(stack.broker.http, "backend"),
             f64::from(stack.servers[1].workers)
         );
-        healthy(&stack, &client, Some(0));
+        assert_stack_healthy(&stack, &client, Some(0));
         eprintln!(
             "RESULT server-drain: exit 0 after {:.2}s; client ok={} failed={} retries during \
              drain={}; broker timeout replies={}",
