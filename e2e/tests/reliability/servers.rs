@@ -167,20 +167,13 @@ fn frozen_server_is_dropped_by_heartbeats_and_rejoins_after_sigcont() {
             |s| s.ok() >= at_stop.ok() + 1500.0,
         );
 
+        let [f_stop, f_drop, f_cont, f_rejoin, f_end] =
+            [&at_stop, &at_drop, &at_cont, &at_rejoin, &at_end]
+                .map(|s| format!("{}/{}", s.failed(), s.retries));
         let timeline = format!(
-            "failed/retries: at SIGSTOP {}/{}, at the drop ({dropped_after:?} later) {}/{}, \
-             at SIGCONT ({frozen_for:?} after SIGSTOP) {}/{}, at the rejoin ({rejoined_after:?} \
-             later) {}/{}, at the end {}/{}",
-            at_stop.failed(),
-            at_stop.retries,
-            at_drop.failed(),
-            at_drop.retries,
-            at_cont.failed(),
-            at_cont.retries,
-            at_rejoin.failed(),
-            at_rejoin.retries,
-            at_end.failed(),
-            at_end.retries
+            "failed/retries: at SIGSTOP {f_stop}, at the drop ({dropped_after:?} later) {f_drop}, \
+             at SIGCONT ({frozen_for:?} after SIGSTOP) {f_cont}, at the rejoin \
+             ({rejoined_after:?} later) {f_rejoin}, at the end {f_end}"
         );
         assert_eq!(
             at_end.failed(),
