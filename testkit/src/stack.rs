@@ -467,14 +467,6 @@ pub struct Server {
 }
 
 impl Server {
-    /// Waits until `/readyz` is 200 (connected to a broker).
-    ///
-    /// # Panics
-    /// After the default ready timeout.
-    pub fn wait_ready(&self) {
-        ops::wait_ready(self.http, START_TIMEOUT);
-    }
-
     /// `mensageria_server_requests_total{status="ok"}`.
     ///
     /// # Panics

@@ -20,7 +20,7 @@ fn a_server_serves_two_brokers_without_head_of_line_waits_and_survives_losing_on
         let server = l
             .server((&both, &proxy.xsub), &["--workers", "2"], &[])
             .unwrap();
-        server.wait_ready();
+        wait_ready(server.http, START_TIMEOUT);
         for b in [&b1, &b2] {
             wait_ready(b.http, START_TIMEOUT);
             wait_registered(b.http, 1.0);

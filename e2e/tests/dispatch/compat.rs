@@ -72,7 +72,7 @@ fn plain_rep_workers_on_the_backend_serve_the_default_service() {
                 &[],
             )
             .unwrap();
-        rep.wait_ready();
+        e2e::wait_ready(rep.http, e2e::START_TIMEOUT);
         // Both REP peers connected.
         e2e::expect_metric(stack.broker.http, BACKEND_PEERS, 2.0);
         let mut answers: Vec<Vec<u8>> = (0..6)
