@@ -6,7 +6,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use client::SubscribeSummary;
 use e2e::{
     faults::{assert_all_healthy, ClientRun, EventLines, RssSampler, SummaryFile},
     metric, metric_opt,
@@ -181,10 +180,8 @@ fn slow_subscriber(slow_hwm: &'static str, delay: &'static str) {
         slow.kill(Signal::Term);
         let out = slow.output(GRACE + Duration::from_secs(10));
         assert!(out.status.success(), "{}", e2e::describe(&out));
-        let SubscribeSummary {
-            received: n,
-            lost: m,
-        } = slow_totals.read();
+        let totals = slow_totals.read();
+        let (n, m) = (totals.received, totals.lost);
         let lines = EventLines::parse(&slow.stdout_lines());
         assert_eq!(lines.other, 0, "lines that are not events");
         assert_eq!(lines.out_of_order, 0, "events out of order");
