@@ -20,17 +20,14 @@ use std::{
     collections::BTreeMap,
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::mpsc::{self, RecvTimeoutError},
     thread,
     time::{Duration, Instant},
 };
 
 use crate::{
-    http_get, metric_opt, metrics_text, parse_metric, run_bin, stdout, wait_ready, Launcher, Proc,
-    Server, Stack, GRACE_ARG, START_TIMEOUT,
+    http_get, metric_opt, metrics_text, parse_metric, run_bin, stdout, Proc, Server, Stack,
+    GRACE_ARG, START_TIMEOUT,
 };
 
 /// Fast ZMTP heartbeats (`--heartbeat-ivl 200ms --heartbeat-timeout 1s`), so
@@ -62,6 +59,14 @@ pub fn socket_events(addr: SocketAddr, socket: &str, event: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
+/// Waits until `socket_events` of `socket` and `event` is above `before`;
+/// returns it.
+pub fn wait_socket_events(addr: SocketAddr, socket: &str, event: &str, before: f64) -> f64 {
+    let series =
+        format!(r#"mensageria_zmq_socket_events_total{{socket="{socket}",event="{event}"}}"#);
+    crate::wait_metric(addr, &series, &format!("> {before}"), |v| v > before)
+}
+
 /// `/healthz` of every address answers 200.
 ///
 /// # Panics
@@ -73,6 +78,23 @@ pub fn assert_all_healthy(addrs: &[(&str, SocketAddr)]) {
             other => panic!("{name} /healthz is not 200: {other:?}"),
         }
     }
+}
+
+/// `/healthz` of `stack`'s broker, proxy and servers (but `skip_server`)
+/// and of `client` answers 200.
+///
+/// # Panics
+/// Naming the first that does not.
+pub fn assert_stack_healthy(stack: &Stack, client: &ClientRun, skip_server: Option<usize>) {
+    let mut addrs = vec![("broker", stack.broker.http), ("proxy", stack.proxy.http)];
+    addrs.push(("client", client.http));
+    let servers = stack.servers.iter().enumerate();
+    addrs.extend(
+        servers
+            .filter(|(i, _)| Some(*i) != skip_server)
+            .map(|(_, s)| ("server", s.http)),
+    );
+    assert_all_healthy(&addrs);
 }
 
 // ---------------------------------------------------------------------------
@@ -89,41 +111,15 @@ pub struct ClientRun {
     pub http: SocketAddr,
 }
 
-/// `client run`'s flags against a broker frontend and a proxy XPUB.
-fn client_run_args(frontend: &str, xpub: &str, extra: &[&str]) -> Vec<String> {
-    [
-        "run",
-        "--broker-endpoints",
-        frontend,
-        "--proxy-endpoints",
-        xpub,
-        "--shutdown-grace",
-        GRACE_ARG,
-    ]
-    .iter()
-    .chain(extra)
-    .map(|s| (*s).to_owned())
-    .collect()
-}
-
 impl ClientRun {
-    /// Starts `client run --broker-endpoints <frontend> --proxy-endpoints <xpub>`
-    /// with a free ops port, `extra` flags and `env` (on top of JSON logs);
-    /// waits until its ops server is up, not until it is ready (broker or
-    /// proxy may be down): see [`ClientRun::ready`].
-    pub fn start(frontend: &str, xpub: &str, extra: &[&str], env: &[(&str, &str)]) -> ClientRun {
-        let args = client_run_args(frontend, xpub, extra);
-        let (proc, http) = Launcher::default()
-            .spawn_alive("client run", "client", &args, env)
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        ClientRun { proc, http }
-    }
-
     /// Starts `client run` against `stack` with `extra` flags and `env`, and
     /// waits for its ready record (connected to broker and proxy).
     pub fn ready(stack: &Stack, extra: &[&str], env: &[(&str, &str)]) -> ClientRun {
-        let mut args = client_run_args(stack.frontend(), stack.xpub(), extra);
-        args.extend(["--http-addr".to_owned(), "127.0.0.1:0".to_owned()]);
+        let mut args = vec!["run", "--broker-endpoints", stack.frontend()];
+        args.extend(["--proxy-endpoints", stack.xpub()]);
+        args.extend(["--http-addr", "127.0.0.1:0", "--shutdown-grace", GRACE_ARG]);
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
         let proc = stack
             .launcher()
             .spawn("client run", "client", &args, env)
@@ -132,9 +128,15 @@ impl ClientRun {
         ClientRun { proc, http }
     }
 
-    /// Waits until `/readyz` is 200 (broker and proxy connected).
-    pub fn wait_ready(&self) {
-        wait_ready(self.http, START_TIMEOUT);
+    /// Steady load against `stack`: `client run` at `rate` requests/s,
+    /// subscribed to `requests`, with a concurrency cap (2000) far above
+    /// anything a fault leaves outstanding, and `extra` flags; waits until
+    /// it is ready.
+    pub fn steady(stack: &Stack, rate: &str, extra: &[&str]) -> ClientRun {
+        let mut args = vec!["--rate", rate, "--concurrency", "2000"];
+        args.extend(["--topics", "requests"]);
+        args.extend_from_slice(extra);
+        ClientRun::ready(stack, &args, &[])
     }
 
     /// The client's counters now.
@@ -181,19 +183,13 @@ pub struct ClientStats {
 impl ClientStats {
     /// Reads the counters from exposition text.
     pub fn parse(text: &str) -> ClientStats {
+        use testkit::metrics::by_label;
+        let counter = |name| parse_metric(text, name).unwrap_or(0.0);
         ClientStats {
-            requests: testkit::metrics::by_label(
-                text,
-                "mensageria_client_requests_total",
-                "status",
-            ),
-            retries: parse_metric(text, "mensageria_client_retries_total").unwrap_or(0.0),
-            received: testkit::metrics::by_label(
-                text,
-                "mensageria_client_events_received_total",
-                "topic",
-            ),
-            lost: parse_metric(text, "mensageria_client_events_lost_total").unwrap_or(0.0),
+            requests: by_label(text, "mensageria_client_requests_total", "status"),
+            retries: counter("mensageria_client_retries_total"),
+            received: by_label(text, "mensageria_client_events_received_total", "topic"),
+            lost: counter("mensageria_client_events_lost_total"),
         }
     }
 
@@ -214,11 +210,6 @@ impl ClientStats {
     /// Requests finished with `status`.
     pub fn status(&self, status: &str) -> f64 {
         self.requests.get(status).copied().unwrap_or(0.0)
-    }
-
-    /// All requests finished.
-    pub fn finished(&self) -> f64 {
-        self.requests.values().sum()
     }
 
     /// Events received on topics whose first segment is `topic`.
@@ -245,7 +236,8 @@ pub fn published(servers: &[Server], topic: &str) -> f64 {
 #[derive(Debug)]
 pub struct RssSampler {
     names: Vec<String>,
-    stop: Arc<AtomicBool>,
+    /// Dropping it stops the sampling thread at once.
+    stop: mpsc::Sender<()>,
     handle: thread::JoinHandle<Vec<RssSample>>,
 }
 
@@ -263,29 +255,22 @@ impl RssSampler {
     pub fn start(targets: &[(&str, SocketAddr)], every: Duration) -> RssSampler {
         let names = targets.iter().map(|(n, _)| (*n).to_owned()).collect();
         let addrs: Vec<SocketAddr> = targets.iter().map(|(_, a)| *a).collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = mpsc::channel::<()>();
         let handle = thread::Builder::new()
             .name("rss-sampler".into())
             .spawn(move || {
                 let start = Instant::now();
                 let mut samples = Vec::new();
-                let mut next = start;
-                while !flag.load(Ordering::Relaxed) {
-                    let now = Instant::now();
-                    if now >= next {
-                        samples.push(RssSample {
-                            at: now - start,
-                            rss: addrs.iter().map(|a| rss(*a)).collect(),
-                        });
-                        next += every;
+                loop {
+                    samples.push(RssSample {
+                        at: start.elapsed(),
+                        rss: addrs.iter().map(|a| rss(*a)).collect(),
+                    });
+                    // Pacing: the wait ends early when the sender is dropped.
+                    if stopped.recv_timeout(every) != Err(RecvTimeoutError::Timeout) {
+                        return samples;
                     }
-                    // Pacing only: the loop re-checks the stop flag often.
-                    thread::sleep(
-                        Duration::from_millis(20).min(next.saturating_duration_since(now)),
-                    );
                 }
-                samples
             })
             .expect("spawn the RSS sampler");
         RssSampler {
@@ -297,7 +282,7 @@ impl RssSampler {
 
     /// Stops sampling and returns the series.
     pub fn stop(self) -> RssSeries {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop);
         let samples = self.handle.join().expect("the RSS sampler panicked");
         RssSeries {
             names: self.names,
@@ -607,9 +592,13 @@ impl SummaryFile {
         }
     }
 
-    /// `["--summary-file", PATH]`, to append to the subscriber's arguments.
-    pub fn args(&self) -> [&str; 2] {
-        ["--summary-file", &self.path]
+    /// Starts `client subscribe <args> --proxy-endpoints <xpub>` with `env`,
+    /// writing its totals to this file.
+    pub fn subscribe(&self, xpub: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut all = vec!["subscribe"];
+        all.extend_from_slice(args);
+        all.extend(["--proxy-endpoints", xpub, "--summary-file", &self.path]);
+        crate::spawn("client", &all, env)
     }
 
     /// The totals the exited subscriber wrote.

@@ -9,26 +9,25 @@
 //! - [`Proc`], [`spawn`]: a child process whose stdout and stderr lines are
 //!   captured on threads; waits with deadlines, signals, and SIGKILL + reap
 //!   on drop.
-//! - [`Stack::builder`] and [`Broker`], [`Proxy`], [`Server`]: services
-//!   started on ephemeral ports (read back from their ready records) and
-//!   waited for until ready (one definition: `testkit::stack`); servers are
-//!   Majordomo workers on the broker's frontend unless a test asks for plain
-//!   REP ones ([`StackBuilder::rep`], [`REP_ARGS`]).
-//! - [`registered_workers`], [`service_workers`], [`broker_workers`],
+//! - [`Stack::builder`], [`Launcher`]: services started on ephemeral ports
+//!   (read back from their ready records) and waited for until ready (one
+//!   definition: `testkit::stack`); servers are Majordomo workers on the
+//!   broker's frontend unless a test asks for plain REP ones
+//!   ([`StackBuilder::rep`]).
+//! - [`broker_workers`], [`wait_workers`],
 //!   [`wait_registered`]: the broker's view of its Majordomo workers.
 //! - [`metric`], [`http_get`], [`wait_until`]: observing services.
-//! - [`run_client`], [`request`], [`bench`], [`BenchSummary`]: one-shot
+//! - [`run_client`], [`request`], [`bench`], [`bench_summary`]: one-shot
 //!   client subcommands.
 //! - [`with_timeout`]: the watchdog every test body runs under.
 //!
 //! Nothing here sleeps to synchronise: every wait is for a condition, with a
 //! deadline, and fails with the captured logs when the deadline passes.
 
-use std::{net::SocketAddr, process::Output, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, process::Output, time::Duration};
 
 pub use mensageria::header::{EventHeader, Header};
-pub use mensageria::ready::ReadyRecord;
-pub use serde_json::Value;
+use serde_json::Value;
 
 /// Default time limit of a one-shot client command.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -102,13 +101,44 @@ pub fn describe(o: &Output) -> String {
     )
 }
 
+/// Asserts that a command exited 0; returns its stdout.
+pub fn succeeded(out: &Output) -> String {
+    assert!(out.status.success(), "{}", describe(out));
+    stdout(out)
+}
+
+/// Asserts that a command exited with `code` and said `wanted` on stderr
+/// (`what` names the case in the failure message).
+pub fn assert_failed(out: &Output, code: i32, wanted: &str, what: &str) {
+    assert_eq!(out.status.code(), Some(code), "{what}\n{}", describe(out));
+    assert!(
+        stderr(out).contains(wanted),
+        "{what}: stderr does not say {wanted:?}\n{}",
+        describe(out)
+    );
+}
+
+/// Runs `<bin> healthcheck` against the ops server at `addr`.
+pub fn healthcheck(bin: &str, addr: impl std::fmt::Display) -> Output {
+    let addr = addr.to_string();
+    run_bin(
+        bin,
+        &["healthcheck"],
+        &[("HTTP_ADDR", &addr)],
+        CLIENT_TIMEOUT,
+    )
+}
+
 // ---------------------------------------------------------------------------
 // Waiting and observing
 // ---------------------------------------------------------------------------
 
 pub use testkit::{
     metrics::value as parse_metric,
-    ops::{http_get, metric, metric_opt, metrics_text, wait_metric, wait_ready},
+    ops::{
+        expect_metric, http_get, metric, metric_opt, metrics_text, wait_metric, wait_ready,
+        WAIT_LIMIT,
+    },
 };
 
 /// [`wait_metric`] until the value is at least `min`.
@@ -118,14 +148,26 @@ pub fn wait_metric_at_least(addr: SocketAddr, series: &str, min: f64) -> f64 {
 
 pub use testkit::ports::unused_port;
 
+/// Waits until the broker at `broker_http` has exactly `n` Majordomo
+/// workers whose labels include `matching` ([`broker_workers`]).
+///
+/// # Panics
+/// After `timeout`.
+pub fn wait_workers(broker_http: SocketAddr, matching: &[(&str, &str)], n: f64, timeout: Duration) {
+    wait_until(
+        &format!("{n} workers {matching:?} at the broker {broker_http}"),
+        timeout,
+        || (broker_workers(broker_http, matching) == n).then_some(()),
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Services (testkit)
 // ---------------------------------------------------------------------------
 
 pub use testkit::stack::{
-    broker_workers, registered_workers, service_workers, wait_registered, Broker, Launcher, Proxy,
-    Server, Stack, StackBuilder, UnreadyServer, DEFAULT_WORKERS, GRACE, GRACE_ARG, REP_ARGS,
-    START_TIMEOUT,
+    broker_workers, wait_registered, Broker, Launcher, Server, Stack, StackBuilder, GRACE,
+    GRACE_ARG, START_TIMEOUT,
 };
 
 /// Runs `client request <payload> --broker-endpoints <frontend> <extra…>`
@@ -136,10 +178,10 @@ pub fn request(stack: &Stack, payload: &str, extra: &[&str]) -> Output {
     run_client(&args, CLIENT_TIMEOUT)
 }
 
-/// Starts `client bench --json --broker-endpoints <frontend> <extra…>`
-/// against `stack` in the background.
-pub fn spawn_bench(stack: &Stack, extra: &[&str]) -> Proc {
-    let mut args = vec!["bench", "--json", "--broker-endpoints", stack.frontend()];
+/// Starts `client bench --json --broker-endpoints <frontend> <extra…>` in
+/// the background.
+pub fn spawn_bench(frontend: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["bench", "--json", "--broker-endpoints", frontend];
     args.extend(extra);
     spawn("client", &args, &[])
 }
@@ -147,80 +189,31 @@ pub fn spawn_bench(stack: &Stack, extra: &[&str]) -> Proc {
 /// Runs a bench against `stack` to completion (exit 0 required) and returns
 /// its summary.
 pub fn bench(stack: &Stack, extra: &[&str], timeout: Duration) -> BenchSummary {
-    BenchSummary::from_proc(spawn_bench(stack, extra), timeout)
+    bench_summary(spawn_bench(stack.frontend(), extra), timeout)
 }
 
 /// The `--json` summary of `client bench`.
-#[derive(Debug, Clone)]
-pub struct BenchSummary {
-    /// Requests finished.
-    pub requests: u64,
-    /// Finished `ok`.
-    pub ok: u64,
-    /// Finished otherwise.
-    pub errors: u64,
-    /// Retries sent.
-    pub retries: u64,
-    /// The whole JSON object.
-    pub json: Value,
-}
+pub use client::bench::Summary as BenchSummary;
 
-impl BenchSummary {
-    /// Parses the summary line.
-    ///
-    /// # Panics
-    /// If `line` is not a bench summary.
-    pub fn parse(line: &str) -> BenchSummary {
-        let json: Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("bench summary is not JSON ({e}): {line}"));
-        let n = |k: &str| {
-            json[k]
-                .as_u64()
-                .unwrap_or_else(|| panic!("bench summary without `{k}`: {line}"))
-        };
-        for k in [
-            "errors_by_status",
-            "latency_ms",
-            "throughput_rps",
-            "elapsed_s",
-            "concurrency",
-        ] {
-            assert!(!json[k].is_null(), "bench summary without `{k}`: {line}");
-        }
-        BenchSummary {
-            requests: n("requests"),
-            ok: n("ok"),
-            errors: n("errors"),
-            retries: n("retries"),
-            json,
-        }
-    }
-
-    /// Waits for a background bench to exit 0 and parses its summary.
-    ///
-    /// # Panics
-    /// If it overruns `timeout`, fails, or prints no summary.
-    pub fn from_proc(mut proc: Proc, timeout: Duration) -> BenchSummary {
-        let out = proc.output(timeout);
-        assert!(
-            out.status.success(),
-            "client bench failed\n{}",
-            describe(&out)
-        );
-        let text = stdout(&out);
-        let line = text
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .unwrap_or_else(|| panic!("no JSON summary\n{}", describe(&out)));
-        BenchSummary::parse(line)
-    }
-}
-
-impl std::fmt::Display for BenchSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.json)
-    }
+/// Waits for a background `client bench --json` to exit 0 and reads its
+/// summary (every field required).
+///
+/// # Panics
+/// If it overruns `timeout`, fails, or prints no summary.
+pub fn bench_summary(mut proc: Proc, timeout: Duration) -> BenchSummary {
+    let out = proc.output(timeout);
+    assert!(
+        out.status.success(),
+        "client bench failed\n{}",
+        describe(&out)
+    );
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON summary\n{}", describe(&out)));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not a bench summary ({e}): {line}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -235,6 +228,19 @@ pub fn plain_req(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
     connected(ctx, zmq::REQ, endpoint)
 }
 
+/// Sends `payload` (e.g. `work 2s`) on a fresh plain REQ to `broker`'s
+/// frontend and waits until a Majordomo worker is busy with it, the only
+/// request in flight; returns the socket, to receive the reply.
+///
+/// # Panics
+/// If no worker is busy with it within [`WAIT_LIMIT`].
+pub fn busy_request(ctx: &zmq::Context, broker: &Broker, payload: &str) -> zmq::Socket {
+    let req = plain_req(ctx, &broker.frontend);
+    req.send(payload.as_bytes(), 0).expect("send the request");
+    wait_workers(broker.http, &[("state", "busy")], 1.0, WAIT_LIMIT);
+    req
+}
+
 /// Sends `frames` on a REQ socket and returns the reply frames.
 ///
 /// # Panics
@@ -244,6 +250,16 @@ pub fn req_roundtrip(req: &zmq::Socket, frames: &[&[u8]]) -> Vec<Vec<u8>> {
         .expect("send the request");
     req.recv_multipart(0)
         .unwrap_or_else(|e| panic!("no reply to {:?}: {e}", show(frames)))
+}
+
+/// Asserts that `reply` is a plain error: one frame starting with `prefix`
+/// (e.g. `ERR unavailable `).
+pub fn assert_plain_error(reply: &[Vec<u8>], prefix: &str) {
+    assert!(
+        reply.len() == 1 && reply[0].starts_with(prefix.as_bytes()),
+        "expected one frame `{prefix}…`, got {:?}",
+        show(reply)
+    );
 }
 
 /// Frames as lossy text, for messages.
@@ -271,6 +287,59 @@ pub fn recv_within(s: &zmq::Socket, timeout: Duration) -> Option<Vec<Vec<u8>>> {
         Ok(n) if n > 0 => s.recv_multipart(zmq::DONTWAIT).ok(),
         _ => None,
     }
+}
+
+/// `echo` workers the broker lost (heartbeats, a dead connection).
+pub const ECHO_WORKERS_LOST: &str = r#"mensageria_broker_workers_lost_total{service="echo"}"#;
+
+/// Events of completed requests a server published (`topic="requests"`).
+pub const PUBLISHED_REQUESTS: &str =
+    r#"mensageria_server_events_published_total{topic="requests"}"#;
+
+/// Primes the event path of `stack`: sends plain requests until a plain SUB
+/// on `requests` has events of every server, then waits until every event
+/// the servers published has reached it. Then every server's PUB holds the
+/// `requests` subscription and no older event is still on its way (each
+/// publisher's sequence is FIFO end to end). Returns that SUB (keep it
+/// while the subscription upstream must not lapse) and, per server
+/// instance, its publisher id and the sequence number of its last event.
+///
+/// # Panics
+/// If the events do not arrive in time.
+pub fn prime_events(
+    stack: &Stack,
+    ctx: &zmq::Context,
+) -> (zmq::Socket, HashMap<String, (u64, u64)>) {
+    let sub = plain_sub(ctx, stack.xpub(), b"requests");
+    let req = plain_req(ctx, stack.frontend());
+    let mut last = HashMap::new();
+    let read = |last: &mut HashMap<String, (u64, u64)>| {
+        while let Some(frames) = recv_within(&sub, Duration::from_millis(20)) {
+            let e = decode_event(&frames);
+            let server = e.payload["server"].as_str().expect("server in the payload");
+            last.insert(server.to_owned(), (e.header.publisher, e.header.seq));
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while last.len() < stack.servers.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events of only {last:?} arrived"
+        );
+        req_roundtrip(&req, &[b"prime"]);
+        read(&mut last);
+    }
+    for s in &stack.servers {
+        let published = wait_until("priming events to be published", WAIT_LIMIT, || {
+            let published = metric(s.http, PUBLISHED_REQUESTS);
+            (published == s.handled_ok()).then_some(published as u64)
+        });
+        wait_until("priming events to arrive", WAIT_LIMIT, || {
+            read(&mut last);
+            (last[&s.instance].1 == published).then_some(())
+        });
+    }
+    (sub, last)
 }
 
 /// An event as a plain subscriber receives it.

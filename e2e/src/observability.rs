@@ -20,15 +20,16 @@ use crate::{describe, metric_opt, plain_sub, recv_within, wait_until, ProcBuilde
 
 pub use testkit::bins::workspace_root;
 
-/// JSON logs at info: what every long-running service of the suite gets, so
-/// logs of a failing test are structured.
+/// JSON logs at info, for processes not started by a [`Launcher`](crate::Launcher)
+/// (which gives them to every service by default), so logs of a failing
+/// test are structured.
 pub const JSON_LOGS: &[(&str, &str)] = &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")];
 
 // ---------------------------------------------------------------------------
 // Temporary directories and external programs
 // ---------------------------------------------------------------------------
 
-pub use testkit::{prometheus::Prometheus, tempdir::TempDir};
+pub use testkit::prometheus::Prometheus;
 
 /// Runs `python3 <args>` (from `PATH`) to completion within `timeout`.
 ///
@@ -206,7 +207,7 @@ fn strip_parens(s: &str) -> String {
 // A tiny OTLP/HTTP JSON collector
 // ---------------------------------------------------------------------------
 
-pub use testkit::otlp::{flatten_spans, ExportedSpan, OtlpCollector};
+pub use testkit::otlp::{ExportedSpan, OtlpCollector};
 
 // ---------------------------------------------------------------------------
 // docker-compose.yml

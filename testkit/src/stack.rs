@@ -128,6 +128,15 @@ fn detail<'a>(record: &'a ReadyRecord, key: &str) -> anyhow::Result<&'a str> {
         .with_context(|| format!("no detail `{key}` in the ready record {record:?}"))
 }
 
+/// A broker or a proxy: a service that binds two endpoints.
+trait Binds: Sized {
+    const BIN: &'static str;
+    /// (bind flag, socket name in the ready record) of both endpoints.
+    const BINDS: [(&'static str, &'static str); 2];
+    fn new(proc: Proc, endpoints: [String; 2], http: SocketAddr) -> Self;
+    fn endpoints(&self) -> [&str; 2];
+}
+
 impl Launcher {
     /// Starts binary `bin` (called `name`) with `args`, the launcher's
     /// environment then `env`, and a fresh ready file.
@@ -142,29 +151,25 @@ impl Launcher {
         env: &[(&str, &str)],
     ) -> anyhow::Result<Proc> {
         let program = bins::bin_in(&self.bin_dir, bin)?;
-        let (program, args) = match self.broker_wrapper.split_first() {
-            Some((wrapper, rest)) if bin == "broker" => {
-                let mut all = rest.to_vec();
-                all.push(program.display().to_string());
-                all.extend_from_slice(args);
-                (PathBuf::from(wrapper), all)
-            }
-            _ => (program, args.to_vec()),
+        let wrapper = self
+            .broker_wrapper
+            .split_first()
+            .filter(|_| bin == "broker");
+        let mut b = match wrapper {
+            Some((wrapper, rest)) => ProcBuilder::new(name, wrapper)
+                .args(rest)
+                .args([program])
+                .grace(self.wrapped_broker_time),
+            None => ProcBuilder::new(name, program).grace(self.stop_grace),
         };
-        let wrapped = bin == "broker" && !self.broker_wrapper.is_empty();
-        let mut b = ProcBuilder::new(name, program).args(args);
         if self.clean_env {
             b = b.clean_env();
         }
         b = b
+            .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .envs(env.iter().copied())
-            .ready_file()
-            .grace(if wrapped {
-                self.wrapped_broker_time
-            } else {
-                self.stop_grace
-            });
+            .ready_file();
         if let Some(dir) = &self.log_dir {
             b = b.log_to(dir);
         }
@@ -201,40 +206,28 @@ impl Launcher {
         }
     }
 
-    /// Starts `bin` (broker or proxy) with its two `binds` flags on
-    /// ephemeral loopback ports, without waiting.
-    fn spawn_bound(
+    /// Starts a broker or proxy on ephemeral loopback ports, without waiting.
+    fn spawn_binding<T: Binds>(
         &self,
-        bin: &str,
-        binds: [&str; 2],
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Proc> {
+        let [(first, _), (second, _)] = T::BINDS;
         let any = "tcp://127.0.0.1:*";
-        let args = merge_args(
-            &[
-                ("--http-addr", "127.0.0.1:0"),
-                (binds[0], any),
-                (binds[1], any),
-                ("--shutdown-grace", &self.shutdown_grace),
-            ],
-            extra,
-        );
-        self.spawn(bin, bin, &args, env)
+        let defaults = [
+            ("--http-addr", "127.0.0.1:0"),
+            (first, any),
+            (second, any),
+            ("--shutdown-grace", &self.shutdown_grace),
+        ];
+        self.spawn(T::BIN, T::BIN, &merge_args(&defaults, extra), env)
     }
 
-    fn spawn_broker(&self, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Proc> {
-        self.spawn_bound("broker", ["--frontend-bind", "--backend-bind"], extra, env)
-    }
-
-    fn finish_broker(&self, proc: Proc) -> anyhow::Result<Broker> {
-        let ready = proc.try_ready_record(self.timeout_of("broker"))?;
-        Ok(Broker {
-            frontend: bound(&ready, "frontend")?,
-            backend: bound(&ready, "backend")?,
-            http: ready.http_addr,
-            proc,
-        })
+    fn finish_binding<T: Binds>(&self, proc: Proc) -> anyhow::Result<T> {
+        let ready = proc.try_ready_record(self.timeout_of(T::BIN))?;
+        let [(_, first), (_, second)] = T::BINDS;
+        let endpoints = [bound(&ready, first)?, bound(&ready, second)?];
+        Ok(T::new(proc, endpoints, ready.http_addr))
     }
 
     /// Starts a broker on ephemeral loopback ports (`extra` flags override
@@ -243,29 +236,15 @@ impl Launcher {
     /// # Errors
     /// If it cannot start or does not become ready in time.
     pub fn broker(&self, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Broker> {
-        self.finish_broker(self.spawn_broker(extra, env)?)
+        self.finish_binding(self.spawn_binding::<Broker>(extra, env)?)
     }
 
-    fn spawn_proxy(&self, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Proc> {
-        self.spawn_bound("proxy", ["--xsub-bind", "--xpub-bind"], extra, env)
-    }
-
-    fn finish_proxy(&self, proc: Proc) -> anyhow::Result<Proxy> {
-        let ready = proc.try_ready_record(self.ready_timeout)?;
-        Ok(Proxy {
-            xsub: bound(&ready, "xsub")?,
-            xpub: bound(&ready, "xpub")?,
-            http: ready.http_addr,
-            proc,
-        })
-    }
-
-    /// Starts a proxy on ephemeral loopback ports and waits until ready.
+    /// Starts a proxy like [`Launcher::broker`].
     ///
     /// # Errors
     /// If it cannot start or does not become ready in time.
     pub fn proxy(&self, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Proxy> {
-        self.finish_proxy(self.spawn_proxy(extra, env)?)
+        self.finish_binding(self.spawn_binding::<Proxy>(extra, env)?)
     }
 
     /// Starts a server called `name` connected to `brokers` (frontend
@@ -311,7 +290,8 @@ impl Launcher {
     }
 
     /// Starts `n` servers side by side, named `server#<first>`,
-    /// `server#<first + 1>`…, and waits for their ready records.
+    /// `server#<first + 1>`…, and waits for their ready records (not for
+    /// them to be attached: [`wait_attached`]).
     ///
     /// # Errors
     /// If one cannot start or does not become ready in time.
@@ -327,26 +307,61 @@ impl Launcher {
             .collect::<anyhow::Result<Vec<Proc>>>()?;
         procs.into_iter().map(|p| self.finish_server(p)).collect()
     }
+
+    /// One server like [`Launcher::servers`], called `server`.
+    ///
+    /// # Errors
+    /// If it cannot start or does not become ready in time.
+    pub fn server(
+        &self,
+        endpoints: (&str, &str),
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
+        self.finish_server(self.spawn_server("server", endpoints, extra, env)?)
+    }
+
+    /// Starts a server like [`Launcher::server`] without waiting for it to
+    /// be ready (its broker may not be up): its ops port is chosen here and
+    /// it is waited for until `/healthz` answers.
+    ///
+    /// # Errors
+    /// If it cannot start or does not answer in time.
+    pub fn server_alive(
+        &self,
+        endpoints: (&str, &str),
+        extra: &[&str],
+    ) -> anyhow::Result<(Proc, SocketAddr)> {
+        let http: SocketAddr = ([127, 0, 0, 1], crate::ports::unused_port()).into();
+        let addr = http.to_string();
+        let mut args = vec!["--http-addr", &addr];
+        args.extend_from_slice(extra);
+        let mut proc = self.spawn_server("server", endpoints, &args, &[])?;
+        proc.try_wait_alive(http, self.ready_timeout)?;
+        Ok((proc, http))
+    }
 }
 
 fn or_panic<T>(r: anyhow::Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// A service started by `start` with `binds` (flag, endpoint) then
-/// `extra`, checked to be bound to the same endpoints (read by `bound`).
-fn restarted<T>(
-    binds: [(&str, &str); 2],
-    extra: &[&str],
-    start: impl FnOnce(&[&str]) -> T,
-    bound: fn(&T) -> [&str; 2],
-) -> T {
-    let mut args = vec![binds[0].0, binds[0].1, binds[1].0, binds[1].1];
+/// A service like `old` (which must have exited), bound to the same
+/// endpoints with the default [`Launcher`] and `extra` flags: what a
+/// restarted pod looks like to its peers.
+fn restarted<T: Binds>(old: &T, extra: &[&str]) -> T {
+    let ends = old.endpoints();
+    let [(first, _), (second, _)] = T::BINDS;
+    let mut args = vec![first, ends[0], second, ends[1]];
     args.extend_from_slice(extra);
-    let new = start(&args);
+    let l = Launcher::default();
+    let new: T = or_panic(
+        l.spawn_binding::<T>(&args, &[])
+            .and_then(|p| l.finish_binding(p)),
+    );
     assert_eq!(
-        bound(&new),
-        [binds[0].1, binds[1].1],
+        new.endpoints(),
+        ends,
         "the restarted service must be on the same ports"
     );
     new
@@ -365,31 +380,32 @@ pub struct Broker {
     pub http: SocketAddr,
 }
 
-impl Broker {
-    /// Starts a broker with the default [`Launcher`]: `extra` flags override
-    /// the defaults, `env` is added to the environment.
-    ///
-    /// # Panics
-    /// If it cannot start or is not ready in time.
-    pub fn start(extra: &[&str], env: &[(&str, &str)]) -> Broker {
-        or_panic(Launcher::default().broker(extra, env))
+impl Binds for Broker {
+    const BIN: &'static str = "broker";
+    const BINDS: [(&'static str, &'static str); 2] = [
+        ("--frontend-bind", "frontend"),
+        ("--backend-bind", "backend"),
+    ];
+    fn new(proc: Proc, [frontend, backend]: [String; 2], http: SocketAddr) -> Broker {
+        Broker {
+            proc,
+            frontend,
+            backend,
+            http,
+        }
     }
-
-    /// A broker bound to the same endpoints as this one (which must have
-    /// exited): what a restarted broker pod looks like to its peers.
-    ///
-    /// # Panics
-    /// As [`Broker::start`], or if it is not on the same endpoints.
-    pub fn restart(&self, extra: &[&str]) -> Broker {
-        let binds = [
-            ("--frontend-bind", self.frontend.as_str()),
-            ("--backend-bind", self.backend.as_str()),
-        ];
-        restarted(binds, extra, |a| Broker::start(a, &[]), Broker::endpoints)
-    }
-
     fn endpoints(&self) -> [&str; 2] {
         [&self.frontend, &self.backend]
+    }
+}
+
+impl Broker {
+    /// A broker on the same endpoints as this one, which must have exited.
+    ///
+    /// # Panics
+    /// If it cannot start, is not ready in time or not on the same endpoints.
+    pub fn restart(&self, extra: &[&str]) -> Broker {
+        restarted(self, extra)
     }
 }
 
@@ -406,29 +422,30 @@ pub struct Proxy {
     pub http: SocketAddr,
 }
 
-impl Proxy {
-    /// Starts a proxy with the default [`Launcher`] (as [`Broker::start`]).
-    ///
-    /// # Panics
-    /// If it cannot start or is not ready in time.
-    pub fn start(extra: &[&str], env: &[(&str, &str)]) -> Proxy {
-        or_panic(Launcher::default().proxy(extra, env))
+impl Binds for Proxy {
+    const BIN: &'static str = "proxy";
+    const BINDS: [(&'static str, &'static str); 2] =
+        [("--xsub-bind", "xsub"), ("--xpub-bind", "xpub")];
+    fn new(proc: Proc, [xsub, xpub]: [String; 2], http: SocketAddr) -> Proxy {
+        Proxy {
+            proc,
+            xsub,
+            xpub,
+            http,
+        }
     }
-
-    /// A proxy bound to the same endpoints as this one (which must have exited).
-    ///
-    /// # Panics
-    /// As [`Proxy::start`], or if it is not on the same endpoints.
-    pub fn restart(&self, extra: &[&str]) -> Proxy {
-        let binds = [
-            ("--xsub-bind", self.xsub.as_str()),
-            ("--xpub-bind", self.xpub.as_str()),
-        ];
-        restarted(binds, extra, |a| Proxy::start(a, &[]), Proxy::endpoints)
-    }
-
     fn endpoints(&self) -> [&str; 2] {
         [&self.xsub, &self.xpub]
+    }
+}
+
+impl Proxy {
+    /// A proxy on the same endpoints as this one, as [`Broker::restart`].
+    ///
+    /// # Panics
+    /// As [`Broker::restart`].
+    pub fn restart(&self, extra: &[&str]) -> Proxy {
+        restarted(self, extra)
     }
 }
 
@@ -449,56 +466,7 @@ pub struct Server {
     pub rep: bool,
 }
 
-/// A server started by [`Server::start_unready`]: alive, maybe not ready.
-#[derive(Debug)]
-pub struct UnreadyServer {
-    /// The process.
-    pub proc: Proc,
-    /// Ops HTTP address.
-    pub http: SocketAddr,
-}
-
 impl Server {
-    /// Starts a server with the default [`Launcher`] connected to `brokers`
-    /// (frontend endpoints, or backend endpoints with [`REP_ARGS`] in
-    /// `extra`) and `proxies` (XSUB endpoints); `extra` flags override the
-    /// defaults, `env` is added to the environment. Waits for its ready
-    /// record (it is connected to a broker); see [`Server::start_unready`]
-    /// for a server whose broker is not up.
-    ///
-    /// # Panics
-    /// If it cannot start or is not ready in time.
-    pub fn start(brokers: &str, proxies: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let l = Launcher::default();
-        let proc = l.spawn_server("server", (brokers, proxies), extra, env);
-        or_panic(proc.and_then(|p| l.finish_server(p)))
-    }
-
-    /// Starts a server like [`Server::start`] without waiting for it to be
-    /// ready (its broker may not be up): its ops port is chosen here and it
-    /// is waited for until `/healthz` answers.
-    ///
-    /// # Panics
-    /// If it cannot start or does not answer in time.
-    pub fn start_unready(brokers: &str, proxies: &str, extra: &[&str]) -> UnreadyServer {
-        let launcher = Launcher::default();
-        let http: SocketAddr = ([127, 0, 0, 1], crate::ports::unused_port()).into();
-        let addr = http.to_string();
-        let mut args = vec!["--http-addr", &addr];
-        args.extend_from_slice(extra);
-        let mut proc = or_panic(launcher.spawn_server("server", (brokers, proxies), &args, &[]));
-        or_panic(proc.try_wait_alive(http, launcher.ready_timeout));
-        UnreadyServer { proc, http }
-    }
-
-    /// Waits until `/readyz` is 200 (connected to a broker).
-    ///
-    /// # Panics
-    /// After the default ready timeout.
-    pub fn wait_ready(&self) {
-        ops::wait_ready(self.http, START_TIMEOUT);
-    }
-
     /// `mensageria_server_requests_total{status="ok"}`.
     ///
     /// # Panics
@@ -533,16 +501,6 @@ pub fn broker_workers(broker_http: SocketAddr, matching: &[(&str, &str)]) -> f64
         .map_or(0.0, |f| f.sum(FAMILY, matching))
 }
 
-/// Majordomo workers registered with a broker, over every service and state.
-pub fn registered_workers(broker_http: SocketAddr) -> f64 {
-    broker_workers(broker_http, &[])
-}
-
-/// Majordomo workers registered with a broker for `service` (idle + busy).
-pub fn service_workers(broker_http: SocketAddr, service: &str) -> f64 {
-    broker_workers(broker_http, &[("service", service)])
-}
-
 /// Waits until `broker_http` has at least `min` Majordomo workers registered.
 ///
 /// # Panics
@@ -550,7 +508,7 @@ pub fn service_workers(broker_http: SocketAddr, service: &str) -> f64 {
 pub fn wait_registered(broker_http: SocketAddr, min: f64) {
     let mut last = 0.0;
     crate::wait::poll_until(START_TIMEOUT, || {
-        last = registered_workers(broker_http);
+        last = broker_workers(broker_http, &[]);
         (last >= min).then_some(())
     })
     .unwrap_or_else(|| {
@@ -640,6 +598,12 @@ struct Flags {
 }
 
 impl Flags {
+    fn add(&mut self, args: &[&str], env: &[(&str, &str)]) {
+        self.args.extend(args.iter().map(|s| (*s).to_owned()));
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        self.env.extend(env);
+    }
+
     fn args(&self) -> Vec<&str> {
         self.args.iter().map(String::as_str).collect()
     }
@@ -661,16 +625,6 @@ pub struct StackBuilder {
     broker: Flags,
     proxy: Flags,
     server: Flags,
-}
-
-fn owned(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn owned_env(env: &[(&str, &str)]) -> Vec<(String, String)> {
-    env.iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
 }
 
 impl StackBuilder {
@@ -695,32 +649,32 @@ impl StackBuilder {
 
     /// Extra broker flags (override the defaults).
     pub fn broker_args(mut self, args: &[&str]) -> StackBuilder {
-        self.broker.args.extend(owned(args));
+        self.broker.add(args, &[]);
         self
     }
 
     /// Extra proxy flags.
     pub fn proxy_args(mut self, args: &[&str]) -> StackBuilder {
-        self.proxy.args.extend(owned(args));
+        self.proxy.add(args, &[]);
         self
     }
 
     /// Extra server flags.
     pub fn server_args(mut self, args: &[&str]) -> StackBuilder {
-        self.server.args.extend(owned(args));
+        self.server.add(args, &[]);
         self
     }
 
     /// Environment of the broker and the proxy (e.g. CURVE server keys).
     pub fn bind_env(mut self, env: &[(&str, &str)]) -> StackBuilder {
-        self.broker.env.extend(owned_env(env));
-        self.proxy.env.extend(owned_env(env));
+        self.broker.add(&[], env);
+        self.proxy.add(&[], env);
         self
     }
 
     /// Environment of the servers (e.g. CURVE client keys).
     pub fn server_env(mut self, env: &[(&str, &str)]) -> StackBuilder {
-        self.server.env.extend(owned_env(env));
+        self.server.add(&[], env);
         self
     }
 
@@ -737,10 +691,10 @@ impl StackBuilder {
     pub fn try_start(self) -> anyhow::Result<Stack> {
         let l = &self.launcher;
         let (b, p) = (
-            l.spawn_broker(&self.broker.args(), &self.broker.env())?,
-            l.spawn_proxy(&self.proxy.args(), &self.proxy.env())?,
+            l.spawn_binding::<Broker>(&self.broker.args(), &self.broker.env())?,
+            l.spawn_binding::<Proxy>(&self.proxy.args(), &self.proxy.env())?,
         );
-        let (broker, proxy) = (l.finish_broker(b)?, l.finish_proxy(p)?);
+        let (broker, proxy) = (l.finish_binding(b)?, l.finish_binding(p)?);
         let mut stack = Stack {
             broker,
             proxy,
@@ -801,15 +755,10 @@ impl Stack {
     /// If one cannot start or is not ready in time.
     pub fn add_servers(&mut self, n: usize, extra: &[&str]) -> anyhow::Result<()> {
         let before = Baseline::take(&self.broker, Some(&self.proxy));
-        let endpoint = if self.rep {
-            &self.broker.backend
+        let (endpoint, mut args) = if self.rep {
+            (&self.broker.backend, REP_ARGS.to_vec())
         } else {
-            &self.broker.frontend
-        };
-        let mut args: Vec<&str> = if self.rep {
-            REP_ARGS.to_vec()
-        } else {
-            Vec::new()
+            (&self.broker.frontend, Vec::new())
         };
         args.extend(self.server.args());
         args.extend_from_slice(extra);

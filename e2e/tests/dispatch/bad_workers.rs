@@ -36,14 +36,8 @@ fn bad_worker_commands_are_refused_counted_and_harm_nothing_else() {
             req_roundtrip(&plain, &[b"before"]),
             vec![b"before".to_vec()]
         );
-        let dropped = |reason: &str| {
-            e2e::metric_opt(
-                b,
-                &format!(r#"mensageria_broker_dropped_total{{reason="{reason}"}}"#),
-            )
-            .unwrap_or(0.0)
-        };
-        let before = dropped("worker_protocol");
+        let dropped = r#"mensageria_broker_dropped_total{reason="worker_protocol"}"#;
+        let before = e2e::metric_opt(b, dropped).unwrap_or(0.0);
 
         let ready: &[&[u8]] = &[b"MDPW02", &[0x01], b"bad-svc"];
         let cases: [(&str, Vec<&[&[u8]]>); 4] = [
@@ -76,16 +70,13 @@ fn bad_worker_commands_are_refused_counted_and_harm_nothing_else() {
             }
             expect_disconnect(&s, what);
         }
-        e2e::wait_until(
-            "the refusals to be counted",
-            Duration::from_secs(10),
-            || (dropped("worker_protocol") >= before + cases.len() as f64).then_some(()),
-        );
+        // The refusals are counted.
+        e2e::wait_metric_at_least(b, dropped, before + cases.len() as f64);
         // None of them stayed registered; our server still serves.
-        assert_eq!(e2e::service_workers(b, "bad-svc"), 0.0);
-        assert_eq!(e2e::registered_workers(b), 1.0);
+        assert_eq!(e2e::broker_workers(b, &[("service", "bad-svc")]), 0.0);
+        assert_eq!(e2e::broker_workers(b, &[]), 1.0);
         assert_eq!(req_roundtrip(&plain, &[b"after"]), vec![b"after".to_vec()]);
-        let lost = e2e::metric_opt(b, r#"mensageria_broker_workers_lost_total{service="echo"}"#);
+        let lost = e2e::metric_opt(b, e2e::ECHO_WORKERS_LOST);
         assert_eq!(lost.unwrap_or(0.0), 0.0, "our server was not disturbed");
     });
 }

@@ -5,19 +5,22 @@
 use std::time::Duration;
 
 use e2e::{
-    broker_workers, plain_req, recv_within, req_roundtrip, wait_ready, wait_registered, wait_until,
-    with_timeout, BenchSummary, Broker, Proxy, Server, Signal, START_TIMEOUT,
+    plain_req, recv_within, req_roundtrip, wait_ready, wait_registered, wait_until, with_timeout,
+    Launcher, Signal, START_TIMEOUT,
 };
 
 #[test]
 fn a_server_serves_two_brokers_without_head_of_line_waits_and_survives_losing_one() {
     with_timeout(Duration::from_secs(120), || {
-        let (mut b1, b2) = (Broker::start(&[], &[]), Broker::start(&[], &[]));
-        let proxy = Proxy::start(&[], &[]);
+        let l = Launcher::default();
+        let (mut b1, b2) = (l.broker(&[], &[]).unwrap(), l.broker(&[], &[]).unwrap());
+        let proxy = l.proxy(&[], &[]).unwrap();
         let both = format!("{},{}", b1.frontend, b2.frontend);
         // Two workers: credit 2, announced to each broker.
-        let server = Server::start(&both, &proxy.xsub, &["--workers", "2"], &[]);
-        server.wait_ready();
+        let server = l
+            .server((&both, &proxy.xsub), &["--workers", "2"], &[])
+            .unwrap();
+        wait_ready(server.http, START_TIMEOUT);
         for b in [&b1, &b2] {
             wait_ready(b.http, START_TIMEOUT);
             wait_registered(b.http, 1.0);
@@ -36,13 +39,7 @@ fn a_server_serves_two_brokers_without_head_of_line_waits_and_survives_losing_on
         // A slow request through broker 1 takes one of the two slots; quick
         // lockstep requests through broker 2 use the other and are all
         // answered while the slow one runs.
-        let slow = plain_req(&ctx, &b1.frontend);
-        slow.send("work 2s".as_bytes(), 0).expect("send");
-        wait_until(
-            "the slow request to reach the server",
-            Duration::from_secs(10),
-            || (broker_workers(b1.http, &[("state", "busy")]) == 1.0).then_some(()),
-        );
+        let slow = e2e::busy_request(&ctx, &b1, "work 2s");
         let quick = plain_req(&ctx, &b2.frontend);
         crate::queue::quick_before_slow(&quick, &slow, 20);
         assert_eq!(
@@ -52,22 +49,9 @@ fn a_server_serves_two_brokers_without_head_of_line_waits_and_survives_losing_on
 
         // Load through broker 2 while broker 1 is killed: nothing is lost
         // or even retried there.
-        let mut bench = e2e::spawn(
-            "client",
-            &[
-                "bench",
-                "--json",
-                "--broker-endpoints",
-                &b2.frontend,
-                "--requests",
-                "3000",
-                "--concurrency",
-                "4",
-                "--payload",
-                "work 1ms",
-            ],
-            &[],
-        );
+        let mut flags = vec!["--requests", "3000", "--concurrency", "4"];
+        flags.extend(["--payload", "work 1ms"]);
+        let mut bench = e2e::spawn_bench(&b2.frontend, &flags);
         wait_until("the bench to be under way", Duration::from_secs(20), || {
             (server.handled_ok() >= 500.0).then_some(())
         });
@@ -77,14 +61,14 @@ fn a_server_serves_two_brokers_without_head_of_line_waits_and_survives_losing_on
         );
         b1.proc.kill(Signal::Kill);
         b1.proc.wait_exit(Duration::from_secs(5));
-        let s = BenchSummary::from_proc(bench, Duration::from_secs(90));
+        let s = e2e::bench_summary(bench, Duration::from_secs(90));
         assert_eq!(
             (s.requests, s.ok, s.errors, s.retries),
             (3000, 3000, 0, 0),
-            "{s}"
+            "{s:?}"
         );
         assert_eq!(
-            e2e::registered_workers(b2.http),
+            e2e::broker_workers(b2.http, &[]),
             1.0,
             "still registered with broker 2"
         );

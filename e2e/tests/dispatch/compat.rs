@@ -12,11 +12,11 @@ use std::{
     time::Duration,
 };
 
-use e2e::{
-    describe, metric, plain_req, req_roundtrip, stdout, wait_until, with_timeout, Server, Stack,
-};
+use e2e::{plain_req, req_roundtrip, with_timeout, Stack};
 
 use crate::rfc::call_v1;
+
+const BACKEND_PEERS: &str = r#"mensageria_zmq_peers{socket="backend"}"#;
 
 /// A plain REP socket answering `rep:<body>`, as the seed's Python server did.
 fn seed_rep_server(endpoint: &str, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
@@ -48,13 +48,8 @@ fn plain_rep_workers_on_the_backend_serve_the_default_service() {
         let mut stack = Stack::start(0);
         let stop = Arc::new(AtomicBool::new(false));
         let seed = seed_rep_server(&stack.broker.backend, stop.clone());
-        wait_until("the REP server to connect", Duration::from_secs(10), || {
-            (metric(
-                stack.broker.http,
-                r#"mensageria_zmq_peers{socket="backend"}"#,
-            ) == 1.0)
-                .then_some(())
-        });
+        // The REP server connects.
+        e2e::expect_metric(stack.broker.http, BACKEND_PEERS, 1.0);
         let ctx = zmq::Context::new();
         let plain = plain_req(&ctx, stack.frontend());
         assert_eq!(
@@ -62,28 +57,24 @@ fn plain_rep_workers_on_the_backend_serve_the_default_service() {
             vec![b"rep:hello".to_vec()]
         );
         let out = e2e::request(&stack, "hi", &["--plain"]);
-        assert!(out.status.success(), "{}", describe(&out));
-        assert_eq!(stdout(&out), "rep:hi\n");
+        assert_eq!(e2e::succeeded(&out), "rep:hi\n");
         assert_eq!(
             call_v1(&ctx, stack.frontend(), "mmi.service", &[b"echo"]),
             vec![b"200".to_vec()]
         );
 
         // Our server in REP mode beside it: round-robin between the two.
-        let rep = Server::start(
-            &stack.broker.backend,
-            &stack.proxy.xsub,
-            &["--worker-protocol", "rep", "--workers", "1"],
-            &[],
-        );
-        rep.wait_ready();
-        wait_until("both REP peers connected", Duration::from_secs(10), || {
-            (metric(
-                stack.broker.http,
-                r#"mensageria_zmq_peers{socket="backend"}"#,
-            ) == 2.0)
-                .then_some(())
-        });
+        let rep = stack
+            .launcher()
+            .server(
+                (&stack.broker.backend, &stack.proxy.xsub),
+                &["--worker-protocol", "rep", "--workers", "1"],
+                &[],
+            )
+            .unwrap();
+        e2e::wait_ready(rep.http, e2e::START_TIMEOUT);
+        // Both REP peers connected.
+        e2e::expect_metric(stack.broker.http, BACKEND_PEERS, 2.0);
         let mut answers: Vec<Vec<u8>> = (0..6)
             .map(|_| req_roundtrip(&plain, &[b"whoami"]).remove(0))
             .collect();

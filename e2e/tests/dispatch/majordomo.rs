@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use e2e::{describe, plain_req, req_roundtrip, stdout, wait_until, with_timeout, Stack};
+use e2e::{plain_req, req_roundtrip, with_timeout, Stack};
 
-use crate::rfc::{call_v1, call_v2, Mdp, RfcWorker};
+use crate::rfc::{call_v1, call_v2, expect_replies, Mdp, RfcWorker};
 
 #[test]
 fn rfc_clients_and_workers_work_beside_ours_and_plain_peers() {
@@ -15,15 +15,10 @@ fn rfc_clients_and_workers_work_beside_ours_and_plain_peers() {
         let front = stack.frontend();
         let v1 = RfcWorker::start(front, Mdp::V1, "v1svc", "v1:", Duration::ZERO);
         let v2 = RfcWorker::start(front, Mdp::V2, "v2svc", "v2:", Duration::ZERO);
-        wait_until(
-            "the RFC workers to register",
-            Duration::from_secs(10),
-            || {
-                (e2e::service_workers(stack.broker.http, "v1svc") == 1.0
-                    && e2e::service_workers(stack.broker.http, "v2svc") == 1.0)
-                    .then_some(())
-            },
-        );
+        for service in ["v1svc", "v2svc"] {
+            let matching = [("service", service)];
+            e2e::wait_workers(stack.broker.http, &matching, 1.0, e2e::WAIT_LIMIT);
+        }
         let ctx = zmq::Context::new();
         let plain = plain_req(&ctx, front);
         const ROUNDS: u64 = 10;
@@ -56,8 +51,7 @@ fn rfc_clients_and_workers_work_beside_ours_and_plain_peers() {
         // Our client, by name and by default.
         for extra in [&["--service", "echo"][..], &[]] {
             let out = e2e::request(&stack, "ours", extra);
-            assert!(out.status.success(), "{}", describe(&out));
-            assert_eq!(stdout(&out), "ours\n");
+            assert_eq!(e2e::succeeded(&out), "ours\n");
         }
         assert!(
             !v1.was_disconnected() && !v2.was_disconnected(),
@@ -69,18 +63,15 @@ fn rfc_clients_and_workers_work_beside_ours_and_plain_peers() {
 
         // DISCONNECT (RFC 7/18) removes the worker: its service is gone.
         v1.stop();
-        wait_until(
-            "the v1 worker to be removed",
-            Duration::from_secs(10),
-            || (e2e::service_workers(stack.broker.http, "v1svc") == 0.0).then_some(()),
-        );
-        assert_eq!(
-            call_v1(&ctx, front, "mmi.service", &[b"v1svc"]),
-            vec![b"404".to_vec()]
-        );
-        assert_eq!(
-            call_v1(&ctx, front, "mmi.service", &[b"v2svc"]),
-            vec![b"200".to_vec()]
+        let v1svc = [("service", "v1svc")];
+        e2e::wait_workers(stack.broker.http, &v1svc, 0.0, e2e::WAIT_LIMIT);
+        expect_replies(
+            &ctx,
+            front,
+            &[
+                (call_v1, "mmi.service", "v1svc", "404"),
+                (call_v1, "mmi.service", "v2svc", "200"),
+            ],
         );
         v2.stop();
     });

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::{
-    broker_workers, metric, plain_req, recv_within, req_roundtrip, wait_until, with_timeout, Stack,
-};
+use e2e::{metric, plain_req, recv_within, req_roundtrip, with_timeout, Stack};
 use mensageria::header::{Header, RequestHeader, Status};
 
 /// Sends `n` quick lockstep requests on `quick` and checks that each is
@@ -27,11 +25,6 @@ pub fn quick_before_slow(quick: &zmq::Socket, slow: &zmq::Socket, n: usize) {
     }
 }
 
-/// `mensageria_broker_workers{service="echo",state=…}`.
-fn echo_workers(stack: &Stack, state: &str) -> f64 {
-    broker_workers(stack.broker.http, &[("service", "echo"), ("state", state)])
-}
-
 #[test]
 fn a_slow_request_holds_no_quick_one_back() {
     with_timeout(Duration::from_secs(90), || {
@@ -41,14 +34,7 @@ fn a_slow_request_holds_no_quick_one_back() {
             .server_args(&["--workers", "1"])
             .start();
         let ctx = zmq::Context::new();
-        let slow = plain_req(&ctx, stack.frontend());
-        slow.send("work 2s".as_bytes(), 0)
-            .expect("send the slow request");
-        wait_until(
-            "the slow request to reach a worker",
-            Duration::from_secs(10),
-            || (echo_workers(&stack, "busy") == 1.0).then_some(()),
-        );
+        let slow = e2e::busy_request(&ctx, &stack.broker, "work 2s");
 
         // 40 quick lockstep requests: each is answered while the slow one
         // still runs (its reply has not arrived), so none waited behind it.
@@ -81,9 +67,7 @@ fn requests_that_expire_in_the_queue_never_run() {
         // five DEALER sockets.
         let sockets: Vec<zmq::Socket> = (0..5u64)
             .map(|id| {
-                let s = ctx.socket(zmq::DEALER).expect("DEALER");
-                s.set_linger(0).expect("linger");
-                s.connect(stack.frontend()).expect("connect");
+                let s = e2e::connected(&ctx, zmq::DEALER, stack.frontend());
                 let header = Header::Request(RequestHeader {
                     budget_ms: Some(1000),
                     id,

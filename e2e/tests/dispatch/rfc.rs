@@ -21,32 +21,16 @@ pub enum Mdp {
     V2,
 }
 
-/// Worker command bytes of each version (RFC 7 and RFC 18 tables).
-struct Commands {
-    ready: u8,
-    request: u8,
-    reply: u8,
-    heartbeat: u8,
-    disconnect: u8,
-}
+const READY: u8 = 0x01;
+const REQUEST: u8 = 0x02;
 
 impl Mdp {
-    fn commands(self) -> Commands {
+    /// The REPLY (RFC 7) or FINAL (RFC 18), HEARTBEAT and DISCONNECT
+    /// command bytes; READY and REQUEST are the same in both.
+    fn commands(self) -> [u8; 3] {
         match self {
-            Mdp::V1 => Commands {
-                ready: 0x01,
-                request: 0x02,
-                reply: 0x03,
-                heartbeat: 0x04,
-                disconnect: 0x05,
-            },
-            Mdp::V2 => Commands {
-                ready: 0x01,
-                request: 0x02,
-                reply: 0x04, // FINAL
-                heartbeat: 0x05,
-                disconnect: 0x06,
-            },
+            Mdp::V1 => [0x03, 0x04, 0x05],
+            Mdp::V2 => [0x04, 0x05, 0x06],
         }
     }
 
@@ -59,13 +43,19 @@ impl Mdp {
     }
 }
 
+/// What a worker thread and its [`RfcWorker`] share.
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    served: AtomicU64,
+    disconnected: AtomicBool,
+}
+
 /// A Majordomo worker on its own thread: registers `service`, answers every
 /// request with its body, the first frame prefixed by `prefix`, after
 /// `delay`; heartbeats every second; sends DISCONNECT when stopped.
 pub struct RfcWorker {
-    stop: Arc<AtomicBool>,
-    served: Arc<AtomicU64>,
-    disconnected: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -78,41 +68,28 @@ impl RfcWorker {
         prefix: &str,
         delay: Duration,
     ) -> Self {
-        let (stop, served) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-        );
-        let disconnected = Arc::new(AtomicBool::new(false));
-        let state = WorkerState {
-            endpoint: endpoint.to_owned(),
-            version,
-            service: service.to_owned(),
-            prefix: prefix.to_owned(),
-            delay,
-            stop: stop.clone(),
-            served: served.clone(),
-            disconnected: disconnected.clone(),
-        };
+        let shared = Arc::<Shared>::default();
+        let worker = shared.clone();
+        let (endpoint, service, prefix) =
+            (endpoint.to_owned(), service.to_owned(), prefix.to_owned());
         let thread = thread::Builder::new()
             .name(format!("rfc-worker-{service}"))
-            .spawn(move || run_worker(&state))
+            .spawn(move || run_worker(&endpoint, version, &service, &prefix, delay, &worker))
             .expect("spawn the RFC worker");
         RfcWorker {
-            stop,
-            served,
-            disconnected,
+            shared,
             thread: Some(thread),
         }
     }
 
     /// Requests answered so far.
     pub fn served(&self) -> u64 {
-        self.served.load(Ordering::SeqCst)
+        self.shared.served.load(Ordering::SeqCst)
     }
 
     /// Whether the broker sent it DISCONNECT (it then stops).
     pub fn was_disconnected(&self) -> bool {
-        self.disconnected.load(Ordering::SeqCst)
+        self.shared.disconnected.load(Ordering::SeqCst)
     }
 
     /// Sends DISCONNECT, closes the socket and returns the requests answered.
@@ -122,7 +99,7 @@ impl RfcWorker {
     }
 
     fn halt(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             t.join().expect("the RFC worker thread");
         }
@@ -135,36 +112,28 @@ impl Drop for RfcWorker {
     }
 }
 
-/// What a worker thread runs with.
-struct WorkerState {
-    endpoint: String,
-    version: Mdp,
-    service: String,
-    prefix: String,
+fn run_worker(
+    endpoint: &str,
+    v: Mdp,
+    service: &str,
+    prefix: &str,
     delay: Duration,
-    stop: Arc<AtomicBool>,
-    served: Arc<AtomicU64>,
-    disconnected: Arc<AtomicBool>,
-}
-
-fn run_worker(st: &WorkerState) {
-    let (endpoint, v, service, prefix, delay) =
-        (&st.endpoint, st.version, &st.service, &st.prefix, st.delay);
-    let (stop, served) = (&st.stop, &st.served);
-    let c = v.commands();
+    shared: &Shared,
+) {
+    let [reply_cmd, heartbeat, disconnect] = v.commands();
     let ctx = zmq::Context::new();
     let socket = ctx.socket(zmq::DEALER).expect("DEALER");
     socket.set_linger(500).expect("linger");
     socket.connect(endpoint).expect("connect");
     let send = |frames: Vec<Vec<u8>>| socket.send_multipart(frames, 0).expect("send");
-    let mut ready = v.worker_head(c.ready);
+    let mut ready = v.worker_head(READY);
     ready.push(service.as_bytes().to_vec());
     send(ready);
-    let heartbeat = Duration::from_secs(1);
+    let heartbeat_every = Duration::from_secs(1);
     let mut last_sent = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
-        if last_sent.elapsed() >= heartbeat {
-            send(v.worker_head(c.heartbeat));
+    while !shared.stop.load(Ordering::SeqCst) {
+        if last_sent.elapsed() >= heartbeat_every {
+            send(v.worker_head(heartbeat));
             last_sent = Instant::now();
         }
         if socket.poll(zmq::POLLIN, 50).unwrap_or(0) == 0 {
@@ -176,7 +145,7 @@ fn run_worker(st: &WorkerState) {
         let expected: &[u8] = if v == Mdp::V1 { b"MDPW01" } else { b"MDPW02" };
         assert_eq!(protocol.map(Vec::as_slice), Some(expected), "{frames:?}");
         let command = command.and_then(|f| f.first().copied());
-        if command == Some(c.request) {
+        if command == Some(REQUEST) {
             // [head…, address, "", body…]
             let address = frames[skip + 2].clone();
             assert!(
@@ -186,23 +155,33 @@ fn run_worker(st: &WorkerState) {
             let mut body: Vec<Vec<u8>> = frames[skip + 4..].to_vec();
             thread::sleep(delay);
             if let Some(first) = body.first_mut() {
-                let mut f = prefix.as_bytes().to_vec();
-                f.extend_from_slice(first);
-                *first = f;
+                first.splice(0..0, prefix.bytes());
             }
-            let mut reply = v.worker_head(c.reply);
+            let mut reply = v.worker_head(reply_cmd);
             reply.push(address);
             reply.push(vec![]);
             reply.extend(body);
             send(reply);
-            served.fetch_add(1, Ordering::SeqCst);
+            shared.served.fetch_add(1, Ordering::SeqCst);
             last_sent = Instant::now();
-        } else if command == Some(c.disconnect) {
-            st.disconnected.store(true, Ordering::SeqCst);
+        } else if command == Some(disconnect) {
+            shared.disconnected.store(true, Ordering::SeqCst);
             return;
         }
     }
-    send(v.worker_head(c.disconnect));
+    send(v.worker_head(disconnect));
+}
+
+/// A Majordomo client call: [`call_v1`] or [`call_v2`].
+pub type Call = fn(&zmq::Context, &str, &str, &[&[u8]]) -> Vec<Vec<u8>>;
+
+/// Asserts what each `(call, service, body, reply)` answers: the one reply
+/// frame.
+pub fn expect_replies(ctx: &zmq::Context, endpoint: &str, cases: &[(Call, &str, &str, &str)]) {
+    for (call, service, body, want) in cases {
+        let got = call(ctx, endpoint, service, &[body.as_bytes()]);
+        assert_eq!(got, [want.as_bytes()], "{service} {body}");
+    }
 }
 
 /// MDP/0.1 client over REQ (RFC 7): [`testkit::inproc::call_v1`] on a

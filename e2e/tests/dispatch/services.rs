@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
-use e2e::{describe, run_client, stderr, stdout, unused_port, with_timeout, Stack, CLIENT_TIMEOUT};
+use e2e::{
+    assert_failed, describe, run_client, stdout, unused_port, with_timeout, Stack, CLIENT_TIMEOUT,
+};
 
-use crate::rfc::{call_v1, call_v2};
+use crate::rfc::{call_v1, call_v2, expect_replies};
 
 #[test]
 fn two_services_from_two_servers_route_correctly() {
@@ -35,36 +37,23 @@ fn two_services_from_two_servers_route_correctly() {
             let mut args = extra.to_vec();
             args.extend(["--retries", "0"]);
             let out = e2e::request(&stack, "hello", &args);
-            assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", describe(&out));
-            assert!(
-                stderr(&out).contains("request failed (unavailable)"),
-                "{extra:?}: {}",
-                describe(&out)
-            );
+            let what = format!("{extra:?}");
+            assert_failed(&out, 1, "request failed (unavailable)", &what);
         }
 
         // MMI over real Majordomo client sockets (RFC 7 over REQ, RFC 18 over DEALER).
         let ctx = zmq::Context::new();
         let front = stack.frontend();
-        assert_eq!(
-            call_v1(&ctx, front, "mmi.service", &[b"alpha"]),
-            vec![b"200".to_vec()]
-        );
-        assert_eq!(
-            call_v1(&ctx, front, "mmi.service", &[b"nosuch"]),
-            vec![b"404".to_vec()]
-        );
-        assert_eq!(
-            call_v2(&ctx, front, "mmi.service", &[b"gamma"]),
-            vec![b"200".to_vec()]
-        );
-        assert_eq!(
-            call_v2(&ctx, front, "mmi.service", &[b"echo"]),
-            vec![b"404".to_vec()]
-        );
-        assert_eq!(
-            call_v1(&ctx, front, "mmi.nosuch", &[b"x"]),
-            vec![b"501".to_vec()]
+        expect_replies(
+            &ctx,
+            front,
+            &[
+                (call_v1, "mmi.service", "alpha", "200"),
+                (call_v1, "mmi.service", "nosuch", "404"),
+                (call_v2, "mmi.service", "gamma", "200"),
+                (call_v2, "mmi.service", "echo", "404"),
+                (call_v1, "mmi.nosuch", "x", "501"),
+            ],
         );
         let listing = call_v1(&ctx, front, "mmi.services", &[b""]);
         let listing = String::from_utf8_lossy(&listing[0]).into_owned();
@@ -78,8 +67,7 @@ fn two_services_from_two_servers_route_correctly() {
         // `client services` shows the same.
         let http = stack.broker.http.to_string();
         let out = run_client(&["services", "--broker-http", &http], CLIENT_TIMEOUT);
-        assert!(out.status.success(), "{}", describe(&out));
-        let table = stdout(&out);
+        let table = e2e::succeeded(&out);
         for service in ["alpha", "beta", "gamma"] {
             let row: Vec<&str> = table
                 .lines()
@@ -113,11 +101,6 @@ fn two_services_from_two_servers_route_correctly() {
         // Nothing listening: a clear error, exit 1.
         let nowhere = format!("127.0.0.1:{}", unused_port());
         let out = run_client(&["services", "--broker-http", &nowhere], CLIENT_TIMEOUT);
-        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-        assert!(
-            stderr(&out).contains("cannot reach the broker"),
-            "{}",
-            describe(&out)
-        );
+        assert_failed(&out, 1, "cannot reach the broker", "nothing listening");
     });
 }

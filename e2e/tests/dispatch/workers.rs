@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    broker_workers, metric, plain_req, recv_within, req_roundtrip, show, wait_registered,
-    wait_until, with_timeout, Signal, Stack,
+    metric, plain_req, recv_within, req_roundtrip, show, wait_registered, with_timeout, Signal,
+    Stack,
 };
 
 use crate::rfc::{Mdp, RfcWorker};
@@ -23,32 +23,17 @@ fn lose_the_worker(signal: Signal) {
         .server_args(&["--workers", "1"])
         .start();
     let ctx = zmq::Context::new();
-    let req = plain_req(&ctx, stack.frontend());
-    req.send("work 8s".as_bytes(), 0).expect("send");
-    wait_until(
-        "the request to reach the worker",
-        Duration::from_secs(10),
-        || (broker_workers(stack.broker.http, &[("state", "busy")]) == 1.0).then_some(()),
-    );
+    let req = e2e::busy_request(&ctx, &stack.broker, "work 8s");
     let t = Instant::now();
     stack.servers[0].proc.kill(signal);
     // Liveness is 3 × 1 s; the broker's own deadline is 30 s away.
     let reply = recv_within(&req, Duration::from_secs(15))
         .unwrap_or_else(|| panic!("no answer within 15 s of {signal:?}"));
     let took = t.elapsed();
-    assert_eq!(reply.len(), 1, "{:?}", show(&reply));
-    assert!(
-        reply[0].starts_with(b"ERR unavailable"),
-        "expected `unavailable` (worker lost), got {:?}",
-        show(&reply)
-    );
-    assert!(
-        metric(
-            stack.broker.http,
-            r#"mensageria_broker_workers_lost_total{service="echo"}"#
-        ) >= 1.0
-    );
-    assert_eq!(e2e::registered_workers(stack.broker.http), 0.0);
+    // `unavailable`: the worker is lost.
+    e2e::assert_plain_error(&reply, "ERR unavailable");
+    assert!(metric(stack.broker.http, e2e::ECHO_WORKERS_LOST) >= 1.0);
+    assert_eq!(e2e::broker_workers(stack.broker.http, &[]), 0.0);
     eprintln!("RESULT worker lost ({signal:?}): answered `unavailable` after {took:?} (REQUEST_TIMEOUT {REQUEST_TIMEOUT})");
 
     if signal == Signal::Stop {
@@ -86,20 +71,15 @@ fn the_fast_worker_takes_nearly_all_the_work() {
             "",
             Duration::from_millis(100),
         );
-        wait_until(
-            "both echo workers registered",
-            Duration::from_secs(10),
-            || (e2e::service_workers(stack.broker.http, "echo") == 2.0).then_some(()),
-        );
+        let echo = [("service", "echo")];
+        e2e::wait_workers(stack.broker.http, &echo, 2.0, e2e::WAIT_LIMIT);
         // 200 requests outstanding at once (one plain DEALER), so the queue
         // is never empty: each worker takes the next request as soon as it
         // is free. (With both idle, lockstep requests would alternate
         // between them: the broker cannot know which is faster.)
         const N: usize = 200;
         let ctx = zmq::Context::new();
-        let dealer = ctx.socket(zmq::DEALER).expect("DEALER");
-        dealer.set_linger(0).expect("linger");
-        dealer.connect(stack.frontend()).expect("connect");
+        let dealer = e2e::connected(&ctx, zmq::DEALER, stack.frontend());
         for i in 0..N {
             dealer
                 .send_multipart([&b""[..], format!("r{i}").as_bytes()], 0)

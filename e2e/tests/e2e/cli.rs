@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use e2e::{describe, http_get, metric, run_bin, stderr, unused_port, with_timeout, Server, Stack};
+use e2e::{
+    assert_failed, describe, healthcheck, http_get, metric, run_bin, stderr, unused_port,
+    with_timeout, Launcher, Stack,
+};
 
 #[test]
 fn bad_values_exit_2_with_one_line_naming_the_option() {
@@ -58,13 +61,7 @@ fn healthcheck_exits_0_when_ready_and_1_otherwise() {
             ("server", stack.servers[0].http),
         ];
         for (bin, http) in services {
-            let addr = http.to_string();
-            let out = run_bin(
-                bin,
-                &["healthcheck"],
-                &[("HTTP_ADDR", &addr)],
-                Duration::from_secs(10),
-            );
+            let out = healthcheck(bin, http);
             assert!(
                 out.status.success(),
                 "{bin} healthcheck against a ready {bin}\n{}",
@@ -90,50 +87,22 @@ fn healthcheck_exits_0_when_ready_and_1_otherwise() {
         // Nothing listening.
         let nowhere = format!("127.0.0.1:{}", unused_port());
         for bin in ["broker", "proxy", "server", "client"] {
-            let out = run_bin(
-                bin,
-                &["healthcheck"],
-                &[("HTTP_ADDR", &nowhere)],
-                Duration::from_secs(10),
-            );
-            assert_eq!(
-                out.status.code(),
-                Some(1),
-                "{bin} healthcheck with nothing listening\n{}",
-                describe(&out)
-            );
-            assert!(
-                stderr(&out).contains("not ready"),
-                "{bin}\n{}",
-                describe(&out)
-            );
+            let what = format!("{bin} healthcheck with nothing listening");
+            assert_failed(&healthcheck(bin, &nowhere), 1, "not ready", &what);
         }
 
         // Alive but not ready: a server whose broker does not exist.
         let dead = format!("tcp://127.0.0.1:{}", unused_port());
-        let lonely = Server::start_unready(&dead, &dead, &[]);
-        assert_eq!(
-            http_get(lonely.http, "/healthz").expect("GET /healthz").0,
-            200
-        );
-        let (code, body) = http_get(lonely.http, "/readyz").expect("GET /readyz");
+        let (_lonely, http) = Launcher::default()
+            .server_alive((&dead, &dead), &[])
+            .unwrap();
+        assert_eq!(http_get(http, "/healthz").expect("GET /healthz").0, 200);
+        let (code, body) = http_get(http, "/readyz").expect("GET /readyz");
         assert_eq!(code, 503, "{body}");
         let json: serde_json::Value = serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("/readyz body is not JSON ({e}): {body}"));
         assert!(json.is_object(), "{body}");
-        let addr = lonely.http.to_string();
-        let out = run_bin(
-            "server",
-            &["healthcheck"],
-            &[("HTTP_ADDR", &addr)],
-            Duration::from_secs(10),
-        );
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "server healthcheck when not ready\n{}",
-            describe(&out)
-        );
-        assert!(stderr(&out).contains("503"), "{}", describe(&out));
+        let what = "server healthcheck when not ready";
+        assert_failed(&healthcheck("server", http), 1, "503", what);
     });
 }

@@ -1,15 +1,11 @@
 //! Events through the proxy: a plain SUB peer, and `client subscribe` seeing
 //! every event of a 20000-request bench.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, time::Duration};
 
-use client::SubscribeSummary;
 use e2e::{
-    decode_event, faults::SummaryFile, metric, metric_opt, plain_req, plain_sub, recv_within,
-    req_roundtrip, with_timeout, PlainEvent, Stack,
+    decode_event, faults::SummaryFile, observability::wait_proxy_subscriptions, plain_req,
+    plain_sub, recv_within, req_roundtrip, with_timeout, PlainEvent, Stack, PUBLISHED_REQUESTS,
 };
 
 const PROXY_SUBS_REQUESTS: &str = r#"mensageria_proxy_subscriptions{topic="requests"}"#;
@@ -25,31 +21,19 @@ fn plain_sub_peer_receives_events_from_the_servers() {
         let ctx = zmq::Context::new();
         let sub = plain_sub(&ctx, stack.xpub(), b"requests");
         let status_sub = plain_sub(&ctx, stack.xpub(), b"server.status");
-        e2e::wait_until(
-            "the proxy to see the subscription",
-            Duration::from_secs(10),
-            || {
-                (metric_opt(stack.proxy.http, PROXY_SUBS_REQUESTS).unwrap_or(0.0) >= 1.0)
-                    .then_some(())
-            },
-        );
+        e2e::wait_metric_at_least(stack.proxy.http, PROXY_SUBS_REQUESTS, 1.0);
 
         // The subscription still has to travel on to the server's PUB socket:
         // keep sending requests until events arrive.
         let req = plain_req(&ctx, stack.frontend());
         let mut events: Vec<PlainEvent> = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while events.len() < 5 {
-            assert!(
-                Instant::now() < deadline,
-                "only {} events arrived",
-                events.len()
-            );
+        e2e::wait_until("5 events", Duration::from_secs(15), || {
             assert_eq!(req_roundtrip(&req, &[b"ping"]), vec![b"ping".to_vec()]);
             while let Some(frames) = recv_within(&sub, Duration::from_millis(100)) {
                 events.push(decode_event(&frames));
             }
-        }
+            (events.len() >= 5).then_some(())
+        });
         for e in &events {
             assert_eq!(e.topic, "requests.completed");
             assert_eq!(e.payload["server"], instance.as_str(), "{}", e.payload);
@@ -91,21 +75,12 @@ fn plain_sub_peer_receives_events_from_the_servers() {
         );
         assert_eq!(status.payload["workers"], 2, "{}", status.payload);
 
-        let proxy = stack.proxy.http;
-        e2e::wait_metric_at_least(
-            proxy,
-            r#"mensageria_proxy_events_in_total{topic="requests"}"#,
-            5.0,
-        );
-        e2e::wait_metric_at_least(
-            proxy,
-            r#"mensageria_proxy_deliveries_total{topic="requests"}"#,
-            5.0,
-        );
+        for counter in ["events_in", "deliveries"] {
+            let series = format!(r#"mensageria_proxy_{counter}_total{{topic="requests"}}"#);
+            e2e::wait_metric_at_least(stack.proxy.http, &series, 5.0);
+        }
     });
 }
-
-const PUBLISHED_REQUESTS: &str = r#"mensageria_server_events_published_total{topic="requests"}"#;
 
 #[test]
 fn bench_of_20000_requests_and_subscriber_sees_all_its_events() {
@@ -114,87 +89,29 @@ fn bench_of_20000_requests_and_subscriber_sees_all_its_events() {
         let stack = Stack::start(2);
         let ctx = zmq::Context::new();
 
-        // Prime the path: a plain SUB on "requests" is kept open for the whole
-        // test, so every server's PUB holds that subscription from before the
-        // subscriber under test starts until the bench is over. Send requests
-        // until events of both servers arrive.
-        let sub = plain_sub(&ctx, stack.xpub(), b"requests");
-        let req = plain_req(&ctx, stack.frontend());
-        let mut last: HashMap<String, (u64, u64)> = HashMap::new(); // instance → (publisher, last seq)
-        fn read(sub: &zmq::Socket, last: &mut HashMap<String, (u64, u64)>) {
-            while let Some(frames) = recv_within(sub, Duration::from_millis(20)) {
-                let e = decode_event(&frames);
-                let server = e.payload["server"]
-                    .as_str()
-                    .expect("server in the payload")
-                    .to_owned();
-                last.insert(server, (e.header.publisher, e.header.seq));
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while last.len() < stack.servers.len() {
-            assert!(Instant::now() < deadline, "events of only {last:?} arrived");
-            req_roundtrip(&req, &[b"prime"]);
-            read(&sub, &mut last);
-        }
-        // Every priming event the servers published has gone past the proxy
-        // (the per-publisher sequence is FIFO end to end), so none can reach
-        // the subscriber started below.
-        for s in &stack.servers {
-            e2e::wait_until(
-                "priming events to be published",
-                Duration::from_secs(10),
-                || {
-                    let published = metric(s.http, PUBLISHED_REQUESTS);
-                    (published == s.handled_ok()).then_some(())
-                },
-            );
-        }
-        for s in &stack.servers {
-            let published = metric(s.http, PUBLISHED_REQUESTS) as u64;
-            e2e::wait_until("priming events to arrive", Duration::from_secs(10), || {
-                read(&sub, &mut last);
-                (last[&s.instance].1 == published).then_some(())
-            });
-        }
+        // Prime the path: the plain SUB on "requests" is kept open for the
+        // whole test, so every server's PUB holds that subscription from
+        // before the subscriber under test starts until the bench is over,
+        // and no priming event can reach that subscriber.
+        let (_sub, last) = e2e::prime_events(&stack, &ctx);
 
         let totals = SummaryFile::new();
-        let mut subscriber = e2e::spawn(
-            "client",
-            &[
-                &["subscribe", "requests", "--count", &N.to_string()][..],
-                &["--proxy-endpoints", stack.xpub()],
-                &totals.args(),
-            ]
-            .concat(),
-            &[],
-        );
-        e2e::wait_until(
-            "the subscriber's subscription at the proxy",
-            Duration::from_secs(15),
-            || (metric(stack.proxy.http, PROXY_SUBS_REQUESTS) >= 2.0).then_some(()),
-        );
+        let count = N.to_string();
+        let mut subscriber = totals.subscribe(stack.xpub(), &["requests", "--count", &count], &[]);
+        wait_proxy_subscriptions(stack.proxy.http, "requests", 2.0);
 
         let s = e2e::bench(
             &stack,
             &["--requests", &N.to_string(), "--concurrency", "16"],
             Duration::from_secs(90),
         );
-        assert_eq!((s.requests, s.ok, s.errors), (N, N, 0), "{s}");
-        assert!(
-            s.json["throughput_rps"].as_f64().is_some_and(|t| t > 0.0),
-            "{s}"
-        );
+        assert_eq!((s.requests, s.ok, s.errors), (N, N, 0), "{s:?}");
+        assert!(s.throughput_rps > 0.0, "{s:?}");
 
         let out = subscriber.output(Duration::from_secs(30));
         assert!(out.status.success(), "{}", e2e::describe(&out));
-        assert_eq!(
-            totals.read(),
-            SubscribeSummary {
-                received: N,
-                lost: 0
-            }
-        );
+        let t = totals.read();
+        assert_eq!((t.received, t.lost), (N, 0), "subscriber totals");
 
         // Every line is an event of this run: per publisher, consecutive
         // sequence numbers right after the last priming event.
@@ -224,28 +141,20 @@ fn bench_of_20000_requests_and_subscriber_sees_all_its_events() {
         );
         for srv in &stack.servers {
             let (publisher, primed) = last[&srv.instance];
-            let got = seqs
-                .get(&format!("{publisher:016x}"))
-                .map(Vec::as_slice)
+            let mut got = seqs
+                .remove(&format!("{publisher:016x}"))
                 .unwrap_or_default();
-            let expected: Vec<u64> = (primed + 1..=primed + got.len() as u64).collect();
-            let mut sorted = got.to_vec();
-            sorted.sort_unstable();
+            got.sort_unstable();
+            let end = primed + got.len() as u64;
             assert!(
-                sorted == expected,
-                "server {}: sequence numbers are not {}..={}",
+                got.into_iter().eq(primed + 1..=end),
+                "server {}: sequence numbers are not {}..={end}",
                 srv.instance,
-                primed + 1,
-                primed + got.len() as u64
+                primed + 1
             );
             if s.retries == 0 {
-                let expected = (primed + got.len() as u64) as f64;
-                e2e::wait_metric(
-                    srv.http,
-                    PUBLISHED_REQUESTS,
-                    "the count the subscriber saw",
-                    |v| v == expected,
-                );
+                // The servers published exactly the events the subscriber saw.
+                e2e::expect_metric(srv.http, PUBLISHED_REQUESTS, end as f64);
             }
         }
     });

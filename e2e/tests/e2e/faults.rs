@@ -2,24 +2,15 @@
 
 use std::time::Duration;
 
-use e2e::{metric, with_timeout, BenchSummary, Signal, Stack};
+use e2e::{metric, with_timeout, Signal, Stack};
 
 #[test]
 fn sigkill_of_one_server_mid_bench_is_absorbed_by_retries() {
     with_timeout(Duration::from_secs(120), || {
         let mut stack = Stack::start(2);
-        let bench = e2e::spawn_bench(
-            &stack,
-            &[
-                "--requests",
-                "20000",
-                "--concurrency",
-                "16",
-                "--timeout",
-                "1s",
-            ],
-        );
-        let mut bench = Some(bench);
+        let mut flags = vec!["--requests", "20000", "--concurrency", "16"];
+        flags.extend(["--timeout", "1s"]);
+        let mut bench = Some(e2e::spawn_bench(stack.frontend(), &flags));
 
         e2e::wait_until(
             "the victim to handle 2000 requests",
@@ -35,32 +26,23 @@ fn sigkill_of_one_server_mid_bench_is_absorbed_by_retries() {
         let status = stack.servers[0].proc.wait_exit(Duration::from_secs(5));
         assert_eq!(status.code(), None, "killed by a signal: {status:?}");
 
-        let s = BenchSummary::from_proc(bench.take().expect("bench"), Duration::from_secs(90));
-        assert_eq!(s.requests, 20_000, "{s}");
+        let s = e2e::bench_summary(bench.take().expect("bench"), Duration::from_secs(90));
+        assert_eq!(s.requests, 20_000, "{s:?}");
         assert_eq!(
             s.errors, 0,
-            "every request lost with the victim must succeed on retry: {s}"
+            "every request lost with the victim must succeed on retry: {s:?}"
         );
-        assert_eq!(s.ok, 20_000, "{s}");
+        assert_eq!(s.ok, 20_000, "{s:?}");
         assert!(
             s.retries > 0,
-            "requests in flight at the victim must have been retried: {s}"
+            "requests in flight at the victim must have been retried: {s:?}"
         );
         assert!(stack.servers[1].handled_ok() > 0.0);
 
         // The broker removed the dead server's registration (heartbeats).
         let survivors = stack.servers[1].registrations() as f64;
-        e2e::wait_until(
-            "the broker to drop the dead server's registration",
-            Duration::from_secs(10),
-            || (e2e::registered_workers(stack.broker.http) == survivors).then_some(()),
-        );
-        assert!(
-            metric(
-                stack.broker.http,
-                r#"mensageria_broker_workers_lost_total{service="echo"}"#
-            ) >= 1.0,
-            "counted as a lost worker"
-        );
+        e2e::wait_workers(stack.broker.http, &[], survivors, e2e::WAIT_LIMIT);
+        let lost = metric(stack.broker.http, e2e::ECHO_WORKERS_LOST);
+        assert!(lost >= 1.0, "counted as a lost worker");
     });
 }

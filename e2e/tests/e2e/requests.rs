@@ -7,7 +7,7 @@ use std::{
 };
 
 use e2e::{
-    describe, metric, plain_req, req_roundtrip, show, stderr, stdout, wait_metric,
+    assert_failed, describe, metric, plain_req, req_roundtrip, stderr, stdout, wait_metric,
     wait_metric_at_least, with_timeout, Stack,
 };
 
@@ -19,20 +19,13 @@ fn client_requests_are_answered_and_spread_over_both_servers() {
         let stack = Stack::start(2);
 
         let out = e2e::request(&stack, "hello e2e", &[]);
-        assert!(out.status.success(), "{}", describe(&out));
-        assert_eq!(stdout(&out), "hello e2e\n");
+        assert_eq!(e2e::succeeded(&out), "hello e2e\n");
 
         let out = e2e::request(&stack, "work 5ms hi", &[]);
-        assert!(out.status.success(), "{}", describe(&out));
-        assert_eq!(stdout(&out), "hi\n");
+        assert_eq!(e2e::succeeded(&out), "hi\n");
 
         let out = e2e::request(&stack, "fail boom", &["--retries", "0"]);
-        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-        assert!(
-            stderr(&out).contains("request failed (error): boom"),
-            "{}",
-            describe(&out)
-        );
+        assert_failed(&out, 1, "request failed (error): boom", "fail boom");
         assert_eq!(
             stdout(&out),
             "",
@@ -45,8 +38,7 @@ fn client_requests_are_answered_and_spread_over_both_servers() {
         let mut seen = HashSet::new();
         for _ in 0..40 {
             let out = e2e::request(&stack, "whoami", &[]);
-            assert!(out.status.success(), "{}", describe(&out));
-            let id = stdout(&out).trim_end().to_owned();
+            let id = e2e::succeeded(&out).trim_end().to_owned();
             assert!(
                 ids.contains(&id),
                 "whoami answered {id:?}, not one of {ids:?}"
@@ -59,20 +51,10 @@ fn client_requests_are_answered_and_spread_over_both_servers() {
         assert_eq!(seen, ids, "sequential requests did not reach both servers");
 
         // The human-readable bench summary.
-        let out = e2e::run_client(
-            &[
-                "bench",
-                "--requests",
-                "200",
-                "--concurrency",
-                "4",
-                "--broker-endpoints",
-                stack.frontend(),
-            ],
-            e2e::CLIENT_TIMEOUT,
-        );
-        assert!(out.status.success(), "{}", describe(&out));
-        let text = stdout(&out);
+        let mut args = vec!["bench", "--requests", "200", "--concurrency", "4"];
+        args.extend(["--broker-endpoints", stack.frontend()]);
+        let out = e2e::run_client(&args, e2e::CLIENT_TIMEOUT);
+        let text = e2e::succeeded(&out);
         for want in [
             "requests:",
             "200 ok",
@@ -93,7 +75,7 @@ fn client_requests_are_answered_and_spread_over_both_servers() {
             &["--requests", "2000", "--concurrency", "8"],
             Duration::from_secs(45),
         );
-        assert_eq!((s.requests, s.ok, s.errors), (2000, 2000, 0), "{s}");
+        assert_eq!((s.requests, s.ok, s.errors), (2000, 2000, 0), "{s:?}");
         // Server counters move just after each reply leaves: wait for them.
         for (srv, b) in stack.servers.iter().zip(&before) {
             wait_metric(
@@ -155,12 +137,7 @@ fn plain_req_peer_gets_plain_replies_through_the_broker() {
         let mut bogus = mensageria::header::MAGIC.to_vec();
         bogus.extend_from_slice(&[mensageria::header::VERSION, 0x7f, 0xff, 0xff]);
         let reply = req_roundtrip(&req, &[&bogus]);
-        assert_eq!(reply.len(), 1, "{:?}", show(&reply));
-        assert!(
-            reply[0].starts_with(b"ERR bad_request "),
-            "{:?}",
-            show(&reply)
-        );
+        e2e::assert_plain_error(&reply, "ERR bad_request ");
         assert_eq!(
             req_roundtrip(&req, &[b"still here"]),
             vec![b"still here".to_vec()]
@@ -168,16 +145,10 @@ fn plain_req_peer_gets_plain_replies_through_the_broker() {
 
         let srv = stack.servers[0].http;
         wait_metric_at_least(srv, OK_HANDLED, 5.0);
-        wait_metric_at_least(
-            srv,
-            r#"mensageria_server_requests_total{status="error"}"#,
-            1.0,
-        );
-        wait_metric_at_least(
-            stack.broker.http,
-            r#"mensageria_broker_replies_total{status="bad_request"}"#,
-            1.0,
-        );
+        let errors = r#"mensageria_server_requests_total{status="error"}"#;
+        wait_metric_at_least(srv, errors, 1.0);
+        let bad = r#"mensageria_broker_replies_total{status="bad_request"}"#;
+        wait_metric_at_least(stack.broker.http, bad, 1.0);
     });
 }
 
@@ -212,23 +183,10 @@ fn no_server_connected_means_unavailable_at_once() {
         let ctx = zmq::Context::new();
         let req = plain_req(&ctx, stack.frontend());
         let reply = req_roundtrip(&req, &[b"hello"]);
-        assert_eq!(
-            reply.len(),
-            1,
-            "a plain error reply is one frame: {:?}",
-            show(&reply)
-        );
-        assert!(
-            reply[0].starts_with(b"ERR unavailable "),
-            "{:?}",
-            show(&reply)
-        );
+        e2e::assert_plain_error(&reply, "ERR unavailable ");
 
-        wait_metric_at_least(
-            stack.broker.http,
-            r#"mensageria_broker_replies_total{status="unavailable"}"#,
-            6.0,
-        );
+        let unavailable = r#"mensageria_broker_replies_total{status="unavailable"}"#;
+        wait_metric_at_least(stack.broker.http, unavailable, 6.0);
         assert_eq!(
             metric(stack.broker.http, "mensageria_broker_inflight_requests"),
             0.0

@@ -3,22 +3,19 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    describe, http_get, metric, metric_opt, run_bin, wait_ready, with_timeout, BenchSummary, Proc,
-    Proxy, Signal, Stack, GRACE,
+    describe, faults::ClientRun, healthcheck, http_get, metric, wait_ready, with_timeout, Launcher,
+    Proc, Signal, Stack, GRACE,
 };
 
 const INFLIGHT: &str = "mensageria_broker_inflight_requests";
 const OK_REPLIES: &str = r#"mensageria_broker_replies_total{status="ok"}"#;
 
-/// Sends SIGTERM and returns the exit status and how long the exit took.
-fn terminate(proc: &mut Proc) -> (std::process::ExitStatus, Duration) {
+/// Sends SIGTERM and asserts the process exits 0 within its grace.
+fn terminate(proc: &mut Proc) {
     let started = Instant::now();
     proc.kill(Signal::Term);
     let status = proc.wait_exit(GRACE + Duration::from_secs(5));
-    (status, started.elapsed())
-}
-
-fn assert_clean_exit(proc: &Proc, status: std::process::ExitStatus, took: Duration) {
+    let took = started.elapsed();
     assert!(
         status.success(),
         "{} exited with {status:?} after SIGTERM\n{}",
@@ -35,21 +32,10 @@ fn assert_clean_exit(proc: &Proc, status: std::process::ExitStatus, took: Durati
 /// Starts a bench of `work 200ms` requests at concurrency 4 against the only
 /// server of `stack` and waits until requests are in flight there.
 fn slow_bench_in_flight(stack: &Stack, timeout: &str) -> Proc {
-    let bench = e2e::spawn_bench(
-        stack,
-        &[
-            "--requests",
-            "24",
-            "--concurrency",
-            "4",
-            "--payload",
-            "work 200ms",
-            "--timeout",
-            timeout,
-            "--retries",
-            "30",
-        ],
-    );
+    let mut flags = vec!["--requests", "24", "--concurrency", "4"];
+    flags.extend(["--payload", "work 200ms", "--timeout", timeout]);
+    flags.extend(["--retries", "30"]);
+    let bench = e2e::spawn_bench(stack.frontend(), &flags);
     let b = stack.broker.http;
     e2e::wait_until(
         "requests in flight at the only server",
@@ -67,8 +53,7 @@ fn sigterm_server_finishes_its_in_flight_work_and_exits_0() {
         let bench = slow_bench_in_flight(&stack, "2s");
         let ok_before = metric(b, OK_REPLIES);
 
-        let (status, took) = terminate(&mut stack.servers[0].proc);
-        assert_clean_exit(&stack.servers[0].proc, status, took);
+        terminate(&mut stack.servers[0].proc);
         // The requests its workers were executing at SIGTERM were answered.
         e2e::wait_until(
             "replies sent by the draining server",
@@ -78,11 +63,11 @@ fn sigterm_server_finishes_its_in_flight_work_and_exits_0() {
 
         // Meanwhile the bench gets `unavailable` and retries; a new server takes the rest.
         stack.add_server(&[]);
-        let s = BenchSummary::from_proc(bench, Duration::from_secs(60));
-        assert_eq!((s.requests, s.ok, s.errors), (24, 24, 0), "{s}");
+        let s = e2e::bench_summary(bench, Duration::from_secs(60));
+        assert_eq!((s.requests, s.ok, s.errors), (24, 24, 0), "{s:?}");
         assert!(
             s.retries > 0,
-            "requests sent while no server was connected are retried: {s}"
+            "requests sent while no server was connected are retried: {s:?}"
         );
     });
 }
@@ -107,8 +92,7 @@ fn sigterm_rep_server_answers_the_requests_queued_at_its_workers() {
             .start();
         let b = stack.broker.http;
         let bench = slow_bench_in_flight(&stack, "20s");
-        let (status, took) = terminate(&mut stack.servers[0].proc);
-        assert_clean_exit(&stack.servers[0].proc, status, took);
+        terminate(&mut stack.servers[0].proc);
         let stopped = stack.servers[0]
             .proc
             .wait_for_json_field("answered", Duration::from_secs(5));
@@ -124,8 +108,8 @@ fn sigterm_rep_server_answers_the_requests_queued_at_its_workers() {
             "every request the server read must have reached the broker as a reply"
         );
         stack.add_server(&[]);
-        let s = BenchSummary::from_proc(bench, Duration::from_secs(60));
-        assert_eq!((s.requests, s.ok, s.errors), (24, 24, 0), "{s}");
+        let s = e2e::bench_summary(bench, Duration::from_secs(60));
+        assert_eq!((s.requests, s.ok, s.errors), (24, 24, 0), "{s:?}");
     });
 }
 
@@ -135,15 +119,8 @@ fn sigterm_broker_forwards_the_in_flight_reply_and_exits_0() {
         let mut stack = Stack::start(1);
         let b = stack.broker.http;
         let ctx = zmq::Context::new();
-        let req = e2e::plain_req(&ctx, stack.frontend());
-        req.send("work 700ms".as_bytes(), 0).expect("send");
-        e2e::wait_until(
-            "the request to be in flight at the broker",
-            Duration::from_secs(10),
-            || (metric(b, INFLIGHT) >= 1.0).then_some(()),
-        );
-        let (status, took) = terminate(&mut stack.broker.proc);
-        assert_clean_exit(&stack.broker.proc, status, took);
+        let req = e2e::busy_request(&ctx, &stack.broker, "work 700ms");
+        terminate(&mut stack.broker.proc);
         let reply = e2e::recv_within(&req, Duration::from_secs(5))
             .expect("the reply of the in-flight request");
         assert_eq!(reply, vec![b"done".to_vec()]);
@@ -163,27 +140,11 @@ fn client_gets_the_reply_forwarded_as_the_broker_exits() {
     with_timeout(Duration::from_secs(60), || {
         let mut stack = Stack::start(1);
         let b = stack.broker.http;
-        let mut request = e2e::spawn(
-            "client",
-            &[
-                "request",
-                "work 300ms",
-                "--broker-endpoints",
-                stack.frontend(),
-                "--timeout",
-                "3s",
-                "--retries",
-                "0",
-            ],
-            &[],
-        );
-        e2e::wait_until(
-            "the request to be in flight at the broker",
-            Duration::from_secs(10),
-            || (metric(b, INFLIGHT) >= 1.0).then_some(()),
-        );
-        let (status, took) = terminate(&mut stack.broker.proc);
-        assert_clean_exit(&stack.broker.proc, status, took);
+        let mut args = vec!["request", "work 300ms", "--timeout", "3s"];
+        args.extend(["--retries", "0", "--broker-endpoints", stack.frontend()]);
+        let mut request = e2e::spawn("client", &args, &[]);
+        e2e::wait_metric_at_least(b, INFLIGHT, 1.0);
+        terminate(&mut stack.broker.proc);
         let out = request.output(Duration::from_secs(10));
         assert!(
             out.status.success(),
@@ -197,21 +158,13 @@ fn client_gets_the_reply_forwarded_as_the_broker_exits() {
 #[test]
 fn sigterm_proxy_exits_0() {
     with_timeout(Duration::from_secs(60), || {
-        let mut proxy = Proxy::start(&[], &[]);
+        let mut proxy = Launcher::default().proxy(&[], &[]).unwrap();
         wait_ready(proxy.http, e2e::START_TIMEOUT);
         let ctx = zmq::Context::new();
         let _sub = e2e::plain_sub(&ctx, &proxy.xpub, b"");
-        e2e::wait_until(
-            "the subscription at the proxy",
-            Duration::from_secs(10),
-            || {
-                (metric_opt(proxy.http, r#"mensageria_zmq_peers{socket="xpub"}"#).unwrap_or(0.0)
-                    >= 1.0)
-                    .then_some(())
-            },
-        );
-        let (status, took) = terminate(&mut proxy.proc);
-        assert_clean_exit(&proxy.proc, status, took);
+        let xpub_peers = r#"mensageria_zmq_peers{socket="xpub"}"#;
+        e2e::wait_metric_at_least(proxy.http, xpub_peers, 1.0);
+        terminate(&mut proxy.proc);
     });
 }
 
@@ -219,64 +172,14 @@ fn sigterm_proxy_exits_0() {
 fn sigterm_client_run_exits_0_and_healthcheck_follows_it() {
     with_timeout(Duration::from_secs(60), || {
         let stack = Stack::start(1);
-        let mut run = e2e::spawn(
-            "client",
-            &[
-                "run",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--broker-endpoints",
-                stack.frontend(),
-                "--proxy-endpoints",
-                stack.xpub(),
-                "--rate",
-                "50",
-                "--concurrency",
-                "2",
-                "--shutdown-grace",
-                e2e::GRACE_ARG,
-            ],
-            &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")],
-        );
-        let http = run.ready_record(e2e::START_TIMEOUT).http_addr;
-        let addr = http.to_string();
-        let out = run_bin(
-            "client",
-            &["healthcheck"],
-            &[("HTTP_ADDR", &addr)],
-            Duration::from_secs(10),
-        );
-        assert!(out.status.success(), "{}", describe(&out));
-
-        e2e::wait_until(
-            "steady requests and events",
-            Duration::from_secs(20),
-            || {
-                let text = e2e::metrics_text(http);
-                let ok =
-                    e2e::parse_metric(&text, r#"mensageria_client_requests_total{status="ok"}"#)
-                        .unwrap_or(0.0);
-                let events = e2e::parse_metric(
-                    &text,
-                    r#"mensageria_client_events_received_total{topic="requests"}"#,
-                );
-                (ok >= 5.0 && events.unwrap_or(0.0) >= 1.0).then_some(())
-            },
-        );
-
-        let (status, took) = terminate(&mut run);
-        assert_clean_exit(&run, status, took);
-        let out = run_bin(
-            "client",
-            &["healthcheck"],
-            &[("HTTP_ADDR", &addr)],
-            Duration::from_secs(10),
-        );
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "healthcheck of a stopped client\n{}",
-            describe(&out)
-        );
+        let mut run = ClientRun::ready(&stack, &["--rate", "50", "--concurrency", "2"], &[]);
+        e2e::succeeded(&healthcheck("client", run.http));
+        run.wait_stats("steady requests and events", Duration::from_secs(20), |s| {
+            s.ok() >= 5.0 && s.received("requests") >= 1.0
+        });
+        terminate(&mut run.proc);
+        let out = healthcheck("client", run.http);
+        let what = "healthcheck of a stopped client";
+        assert_eq!(out.status.code(), Some(1), "{what}\n{}", describe(&out));
     });
 }

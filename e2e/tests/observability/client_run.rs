@@ -4,12 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::{
-    faults::ClientRun,
-    metrics_text,
-    observability::{families, JSON_LOGS},
-    with_timeout, Stack,
-};
+use e2e::{faults::ClientRun, metrics_text, observability::families, with_timeout, Stack};
 
 #[test]
 fn client_run_counts_every_reply_when_requests_are_slower_than_the_rate() {
@@ -18,18 +13,9 @@ fn client_run_counts_every_reply_when_requests_are_slower_than_the_rate() {
         // 100 ms of work per request, a send due every 20 ms, at most 2
         // outstanding: the client is at its cap and behind its schedule all
         // the time, and runs at 20 requests/s.
-        let client = ClientRun::ready(
-            &stack,
-            &[
-                "--rate",
-                "50",
-                "--concurrency",
-                "2",
-                "--payload",
-                "work 100ms",
-            ],
-            JSON_LOGS,
-        );
+        let mut flags = vec!["--rate", "50", "--concurrency", "2"];
+        flags.extend(["--payload", "work 100ms"]);
+        let client = ClientRun::ready(&stack, &flags, &[]);
         let counts = || {
             let b = families(&metrics_text(stack.broker.http));
             let c = families(&metrics_text(client.http));

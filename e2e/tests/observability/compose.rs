@@ -14,7 +14,7 @@ use std::{
 use e2e::{
     describe, metric_opt,
     observability::{localize_env, read_compose, workspace_root, ComposeService},
-    run_bin, stdout, unused_port, with_timeout, Proc, Signal,
+    run_bin, unused_port, with_timeout, Proc, Signal,
 };
 
 const OURS: &[&str] = &["broker", "proxy", "server", "client"];
@@ -145,8 +145,7 @@ fn compose_services_run_locally_with_their_compose_environment() {
             &env_pairs(&client.env),
             Duration::from_secs(30),
         );
-        assert!(out.status.success(), "{}", describe(&out));
-        assert_eq!(stdout(&out), "hello\n", "{}", describe(&out));
+        assert_eq!(e2e::succeeded(&out), "hello\n", "{}", describe(&out));
 
         // An event: `client run` sends RATE requests per second, each one
         // published by a server through the proxy.
@@ -156,8 +155,7 @@ fn compose_services_run_locally_with_their_compose_environment() {
             &env_pairs(&client.env),
             Duration::from_secs(30),
         );
-        assert!(out.status.success(), "{}", describe(&out));
-        let line = stdout(&out);
+        let line = e2e::succeeded(&out);
         assert!(
             line.starts_with("requests.completed ") || line.starts_with("server.status "),
             "{}",
@@ -165,19 +163,10 @@ fn compose_services_run_locally_with_their_compose_environment() {
         );
         // The steady load of `client run` is answered.
         let client_http: SocketAddr = client.env["HTTP_ADDR"].parse().expect("HTTP_ADDR");
-        e2e::wait_until(
-            "compose's client run to get replies",
-            Duration::from_secs(30),
-            || {
-                (metric_opt(
-                    client_http,
-                    r#"mensageria_client_requests_total{status="ok"}"#,
-                )
-                .unwrap_or(0.0)
-                    > 0.0)
-                    .then_some(())
-            },
-        );
+        let ok = r#"mensageria_client_requests_total{status="ok"}"#;
+        let replied = || (metric_opt(client_http, ok).unwrap_or(0.0) > 0.0).then_some(());
+        let what = "compose's client run to get replies";
+        e2e::wait_until(what, Duration::from_secs(30), replied);
 
         // `docker compose stop`: SIGTERM, clients first.
         for inst in running.iter_mut().rev() {

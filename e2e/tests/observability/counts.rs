@@ -23,207 +23,129 @@ const SUBSCRIBERS: u64 = 2;
 /// One expectation: a description, the value seen, the value wanted.
 type Check = (String, f64, f64);
 
-fn scrape(addr: SocketAddr) -> BTreeMap<String, Family> {
-    families(&metrics_text(addr))
+const PEERS: &str = "mensageria_zmq_peers";
+
+/// The expectations on one scrape of one service.
+struct Scrape<'a> {
+    checks: &'a mut Vec<Check>,
+    service: String,
+    families: BTreeMap<String, Family>,
 }
 
-/// The sum of the samples `sample` (labels including `labels`) of the family
-/// queried as `family` (0 when absent, so a missing series shows as a
-/// mismatch with its name rather than a panic).
-fn value(f: &BTreeMap<String, Family>, family: &str, sample: &str, labels: &[(&str, &str)]) -> f64 {
-    f.get(family).map_or(0.0, |f| f.sum(sample, labels))
-}
+impl Scrape<'_> {
+    fn new(checks: &mut Vec<Check>, service: impl Into<String>, addr: SocketAddr) -> Scrape<'_> {
+        let families = families(&metrics_text(addr));
+        let service = service.into();
+        Scrape {
+            checks,
+            service,
+            families,
+        }
+    }
 
-/// Sum of a counter's samples whose `label` is not `except`.
-fn others(f: &BTreeMap<String, Family>, family: &str, label: &str, except: &str) -> f64 {
-    f.get(family).map_or(0.0, |f| {
-        f.samples
-            .iter()
-            .filter(|(_, l, _)| l.get(label).is_some_and(|v| v != except))
-            .map(|(_, _, v)| v)
-            .sum()
-    })
-}
+    /// The sum of the samples `sample` whose labels include `labels`, in
+    /// the family of that name (a histogram's for `…_count`); 0 when
+    /// absent, so a missing series shows as a mismatch with its name
+    /// rather than a panic.
+    fn value(&self, sample: &str, labels: &[(&str, &str)]) -> f64 {
+        let family = sample.strip_suffix("_count").unwrap_or(sample);
+        self.families
+            .get(family)
+            .map_or(0.0, |f| f.sum(sample, labels))
+    }
 
-fn check(out: &mut Vec<Check>, what: impl Into<String>, got: f64, want: f64) {
-    out.push((what.into(), got, want));
+    /// Sum of a counter's samples whose `status` is not `ok`.
+    fn not_ok(&self, family: &str) -> f64 {
+        self.families.get(family).map_or(0.0, |f| {
+            f.samples
+                .iter()
+                .filter(|(_, l, _)| l.get("status").is_some_and(|v| v != "ok"))
+                .map(|(_, _, v)| v)
+                .sum()
+        })
+    }
+
+    /// Expects `sample{labels}` to be `want`.
+    fn expect(&mut self, sample: &str, labels: &[(&str, &str)], want: f64) {
+        let got = self.value(sample, labels);
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let what = format!("{} {sample}{{{}}}", self.service, labels.join(","));
+        self.checks.push((what, got, want));
+    }
+
+    /// Expects `family`'s samples with a status other than `ok` to sum to 0.
+    fn expect_all_ok(&mut self, family: &str) {
+        let got = self.not_ok(family);
+        let what = format!("{} {family}{{status!=ok}}", self.service);
+        self.checks.push((what, got, 0.0));
+    }
 }
 
 /// Every expectation, from fresh scrapes.
 fn observe(stack: &Stack, client: &ClientRun, plain_received: u64) -> Vec<Check> {
-    let n = N as f64;
+    let (n, subscribers) = (N as f64, SUBSCRIBERS as f64);
     let workers: u32 = stack.servers.iter().map(|s| s.workers).sum();
+    let (ok, requests) = ([("status", "ok")], [("topic", "requests")]);
     let mut c = Vec::new();
 
-    let b = scrape(stack.broker.http);
-    let req = "mensageria_broker_requests_total";
-    check(&mut c, "broker requests", value(&b, req, req, &[]), n);
-    let rep = "mensageria_broker_replies_total";
-    check(
-        &mut c,
-        "broker replies{ok}",
-        value(&b, rep, rep, &[("status", "ok")]),
-        n,
-    );
-    check(
-        &mut c,
-        "broker replies{not ok}",
-        others(&b, rep, "status", "ok"),
-        0.0,
-    );
-    let dur = "mensageria_broker_request_duration_seconds";
-    check(
-        &mut c,
-        "broker duration count",
-        value(&b, dur, &format!("{dur}_count"), &[]),
-        n,
-    );
-    let inflight = "mensageria_broker_inflight_requests";
-    check(
-        &mut c,
-        "broker inflight",
-        value(&b, inflight, inflight, &[]),
-        0.0,
-    );
-    let dropped = "mensageria_broker_dropped_total";
-    check(
-        &mut c,
-        "broker dropped",
-        value(&b, dropped, dropped, &[]),
-        0.0,
-    );
-    let msgs = "mensageria_broker_messages_total";
+    let mut b = Scrape::new(&mut c, "broker", stack.broker.http);
+    b.expect("mensageria_broker_requests_total", &[], n);
+    b.expect("mensageria_broker_replies_total", &ok, n);
+    b.expect_all_ok("mensageria_broker_replies_total");
+    b.expect("mensageria_broker_request_duration_seconds_count", &[], n);
+    b.expect("mensageria_broker_inflight_requests", &[], 0.0);
+    b.expect("mensageria_broker_dropped_total", &[], 0.0);
     for socket in ["frontend", "backend"] {
         for direction in ["in", "out"] {
             let l = [("socket", socket), ("direction", direction)];
-            check(
-                &mut c,
-                format!("broker messages{{{socket},{direction}}}"),
-                value(&b, msgs, msgs, &l),
-                n,
-            );
+            b.expect("mensageria_broker_messages_total", &l, n);
         }
     }
-    let peers = "mensageria_zmq_peers";
-    check(
-        &mut c,
-        "broker peers{backend} (one per REP worker)",
-        value(&b, peers, peers, &[("socket", "backend")]),
-        f64::from(workers),
-    );
-    check(
-        &mut c,
-        "broker peers{frontend} (the client run; the bench has gone)",
-        value(&b, peers, peers, &[("socket", "frontend")]),
-        1.0,
-    );
+    // One backend peer per REP worker; on the frontend, the client run
+    // (the bench has gone).
+    b.expect(PEERS, &[("socket", "backend")], f64::from(workers));
+    b.expect(PEERS, &[("socket", "frontend")], 1.0);
 
-    let (mut ok, mut not_ok, mut count, mut published) = (0.0, 0.0, 0.0, 0.0);
+    let (mut ok_sum, mut not_ok_sum, mut count, mut published) = (0.0, 0.0, 0.0, 0.0);
     for (i, s) in stack.servers.iter().enumerate() {
-        let f = scrape(s.http);
-        let sreq = "mensageria_server_requests_total";
-        ok += value(&f, sreq, sreq, &[("status", "ok")]);
-        not_ok += others(&f, sreq, "status", "ok");
-        let sdur = "mensageria_server_request_duration_seconds";
-        count += value(&f, sdur, &format!("{sdur}_count"), &[]);
-        let publ = "mensageria_server_events_published_total";
-        published += value(&f, publ, publ, &[("topic", "requests")]);
-        check(
-            &mut c,
-            format!("server {i} peers{{rep}}"),
-            value(&f, peers, peers, &[("socket", "rep")]),
-            f64::from(s.workers),
-        );
-        check(
-            &mut c,
-            format!("server {i} peers{{pub}}"),
-            value(&f, peers, peers, &[("socket", "pub")]),
-            1.0,
-        );
+        let mut f = Scrape::new(&mut c, format!("server {i}"), s.http);
+        ok_sum += f.value("mensageria_server_requests_total", &ok);
+        not_ok_sum += f.not_ok("mensageria_server_requests_total");
+        count += f.value("mensageria_server_request_duration_seconds_count", &[]);
+        published += f.value("mensageria_server_events_published_total", &requests);
+        f.expect(PEERS, &[("socket", "rep")], f64::from(s.workers));
+        f.expect(PEERS, &[("socket", "pub")], 1.0);
     }
-    check(&mut c, "Σ servers requests{ok}", ok, n);
-    check(&mut c, "Σ servers requests{not ok}", not_ok, 0.0);
-    check(&mut c, "Σ servers duration count", count, n);
-    check(&mut c, "Σ servers events published{requests}", published, n);
+    for (what, got, want) in [
+        ("Σ servers requests{ok}", ok_sum, n),
+        ("Σ servers requests{not ok}", not_ok_sum, 0.0),
+        ("Σ servers duration count", count, n),
+        ("Σ servers events published{requests}", published, n),
+        ("plain SUB received requests.*", plain_received as f64, n),
+    ] {
+        c.push((what.to_owned(), got, want));
+    }
 
-    let p = scrape(stack.proxy.http);
-    let evin = "mensageria_proxy_events_in_total";
-    check(
-        &mut c,
-        "proxy events in{requests}",
-        value(&p, evin, evin, &[("topic", "requests")]),
-        n,
+    let mut p = Scrape::new(&mut c, "proxy", stack.proxy.http);
+    p.expect("mensageria_proxy_events_in_total", &requests, n);
+    p.expect(
+        "mensageria_proxy_deliveries_total",
+        &requests,
+        n * subscribers,
     );
-    let del = "mensageria_proxy_deliveries_total";
-    check(
-        &mut c,
-        "proxy deliveries{requests}",
-        value(&p, del, del, &[("topic", "requests")]),
-        n * SUBSCRIBERS as f64,
-    );
-    let subs = "mensageria_proxy_subscriptions";
-    check(
-        &mut c,
-        "proxy subscriptions{requests}",
-        value(&p, subs, subs, &[("topic", "requests")]),
-        SUBSCRIBERS as f64,
-    );
-    check(
-        &mut c,
-        "proxy peers{xsub} (one PUB per server)",
-        value(&p, peers, peers, &[("socket", "xsub")]),
-        SERVERS as f64,
-    );
-    check(
-        &mut c,
-        "proxy peers{xpub} (one per subscriber)",
-        value(&p, peers, peers, &[("socket", "xpub")]),
-        SUBSCRIBERS as f64,
-    );
+    p.expect("mensageria_proxy_subscriptions", &requests, subscribers);
+    // One XSUB peer per server's PUB, one XPUB peer per subscriber.
+    p.expect(PEERS, &[("socket", "xsub")], SERVERS as f64);
+    p.expect(PEERS, &[("socket", "xpub")], subscribers);
 
-    let k = scrape(client.http);
-    let recv = "mensageria_client_events_received_total";
-    check(
-        &mut c,
-        "client received{requests}",
-        value(&k, recv, recv, &[("topic", "requests")]),
-        n,
-    );
-    let lost = "mensageria_client_events_lost_total";
-    check(&mut c, "client lost", value(&k, lost, lost, &[]), 0.0);
-    let lag = "mensageria_client_event_lag_seconds";
-    check(
-        &mut c,
-        "client lag count",
-        value(&k, lag, &format!("{lag}_count"), &[]),
-        n,
-    );
-    let creq = "mensageria_client_requests_total";
-    check(
-        &mut c,
-        "client requests (rate 0)",
-        value(&k, creq, creq, &[]),
-        0.0,
-    );
-    check(
-        &mut c,
-        "client peers{req}",
-        value(&k, peers, peers, &[("socket", "req")]),
-        1.0,
-    );
-    check(
-        &mut c,
-        "client peers{sub}",
-        value(&k, peers, peers, &[("socket", "sub")]),
-        1.0,
-    );
-
-    check(
-        &mut c,
-        "plain SUB received requests.*",
-        plain_received as f64,
-        n,
-    );
+    let mut k = Scrape::new(&mut c, "client", client.http);
+    k.expect("mensageria_client_events_received_total", &requests, n);
+    k.expect("mensageria_client_events_lost_total", &[], 0.0);
+    k.expect("mensageria_client_event_lag_seconds_count", &[], n);
+    // `--rate 0`: no requests.
+    k.expect("mensageria_client_requests_total", &[], 0.0);
+    k.expect(PEERS, &[("socket", "req")], 1.0);
+    k.expect(PEERS, &[("socket", "sub")], 1.0);
     c
 }
 
@@ -231,7 +153,7 @@ fn table(checks: &[Check]) -> String {
     let mut s = String::new();
     for (what, got, want) in checks {
         let mark = if got == want { "  " } else { "✗ " };
-        let _ = writeln!(s, "{mark}{what:<55} got {got:>8}  want {want:>8}");
+        let _ = writeln!(s, "{mark}{what:<80} got {got:>8}  want {want:>8}");
     }
     s
 }
@@ -248,11 +170,7 @@ fn bench_counts_are_exact_on_every_service() {
             .broker_args(&["--request-timeout", "30s"])
             .server_args(&["--status-interval", "200ms"])
             .start();
-        let client = ClientRun::ready(
-            &stack,
-            &["--rate", "0", "--topics", "requests"],
-            e2e::observability::JSON_LOGS,
-        );
+        let client = ClientRun::ready(&stack, &["--rate", "0", "--topics", "requests"], &[]);
         // The client's subscription first, then a plain SUB's: once status
         // events of every server reach the plain SUB, both subscriptions to
         // `requests` are in every server's PUB socket (see
@@ -271,22 +189,13 @@ fn bench_counts_are_exact_on_every_service() {
             early.len()
         );
 
-        let s = e2e::bench(
-            &stack,
-            &[
-                "--requests",
-                &N.to_string(),
-                "--concurrency",
-                "8",
-                "--timeout",
-                "25s",
-            ],
-            Duration::from_secs(60),
-        );
-        assert_eq!((s.requests, s.ok, s.errors), (N, N, 0), "{s}");
+        let n = N.to_string();
+        let flags = ["--requests", &n, "--concurrency", "8", "--timeout", "25s"];
+        let s = e2e::bench(&stack, &flags, Duration::from_secs(60));
+        assert_eq!((s.requests, s.ok, s.errors), (N, N, 0), "{s:?}");
         assert_eq!(
             s.retries, 0,
-            "a retry would make the counts N + retries: {s}"
+            "a retry would make the counts N + retries: {s:?}"
         );
 
         // Counters move just after the reply or event they count leaves, and

@@ -8,7 +8,7 @@ use std::time::Duration;
 use e2e::{
     describe,
     faults::ClientRun,
-    observability::{python3, workspace_root, Prometheus, JSON_LOGS},
+    observability::{python3, workspace_root, Prometheus},
     stderr, stdout, wait_until, with_timeout, Stack,
 };
 
@@ -31,7 +31,7 @@ fn prometheus_scrapes_every_service_and_every_dashboard_query_has_data() {
         let stack = Stack::start(2);
         // Concurrency 8: a request slower than the 5 ms between sends does not
         // hold up the next ones.
-        let client = ClientRun::ready(&stack, &["--rate", "200", "--concurrency", "8"], JSON_LOGS);
+        let client = ClientRun::ready(&stack, &["--rate", "200", "--concurrency", "8"], &[]);
 
         // The job names the dashboard and alerts select on
         // (deploy/prometheus/prometheus.yml: job = service name).

@@ -4,20 +4,15 @@
 
 use std::{
     net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
 use e2e::{
-    http_get, metric, plain_req, recv_within, stdout, unused_port, wait_until, with_timeout,
-    Broker, Proc, Proxy, Server, Signal, Stack, GRACE, START_TIMEOUT,
+    http_get, recv_within, stdout, unused_port, with_timeout, Launcher, Proc, Signal, Stack, GRACE,
+    START_TIMEOUT,
 };
-
-const INFLIGHT: &str = "mensageria_broker_inflight_requests";
 
 /// `/readyz`: status and parsed JSON body.
 fn readyz(addr: SocketAddr) -> (u16, serde_json::Value) {
@@ -79,23 +74,24 @@ fn server_readyz_is_503_until_a_broker_is_up_and_while_draining() {
     with_timeout(Duration::from_secs(60), || {
         // A broker frontend endpoint where nothing listens yet.
         let frontend = format!("tcp://127.0.0.1:{}", unused_port());
-        let proxy = Proxy::start(&[], &[]);
-        let mut server = Server::start_unready(&frontend, &proxy.xsub, &[]);
+        let l = Launcher::default();
+        let proxy = l.proxy(&[], &[]).unwrap();
+        let (mut server, server_http) = l.server_alive((&frontend, &proxy.xsub), &[]).unwrap();
 
-        let (code, body) = readyz(server.http);
+        let (code, body) = readyz(server_http);
         assert_eq!(code, 503, "server without a broker: {body}");
         assert_eq!(body["ready"], false, "{body}");
         assert_eq!(body["checks"]["broker_connected"], false, "{body}");
         assert_eq!(body["checks"]["not_draining"], true, "{body}");
-        let (code, live) = http_get(server.http, "/healthz").expect("GET /healthz");
+        let (code, live) = http_get(server_http, "/healthz").expect("GET /healthz");
         assert_eq!(
             code, 200,
             "a server waiting for its broker is alive: {live}"
         );
 
         // The broker comes up on that endpoint: the server becomes ready.
-        let broker = Broker::start(&["--frontend-bind", &frontend], &[]);
-        let body = wait_readyz(server.http, 200, START_TIMEOUT);
+        let broker = l.broker(&["--frontend-bind", &frontend], &[]).unwrap();
+        let body = wait_readyz(server_http, 200, START_TIMEOUT);
         e2e::wait_registered(broker.http, 1.0);
         assert_eq!(body["ready"], true, "{body}");
         assert_eq!(body["checks"]["broker_connected"], true, "{body}");
@@ -107,14 +103,8 @@ fn server_readyz_is_503_until_a_broker_is_up_and_while_draining() {
         // while: /readyz must say 503 during that time, and the request
         // still gets its answer.
         let ctx = zmq::Context::new();
-        let req = plain_req(&ctx, &broker.frontend);
-        req.send("work 1500ms".as_bytes(), 0).expect("send");
-        wait_until(
-            "the slow request to be in flight",
-            Duration::from_secs(10),
-            || (metric(broker.http, INFLIGHT) >= 1.0).then_some(()),
-        );
-        let (seen, status) = terminate_watching_readyz(&mut server.proc, server.http);
+        let req = e2e::busy_request(&ctx, &broker, "work 1500ms");
+        let (seen, status) = terminate_watching_readyz(&mut server, server_http);
         check_draining(seen, status, "server");
         let reply = recv_within(&req, Duration::from_secs(5)).expect("the in-flight reply");
         assert_eq!(
@@ -125,49 +115,33 @@ fn server_readyz_is_503_until_a_broker_is_up_and_while_draining() {
     });
 }
 
-/// Sets the flag on drop, so a background poller stops even when the test
-/// body panics.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 #[test]
 fn server_healthz_stays_200_through_a_broker_restart() {
     with_timeout(Duration::from_secs(60), || {
         let mut stack = Stack::start(1);
         let server = stack.servers[0].http;
-        let frontend = stack.broker.frontend.clone();
 
-        // Poll the server's /healthz every 10 ms from now until the end.
-        let stop = Arc::new(AtomicBool::new(false));
-        let _stop_guard = StopOnDrop(stop.clone());
-        let flag = stop.clone();
+        // Poll the server's /healthz every 10 ms from now until the end (or
+        // until the test body panics: dropping `stop` ends the wait too).
+        let (stop, stopped) = mpsc::channel::<()>();
         let poller = thread::spawn(move || {
             let (mut ok, mut bad) = (0u32, Vec::new());
-            while !flag.load(Ordering::Relaxed) {
+            loop {
                 match http_get(server, "/healthz") {
                     Ok((200, _)) => ok += 1,
                     other => bad.push(format!("{other:?}")),
                 }
-                thread::sleep(Duration::from_millis(10));
+                let pace = stopped.recv_timeout(Duration::from_millis(10));
+                if pace != Err(mpsc::RecvTimeoutError::Timeout) {
+                    return (ok, bad);
+                }
             }
-            (ok, bad)
         });
 
         // Stop the broker by SIGTERM with a request in flight: its /readyz
         // is 503 while it drains.
         let ctx = zmq::Context::new();
-        let req = plain_req(&ctx, &frontend);
-        req.send("work 1s".as_bytes(), 0).expect("send");
-        wait_until(
-            "the slow request to be in flight",
-            Duration::from_secs(10),
-            || (metric(stack.broker.http, INFLIGHT) >= 1.0).then_some(()),
-        );
+        let req = e2e::busy_request(&ctx, &stack.broker, "work 1s");
         let broker_http = stack.broker.http;
         let (seen, status) = terminate_watching_readyz(&mut stack.broker.proc, broker_http);
         check_draining(seen, status, "broker");
@@ -194,7 +168,7 @@ fn server_healthz_stays_200_through_a_broker_restart() {
             e2e::describe(&out)
         );
 
-        stop.store(true, Ordering::Relaxed);
+        drop(stop);
         let (ok, bad) = poller.join().expect("the /healthz poller");
         assert!(
             bad.is_empty(),

@@ -13,7 +13,7 @@ use std::{
 use e2e::{
     faults::ClientRun,
     metrics_text,
-    observability::{families, readme_metrics, workspace_root, Family, JSON_LOGS},
+    observability::{families, readme_metrics, workspace_root, Family},
     with_timeout, Stack,
 };
 
@@ -25,10 +25,9 @@ fn readme_metrics_table_matches_what_the_services_expose() {
         let documented = readme_metrics(&readme);
 
         let stack = Stack::start(1);
-        let client = ClientRun::ready(&stack, &["--rate", "20"], JSON_LOGS);
+        let client = ClientRun::ready(&stack, &["--rate", "20"], &[]);
         // Traffic, so labelled families have samples to read labels from.
-        let out = e2e::request(&stack, "hello", &[]);
-        assert!(out.status.success(), "{}", e2e::describe(&out));
+        e2e::succeeded(&e2e::request(&stack, "hello", &[]));
         e2e::wait_metric_at_least(
             client.http,
             r#"mensageria_client_events_received_total{topic="requests"}"#,

@@ -18,16 +18,18 @@ const CLIENT: u64 = 3;
 const PRODUCER: u64 = 4;
 const CONSUMER: u64 = 5;
 
-/// The spans of the one request's trace, by role.
-#[derive(Debug)]
-struct Trace {
-    send: ExportedSpan,
-    route: ExportedSpan,
-    process: ExportedSpan,
-    publish: ExportedSpan,
-    forward: ExportedSpan,
-    receive: ExportedSpan,
-}
+/// The six spans of the one request's trace, in this order: name,
+/// service, index of the parent span here, span kind.
+const SPANS: [(&str, &str, Option<usize>, u64); 6] = [
+    ("send requests", "client", None, CLIENT),
+    ("route requests", "broker", Some(0), SERVER),
+    ("process requests", "server", Some(1), SERVER),
+    ("publish requests.completed", "server", Some(2), PRODUCER),
+    ("forward requests.completed", "proxy", Some(3), CONSUMER),
+    ("receive requests.completed", "client", Some(3), CONSUMER),
+];
+const PUBLISH: usize = 3;
+const RECEIVE: usize = 5;
 
 /// The one span of `spans` with this name, service and parent, if exactly one.
 fn find<'a>(
@@ -45,21 +47,14 @@ fn find<'a>(
     it.next().is_none().then_some(first)
 }
 
-fn assemble(spans: &[ExportedSpan]) -> Option<Trace> {
-    let send = find(spans, "send requests", "client", None)?;
-    let route = find(spans, "route requests", "broker", Some(send))?;
-    let process = find(spans, "process requests", "server", Some(route))?;
-    let publish = find(spans, "publish requests.completed", "server", Some(process))?;
-    let forward = find(spans, "forward requests.completed", "proxy", Some(publish))?;
-    let receive = find(spans, "receive requests.completed", "client", Some(publish))?;
-    Some(Trace {
-        send: send.clone(),
-        route: route.clone(),
-        process: process.clone(),
-        publish: publish.clone(),
-        forward: forward.clone(),
-        receive: receive.clone(),
-    })
+/// The spans of [`SPANS`], once all have arrived.
+fn assemble(spans: &[ExportedSpan]) -> Option<Vec<ExportedSpan>> {
+    let mut trace: Vec<ExportedSpan> = Vec::new();
+    for (name, service, parent, _) in SPANS {
+        let span = find(spans, name, service, parent.map(|i| &trace[i]))?;
+        trace.push(span.clone());
+    }
+    Some(trace)
 }
 
 fn summary(spans: &[ExportedSpan]) -> String {
@@ -85,24 +80,15 @@ fn one_request_is_one_trace_from_client_to_subscriber() {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
         ]);
-        let mut stack = Stack::builder()
+        let stack = Stack::builder()
             .servers(1)
             .env(&env)
             .server_args(&["--status-interval", "200ms"])
             .start();
 
-        let mut subscriber = e2e::spawn(
-            "client",
-            &[
-                "subscribe",
-                "requests",
-                "--count",
-                "1",
-                "--proxy-endpoints",
-                stack.xpub(),
-            ],
-            &env,
-        );
+        let mut args = vec!["subscribe", "requests", "--count", "1"];
+        args.extend(["--proxy-endpoints", stack.xpub()]);
+        let mut subscriber = e2e::spawn("client", &args, &env);
         wait_proxy_subscriptions(stack.proxy.http, "requests", 1.0);
         wait_subscriptions_reach_servers(&stack);
 
@@ -112,8 +98,7 @@ fn one_request_is_one_trace_from_client_to_subscriber() {
             &env,
             CLIENT_TIMEOUT,
         );
-        assert!(out.status.success(), "{}", describe(&out));
-        assert_eq!(stdout(&out), "hello\n");
+        assert_eq!(e2e::succeeded(&out), "hello\n");
         let sub_out = subscriber.output(Duration::from_secs(15));
         assert!(sub_out.status.success(), "{}", describe(&sub_out));
         assert!(
@@ -124,18 +109,11 @@ fn one_request_is_one_trace_from_client_to_subscriber() {
 
         // The batch processor exports every few seconds and on shutdown:
         // SIGTERM flushes what the services hold.
-        for p in [
-            &mut stack.servers[0].proc,
-            &mut stack.broker.proc,
-            &mut stack.proxy.proc,
-        ] {
+        let mut procs = stack.into_procs();
+        for p in &mut procs {
             p.kill(Signal::Term);
         }
-        for p in [
-            &mut stack.servers[0].proc,
-            &mut stack.broker.proc,
-            &mut stack.proxy.proc,
-        ] {
+        for p in &mut procs {
             let status = p.wait_exit(GRACE + Duration::from_secs(10));
             assert!(status.success(), "{} exited {status:?}", p.name());
         }
@@ -156,13 +134,10 @@ fn one_request_is_one_trace_from_client_to_subscriber() {
             collector.problems()
         );
 
-        let t = &trace;
-        let all = [
-            &t.send, &t.route, &t.process, &t.publish, &t.forward, &t.receive,
-        ];
-        let context = summary(&all.iter().map(|s| (*s).clone()).collect::<Vec<_>>());
-        for s in all {
-            assert_eq!(s.trace_id, t.send.trace_id, "one trace id\n{context}");
+        let context = summary(&trace);
+        let root = &trace[0];
+        for s in &trace {
+            assert_eq!(s.trace_id, root.trace_id, "one trace id\n{context}");
             assert_eq!(
                 s.trace_id.len(),
                 32,
@@ -180,29 +155,22 @@ fn one_request_is_one_trace_from_client_to_subscriber() {
             );
         }
         assert!(
-            t.send.parent_span_id.is_empty(),
+            root.parent_span_id.is_empty(),
             "the client span is the root\n{context}"
         );
-        let kinds = [
-            (&t.send, CLIENT),
-            (&t.route, SERVER),
-            (&t.process, SERVER),
-            (&t.publish, PRODUCER),
-            (&t.forward, CONSUMER),
-            (&t.receive, CONSUMER),
-        ];
-        for (s, kind) in kinds {
+        for (s, (.., kind)) in trace.iter().zip(SPANS) {
             assert_eq!(s.kind, kind, "kind of {}\n{context}", s.name);
         }
+        let (publish, receive) = (&trace[PUBLISH], &trace[RECEIVE]);
         assert!(
-            t.receive
+            receive
                 .links
                 .iter()
-                .any(|(trace, span)| *span == t.publish.span_id && *trace == t.publish.trace_id),
+                .any(|(trace, span)| *span == publish.span_id && *trace == publish.trace_id),
             "the subscriber's span links to the producer span\n{context}"
         );
         let ids: std::collections::BTreeSet<&str> =
-            all.iter().map(|s| s.span_id.as_str()).collect();
+            trace.iter().map(|s| s.span_id.as_str()).collect();
         assert_eq!(ids.len(), 6, "six distinct spans\n{context}");
     });
 }

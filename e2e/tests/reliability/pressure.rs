@@ -6,22 +6,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use client::SubscribeSummary;
 use e2e::{
     faults::{assert_all_healthy, ClientRun, EventLines, RssSampler, SummaryFile},
-    metric, metric_opt, wait_until, with_timeout, BenchSummary, EventHeader, Header, Signal, Stack,
-    GRACE,
+    metric, metric_opt,
+    observability::wait_proxy_subscriptions,
+    wait_until, with_timeout, EventHeader, Header, Signal, Stack, GRACE,
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
-
-fn subscriptions(addr: std::net::SocketAddr, topic: &str) -> f64 {
-    metric_opt(
-        addr,
-        &format!(r#"mensageria_proxy_subscriptions{{topic="{topic}"}}"#),
-    )
-    .unwrap_or(0.0)
-}
 
 /// A plain PUB peer publishing `bulk.data` events with our event header
 /// (publisher id, consecutive sequence numbers) and a 4 KiB payload.
@@ -92,42 +84,20 @@ fn slow_subscriber(slow_hwm: &'static str, delay: &'static str) {
             .servers(1)
             .proxy_args(&["--hwm", "500"])
             .start();
-        let (fe, xpub) = (stack.frontend().to_owned(), stack.xpub().to_owned());
+        let xpub = stack.xpub().to_owned();
         let p = stack.proxy.http;
         // Normal subscribers keep the default receive HWM (10000): room for
         // scheduling hiccups on a busy CI machine.
+        let fast_flags = ["--rate", "0", "--topics", "requests,bulk"];
         let fast: Vec<ClientRun> = (0..2)
-            .map(|_| {
-                ClientRun::start(
-                    &fe,
-                    &xpub,
-                    &["--rate", "0", "--topics", "requests,bulk"],
-                    &[],
-                )
-            })
+            .map(|_| ClientRun::ready(&stack, &fast_flags, &[]))
             .collect();
         let slow_totals = SummaryFile::new();
-        let mut slow = e2e::spawn(
-            "client",
-            &[
-                &["subscribe", "requests", "bulk", "--delay", delay][..],
-                &["--hwm", slow_hwm, "--proxy-endpoints", &xpub],
-                &slow_totals.args(),
-            ]
-            .concat(),
-            &[],
-        );
-        for f in &fast {
-            f.wait_ready();
-        }
-        wait_until(
-            "the proxy to register three subscribers per topic",
-            Duration::from_secs(15),
-            || {
-                (subscriptions(p, "bulk") >= 3.0 && subscriptions(p, "requests") >= 3.0)
-                    .then_some(())
-            },
-        );
+        let slow_args = ["requests", "bulk", "--delay", delay, "--hwm", slow_hwm];
+        let mut slow = slow_totals.subscribe(&xpub, &slow_args, &[]);
+        // The proxy registers three subscribers per topic.
+        wait_proxy_subscriptions(p, "bulk", 3.0);
+        wait_proxy_subscriptions(p, "requests", 3.0);
 
         // Prime: publish until every subscriber has a bulk event, so every
         // one sees all that follow (or counts them lost).
@@ -147,20 +117,7 @@ fn slow_subscriber(slow_hwm: &'static str, delay: &'static str) {
         let fast_at_prime: Vec<f64> = fast.iter().map(|f| f.stats().received("bulk")).collect();
 
         // Load through the servers too (their events reach every subscriber).
-        let load = ClientRun::start(
-            &fe,
-            &xpub,
-            &[
-                "--rate",
-                "200",
-                "--concurrency",
-                "2000",
-                "--topics",
-                "requests",
-            ],
-            &[],
-        );
-        load.wait_ready();
+        let load = ClientRun::steady(&stack, "200", &[]);
 
         let sampler = RssSampler::start(&[("proxy", p)], Duration::from_millis(250));
         let started = Instant::now();
@@ -223,10 +180,8 @@ fn slow_subscriber(slow_hwm: &'static str, delay: &'static str) {
         slow.kill(Signal::Term);
         let out = slow.output(GRACE + Duration::from_secs(10));
         assert!(out.status.success(), "{}", e2e::describe(&out));
-        let SubscribeSummary {
-            received: n,
-            lost: m,
-        } = slow_totals.read();
+        let totals = slow_totals.read();
+        let (n, m) = (totals.received, totals.lost);
         let lines = EventLines::parse(&slow.stdout_lines());
         assert_eq!(lines.other, 0, "lines that are not events");
         assert_eq!(lines.out_of_order, 0, "events out of order");
@@ -299,21 +254,9 @@ fn overload_far_above_max_inflight_is_refused_bounded_and_recovers() {
         let b = stack.broker.http;
         let sampler = RssSampler::start(&[("broker", b)], Duration::from_millis(250));
         let baseline = e2e::faults::rss(b).expect("broker RSS");
-        let mut bench = Some(e2e::spawn_bench(
-            &stack,
-            &[
-                "--duration",
-                "5s",
-                "--concurrency",
-                "500",
-                "--payload",
-                "work 5ms",
-                "--retries",
-                "0",
-                "--timeout",
-                "5s",
-            ],
-        ));
+        let mut flags = vec!["--duration", "5s", "--concurrency", "500"];
+        flags.extend(["--payload", "work 5ms", "--retries", "0", "--timeout", "5s"]);
+        let mut bench = Some(e2e::spawn_bench(stack.frontend(), &flags));
         let mut max_inflight: f64 = 0.0;
         while bench.as_mut().expect("bench").try_status().is_none() {
             if let Some(v) = metric_opt(b, "mensageria_broker_inflight_requests") {
@@ -321,16 +264,14 @@ fn overload_far_above_max_inflight_is_refused_bounded_and_recovers() {
             }
             thread::sleep(Duration::from_millis(50)); // sampling pace
         }
-        let s = BenchSummary::from_proc(bench.take().expect("bench"), Duration::from_secs(30));
+        let s = e2e::bench_summary(bench.take().expect("bench"), Duration::from_secs(30));
         let rss = sampler.stop();
-        let overloaded = s.json["errors_by_status"]["overloaded"]
-            .as_u64()
-            .unwrap_or(0);
-        assert!(overloaded > 0, "no `overloaded` reply: {s}");
-        assert!(s.ok > 0, "nothing got through: {s}");
+        let overloaded = s.errors_by_status.get("overloaded").copied().unwrap_or(0);
+        assert!(overloaded > 0, "no `overloaded` reply: {s:?}");
+        assert!(s.ok > 0, "nothing got through: {s:?}");
         assert_eq!(
             s.errors, overloaded,
-            "only `overloaded` refusals are expected: {s}"
+            "only `overloaded` refusals are expected: {s:?}"
         );
         assert_eq!(
             metric(b, r#"mensageria_broker_replies_total{status="overloaded"}"#),
@@ -352,7 +293,7 @@ fn overload_far_above_max_inflight_is_refused_bounded_and_recovers() {
             &["--requests", "2000", "--concurrency", "16"],
             Duration::from_secs(60),
         );
-        assert_eq!((after.ok, after.errors), (2000, 0), "{after}");
+        assert_eq!((after.ok, after.errors), (2000, 0), "{after:?}");
         assert_eq!(metric(b, "mensageria_broker_inflight_requests"), 0.0);
         assert_all_healthy(&[("broker", b)]);
         eprintln!(
@@ -361,11 +302,11 @@ fn overload_far_above_max_inflight_is_refused_bounded_and_recovers() {
              then c=16: {} ok, 0 errors, p99 {} ms",
             s.requests,
             s.ok,
-            s.json["throughput_rps"].as_f64().unwrap_or(0.0),
+            s.throughput_rps,
             baseline / MIB,
             max / MIB,
             after.ok,
-            after.json["latency_ms"]["p99"]
+            after.latency_ms.p99
         );
     });
 }
@@ -379,22 +320,9 @@ fn client_run_reads_replies_at_its_concurrency_cap() {
         let stack = Stack::start(1);
         // 2 workers × `work 20ms` = 100 requests/s at most; asking for 200/s
         // with 4 outstanding keeps the client at its cap and behind.
-        let client = ClientRun::start(
-            stack.frontend(),
-            stack.xpub(),
-            &[
-                "--rate",
-                "200",
-                "--concurrency",
-                "4",
-                "--payload",
-                "work 20ms",
-                "--timeout",
-                "5s",
-            ],
-            &[],
-        );
-        client.wait_ready();
+        let mut flags = vec!["--rate", "200", "--concurrency", "4"];
+        flags.extend(["--payload", "work 20ms", "--timeout", "5s"]);
+        let client = ClientRun::ready(&stack, &flags, &[]);
         let s = client.wait_stats(
             "requests to complete at the server's pace (about 100/s)",
             Duration::from_secs(10),

@@ -3,16 +3,11 @@
 //! and the events missed while the proxy was away are exactly the ones the
 //! subscriber reports lost.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use e2e::{
-    decode_event,
-    faults::{assert_all_healthy, peers, published, ClientRun, FAST_HEARTBEATS},
-    metric, metric_opt, plain_req, plain_sub, recv_within, req_roundtrip, wait_until, with_timeout,
-    Signal, Stack, GRACE,
+    faults::{assert_all_healthy, assert_stack_healthy, published, ClientRun, FAST_HEARTBEATS},
+    metric, plain_req, req_roundtrip, with_timeout, Signal, Stack, GRACE, PUBLISHED_REQUESTS,
 };
 
 const RATE: f64 = 300.0;
@@ -30,23 +25,10 @@ fn broker_restarted_on_the_same_ports_recovers_within_seconds() {
             .iter()
             .map(e2e::Server::registrations)
             .sum::<usize>() as f64;
-        let mut flags = vec![
-            "--rate",
-            "300",
-            "--concurrency",
-            "2000",
-            "--timeout",
-            "500ms",
-            "--retries",
-            "3",
-            "--payload",
-            "work 1ms",
-            "--topics",
-            "requests",
-        ];
+        let mut flags = vec!["--timeout", "500ms", "--retries", "3"];
+        flags.extend(["--payload", "work 1ms"]);
         flags.extend(FAST_HEARTBEATS);
-        let client = ClientRun::start(stack.frontend(), stack.xpub(), &flags, &[]);
-        client.wait_ready();
+        let client = ClientRun::steady(&stack, "300", &flags);
         client.wait_stats("600 requests ok", Duration::from_secs(30), |s| {
             s.ok() >= 600.0
         });
@@ -71,11 +53,7 @@ fn broker_restarted_on_the_same_ports_recovers_within_seconds() {
                 |s| s.ok() > ok_at_bind,
             );
             let recovered = t0.elapsed();
-            wait_until(
-                "the servers to register with the new broker",
-                e2e::START_TIMEOUT,
-                || (e2e::registered_workers(stack.broker.http) == registrations).then_some(()),
-            );
+            e2e::wait_workers(stack.broker.http, &[], registrations, e2e::START_TIMEOUT);
             let servers_back = t0.elapsed();
             // Progress continues at the configured rate: nothing hangs.
             let resumed = Instant::now();
@@ -117,55 +95,12 @@ fn broker_restarted_on_the_same_ports_recovers_within_seconds() {
                 after.retries - before.retries,
             ));
         }
-        let mut addrs = vec![
-            ("broker", stack.broker.http),
-            ("proxy", stack.proxy.http),
-            ("client", client.http),
-        ];
-        addrs.extend(stack.servers.iter().map(|s| ("server", s.http)));
-        assert_all_healthy(&addrs);
+        assert_stack_healthy(&stack, &client, None);
         eprintln!("RESULT broker-restart: {}", report.join(" | "));
     });
 }
 
 const PROXY_SUBS: &str = r#"mensageria_proxy_subscriptions{topic="requests"}"#;
-const PUBLISHED: &str = r#"mensageria_server_events_published_total{topic="requests"}"#;
-
-/// Sends plain requests until a plain SUB has seen, from every server, the
-/// last event it published: then no older event is still on its way, and
-/// every server's PUB holds the `requests` subscription. Returns that SUB:
-/// keep it until the subscriber under test is registered at the proxy, so
-/// the subscription upstream never lapses.
-fn prime_subscriptions(stack: &Stack, ctx: &zmq::Context) -> zmq::Socket {
-    let sub = plain_sub(ctx, stack.xpub(), b"requests");
-    let req = plain_req(ctx, stack.frontend());
-    let mut last: HashMap<String, u64> = HashMap::new();
-    let read = |last: &mut HashMap<String, u64>| {
-        while let Some(frames) = recv_within(&sub, Duration::from_millis(20)) {
-            let e = decode_event(&frames);
-            let server = e.payload["server"].as_str().expect("server").to_owned();
-            last.insert(server, e.header.seq);
-        }
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while last.len() < stack.servers.len() {
-        assert!(Instant::now() < deadline, "events of only {last:?} arrived");
-        req_roundtrip(&req, &[b"prime"]);
-        read(&mut last);
-    }
-    for s in &stack.servers {
-        wait_until(
-            "every priming event to reach the plain subscriber",
-            Duration::from_secs(10),
-            || {
-                read(&mut last);
-                (last.get(&s.instance).copied().unwrap_or(0) as f64 == metric(s.http, PUBLISHED))
-                    .then_some(())
-            },
-        );
-    }
-    sub
-}
 
 #[test]
 fn proxy_restarted_on_the_same_ports_loses_exactly_what_subscribers_report() {
@@ -175,47 +110,21 @@ fn proxy_restarted_on_the_same_ports_loses_exactly_what_subscribers_report() {
             .server_args(&FAST_HEARTBEATS)
             .start();
         let ctx = zmq::Context::new();
-        let probe = prime_subscriptions(&stack, &ctx);
+        // Keep the priming SUB until the subscriber under test is registered
+        // at the proxy, so the subscription upstream never lapses.
+        let (probe, _) = e2e::prime_events(&stack, &ctx);
 
         // The subscriber under test joins while nothing is published, so it
         // sees every event published from now on, or counts it lost.
-        let sub = ClientRun::start(
-            stack.frontend(),
-            stack.xpub(),
-            &["--rate", "0", "--topics", "requests"],
-            &[],
-        );
-        sub.wait_ready();
-        wait_until(
-            "the proxy to register the subscription",
-            Duration::from_secs(10),
-            || (metric_opt(stack.proxy.http, PROXY_SUBS).unwrap_or(0.0) >= 2.0).then_some(()),
-        );
+        let sub = ClientRun::ready(&stack, &["--rate", "0", "--topics", "requests"], &[]);
+        // The proxy registers the subscription, then sees the probe unsubscribe.
+        e2e::wait_metric_at_least(stack.proxy.http, PROXY_SUBS, 2.0);
         drop(probe);
-        wait_until(
-            "the proxy to see the probe unsubscribe",
-            Duration::from_secs(10),
-            || (metric_opt(stack.proxy.http, PROXY_SUBS).unwrap_or(0.0) == 1.0).then_some(()),
-        );
+        e2e::expect_metric(stack.proxy.http, PROXY_SUBS, 1.0);
         let baseline = published(&stack.servers, "requests");
 
         // The load: a `client run` that requests and subscribes too.
-        let mut load = ClientRun::start(
-            stack.frontend(),
-            stack.xpub(),
-            &[
-                "--rate",
-                "300",
-                "--concurrency",
-                "2000",
-                "--timeout",
-                "1s",
-                "--topics",
-                "requests",
-            ],
-            &[],
-        );
-        load.wait_ready();
+        let mut load = ClientRun::steady(&stack, "300", &["--timeout", "1s"]);
         sub.wait_stats("300 events received", Duration::from_secs(30), |s| {
             s.received("requests") >= 300.0
         });
@@ -224,11 +133,8 @@ fn proxy_restarted_on_the_same_ports_loses_exactly_what_subscribers_report() {
         stack.proxy.proc.kill(Signal::Kill);
         stack.proxy.proc.wait_exit(Duration::from_secs(5));
         for s in &stack.servers {
-            wait_until(
-                "the servers to notice the proxy is gone",
-                Duration::from_secs(10),
-                || (peers(s.http, "pub") == 0.0).then_some(()),
-            );
+            // The servers notice the proxy is gone.
+            e2e::expect_metric(s.http, r#"mensageria_zmq_peers{socket="pub"}"#, 0.0);
         }
         let new = stack.proxy.restart(&[]);
         let bound = t0.elapsed();
@@ -268,29 +174,24 @@ fn proxy_restarted_on_the_same_ports_loses_exactly_what_subscribers_report() {
         let before: Vec<f64> = stack
             .servers
             .iter()
-            .map(|s| metric(s.http, PUBLISHED))
+            .map(|s| metric(s.http, PUBLISHED_REQUESTS))
             .collect();
         let deadline = Instant::now() + Duration::from_secs(10);
         while stack
             .servers
             .iter()
             .zip(&before)
-            .any(|(s, b)| metric(s.http, PUBLISHED) <= *b)
+            .any(|(s, b)| metric(s.http, PUBLISHED_REQUESTS) <= *b)
         {
             assert!(Instant::now() < deadline, "final events not published");
             req_roundtrip(&req, &[b"final"]);
         }
 
         let expected = published(&stack.servers, "requests") - baseline;
-        let mut last = None;
-        let settled = e2e::poll_until(Duration::from_secs(10), || {
-            let s = sub.stats();
-            let seen = s.received("requests") + s.lost;
-            last = Some(s.clone());
-            (seen == expected).then_some(s)
-        });
-        let s = settled.unwrap_or_else(|| {
-            panic!("published {expected} events since the subscription, but the subscriber accounts for received + lost = {last:?}")
+        let what =
+            format!("the {expected} events published since the subscription = received + lost");
+        let s = sub.wait_stats(&what, Duration::from_secs(10), |s| {
+            s.received("requests") + s.lost == expected
         });
         assert!(s.lost > 0.0, "the restart must cost events: {s:?}");
         assert_eq!(s.failed(), 0.0);

@@ -6,11 +6,13 @@
 
 use std::time::Duration;
 
-use client::SubscribeSummary;
 use e2e::{
-    describe,
-    faults::{assert_all_healthy, keygen, socket_events, ClientRun, KeyPair, SummaryFile},
-    http_get, run_bin, stderr, stdout, wait_until, with_timeout, Signal, Stack, GRACE,
+    assert_failed, describe,
+    faults::{
+        assert_all_healthy, keygen, socket_events, wait_socket_events, ClientRun, KeyPair,
+        SummaryFile,
+    },
+    http_get, run_bin, stdout, with_timeout, Signal, Stack, GRACE,
 };
 
 const SECRET_PAYLOAD: &str = "PAYLOAD-c0ffee-7e57-do-not-leak";
@@ -51,59 +53,29 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
         let stranger_env = client_env(&server_keys, &stranger);
 
         // Authorised: a request, steady load, and a subscriber.
-        let ok = run_bin(
-            "client",
-            &[
-                "request",
-                SECRET_PAYLOAD,
-                "--broker-endpoints",
-                &fe,
-                "--timeout",
-                "2s",
-            ],
-            &as_env(&user_env),
-            Duration::from_secs(30),
-        );
-        assert!(ok.status.success(), "{}", describe(&ok));
-        assert_eq!(stdout(&ok), format!("{SECRET_PAYLOAD}\n"));
+        let request = |payload: &str, extra: &[&str], env: &[(&str, &str)]| {
+            let mut args = vec!["request", payload, "--broker-endpoints", &fe];
+            args.extend(extra);
+            run_bin("client", &args, env, Duration::from_secs(30))
+        };
+        let ok = request(SECRET_PAYLOAD, &["--timeout", "2s"], &as_env(&user_env));
+        assert_eq!(e2e::succeeded(&ok), format!("{SECRET_PAYLOAD}\n"));
         let totals = SummaryFile::new();
-        let mut subscriber = e2e::spawn(
-            "client",
-            &[
-                &["subscribe", "requests", "--count", "3"][..],
-                &["--proxy-endpoints", &xpub],
-                &totals.args(),
-            ]
-            .concat(),
-            &as_env(&user_env),
-        );
+        let subscribe = ["requests", "--count", "3"];
+        let mut subscriber = totals.subscribe(&xpub, &subscribe, &as_env(&user_env));
         let payload = format!("work 1ms {SECRET_PAYLOAD}");
-        let load = ClientRun::start(
-            &fe,
-            &xpub,
-            &[
-                "--rate",
-                "50",
-                "--concurrency",
-                "1000",
-                "--payload",
-                &payload,
-            ],
-            &as_env(&user_env),
-        );
-        load.wait_ready();
+        let mut flags = vec!["--rate", "50", "--concurrency", "1000"];
+        flags.extend(["--payload", &payload]);
+        let load = ClientRun::ready(&stack, &flags, &as_env(&user_env));
         let out = subscriber.output(Duration::from_secs(30));
-        assert!(out.status.success(), "{}", describe(&out));
-        assert_eq!(stdout(&out).lines().count(), 3, "{}", describe(&out));
         assert_eq!(
-            totals.read(),
-            SubscribeSummary {
-                received: 3,
-                lost: 0
-            },
+            e2e::succeeded(&out).lines().count(),
+            3,
             "{}",
             describe(&out)
         );
+        let t = totals.read();
+        assert_eq!((t.received, t.lost), (3, 0), "{}", describe(&out));
         load.wait_stats("authorised load to succeed", Duration::from_secs(20), |s| {
             s.ok() >= 20.0 && s.received("requests") >= 20.0
         });
@@ -118,58 +90,18 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
                 socket_events(b, "frontend", event),
                 socket_events(p, "xpub", event),
             );
-            let out = run_bin(
-                "client",
-                &[
-                    "request",
-                    "let me in",
-                    "--broker-endpoints",
-                    &fe,
-                    "--timeout",
-                    "500ms",
-                    "--retries",
-                    "0",
-                ],
-                &env,
-                Duration::from_secs(30),
-            );
-            assert_eq!(out.status.code(), Some(1), "{who}: {}", describe(&out));
+            let out = request("let me in", &["--timeout", "500ms", "--retries", "0"], &env);
+            assert_failed(&out, 1, "request failed (timeout)", who);
             assert_eq!(stdout(&out), "", "{who} got a reply: {}", describe(&out));
-            assert!(
-                stderr(&out).contains("request failed (timeout)"),
-                "{who}: {}",
-                describe(&out)
-            );
             let totals = SummaryFile::new();
-            let out = run_bin(
-                "client",
-                &[
-                    &["subscribe", "--duration", "2s", "--proxy-endpoints", &xpub][..],
-                    &totals.args(),
-                ]
-                .concat(),
-                &env,
-                Duration::from_secs(30),
-            );
-            assert!(out.status.success(), "{who}: {}", describe(&out));
-            assert_eq!(stdout(&out), "", "{who} got events: {}", describe(&out));
+            let out = totals
+                .subscribe(&xpub, &["--duration", "2s"], &env)
+                .output(Duration::from_secs(30));
+            assert_eq!(e2e::succeeded(&out), "", "{who} got events");
             assert_eq!(totals.read().received, 0, "{who}: {}", describe(&out));
-            let fe_after = wait_until(
-                &format!("the broker to count the {who} refusal as {event}"),
-                Duration::from_secs(10),
-                || {
-                    let v = socket_events(b, "frontend", event);
-                    (v > fe_before).then_some(v)
-                },
-            );
-            let xpub_after = wait_until(
-                &format!("the proxy to count the {who} refusal as {event}"),
-                Duration::from_secs(10),
-                || {
-                    let v = socket_events(p, "xpub", event);
-                    (v > xpub_before).then_some(v)
-                },
-            );
+            // Both count the refusal as `event`.
+            let fe_after = wait_socket_events(b, "frontend", event, fe_before);
+            let xpub_after = wait_socket_events(p, "xpub", event, xpub_before);
             refusals.push(format!(
                 "{who}: frontend {event} +{}, xpub {event} +{}",
                 fe_after - fe_before,
@@ -178,31 +110,20 @@ fn curve_admits_only_allowed_keys_end_to_end_and_ops_endpoints_leak_nothing() {
         }
         // Refused peers never counted as peers; the authorised ones still work.
         let registrations = stack.servers[0].registrations() as f64;
-        e2e::wait_until(
-            "exactly the server's registrations at the broker",
-            e2e::START_TIMEOUT,
-            || (e2e::registered_workers(b) == registrations).then_some(()),
-        );
+        e2e::wait_workers(b, &[], registrations, e2e::START_TIMEOUT);
         let again = load.stats().ok();
         load.wait_stats("authorised load to go on", Duration::from_secs(20), |s| {
             s.ok() >= again + 20.0
         });
 
         // The ops endpoints of every service: no key material, no payload.
-        let secrets: Vec<(&str, &str)> = [
-            ("server public key", &server_keys.public),
-            ("server secret key", &server_keys.secret),
-            ("worker public key", &worker.public),
-            ("worker secret key", &worker.secret),
-            ("client public key", &user.public),
-            ("client secret key", &user.secret),
-            ("stranger public key", &stranger.public),
-            ("stranger secret key", &stranger.secret),
-        ]
-        .into_iter()
-        .map(|(n, k)| (n, k.as_str()))
-        .chain([("payload", SECRET_PAYLOAD)])
-        .collect();
+        let owners = ["server", "worker", "client", "stranger"];
+        let key_pairs = owners.iter().zip([&server_keys, &worker, &user, &stranger]);
+        let mut secrets = vec![("payload".to_owned(), SECRET_PAYLOAD)];
+        for (who, keys) in key_pairs {
+            secrets.push((format!("{who} public key"), &keys.public));
+            secrets.push((format!("{who} secret key"), &keys.secret));
+        }
         let services = [
             ("broker", b),
             ("proxy", p),
@@ -260,13 +181,15 @@ fn allow_list_starting_with_a_slash_key_is_not_taken_for_a_path() {
         let other = keygen();
         let server = keygen();
         let list = format!("{slashy},{}", other.public);
-        let broker = e2e::Broker::start(
-            &[],
-            &[
-                ("CURVE_SERVER_SECRET", server.secret.as_str()),
-                ("CURVE_ALLOWED_CLIENTS", list.as_str()),
-            ],
-        );
+        let broker = e2e::Launcher::default()
+            .broker(
+                &[],
+                &[
+                    ("CURVE_SERVER_SECRET", server.secret.as_str()),
+                    ("CURVE_ALLOWED_CLIENTS", list.as_str()),
+                ],
+            )
+            .unwrap();
         e2e::wait_ready(broker.http, Duration::from_secs(20));
     });
 }

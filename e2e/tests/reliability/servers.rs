@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    faults::{assert_all_healthy, peers, ClientRun, FAST_HEARTBEATS, HEARTBEAT_TIMEOUT},
+    faults::{assert_stack_healthy, peers, ClientRun, FAST_HEARTBEATS, HEARTBEAT_TIMEOUT},
     metric, metrics_text, parse_metric, recv_within, show, wait_until, with_timeout, Signal, Stack,
     GRACE,
 };
@@ -16,62 +16,35 @@ use e2e::{
 const TIMEOUT_REPLIES: &str = r#"mensageria_broker_replies_total{status="timeout"}"#;
 const INFLIGHT: &str = "mensageria_broker_inflight_requests";
 
-/// Steady load: 300 requests/s, each `work 2ms`, a 500 ms attempt timeout
+/// Two REP servers (`heartbeats` flags on them and the broker) under
+/// steady load: 300 requests/s, each `work 2ms`, a 500 ms attempt timeout
 /// (shorter than the broker's 1 s request timeout, so the client retries
 /// before the broker's own `timeout` reply comes; that late reply is then
 /// stale to the client and only counted by the broker), and a concurrency
 /// cap far above anything a fault leaves outstanding.
-fn load(stack: &Stack, retries: &str) -> ClientRun {
-    let c = ClientRun::start(
-        stack.frontend(),
-        stack.xpub(),
-        &[
-            "--rate",
-            "300",
-            "--concurrency",
-            "2000",
-            "--timeout",
-            "500ms",
-            "--retries",
-            retries,
-            "--payload",
-            "work 2ms",
-            "--topics",
-            "requests",
-        ],
-        &[],
-    );
-    c.wait_ready();
+fn loaded_stack(retries: &str, heartbeats: &[&str]) -> (Stack, ClientRun) {
+    let mut broker_flags = vec!["--request-timeout", "1s"];
+    broker_flags.extend(heartbeats);
+    let stack = Stack::builder()
+        .servers(2)
+        .rep()
+        .broker_args(&broker_flags)
+        .server_args(heartbeats)
+        .start();
+    let mut flags = vec!["--timeout", "500ms", "--retries", retries];
+    flags.extend(["--payload", "work 2ms"]);
+    let c = ClientRun::steady(&stack, "300", &flags);
     let warm = c.wait_stats("600 requests ok", Duration::from_secs(30), |s| {
         s.ok() >= 600.0
     });
     assert_eq!(warm.failed(), 0.0, "failures before any fault: {warm:?}");
-    c
-}
-
-fn healthy(stack: &Stack, client: &ClientRun, skip_server: Option<usize>) {
-    let mut addrs = vec![
-        ("broker", stack.broker.http),
-        ("proxy", stack.proxy.http),
-        ("client", client.http),
-    ];
-    for (i, s) in stack.servers.iter().enumerate() {
-        if Some(i) != skip_server {
-            addrs.push(("server", s.http));
-        }
-    }
-    assert_all_healthy(&addrs);
+    (stack, c)
 }
 
 #[test]
 fn sigkill_of_one_server_under_load_fails_no_request() {
     with_timeout(Duration::from_secs(100), || {
-        let mut stack = Stack::builder()
-            .servers(2)
-            .rep()
-            .broker_args(&["--request-timeout", "1s"])
-            .start();
-        let client = load(&stack, "4");
+        let (mut stack, client) = loaded_stack("4", &[]);
         assert_eq!(metric(stack.broker.http, TIMEOUT_REPLIES), 0.0);
 
         // Pin eight 300 ms requests (plain DEALER, no retries) on the four
@@ -127,7 +100,7 @@ fn sigkill_of_one_server_under_load_fails_no_request() {
             "the broker counts its expired entries as `timeout` replies"
         );
         assert_eq!(peers(stack.broker.http, "backend"), survivor_workers);
-        healthy(&stack, &client, Some(0));
+        assert_stack_healthy(&stack, &client, Some(0));
         eprintln!(
             "RESULT server-kill: client ok={} failed={} retries={} (during fault {}); \
              pinned ok={ok} timeout={timed_out}; broker timeout replies={} late_replies={}; \
@@ -146,19 +119,11 @@ fn sigkill_of_one_server_under_load_fails_no_request() {
 #[test]
 fn frozen_server_is_dropped_by_heartbeats_and_rejoins_after_sigcont() {
     with_timeout(Duration::from_secs(100), || {
-        let mut broker_flags = vec!["--request-timeout", "1s"];
-        broker_flags.extend(FAST_HEARTBEATS);
-        let mut stack = Stack::builder()
-            .servers(2)
-            .rep()
-            .broker_args(&broker_flags)
-            .server_args(&FAST_HEARTBEATS)
-            .start();
-        let all_workers = f64::from(stack.servers.iter().map(|s| s.workers).sum::<u32>());
-        let survivor_workers = f64::from(stack.servers[1].workers);
         // Up to 7 attempts: one sent to the frozen server just before the
         // broker drops it can meet it again on a retry or two.
-        let client = load(&stack, "6");
+        let (mut stack, client) = loaded_stack("6", &FAST_HEARTBEATS);
+        let all_workers = f64::from(stack.servers.iter().map(|s| s.workers).sum::<u32>());
+        let survivor_workers = f64::from(stack.servers[1].workers);
         let b = stack.broker.http;
 
         let handled_before = stack.servers[0].handled_ok();
@@ -202,20 +167,13 @@ fn frozen_server_is_dropped_by_heartbeats_and_rejoins_after_sigcont() {
             |s| s.ok() >= at_stop.ok() + 1500.0,
         );
 
+        let [f_stop, f_drop, f_cont, f_rejoin, f_end] =
+            [&at_stop, &at_drop, &at_cont, &at_rejoin, &at_end]
+                .map(|s| format!("{}/{}", s.failed(), s.retries));
         let timeline = format!(
-            "failed/retries: at SIGSTOP {}/{}, at the drop ({dropped_after:?} later) {}/{}, \
-             at SIGCONT ({frozen_for:?} after SIGSTOP) {}/{}, at the rejoin ({rejoined_after:?} \
-             later) {}/{}, at the end {}/{}",
-            at_stop.failed(),
-            at_stop.retries,
-            at_drop.failed(),
-            at_drop.retries,
-            at_cont.failed(),
-            at_cont.retries,
-            at_rejoin.failed(),
-            at_rejoin.retries,
-            at_end.failed(),
-            at_end.retries
+            "failed/retries: at SIGSTOP {f_stop}, at the drop ({dropped_after:?} later) {f_drop}, \
+             at SIGCONT ({frozen_for:?} after SIGSTOP) {f_cont}, at the rejoin \
+             ({rejoined_after:?} later) {f_rejoin}, at the end {f_end}"
         );
         assert_eq!(
             at_end.failed(),
@@ -234,7 +192,7 @@ fn frozen_server_is_dropped_by_heartbeats_and_rejoins_after_sigcont() {
             "the broker dropped the frozen server after {dropped_after:?}, more than \
              the heartbeat timeout {HEARTBEAT_TIMEOUT:?} + margin ({limit:?})"
         );
-        healthy(&stack, &client, None);
+        assert_stack_healthy(&stack, &client, None);
         eprintln!(
             "RESULT server-freeze: backend peers {all_workers}->{survivor_workers} after {:.2}s \
              (heartbeat timeout 1s); frozen {:.1}s; rejoined {:.2}s after SIGCONT; victim handled \
@@ -258,12 +216,7 @@ fn frozen_server_is_dropped_by_heartbeats_and_rejoins_after_sigcont() {
 #[test]
 fn sigterm_drains_one_server_under_load_without_losing_a_request() {
     with_timeout(Duration::from_secs(100), || {
-        let mut stack = Stack::builder()
-            .servers(2)
-            .rep()
-            .broker_args(&["--request-timeout", "1s"])
-            .start();
-        let client = load(&stack, "3");
+        let (mut stack, client) = loaded_stack("3", &[]);
         let at_term = client.stats();
         let started = Instant::now();
         stack.servers[0].proc.kill(Signal::Term);
@@ -292,7 +245,7 @@ fn sigterm_drains_one_server_under_load_without_losing_a_request() {
             peers(stack.broker.http, "backend"),
             f64::from(stack.servers[1].workers)
         );
-        healthy(&stack, &client, Some(0));
+        assert_stack_healthy(&stack, &client, Some(0));
         eprintln!(
             "RESULT server-drain: exit 0 after {:.2}s; client ok={} failed={} retries during \
              drain={}; broker timeout replies={}",

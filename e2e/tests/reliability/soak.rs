@@ -45,24 +45,10 @@ fn soak() {
     with_timeout(Duration::from_secs(secs + 180), move || {
         let stack = Stack::start(2);
         let rate_arg = rate.to_string();
-        let mut client = ClientRun::start(
-            stack.frontend(),
-            stack.xpub(),
-            &[
-                "--rate",
-                &rate_arg,
-                "--concurrency",
-                "5000",
-                "--timeout",
-                "2500ms",
-                "--retries",
-                "3",
-                "--payload",
-                "work 1ms soak",
-            ],
-            &[],
-        );
-        client.wait_ready();
+        let mut flags = vec!["--rate", &rate_arg, "--concurrency", "5000"];
+        flags.extend(["--timeout", "2500ms", "--retries", "3"]);
+        flags.extend(["--payload", "work 1ms soak"]);
+        let mut client = ClientRun::ready(&stack, &flags, &[]);
         let mut services = vec![("broker", stack.broker.http), ("proxy", stack.proxy.http)];
         services.push(("server0", stack.servers[0].http));
         services.push(("server1", stack.servers[1].http));

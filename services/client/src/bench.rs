@@ -19,7 +19,7 @@ use std::{
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use mensageria::{socket::SocketFactory, Endpoints, Status};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     config::BenchArgs,
@@ -29,7 +29,7 @@ use crate::{
 };
 
 /// What a bench run measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     /// Requests finished.
     pub requests: u64,
@@ -55,7 +55,7 @@ pub struct Summary {
 }
 
 /// Events seen by `--events` during one bench run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventCounts {
     /// Events received.
     pub received: u64,
@@ -64,7 +64,7 @@ pub struct EventCounts {
 }
 
 /// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Latency {
     /// Median.
     pub p50: f64,
