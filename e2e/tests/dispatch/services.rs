@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use e2e::{
-    assert_failed, describe, run_client, stdout, unused_port, with_timeout, Stack, CLIENT_TIMEOUT,
+    assert_failed, describe, poll_until, run_client, stdout, unused_port, with_timeout, Stack,
+    CLIENT_TIMEOUT,
 };
 
 use crate::rfc::{call_v1, call_v2, expect_replies};
@@ -64,19 +65,38 @@ fn two_services_from_two_servers_route_correctly() {
             );
         }
 
-        // `client services` shows the same.
+        // `client services` shows the same once the broker's view (a snapshot
+        // refreshed every 250 ms) has caught up with the last replies.
         let http = stack.broker.http.to_string();
-        let out = run_client(&["services", "--broker-http", &http], CLIENT_TIMEOUT);
-        let table = e2e::succeeded(&out);
-        for service in ["alpha", "beta", "gamma"] {
-            let row: Vec<&str> = table
+        let columns = |table: &str, service: &str| -> Vec<String> {
+            let row = table
                 .lines()
                 .find(|l| l.split_whitespace().next() == Some(service))
-                .unwrap_or_else(|| panic!("no row for {service}:\n{table}"))
-                .split_whitespace()
-                .collect();
+                .unwrap_or_else(|| panic!("no row for {service}:\n{table}"));
             // SERVICE QUEUE IDLE BUSY …
-            assert_eq!(&row[1..4], &["0", "1", "0"], "{service}:\n{table}");
+            row.split_whitespace()
+                .skip(1)
+                .take(3)
+                .map(str::to_owned)
+                .collect()
+        };
+        let settled = |table: &str| {
+            ["alpha", "beta", "gamma"]
+                .iter()
+                .all(|s| columns(table, s) == ["0", "1", "0"])
+        };
+        let mut table = String::new();
+        let _ = poll_until(Duration::from_secs(5), || {
+            let out = run_client(&["services", "--broker-http", &http], CLIENT_TIMEOUT);
+            table = e2e::succeeded(&out);
+            settled(&table).then_some(())
+        });
+        for service in ["alpha", "beta", "gamma"] {
+            assert_eq!(
+                columns(&table, service),
+                ["0", "1", "0"],
+                "{service}:\n{table}"
+            );
         }
         assert!(
             table.contains(&alpha) && table.contains(&beta),

@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    metric, plain_req, recv_within, req_roundtrip, show, wait_registered, with_timeout, Signal,
-    Stack,
+    plain_req, recv_within, req_roundtrip, show, wait_registered, with_timeout, Signal, Stack,
 };
 
 use crate::rfc::{Mdp, RfcWorker};
@@ -32,8 +31,10 @@ fn lose_the_worker(signal: Signal) {
     let took = t.elapsed();
     // `unavailable`: the worker is lost.
     e2e::assert_plain_error(&reply, "ERR unavailable");
-    assert!(metric(stack.broker.http, e2e::ECHO_WORKERS_LOST) >= 1.0);
-    assert_eq!(e2e::broker_workers(stack.broker.http, &[]), 0.0);
+    // The broker publishes its gauges and counters when its pass ends,
+    // just after it sent the reply: wait for them, bounded.
+    e2e::wait_metric_at_least(stack.broker.http, e2e::ECHO_WORKERS_LOST, 1.0);
+    e2e::wait_workers(stack.broker.http, &[], 0.0, e2e::WAIT_LIMIT);
     eprintln!("RESULT worker lost ({signal:?}): answered `unavailable` after {took:?} (REQUEST_TIMEOUT {REQUEST_TIMEOUT})");
 
     if signal == Signal::Stop {
