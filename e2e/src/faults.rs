@@ -503,8 +503,38 @@ pub fn keygen() -> KeyPair {
 // `client subscribe` output
 // ---------------------------------------------------------------------------
 
-/// Per-stream accounting of `client subscribe` event lines
-/// (`<topic> publisher=<hex> seq=<n> lag_ms=… <payload>`).
+/// One `client subscribe` event line with a header:
+/// `<topic> publisher=<hex> seq=<n> lag_ms=<ms> <payload>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventLine {
+    /// Topic.
+    pub topic: String,
+    /// Publisher id, 16 hex digits.
+    pub publisher: String,
+    /// Sequence number in the publisher's stream.
+    pub seq: u64,
+    /// Lag from publication, ms.
+    pub lag_ms: f64,
+}
+
+impl EventLine {
+    /// `None` if `line` is not an event line with a header.
+    pub fn parse(line: &str) -> Option<EventLine> {
+        let mut parts = line.split(' ');
+        let topic = parts.next()?.to_owned();
+        let publisher = parts.next()?.strip_prefix("publisher=")?.to_owned();
+        let seq = parts.next()?.strip_prefix("seq=")?.parse().ok()?;
+        let lag_ms = parts.next()?.strip_prefix("lag_ms=")?.parse().ok()?;
+        Some(EventLine {
+            topic,
+            publisher,
+            seq,
+            lag_ms,
+        })
+    }
+}
+
+/// Per-stream accounting of `client subscribe` event lines ([`EventLine`]).
 #[derive(Debug, Default, Clone)]
 pub struct EventLines {
     /// (publisher, topic) → (first seq, last seq, events).
@@ -524,25 +554,16 @@ impl EventLines {
     pub fn parse(lines: &[String]) -> EventLines {
         let mut e = EventLines::default();
         for (i, line) in lines.iter().enumerate() {
-            let mut parts = line.split(' ');
-            let (topic, publisher, seq) = (parts.next(), parts.next(), parts.next());
-            if let Some(lag) = parts
-                .next()
-                .and_then(|l| l.strip_prefix("lag_ms="))
-                .and_then(|l| l.parse::<f64>().ok())
-            {
-                e.max_lag_ms = e.max_lag_ms.max(lag);
-            }
-            let parsed = (|| {
-                let publisher = publisher?.strip_prefix("publisher=")?;
-                let seq: u64 = seq?.strip_prefix("seq=")?.parse().ok()?;
-                Some((topic?.to_owned(), publisher.to_owned(), seq))
-            })();
-            let Some((topic, publisher, seq)) = parsed else {
+            let Some(ev) = EventLine::parse(line) else {
                 e.other += 1;
                 continue;
             };
-            let entry = e.streams.entry((publisher, topic)).or_insert((seq, seq, 0));
+            e.max_lag_ms = e.max_lag_ms.max(ev.lag_ms);
+            let seq = ev.seq;
+            let entry = e
+                .streams
+                .entry((ev.publisher, ev.topic))
+                .or_insert((seq, seq, 0));
             if entry.2 > 0 && seq <= entry.1 {
                 e.out_of_order += 1;
             }

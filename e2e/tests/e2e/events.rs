@@ -4,8 +4,11 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use e2e::{
-    decode_event, faults::SummaryFile, observability::wait_proxy_subscriptions, plain_req,
-    plain_sub, recv_within, req_roundtrip, with_timeout, PlainEvent, Stack, PUBLISHED_REQUESTS,
+    decode_event,
+    faults::{EventLine, SummaryFile},
+    observability::wait_proxy_subscriptions,
+    plain_req, plain_sub, recv_within, req_roundtrip, with_timeout, PlainEvent, Stack,
+    PUBLISHED_REQUESTS,
 };
 
 const PROXY_SUBS_REQUESTS: &str = r#"mensageria_proxy_subscriptions{topic="requests"}"#;
@@ -118,21 +121,9 @@ fn bench_of_20000_requests_and_subscriber_sees_all_its_events() {
         let text = e2e::stdout(&out);
         let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for line in text.lines() {
-            let mut parts = line.split(' ');
-            let (topic, publisher, seq) = (parts.next(), parts.next(), parts.next());
-            assert_eq!(topic, Some("requests.completed"), "{line}");
-            let publisher = publisher
-                .and_then(|p| p.strip_prefix("publisher="))
-                .expect(line)
-                .to_owned();
-            let seq: u64 = seq
-                .and_then(|s| s.strip_prefix("seq=")?.parse().ok())
-                .expect(line);
-            assert!(
-                parts.next().is_some_and(|l| l.starts_with("lag_ms=")),
-                "{line}"
-            );
-            seqs.entry(publisher).or_default().push(seq);
+            let ev = EventLine::parse(line).unwrap_or_else(|| panic!("not an event line: {line}"));
+            assert_eq!(ev.topic, "requests.completed", "{line}");
+            seqs.entry(ev.publisher).or_default().push(ev.seq);
         }
         assert_eq!(
             seqs.values().map(Vec::len).sum::<usize>(),
