@@ -341,18 +341,24 @@ impl Proc {
         let Some(path) = &self.ready_file else {
             bail!("{} was started without a ready file", self.name);
         };
-        let ended = poll_until(timeout, || {
-            (path.exists() || self.stderr.eof()).then_some(Gave::Eof)
+        // Until the record appears or the process has closed its stderr.
+        let _ = poll_until(timeout, || {
+            (path.exists() || self.stderr.eof()).then_some(())
         });
         if path.exists() {
             return ReadyRecord::read(path)
                 .with_context(|| format!("{}\n{}", self.name, self.diagnostics()));
         }
+        let gave = if self.stderr.eof() {
+            Gave::Eof
+        } else {
+            Gave::Timeout
+        };
         bail!(
             "{}: waiting for its ready record {}: {} after up to {timeout:?}\n{}",
             self.name,
             path.display(),
-            ended.unwrap_or(Gave::Timeout).why("stderr"),
+            gave.why("stderr"),
             self.diagnostics()
         );
     }
